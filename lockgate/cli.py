@@ -1,0 +1,126 @@
+"""The `lockgate` command line."""
+
+from __future__ import annotations
+
+import errno
+import logging
+import sys
+
+import click
+
+from lockgate.settings import Settings
+
+
+def _fail(message: str) -> None:
+    click.echo(f"lockgate: {message}", err=True)
+    sys.exit(2)
+
+
+def _load(config: str | None, flags: dict) -> Settings:
+    try:
+        return Settings.load(config_file=config, flags=flags)
+    except ValueError as exc:
+        _fail(str(exc))
+        raise  # unreachable
+
+
+def _run_server(settings: Settings, kind: str) -> None:
+    from lockgate.portinfo import port_holder
+    from lockgate.server import bind_socket, build_app, serve
+
+    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        sock = bind_socket(settings.host, settings.port)
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            holder = port_holder(settings.port) or "another process"
+            _fail(
+                f"port {settings.port} on {settings.host} is already in use by {holder}.\n"
+                f"Stop that process, or pick another port: `lockgate {kind if kind == 'dev' else 'start'}"
+                f" --port <n>` (`--port 0` picks a free one)."
+            )
+        _fail(f"cannot listen on {settings.host}:{settings.port}: {exc.strerror}")
+    port = sock.getsockname()[1]
+    app, engine = build_app(settings, kind=kind, own_port=port)
+    store = engine.store.description
+    click.echo(f"lockgate {kind} server listening on http://{settings.host}:{port} (store: {store})", err=True)
+    sys.stderr.flush()
+    serve(app, sock, log_level=settings.log_level)
+
+
+@click.group()
+@click.version_option(package_name="lockgate")
+def main() -> None:
+    """lockgate: durable execution for your apps — Inngest SDK protocol, QStash API, realtime."""
+
+
+@main.command()
+@click.option("-u", "--sdk-url", "sdk_urls", multiple=True, help="App serve URL to sync (repeatable).")
+@click.option("-p", "--port", type=int, default=None, help="Port for the APIs (default 8288; 0 picks a free one).")
+@click.option("--host", default=None, help="Address to listen on (default 127.0.0.1).")
+@click.option("--no-discovery", is_flag=True, default=None, help="Do not look for apps on local ports.")
+@click.option("--no-poll", is_flag=True, default=None, help="Do not re-sync healthy apps.")
+@click.option("--poll-interval", type=float, default=None, help="Seconds between sync rounds (default 5).")
+@click.option("--retry-interval", type=float, default=None, help="Fixed retry delay in seconds.")
+@click.option("--config", "config", type=click.Path(), default=None, help="Config file (JSON, YAML or TOML).")
+@click.option("--data-dir", default=None, help="Directory for the SQLite store (default .lockgate).")
+@click.option("--in-memory", is_flag=True, default=None, help="Keep nothing after exit.")
+@click.option("--workers", type=int, default=None, help="Calls to apps in flight at once (default 100).")
+@click.option("--log-level", default=None, help="debug, info, warning or error.")
+@click.option("--example", is_flag=True, default=False, help="Also serve the example app (examples/app.py).")
+def dev(sdk_urls, port, host, no_discovery, no_poll, poll_interval, retry_interval, config, data_dir, in_memory,
+        workers, log_level, example) -> None:
+    """Run the development server on an embedded SQLite store."""
+    if example:
+        sdk_urls = (*sdk_urls, _start_example_app(port or 8288))
+    flags = {
+        "sdk_urls": list(sdk_urls) or None,
+        "port": port,
+        "host": host,
+        "discovery": False if no_discovery else None,
+        "poll": False if no_poll else None,
+        "poll_interval": poll_interval,
+        "retry_interval": retry_interval,
+        "data_dir": data_dir,
+        "in_memory": in_memory,
+        "workers": workers,
+        "log_level": log_level,
+    }
+    _run_server(_load(config, flags), "dev")
+
+
+def _start_example_app(server_port: int) -> str:
+    """Serve examples/app.py with uvicorn beside the server; it stops when the server does."""
+    import atexit
+    import os
+    import socket
+    import subprocess
+
+    if not os.path.isfile(os.path.join("examples", "app.py")):
+        _fail("--example needs the examples/ folder of the lockgate repository in the working directory")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        app_port = s.getsockname()[1]
+    env = {**os.environ, "INNGEST_DEV": f"http://127.0.0.1:{server_port}", "PYTHONPATH": os.getcwd()}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "uvicorn", "examples.app:app", "--port", str(app_port), "--log-level", "warning"],
+        env=env,
+    )
+    atexit.register(proc.terminate)
+    url = f"http://127.0.0.1:{app_port}/api/inngest"
+    click.echo(f"example app serving at {url}", err=True)
+    return url
+
+
+@main.command("config")
+@click.option("--config", "config", type=click.Path(), default=None, help="Config file (JSON, YAML or TOML).")
+def show_config(config) -> None:
+    """Print every effective setting and where its value came from."""
+    settings = _load(config, {})
+    width = max(len(name) for name, _, _ in settings.describe())
+    for name, value, source in settings.describe():
+        click.echo(f"{name.ljust(width)}  {value}  ({source})")
+
+
+if __name__ == "__main__":
+    main()

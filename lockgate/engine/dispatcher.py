@@ -1,0 +1,126 @@
+"""The dispatcher: lease due jobs and hand them to workers, without tick polling.
+
+It sleeps until the earliest job is due (or until someone calls `wake()` because
+work was just enqueued), leases as many due jobs as it has free worker slots, and
+starts one task per job. Leases are extended while a job runs, so a long call is
+not taken over by another replica; a crashed process simply stops extending and
+its jobs come due again when their leases lapse.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+from typing import Awaitable, Callable
+
+from lockgate.models import Job, JobKind, now_ms
+from lockgate.store import operations as ops
+from lockgate.store.base import Store, Tx
+
+log = logging.getLogger("lockgate.dispatcher")
+
+LEASE_MS = 120_000
+HEARTBEAT_S = 30.0
+SAFETY_POLL_S = 30.0  # only a safety net; due work is dispatched on wake-up
+
+
+def _lease_batch(tx: Tx, owner: str, now: int, limit: int) -> tuple[list[Job], int | None]:
+    jobs = ops.lease_due_jobs(tx, owner=owner, now=now, limit=limit, lease_ms=LEASE_MS) if limit > 0 else []
+    starting = [j.run_id for j in jobs if j.kind == JobKind.CALL.value and j.run_id]
+    if starting:
+        ops.mark_runs_started(tx, starting, now)
+    return jobs, ops.next_wakeup(tx)
+
+
+def _extend_leases(tx: Tx, owner: str, job_ids: list[str], until: int) -> None:
+    tx.executemany(
+        "UPDATE jobs SET lease_expires_at = ? WHERE id = ? AND lease_owner = ?",
+        [(until, jid, owner) for jid in job_ids],
+    )
+
+
+class Dispatcher:
+    def __init__(self, store: Store, handle: Callable[[Job], Awaitable[None]], *, workers: int = 100) -> None:
+        self.store = store
+        self.handle = handle
+        self.workers = workers
+        self.owner = f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
+        self._wake = asyncio.Event()
+        self._inflight: dict[str, asyncio.Task] = {}
+        self._stopping = False
+        self._tasks: list[asyncio.Task] = []
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    @property
+    def inflight(self) -> int:
+        return len(self._inflight)
+
+    async def start(self) -> None:
+        self._tasks = [
+            asyncio.create_task(self._loop(), name="lockgate-dispatch"),
+            asyncio.create_task(self._heartbeat(), name="lockgate-lease-heartbeat"),
+        ]
+
+    async def stop(self, *, grace_s: float = 10.0) -> None:
+        """Stop leasing, let in-flight jobs finish for a while, then abandon them to lease expiry."""
+        self._stopping = True
+        self._wake.set()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._inflight:
+            _, pending = await asyncio.wait(list(self._inflight.values()), timeout=grace_s)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+
+    async def _loop(self) -> None:
+        while not self._stopping:
+            self._wake.clear()
+            free = self.workers - len(self._inflight)
+            try:
+                jobs, next_at = await self.store.write(_lease_batch, self.owner, now_ms(), free)
+            except Exception:  # the store may be restarting: back off, keep going
+                log.exception("leasing jobs failed")
+                await asyncio.sleep(1.0)
+                continue
+            for job in jobs:
+                task = asyncio.create_task(self._run_job(job), name=f"job {job.id}")
+                self._inflight[job.id] = task
+            if jobs and len(jobs) == free:
+                continue  # probably more due right now
+            timeout = SAFETY_POLL_S
+            if next_at is not None and free > len(jobs):
+                timeout = min(timeout, max(0.0, (next_at - now_ms()) / 1000))
+            if timeout <= 0 and not jobs:
+                timeout = 0.001  # due-but-leased-elsewhere edge: do not spin hot
+            try:
+                await asyncio.wait_for(self._wake.wait(), timeout=timeout)
+            except asyncio.TimeoutError:
+                pass
+
+    async def _run_job(self, job: Job) -> None:
+        try:
+            await self.handle(job)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            # The lease lapses and the job is retried; log loudly, it is a bug or an outage.
+            log.exception("job %s failed inside the engine", job.id)
+        finally:
+            self._inflight.pop(job.id, None)
+            self._wake.set()
+
+    async def _heartbeat(self) -> None:
+        while not self._stopping:
+            await asyncio.sleep(HEARTBEAT_S)
+            ids = list(self._inflight)
+            if ids:
+                try:
+                    await self.store.write(_extend_leases, self.owner, ids, now_ms() + LEASE_MS)
+                except Exception:
+                    log.exception("extending leases failed")

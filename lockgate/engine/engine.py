@@ -1,0 +1,256 @@
+"""The engine facade: what the interfaces call, and the loops that keep work moving."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+from lockgate.engine import cron, interpreter
+from lockgate.engine.dispatcher import Dispatcher
+from lockgate.engine.executor import Executor
+from lockgate.engine.ingest import ingest_in_tx, parse_events
+from lockgate.engine.registry import Registry
+from lockgate.engine.sync import DISCOVERY_PATHS, DISCOVERY_PORTS, Registration, SyncError, parse_registration
+from lockgate.models import App, Job, JobKind, RunStatus, now_ms
+from lockgate.store import operations as ops
+from lockgate.store.base import Store, Tx
+
+log = logging.getLogger("lockgate.engine")
+
+
+@dataclass(slots=True)
+class EngineOptions:
+    server_kind: str = "dev"  # "dev" or "cloud"
+    signing_key: str | None = None
+    sdk_urls: list[str] = field(default_factory=list)
+    discovery: bool = True
+    poll: bool = True
+    poll_interval_s: float = 5.0
+    retry_interval_s: float | None = None  # fixed retry delay instead of the backoff table
+    workers: int = 100
+    request_timeout_s: float = 7200.0
+    own_port: int | None = None
+    single_node: bool = True  # SQLite: leases of a previous process lapse at start-up
+
+
+@dataclass(slots=True)
+class SyncOutcome:
+    status: int
+    body: dict[str, Any]
+
+
+class Engine:
+    def __init__(self, store: Store, options: EngineOptions | None = None) -> None:
+        self.store = store
+        self.options = options or EngineOptions()
+        self.registry = Registry()
+        self.client = httpx.AsyncClient(
+            timeout=httpx.Timeout(self.options.request_timeout_s, connect=10.0),
+            limits=httpx.Limits(max_connections=max(200, self.options.workers * 2), max_keepalive_connections=100),
+        )
+        self.executor = Executor(self.client, signing_key=self.options.signing_key, server_kind=self.options.server_kind)
+        self.dispatcher = Dispatcher(store, self._handle_job, workers=self.options.workers)
+        self._background: list[asyncio.Task] = []
+        self._known_urls: list[str] = []
+        for url in self.options.sdk_urls:
+            self._remember_url(url)
+
+    @property
+    def context(self) -> interpreter.EngineContext:
+        return interpreter.EngineContext(registry=self.registry, retry_interval_s=self.options.retry_interval_s)
+
+    # -- lifecycle -----------------------------------------------------------------
+
+    async def start(self) -> None:
+        await self.reload_registry()
+        if self.options.single_node:
+            await self.store.write(ops.release_all_leases)
+        await self.dispatcher.start()
+        self._background.append(asyncio.create_task(self._sync_loop(), name="lockgate-sync"))
+
+    async def stop(self) -> None:
+        for task in self._background:
+            task.cancel()
+        await asyncio.gather(*self._background, return_exceptions=True)
+        await self.dispatcher.stop()
+        await self.client.aclose()
+
+    async def reload_registry(self) -> None:
+        functions = await self.store.read(ops.load_functions)
+        self.registry = Registry.build(functions)
+
+    # -- events --------------------------------------------------------------------
+
+    async def ingest(self, body: Any, *, seed: str | None = None) -> list[str]:
+        """Validate, commit and match events; returns their internal ids. Raises EventValidationError."""
+        now = now_ms()
+        events = parse_events(body, seed=seed, now=now)
+        registry = self.registry
+        result = await self.store.write(lambda tx: ingest_in_tx(tx, events, registry, now=now))
+        if result.run_ids:
+            self.dispatcher.wake()
+        return [e.internal_id for e in events]
+
+    async def cancel_run(self, run_id: str, *, reason: str = "cancelled through the API") -> Any:
+        ctx = self.context
+        run = await self.store.write(lambda tx: interpreter.cancel_run(tx, ctx, run_id, now=now_ms(), reason=reason))
+        self.dispatcher.wake()
+        return run
+
+    # -- jobs ----------------------------------------------------------------------
+
+    async def _handle_job(self, job: Job) -> None:
+        ctx = self.context
+        if job.kind == JobKind.CALL.value:
+            await self._handle_call(job, ctx)
+        elif job.kind == JobKind.WAKE.value:
+            await self.store.write(lambda tx: interpreter.wake_sleep(tx, ctx, job, now=now_ms()))
+        elif job.kind == JobKind.CRON.value:
+            await self.store.write(lambda tx: cron.fire_cron(tx, ctx.registry, job, now=now_ms()))
+        else:
+            log.error("unknown job kind %r (job %s); dropping it", job.kind, job.id)
+            await self.store.write(ops.release_job, job)
+        self.dispatcher.wake()
+
+    async def _handle_call(self, job: Job, ctx: interpreter.EngineContext) -> None:
+        state = await self.store.read(_load_call_state, job.run_id)
+        if state is None:
+            await self.store.write(ops.release_job, job)
+            return
+        run, memos = state
+        if RunStatus(run.status).is_final:
+            await self.store.write(ops.release_job, job)
+            return
+        fn = ctx.registry.by_id.get(run.function_id)
+        if fn is None:
+            fn = await self.store.read(ops.get_function, run.function_id)
+        if fn is None:
+            error = {"name": "Error", "message": f"function {run.function_slug} no longer exists"}
+            await self.store.write(
+                lambda tx: interpreter.finish_run(tx, ctx, run, RunStatus.FAILED, error=error, now=now_ms(), keep_job=None)
+            )
+            return
+        started = now_ms()
+        result = await self.executor.call(run, fn, job, memos)
+        await self.store.write(
+            lambda tx: interpreter.settle_call(tx, ctx, job, fn, result, started_at=started, now=now_ms())
+        )
+
+    # -- app sync ------------------------------------------------------------------
+
+    def _remember_url(self, url: str) -> None:
+        if "://" not in url:
+            url = "http://" + url
+        if url not in self._known_urls:
+            self._known_urls.append(url)
+
+    async def register(self, body: Any, *, remote_url_hint: str | None = None) -> SyncOutcome:
+        now = now_ms()
+        try:
+            reg = parse_registration(body, now=now)
+        except SyncError as exc:
+            url = body.get("url") if isinstance(body, dict) else None
+            if isinstance(url, str):
+                await self.store.write(lambda tx: ops.set_app_error(tx, url=url, error=str(exc), at=now))
+            return SyncOutcome(400, {"error": str(exc), "status": 400})
+        modified = await self.store.write(_store_registration, reg, now)
+        if modified:
+            await self.reload_registry()
+            self.dispatcher.wake()
+        self._remember_url(reg.app.url)
+        return SyncOutcome(
+            200, {"ok": True, "modified": modified, "app_id": reg.app.name, "sync_id": reg.checksum[:32], "status": 200}
+        )
+
+    async def sync_url(self, url: str) -> str | None:
+        """PUT the app so it registers; returns an error message when it could not be reached."""
+        self._remember_url(url)
+        try:
+            response = await self.client.put(
+                url,
+                json={"url": url},
+                headers={"X-Inngest-Server-Kind": self.options.server_kind},
+                timeout=httpx.Timeout(30.0, connect=5.0),
+            )
+        except httpx.HTTPError as exc:
+            message = f"could not reach the app at {url}: {exc.__class__.__name__}"
+            await self.store.write(lambda tx: ops.set_app_error(tx, url=url, error=message, at=now_ms()))
+            return message
+        if response.status_code >= 400:
+            message = f"the app at {url} refused the sync with HTTP {response.status_code}: {response.text[:300]}"
+            await self.store.write(lambda tx: ops.set_app_error(tx, url=url, error=message, at=now_ms()))
+            return message
+        return None
+
+    async def _sync_loop(self) -> None:
+        first = True
+        while True:
+            try:
+                apps = await self.store.read(ops.list_apps)
+                if self.options.discovery and not apps and not self._known_urls:
+                    for url in await self._discover():
+                        self._remember_url(url)
+                errored = {a.url for a in apps if a.error}
+                for url in list(self._known_urls):
+                    if first or self.options.poll or url in errored:
+                        await self.sync_url(url)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("app sync round failed")
+            first = False
+            await asyncio.sleep(self.options.poll_interval_s)
+
+    async def _discover(self) -> list[str]:
+        ports = [p for p in DISCOVERY_PORTS if p != self.options.own_port]
+
+        async def probe(port: int) -> list[str]:
+            try:
+                _, writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), timeout=0.3)
+                writer.close()
+            except (OSError, asyncio.TimeoutError):
+                return []
+            found = []
+            for path in DISCOVERY_PATHS:
+                url = f"http://127.0.0.1:{port}{path}"
+                try:
+                    resp = await self.client.get(url, timeout=2.0)
+                except httpx.HTTPError:
+                    continue
+                if "x-inngest-sdk" in resp.headers:
+                    found.append(url)
+                    break
+            return found
+
+        results = await asyncio.gather(*(probe(p) for p in ports))
+        return [url for urls in results for url in urls]
+
+
+def _load_call_state(tx: Tx, run_id: str) -> tuple[Any, dict[str, Any]] | None:
+    run = ops.get_run(tx, run_id)
+    if run is None:
+        return None
+    return run, ops.completed_memos(tx, run_id)
+
+
+def _store_registration(tx: Tx, reg: Registration, now: int) -> bool:
+    existing = ops.get_app(tx, reg.app.name)
+    if existing and existing.checksum == reg.checksum and not existing.error:
+        tx.execute("UPDATE apps SET synced_at = ? WHERE name = ?", (now, reg.app.name))
+        return False
+    if existing:
+        reg.app.created_at = existing.created_at
+    ops.delete_placeholder_app(tx, reg.app.url)
+    ops.upsert_app(tx, reg.app)
+    before = {f.slug: f.version for f in ops.load_functions(tx, include_archived=True)}
+    archived = ops.replace_app_functions(tx, reg.app.name, reg.functions, now)
+    for fid in archived:
+        ops.delete_jobs_by_prefix(tx, cron.cron_job_prefix(fid))
+    for fn in reg.functions:
+        if before.get(fn.slug) != fn.version or fn.slug not in before:
+            cron.rearm_crons(tx, fn, now)
+    return True

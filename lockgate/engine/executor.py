@@ -1,0 +1,82 @@
+"""Calls an app's SDK endpoint for one queued call and returns what it answered."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import httpx
+
+from lockgate.models import Function, Job, Run, now_ms
+from lockgate.protocol.event_ids import new_ulid
+from lockgate.protocol.execution_request import build_execution_body, execution_headers
+from lockgate.protocol.jsoncanon import canonical_json
+from lockgate.protocol.sdk_response import SdkResult, TransportError, parse_sdk_response
+from lockgate.protocol.signing import sign_body
+
+log = logging.getLogger("lockgate.executor")
+
+# Above this the SDK is told to fetch events and step state itself (`use_api`).
+USE_API_THRESHOLD = 4 * 1024 * 1024
+
+
+def step_url(function_url: str, step_id: str) -> str:
+    parts = urlsplit(function_url)
+    query = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k != "stepId"]
+    query.append(("stepId", step_id))
+    return urlunsplit(parts._replace(query=urlencode(query)))
+
+
+class Executor:
+    def __init__(
+        self,
+        client: httpx.AsyncClient,
+        *,
+        signing_key: str | None = None,
+        server_kind: str = "dev",
+    ) -> None:
+        self.client = client
+        self.signing_key = signing_key
+        self.server_kind = server_kind
+
+    def build_body(self, run: Run, fn: Function, job: Job, memos: dict[str, Any]) -> bytes:
+        def body(use_api: bool) -> dict:
+            return build_execution_body(
+                event=run.events[0],
+                events=[] if use_api else run.events,
+                steps={} if use_api else memos,
+                run_id=run.run_id,
+                attempt=job.attempt,
+                max_attempts=fn.retries + 1,
+                disable_immediate_execution=run.disable_immediate,
+                stack=[] if use_api else run.stack,
+                request_version=run.request_version,
+                use_api=use_api,
+            )
+
+        data = canonical_json(body(False))
+        if len(data) > USE_API_THRESHOLD:
+            data = canonical_json(body(True))
+        return data
+
+    async def call(self, run: Run, fn: Function, job: Job, memos: dict[str, Any]) -> SdkResult:
+        data = self.build_body(run, fn, job, memos)
+        signature = sign_body(data, self.signing_key) if self.signing_key else None
+        headers = execution_headers(
+            run_id=run.run_id,
+            step_id=job.step_id or "step",
+            request_version=run.request_version,
+            job_id=job.id,
+            request_id=new_ulid(),
+            signature=signature,
+        )
+        headers["X-Inngest-Server-Kind"] = self.server_kind
+        url = step_url(fn.url, job.step_id or "step")
+        try:
+            response = await self.client.post(url, content=data, headers=headers)
+        except httpx.TimeoutException:
+            return TransportError(f"the app did not answer in time ({url})")
+        except httpx.HTTPError as exc:
+            return TransportError(f"could not reach the app at {url}: {exc.__class__.__name__}: {exc}")
+        return parse_sdk_response(response.status_code, response.headers, response.content, now_ms())

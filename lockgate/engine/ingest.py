@@ -1,0 +1,169 @@
+"""Event ingestion: validate, store, match triggers and create runs — in one transaction.
+
+The events API commits this transaction before it answers, so an acknowledged event
+and the runs it starts survive a crash together.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from lockgate.engine.registry import Registry
+from lockgate.models import DISCOVERY_STEP, Event, Function, Job, JobKind, Run, RunStatus
+from lockgate.protocol.event_ids import new_ulid, ulid_from_seed
+from lockgate.store import operations as ops
+from lockgate.store.base import Tx
+
+MAX_EVENTS_PER_REQUEST = 5000
+MAX_EVENT_BYTES = 3 * 1024 * 1024
+MAX_NAME_LENGTH = 255
+TS_MIN = 315532800000  # 1980-01-01
+TS_MAX = 4102444800000  # 2100-01-01
+RUN_DEDUPE_WINDOW_MS = 24 * 3600 * 1000
+RESERVED_PREFIX = "inngest/"
+
+
+class EventValidationError(ValueError):
+    """Bad event input. `index` says which event of the request was wrong."""
+
+    def __init__(self, message: str, index: int | None = None) -> None:
+        prefix = f"event {index}: " if index is not None else ""
+        super().__init__(prefix + message)
+        self.index = index
+
+
+def parse_events(
+    body: Any, *, seed: str | None, now: int, allow_internal: bool = False
+) -> list[Event]:
+    """Turn a decoded request body (one event or a list) into Event records, or raise."""
+    items = body if isinstance(body, list) else [body]
+    if isinstance(body, list) and not body:
+        raise EventValidationError("the request holds no events")
+    if len(items) > MAX_EVENTS_PER_REQUEST:
+        raise EventValidationError(f"at most {MAX_EVENTS_PER_REQUEST} events per request, got {len(items)}")
+    events = []
+    for index, raw in enumerate(items):
+        events.append(_parse_one(raw, index, seed=seed, now=now, allow_internal=allow_internal))
+    return events
+
+
+def _parse_one(raw: Any, index: int, *, seed: str | None, now: int, allow_internal: bool) -> Event:
+    if not isinstance(raw, dict):
+        raise EventValidationError(f"an event must be a JSON object, got {type(raw).__name__}", index)
+    name = raw.get("name")
+    if not isinstance(name, str) or not name.strip():
+        raise EventValidationError("'name' is required and must be a non-empty string", index)
+    if len(name) > MAX_NAME_LENGTH:
+        raise EventValidationError(f"'name' is longer than {MAX_NAME_LENGTH} characters", index)
+    if not allow_internal and name.lower().startswith(RESERVED_PREFIX):
+        raise EventValidationError(f"event names starting with '{RESERVED_PREFIX}' are reserved: {name!r}", index)
+    data = raw.get("data")
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise EventValidationError(f"'data' must be a JSON object, got {type(data).__name__}", index)
+    if not allow_internal and "_inngest" in data:
+        data = {k: v for k, v in data.items() if k != "_inngest"}
+    user = raw.get("user")
+    if user is None:
+        user = {}
+    if not isinstance(user, dict):
+        raise EventValidationError("'user' must be a JSON object", index)
+    producer_id = raw.get("id")
+    if producer_id is not None and not isinstance(producer_id, str):
+        raise EventValidationError("'id' must be a string", index)
+    ts = raw.get("ts")
+    if ts is None or ts == 0:
+        ts = now
+    elif isinstance(ts, bool) or not isinstance(ts, (int, float)) or int(ts) != ts:
+        raise EventValidationError("'ts' must be an integer number of milliseconds since the epoch", index)
+    ts = int(ts)
+    if not TS_MIN <= ts <= TS_MAX:
+        raise EventValidationError("'ts' must lie between 1980-01-01 and 2100-01-01 (milliseconds)", index)
+    v = raw.get("v")
+    if v is not None and not isinstance(v, str):
+        raise EventValidationError("'v' must be a string", index)
+    size = len(orjson.dumps(data)) + len(orjson.dumps(user))
+    if size > MAX_EVENT_BYTES:
+        raise EventValidationError(f"event is {size} bytes; the limit is {MAX_EVENT_BYTES}", index)
+    internal_id = ulid_from_seed(seed, index) or new_ulid()
+    return Event(
+        internal_id=internal_id,
+        id=producer_id or internal_id,
+        name=name,
+        data=data,
+        user=user,
+        v=v,
+        ts=ts,
+        received_at=now,
+    )
+
+
+@dataclass(slots=True)
+class IngestResult:
+    run_ids: list[str] = field(default_factory=list)
+
+
+def new_run(
+    fn: Function,
+    events: list[Event],
+    *,
+    now: int,
+    cron: str | None = None,
+    correlation_id: str | None = None,
+) -> tuple[Run, Job]:
+    """A queued run and the first discovery call for it."""
+    run_id = new_ulid()
+    first = events[0]
+    run = Run(
+        run_id=run_id,
+        function_id=fn.id,
+        function_slug=fn.slug,
+        function_version=fn.version,
+        status=RunStatus.QUEUED.value,
+        events=[e.payload() for e in events],
+        event_ids=[e.internal_id for e in events],
+        created_at=now,
+        cron=cron,
+        correlation_id=correlation_id,
+    )
+    # A future `ts` delays the run until that time.
+    due = max(now, first.ts) if first.ts <= now + 366 * 86400_000 else now
+    job = Job(
+        id=f"{run_id}:call:0",
+        kind=JobKind.CALL.value,
+        run_id=run_id,
+        step_id=DISCOVERY_STEP,
+        due_at=due,
+        created_at=now,
+    )
+    if due > now:
+        run.reason = "scheduled: the triggering event's ts lies in the future"
+    return run, job
+
+
+def create_run_in_tx(tx: Tx, fn: Function, events: list[Event], *, now: int, **kwargs: Any) -> Run | None:
+    """Create a run unless one already ran for this function and event id (24 h window)."""
+    dedupe = f"run:{fn.id}:{events[0].id}"
+    if not ops.claim_unique_key(tx, dedupe, expires_at=now + RUN_DEDUPE_WINDOW_MS, now=now):
+        return None
+    run, job = new_run(fn, events, now=now, **kwargs)
+    ops.insert_run(tx, run)
+    ops.enqueue(tx, [job])
+    return run
+
+
+def ingest_in_tx(tx: Tx, events: list[Event], registry: Registry, *, now: int) -> IngestResult:
+    """Store events and start the runs they trigger. Runs inside the caller's transaction."""
+    ops.insert_events(tx, events)
+    result = IngestResult()
+    for event in events:
+        payload = event.payload()
+        for fn in registry.match(payload):
+            run = create_run_in_tx(tx, fn, [event], now=now)
+            if run is not None:
+                result.run_ids.append(run.run_id)
+    return result

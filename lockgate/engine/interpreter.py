@@ -1,0 +1,347 @@
+"""The opcode interpreter: apply what an SDK answered to a run, in one transaction.
+
+Everything here runs inside a store write transaction (`settle_call(tx, ...)`), so a
+step result, the run's bookkeeping and the next queued call are committed together
+or not at all. The job being settled is fenced by its lease: if the lease was lost
+(another worker took the job over) nothing is applied.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from lockgate.engine.ingest import ingest_in_tx
+from lockgate.engine.registry import Registry
+from lockgate.models import DISCOVERY_STEP, Event, Function, Job, JobKind, Run, RunStatus, Step
+from lockgate.protocol.backoff import retry_delay_ms
+from lockgate.protocol.event_ids import new_ulid
+from lockgate.protocol.sdk_response import (
+    FunctionCompleted,
+    FunctionErrored,
+    Op,
+    OpsReturned,
+    SdkResult,
+    TransportError,
+    to_error_memo,
+)
+from lockgate.protocol.timeparse import iso_ms, parse_time_or_duration
+from lockgate.store import operations as ops
+from lockgate.store.base import Tx
+
+MAX_STEPS_PER_RUN = 1000
+MAX_SLEEP_MS = 366 * 86400_000
+
+
+@dataclass(slots=True)
+class EngineContext:
+    """What transaction code needs from the engine, without importing it."""
+
+    registry: Registry
+    retry_interval_s: float | None = None
+
+
+@dataclass(slots=True)
+class Settled:
+    """What the caller should do after the commit."""
+
+    applied: bool = True
+    run_finished: str | None = None
+    new_runs: list[str] = field(default_factory=list)
+
+
+def _discovery_job(run_id: str, now: int, *, due: int | None = None) -> Job:
+    return Job(
+        id=f"{run_id}:call:{new_ulid()}",
+        kind=JobKind.CALL.value,
+        run_id=run_id,
+        step_id=DISCOVERY_STEP,
+        due_at=due or now,
+        created_at=now,
+    )
+
+
+def _lease_still_ours(tx: Tx, job: Job) -> bool:
+    row = tx.one("SELECT lease_owner FROM jobs WHERE id = ?", (job.id,))
+    return row is not None and row["lease_owner"] == job.lease_owner
+
+
+def settle_call(
+    tx: Tx,
+    ctx: EngineContext,
+    job: Job,
+    fn: Function,
+    result: SdkResult,
+    *,
+    started_at: int,
+    now: int,
+) -> Settled:
+    if not _lease_still_ours(tx, job):
+        return Settled(applied=False)
+    run = ops.get_run(tx, job.run_id, for_update=True)
+    if run is None or RunStatus(run.status).is_final:
+        # Cancelled (or gone) while the call was in flight: its ops are discarded.
+        ops.release_job(tx, job)
+        return Settled(applied=False)
+    if run.request_version == -1 and getattr(result, "request_version", None) is not None:
+        run.request_version = int(result.request_version)
+        ops.update_run(tx, run.run_id, request_version=run.request_version)
+
+    max_attempts = fn.retries + 1
+    if isinstance(result, FunctionCompleted):
+        settled = finish_run(tx, ctx, run, RunStatus.COMPLETED, output=result.output, now=now, keep_job=job.id)
+        ops.release_job(tx, job)
+        return settled
+    if isinstance(result, (FunctionErrored, TransportError)):
+        if isinstance(result, FunctionErrored):
+            error, retriable, retry_at = result.error, result.retriable, result.retry_at_ms
+        else:
+            error, retriable, retry_at = {"name": "Error", "message": result.message}, result.retriable, None
+        if retriable and job.attempt + 1 < max_attempts:
+            due = retry_at if retry_at is not None else now + retry_delay_ms(job.attempt, ctx.retry_interval_s)
+            ops.retry_job(tx, job, due_at=due, attempt=job.attempt + 1)
+            message = error.get("message") if isinstance(error, dict) else str(error)
+            ops.update_run(
+                tx,
+                run.run_id,
+                reason=f"attempt {job.attempt + 1} of {max_attempts} failed ({message}); next attempt at {iso_ms(due)}",
+            )
+            return Settled()
+        settled = finish_run(tx, ctx, run, RunStatus.FAILED, error=error, now=now, keep_job=job.id)
+        ops.release_job(tx, job)
+        return settled
+    assert isinstance(result, OpsReturned)
+    return _apply_ops(tx, ctx, run, job, fn, result.ops, max_attempts=max_attempts, started_at=started_at, now=now)
+
+
+def _apply_ops(
+    tx: Tx,
+    ctx: EngineContext,
+    run: Run,
+    job: Job,
+    fn: Function,
+    op_list: list[Op],
+    *,
+    max_attempts: int,
+    started_at: int,
+    now: int,
+) -> Settled:
+    planned_any = any(op.op == "StepPlanned" for op in op_list)
+    parallel = len(op_list) > 1 or planned_any
+    stack = list(run.stack)
+    pending = list(run.pending_steps)
+    disable_immediate = run.disable_immediate or parallel
+    completed_any = False
+    race = False
+    discover = False
+    new_jobs: list[Job] = []
+
+    # Waits first: a send in the same batch may produce the event they wait for.
+    ordered = sorted(op_list, key=lambda o: 0 if o.op == "WaitForEvent" else 1)
+    for op in ordered:
+        kind = op.op
+        if kind in ("StepRun", "Step", "StepFailed") or (kind == "StepError"):
+            if kind == "StepError":
+                no_retry = getattr(op, "no_retry", False)
+                if not no_retry and job.attempt + 1 < max_attempts:
+                    due = now + retry_delay_ms(job.attempt, ctx.retry_interval_s)
+                    ops.retry_job(tx, job, due_at=due, attempt=job.attempt + 1)
+                    ops.note_step_pending(
+                        tx,
+                        Step(run.run_id, op.id, "StepError", "retrying", op.display_name, attempts=job.attempt + 1,
+                             started_at=started_at),
+                    )
+                    message = (op.error or {}).get("message") if isinstance(op.error, dict) else op.error
+                    ops.update_run(
+                        tx,
+                        run.run_id,
+                        reason=f"step {op.display_name or op.id} attempt {job.attempt + 1} of {max_attempts} failed"
+                        f" ({message}); next attempt at {iso_ms(due)}",
+                    )
+                    return Settled()
+            if kind in ("StepRun", "Step"):
+                memo: Any = op.data if kind == "Step" else {"data": op.data}
+                status = "completed"
+            else:
+                memo = {"error": to_error_memo(op.error)}
+                status = "failed"
+            if len(stack) >= MAX_STEPS_PER_RUN:
+                return _fail(tx, ctx, run, job, f"the run exceeded the limit of {MAX_STEPS_PER_RUN} steps", now)
+            recorded = ops.record_step(
+                tx,
+                Step(
+                    run_id=run.run_id,
+                    step_id=op.id,
+                    display_name=op.display_name,
+                    op=kind,
+                    status=status,
+                    memo=memo,
+                    position=len(stack),
+                    attempts=job.attempt + 1,
+                    started_at=started_at,
+                    ended_at=now,
+                ),
+            )
+            if recorded:
+                stack.append(op.id)
+            if op.id in pending:
+                pending.remove(op.id)
+            completed_any = True
+            race = race or (op.opts or {}).get("parallelMode") == "race"
+        elif kind == "StepPlanned":
+            if op.id in pending or op.id in stack or ops.step_is_recorded(tx, run.run_id, op.id):
+                continue  # re-reported sibling: already queued or done
+            pending.append(op.id)
+            new_jobs.append(
+                Job(
+                    id=f"{run.run_id}:plan:{op.id}",
+                    kind=JobKind.CALL.value,
+                    run_id=run.run_id,
+                    step_id=op.id,
+                    due_at=now,
+                    created_at=now,
+                )
+            )
+            ops.note_step_pending(tx, Step(run.run_id, op.id, "StepPlanned", "planned", op.display_name, started_at=now))
+        elif kind == "Sleep":
+            raw = (op.opts or {}).get("duration") or op.name or ""
+            try:
+                wake_at = parse_time_or_duration(str(raw), now)
+            except ValueError as exc:
+                return _fail(tx, ctx, run, job, f"step {op.display_name or op.id}: bad sleep duration {raw!r}: {exc}", now)
+            if wake_at - now > MAX_SLEEP_MS:
+                return _fail(tx, ctx, run, job, f"step {op.display_name or op.id}: sleeps are limited to 366 days", now)
+            if op.id in stack:
+                continue
+            if op.id not in pending:
+                pending.append(op.id)
+            new_jobs.append(
+                Job(
+                    id=f"{run.run_id}:wake:{op.id}",
+                    kind=JobKind.WAKE.value,
+                    run_id=run.run_id,
+                    step_id=op.id,
+                    due_at=max(now, wake_at),
+                    created_at=now,
+                    payload={"display_name": op.display_name},
+                )
+            )
+            ops.note_step_pending(tx, Step(run.run_id, op.id, "Sleep", "sleeping", op.display_name, started_at=now))
+        elif kind == "RunComplete":
+            ops.release_job(tx, job)
+            return finish_run(tx, ctx, run, RunStatus.COMPLETED, output=op.data, now=now, keep_job=job.id)
+        elif kind == "DiscoveryRequest":
+            discover = True
+        else:
+            return _fail(
+                tx, ctx, run, job, f"step {op.display_name or op.id}: the '{kind}' operation is not supported by this server", now
+            )
+
+    if completed_any:
+        if job.step_id == DISCOVERY_STEP or not pending or race:
+            discover = True
+    if discover:
+        if not pending:
+            disable_immediate = False
+        new_jobs.append(_discovery_job(run.run_id, now))
+    ops.enqueue(tx, new_jobs)
+    ops.update_run(
+        tx,
+        run.run_id,
+        stack=stack,
+        pending_steps=pending,
+        disable_immediate=disable_immediate,
+        reason=None,
+    )
+    ops.release_job(tx, job)
+    return Settled()
+
+
+def _fail(tx: Tx, ctx: EngineContext, run: Run, job: Job, message: str, now: int) -> Settled:
+    ops.release_job(tx, job)
+    return finish_run(tx, ctx, run, RunStatus.FAILED, error={"name": "Error", "message": message}, now=now, keep_job=job.id)
+
+
+def wake_sleep(tx: Tx, ctx: EngineContext, job: Job, *, now: int) -> Settled:
+    """A sleep is over: record null for its step and continue the run."""
+    if not _lease_still_ours(tx, job):
+        return Settled(applied=False)
+    run = ops.get_run(tx, job.run_id, for_update=True)
+    ops.release_job(tx, job)
+    if run is None or RunStatus(run.status).is_final:
+        return Settled(applied=False)
+    stack, pending = list(run.stack), list(run.pending_steps)
+    display = (job.payload or {}).get("display_name")
+    if ops.record_step(
+        tx,
+        Step(run.run_id, job.step_id, "Sleep", "completed", display, memo=None, position=len(stack), ended_at=now),
+    ):
+        stack.append(job.step_id)
+    if job.step_id in pending:
+        pending.remove(job.step_id)
+    jobs = []
+    if not pending:
+        jobs.append(_discovery_job(run.run_id, now))
+    ops.enqueue(tx, jobs)
+    ops.update_run(
+        tx, run.run_id, stack=stack, pending_steps=pending, disable_immediate=run.disable_immediate and bool(pending)
+    )
+    return Settled()
+
+
+def system_event(name: str, data: dict[str, Any], *, now: int, event_id: str | None = None) -> Event:
+    internal = new_ulid()
+    return Event(internal_id=internal, id=event_id or internal, name=name, data=data, ts=now, received_at=now)
+
+
+def finish_run(
+    tx: Tx,
+    ctx: EngineContext,
+    run: Run,
+    status: RunStatus,
+    *,
+    now: int,
+    output: Any = None,
+    error: Any = None,
+    reason: str | None = None,
+    keep_job: str | None = None,
+) -> Settled:
+    """End a run, drop its queued work and emit the system events (which may start runs)."""
+    fields: dict[str, Any] = {"status": status.value, "ended_at": now, "reason": reason, "pending_steps": []}
+    if status is RunStatus.COMPLETED:
+        fields["output"] = output
+    if error is not None:
+        fields["error"] = error
+    ops.update_run(tx, run.run_id, **fields)
+    ops.drop_run_jobs(tx, run.run_id, except_job=keep_job)
+    base = {
+        "function_id": run.function_slug,
+        "run_id": run.run_id,
+        "event": run.events[0] if run.events else {},
+        "events": run.events,
+    }
+    if run.correlation_id:
+        base["correlation_id"] = run.correlation_id
+    if status is RunStatus.COMPLETED:
+        base["result"] = output
+    else:
+        base["error"] = error if error is not None else {"name": "Error", "message": reason or status.value}
+    events = [system_event("inngest/function.finished", {**base, "_inngest": {"status": status.value}}, now=now)]
+    if status is RunStatus.FAILED:
+        events.append(system_event("inngest/function.failed", dict(base), now=now, event_id=run.run_id))
+    elif status is RunStatus.CANCELLED:
+        events.append(system_event("inngest/function.cancelled", dict(base), now=now, event_id=run.run_id))
+    result = ingest_in_tx(tx, events, ctx.registry, now=now)
+    return Settled(run_finished=status.value, new_runs=result.run_ids)
+
+
+def cancel_run(tx: Tx, ctx: EngineContext, run_id: str, *, now: int, reason: str) -> Run | None:
+    """Cancel a run that has not ended; returns the run as it was, or None if unknown."""
+    run = ops.get_run(tx, run_id, for_update=True)
+    if run is None:
+        return None
+    if RunStatus(run.status).is_final:
+        return run
+    finish_run(tx, ctx, run, RunStatus.CANCELLED, now=now, reason=reason,
+               error={"name": "Cancelled", "message": reason})
+    return run

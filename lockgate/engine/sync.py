@@ -1,0 +1,155 @@
+"""App sync: validate what an SDK registers, store it, and find apps to sync.
+
+A sync always starts with a PUT to the app; the SDK answers it by POSTing its
+function list to /fn/register while our PUT is still open, so the register handler
+records success or failure, never the PUT's status (Python SDKs answer 200 either way).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from lockgate.expressions import ExpressionError, compile_expression
+from lockgate.models import App, Function
+from lockgate.protocol.cron import parse_cron
+from lockgate.protocol.jsoncanon import canonical_json
+from lockgate.protocol.timeparse import parse_duration
+
+MAX_TRIGGERS = 10
+
+# Where the Inngest dev server looks for apps on this machine (and so do we).
+DISCOVERY_PORTS = [80, 443, *range(3000, 3011), 4321, 5000, 5173, 8000, 8080, 8081, 8888, *range(8910, 8916), 8787]
+DISCOVERY_PATHS = ["/api/inngest", "/x/inngest", "/.netlify/functions/inngest", "/.redwood/functions/inngest"]
+
+
+class SyncError(ValueError):
+    """A registration that cannot be accepted; the message says what to fix."""
+
+
+@dataclass(slots=True)
+class Registration:
+    app: App
+    functions: list[Function]
+    checksum: str
+
+
+def _get_ci(body: dict, *names: str) -> Any:
+    """SDKs spell keys differently (Python `appname`, JS `appName`): match case-insensitively."""
+    lowered = {k.lower(): v for k, v in body.items()}
+    for name in names:
+        if name.lower() in lowered:
+            return lowered[name.lower()]
+    return None
+
+
+def parse_registration(body: Any, *, now: int) -> Registration:
+    if not isinstance(body, dict):
+        raise SyncError("the register body must be a JSON object")
+    app_name = _get_ci(body, "appName")
+    if not isinstance(app_name, str) or not app_name:
+        raise SyncError("'appName' is required")
+    url = body.get("url")
+    if not isinstance(url, str) or not url.startswith(("http://", "https://")):
+        raise SyncError("'url' must be an absolute http(s) URL")
+    raw_functions = body.get("functions") or []
+    if not isinstance(raw_functions, list):
+        raise SyncError("'functions' must be a list")
+    functions = []
+    seen: set[str] = set()
+    for raw in raw_functions:
+        fn = _parse_function(raw, app_name, now)
+        if fn.slug in seen:
+            raise SyncError(f"function id {fn.slug!r} appears twice")
+        seen.add(fn.slug)
+        functions.append(fn)
+    checksum = hashlib.sha256(
+        canonical_json({"app": app_name, "url": url, "functions": raw_functions})
+    ).hexdigest()
+    app = App(
+        name=app_name,
+        url=url,
+        sdk=body.get("sdk"),
+        framework=body.get("framework"),
+        checksum=checksum,
+        synced_at=now,
+        created_at=now,
+    )
+    return Registration(app=app, functions=functions, checksum=checksum)
+
+
+def _parse_function(raw: Any, app_name: str, now: int) -> Function:
+    if not isinstance(raw, dict):
+        raise SyncError("each function must be a JSON object")
+    slug = raw.get("id")
+    if not isinstance(slug, str) or not slug:
+        raise SyncError("a function has no 'id'")
+    where = f"function {slug!r}"
+    name = raw.get("name") or slug
+    steps = raw.get("steps")
+    if not isinstance(steps, dict) or len(steps) != 1:
+        raise SyncError(f"{where}: 'steps' must hold exactly one entry")
+    step = next(iter(steps.values()))
+    runtime = (step or {}).get("runtime") or {}
+    url = runtime.get("url")
+    if not isinstance(url, str) or not url.startswith(("http://", "https://")):
+        raise SyncError(f"{where}: the step runtime needs an http(s) url")
+    triggers = raw.get("triggers") or []
+    if not isinstance(triggers, list):
+        raise SyncError(f"{where}: 'triggers' must be a list")
+    if len(triggers) > MAX_TRIGGERS:
+        raise SyncError(f"{where}: at most {MAX_TRIGGERS} triggers")
+    for trig in triggers:
+        _check_trigger(trig, where)
+    _check_flow_control(raw, where)
+    return Function(id=str(uuid.uuid4()), slug=slug, app_name=app_name, name=name, url=url, config=raw)
+
+
+def _check_trigger(trig: Any, where: str) -> None:
+    if not isinstance(trig, dict):
+        raise SyncError(f"{where}: a trigger must be an object")
+    if "event" in trig and trig["event"] is not None:
+        name = trig["event"]
+        if not isinstance(name, str) or not name or len(name) > 255:
+            raise SyncError(f"{where}: trigger event names must be 1-255 characters")
+        if "*" in name and not (name.endswith("/*") or name.endswith(".*")):
+            raise SyncError(f"{where}: a wildcard must follow '/' or '.' at the end of {name!r}")
+        expr = trig.get("expression")
+        if expr:
+            try:
+                compile_expression(expr)
+            except ExpressionError as exc:
+                raise SyncError(f"{where}: trigger expression does not compile: {exc}") from None
+    elif "cron" in trig and trig["cron"] is not None:
+        try:
+            parse_cron(trig["cron"])
+        except ValueError as exc:
+            raise SyncError(f"{where}: bad cron {trig['cron']!r}: {exc}") from None
+        jitter = trig.get("jitter")
+        if jitter:
+            try:
+                seconds = parse_duration(jitter)
+            except ValueError as exc:
+                raise SyncError(f"{where}: bad cron jitter: {exc}") from None
+            if not 1 <= seconds <= 300:
+                raise SyncError(f"{where}: cron jitter must lie between 1s and 5m")
+    else:
+        raise SyncError(f"{where}: a trigger needs 'event' or 'cron'")
+
+
+def _check_flow_control(raw: dict, where: str) -> None:
+    batch = raw.get("batchEvents")
+    if batch:
+        conflicts = [k for k in ("cancel", "debounce", "singleton") if raw.get(k)]
+        if (raw.get("priority") or {}).get("run"):
+            conflicts.append("priority")
+        if conflicts:
+            raise SyncError(f"{where}: batchEvents cannot be combined with {', '.join(conflicts)}")
+    cancel = raw.get("cancel") or []
+    if len(cancel) > 5:
+        raise SyncError(f"{where}: at most 5 cancel entries")
+    concurrency = raw.get("concurrency")
+    if isinstance(concurrency, list) and len(concurrency) > 2:
+        raise SyncError(f"{where}: at most 2 concurrency limits")

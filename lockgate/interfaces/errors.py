@@ -1,0 +1,55 @@
+"""Clear JSON errors at the edge: every bad input gets a 4xx body saying what is wrong."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, message: str, **extra: Any) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.extra = extra
+
+
+def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(orjson.dumps(body), status_code=status, media_type="application/json", headers=headers)
+
+
+def error_response(status: int, message: str, **extra: Any) -> Response:
+    return json_response({"error": message, "status": status, **extra}, status=status)
+
+
+async def read_body(request: Request, *, limit: int) -> bytes:
+    """Read the request body, refusing anything larger than `limit` bytes."""
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        try:
+            if int(declared) > limit:
+                raise ApiError(413, f"request body is {declared} bytes; the limit is {limit}")
+        except ValueError:
+            raise ApiError(400, "invalid Content-Length header") from None
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise ApiError(413, f"request body is larger than the limit of {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def read_json(request: Request, *, limit: int, empty_ok: bool = False) -> Any:
+    body = await read_body(request, limit=limit)
+    if not body.strip():
+        if empty_ok:
+            return None
+        raise ApiError(400, "the request body is empty; expected JSON")
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise ApiError(400, f"the request body is not valid JSON: {exc}") from None

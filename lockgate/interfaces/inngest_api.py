@@ -1,0 +1,72 @@
+"""The Inngest SDK protocol surface: events API, app sync, and the SDK's own fetches."""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from lockgate.engine.engine import Engine
+from lockgate.engine.ingest import EventValidationError
+from lockgate.interfaces.auth import AccessPolicy
+from lockgate.interfaces.errors import ApiError, error_response, json_response, read_json
+from lockgate.store import operations as ops
+
+MAX_EVENTS_BODY = 16 * 1024 * 1024
+MAX_REGISTER_BODY = 16 * 1024 * 1024
+
+
+def routes(engine: Engine, access: AccessPolicy) -> list[Route]:
+    async def send_events(request: Request) -> Response:
+        access.check_event_key(request.path_params["key"])
+        body = await read_json(request, limit=MAX_EVENTS_BODY)
+        try:
+            ids = await engine.ingest(body, seed=request.headers.get("x-inngest-event-id-seed"))
+        except EventValidationError as exc:
+            return json_response({"ids": [], "status": 400, "error": str(exc)}, status=400)
+        return json_response({"ids": ids, "status": 200})
+
+    async def register(request: Request) -> Response:
+        access.check_api(request)
+        expected = request.headers.get("x-inngest-expected-server-kind")
+        if expected and expected != engine.options.server_kind:
+            return error_response(400, f"Expected server kind {engine.options.server_kind}, got {expected}")
+        body = await read_json(request, limit=MAX_REGISTER_BODY)
+        outcome = await engine.register(body)
+        return json_response(outcome.body, status=outcome.status)
+
+    async def health(request: Request) -> Response:
+        return json_response({"status": 200, "message": "OK"})
+
+    async def run_batch(request: Request) -> Response:
+        access.check_api(request)
+        run = await _run_or_404(engine, request.path_params["run_id"])
+        return json_response(run.events)
+
+    async def run_actions(request: Request) -> Response:
+        access.check_api(request)
+        run = await _run_or_404(engine, request.path_params["run_id"])
+        return json_response(await engine.store.read(ops.completed_memos, run.run_id))
+
+    async def delete_run(request: Request) -> Response:
+        access.check_api(request)
+        run = await engine.cancel_run(request.path_params["run_id"])
+        if run is None:
+            raise ApiError(404, "run not found")
+        return Response(status_code=204)
+
+    return [
+        Route("/e/{key}", send_events, methods=["POST"]),
+        Route("/fn/register", register, methods=["POST"]),
+        Route("/health", health, methods=["GET"]),
+        Route("/v0/runs/{run_id}/batch", run_batch, methods=["GET"]),
+        Route("/v0/runs/{run_id}/actions", run_actions, methods=["GET"]),
+        Route("/v0/runs/{run_id}", delete_run, methods=["DELETE"]),
+    ]
+
+
+async def _run_or_404(engine: Engine, run_id: str):
+    run = await engine.store.read(ops.get_run, run_id)
+    if run is None:
+        raise ApiError(404, f"run {run_id} not found")
+    return run

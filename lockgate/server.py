@@ -1,0 +1,137 @@
+"""Assemble store, engine and HTTP interfaces into one ASGI app, and serve it."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+from typing import AsyncIterator
+
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from lockgate.engine.engine import Engine, EngineOptions
+from lockgate.interfaces import graphql_api, inngest_api, rest_v1
+from lockgate.interfaces.auth import AccessPolicy
+from lockgate.interfaces.errors import ApiError, error_response
+from lockgate.settings import Settings
+from lockgate.store.base import Store
+from lockgate.store.sqlite import SQLiteStore
+
+log = logging.getLogger("lockgate")
+
+
+def build_store(settings: Settings) -> Store:
+    if settings.postgres_uri:
+        raise SystemExit("PostgreSQL is not available in this build yet; drop --postgres-uri to use SQLite")
+    return SQLiteStore(
+        None if settings.in_memory else settings.data_dir,
+        in_memory=settings.in_memory,
+        synchronous=settings.sqlite_synchronous,
+    )
+
+
+class ServerKindHeader:
+    """Announce the server kind on every response, as SDKs expect."""
+
+    def __init__(self, app, kind: str) -> None:
+        self.app = app
+        self.header = (b"x-inngest-server-kind", kind.encode())
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+
+        async def send_with_header(message):
+            if message["type"] == "http.response.start":
+                message.setdefault("headers", [])
+                message["headers"] = list(message["headers"]) + [self.header]
+            await send(message)
+
+        return await self.app(scope, receive, send_with_header)
+
+
+def build_app(settings: Settings, *, kind: str = "dev", store: Store | None = None, own_port: int | None = None):
+    store = store or build_store(settings)
+    keys = [k for k in (settings.signing_key, settings.signing_key_fallback) if k]
+    engine = Engine(
+        store,
+        EngineOptions(
+            server_kind=kind,
+            signing_key=settings.signing_key,
+            sdk_urls=list(settings.sdk_urls),
+            discovery=settings.discovery,
+            poll=settings.poll,
+            poll_interval_s=settings.poll_interval,
+            retry_interval_s=settings.retry_interval,
+            workers=settings.workers,
+            own_port=own_port,
+        ),
+    )
+    access = AccessPolicy(signing_keys=keys if kind == "cloud" else [], event_keys=list(settings.event_keys))
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app) -> AsyncIterator[None]:
+        await store.open()
+        await engine.start()
+        try:
+            yield
+        finally:
+            await engine.stop()
+            await store.close()
+
+    async def on_api_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, ApiError)
+        return error_response(exc.status, exc.message, **exc.extra)
+
+    async def not_found(request: Request, exc: Exception) -> Response:
+        return error_response(404, f"no route for {request.method} {request.url.path}")
+
+    async def method_not_allowed(request: Request, exc: Exception) -> Response:
+        return error_response(405, f"{request.method} is not allowed on {request.url.path}")
+
+    async def root(request: Request) -> Response:
+        return Response(f"lockgate {kind} server — store: {store.description}\n", media_type="text/plain")
+
+    routes = [
+        Route("/", root, methods=["GET"]),
+        *inngest_api.routes(engine, access),
+        *rest_v1.routes(engine, access),
+        *graphql_api.routes(engine),
+    ]
+    app = Starlette(
+        routes=routes,
+        lifespan=lifespan,
+        exception_handlers={ApiError: on_api_error, 404: not_found, 405: method_not_allowed},
+    )
+    app.state.engine = engine
+    return ServerKindHeader(app, kind), engine
+
+
+def bind_socket(host: str, port: int) -> socket.socket:
+    """Bind before starting so a taken port is reported clearly and --port 0 works."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
+
+
+def serve(app, sock: socket.socket, *, log_level: str = "info") -> None:
+    config = uvicorn.Config(
+        app,
+        log_level=log_level if log_level == "debug" else "warning",
+        access_log=log_level == "debug",
+        loop="uvloop",
+        http="httptools",
+        lifespan="on",
+        timeout_graceful_shutdown=15,
+    )
+    server = uvicorn.Server(config)
+    asyncio.run(server.serve(sockets=[sock]))

@@ -1,0 +1,142 @@
+"""One settings object, filled in this order (later wins):
+defaults → config file (JSON/YAML/TOML) → environment (LOCKGATE_*, INNGEST_*) → flags.
+
+Each value remembers where it came from, so `lockgate config` can say so.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tomllib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+def _spec(default: Any, *, env: tuple[str, ...] = (), help: str = "", secret: bool = False) -> Any:
+    return field(default_factory=lambda: default() if callable(default) else default,
+                 metadata={"env": env, "help": help, "secret": secret})
+
+
+@dataclass
+class Settings:
+    host: str = _spec("127.0.0.1", env=("LOCKGATE_HOST", "INNGEST_HOST"), help="address to listen on")
+    port: int = _spec(8288, env=("LOCKGATE_PORT", "INNGEST_PORT"), help="port for every API and the dashboard")
+    data_dir: str = _spec(".lockgate", env=("LOCKGATE_DATA_DIR",), help="where the SQLite store lives")
+    in_memory: bool = _spec(False, env=("LOCKGATE_IN_MEMORY",), help="keep nothing after exit")
+    postgres_uri: str | None = _spec(None, env=("LOCKGATE_POSTGRES_URI", "INNGEST_POSTGRES_URI"), secret=True,
+                                     help="use PostgreSQL instead of SQLite")
+    sdk_urls: list[str] = _spec(list, env=("LOCKGATE_SDK_URL", "INNGEST_SDK_URL"), help="apps to sync")
+    discovery: bool = _spec(True, env=("LOCKGATE_DISCOVERY",), help="look for apps on local ports")
+    poll: bool = _spec(True, env=("LOCKGATE_POLL",), help="re-sync apps every poll interval")
+    poll_interval: float = _spec(5.0, env=("LOCKGATE_POLL_INTERVAL", "INNGEST_POLL_INTERVAL"),
+                                 help="seconds between sync rounds")
+    retry_interval: float | None = _spec(None, env=("LOCKGATE_RETRY_INTERVAL", "INNGEST_RETRY_INTERVAL"),
+                                         help="fixed retry delay in seconds instead of the backoff table")
+    workers: int = _spec(100, env=("LOCKGATE_WORKERS", "INNGEST_QUEUE_WORKERS"), help="calls in flight at once")
+    signing_key: str | None = _spec(None, env=("LOCKGATE_SIGNING_KEY", "INNGEST_SIGNING_KEY"), secret=True,
+                                    help="signs requests to apps and authenticates SDK calls")
+    signing_key_fallback: str | None = _spec(None, env=("LOCKGATE_SIGNING_KEY_FALLBACK",
+                                                        "INNGEST_SIGNING_KEY_FALLBACK"), secret=True,
+                                             help="previous signing key, accepted during rotation")
+    event_keys: list[str] = _spec(list, env=("LOCKGATE_EVENT_KEY", "INNGEST_EVENT_KEY"), secret=True,
+                                  help="accepted event keys (empty: any)")
+    log_level: str = _spec("info", env=("LOCKGATE_LOG_LEVEL",), help="debug, info, warning or error")
+    sqlite_synchronous: str = _spec("NORMAL", env=("LOCKGATE_SQLITE_SYNCHRONOUS",),
+                                    help="NORMAL survives killed processes; FULL also power loss")
+
+    sources: dict[str, str] = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def load(cls, *, config_file: str | None = None, flags: dict[str, Any] | None = None,
+             environ: dict[str, str] | None = None) -> "Settings":
+        settings = cls()
+        for f in fields(cls):
+            if f.name != "sources":
+                settings.sources[f.name] = "default"
+        if config_file:
+            settings._apply(_read_config_file(config_file), f"file {config_file}")
+        env = os.environ if environ is None else environ
+        for f in fields(cls):
+            for name in f.metadata.get("env", ()):
+                if name in env and env[name] != "":
+                    settings._set(f.name, env[name], f"env {name}")
+                    break
+        if flags:
+            settings._apply({k: v for k, v in flags.items() if v is not None}, "flag")
+        return settings
+
+    def _apply(self, values: dict[str, Any], source: str) -> None:
+        known = {f.name for f in fields(self)} - {"sources"}
+        for key, value in values.items():
+            name = key.replace("-", "_")
+            if name == "sdk_url":
+                name = "sdk_urls"
+            if name == "event_key":
+                name = "event_keys"
+            if name == "database" and isinstance(value, dict):  # the Inngest dev server's shape
+                if value.get("url"):
+                    self._set("postgres_uri", value["url"], source)
+                continue
+            if name not in known:
+                raise ValueError(f"unknown setting {key!r} in {source}")
+            self._set(name, value, source)
+
+    def _set(self, name: str, value: Any, source: str) -> None:
+        current = getattr(self, name)
+        setattr(self, name, _coerce(name, value, current))
+        self.sources[name] = source
+
+    def describe(self) -> list[tuple[str, str, str]]:
+        rows = []
+        for f in fields(self):
+            if f.name == "sources":
+                continue
+            value = getattr(self, f.name)
+            shown = "****" if f.metadata.get("secret") and value else repr(value)
+            rows.append((f.name, shown, self.sources.get(f.name, "default")))
+        return rows
+
+
+_BOOL_NAMES = {"in_memory", "discovery", "poll"}
+_INT_NAMES = {"port", "workers"}
+_FLOAT_NAMES = {"poll_interval", "retry_interval"}
+_LIST_NAMES = {"sdk_urls", "event_keys"}
+
+
+def _coerce(name: str, value: Any, current: Any) -> Any:
+    try:
+        if name in _BOOL_NAMES:
+            if isinstance(value, str):
+                return value.strip().lower() not in ("", "0", "false", "no", "off")
+            return bool(value)
+        if name in _INT_NAMES:
+            return int(value)
+        if name in _FLOAT_NAMES:
+            return None if value is None else float(value)
+        if name in _LIST_NAMES:
+            if isinstance(value, str):
+                return [v.strip() for v in value.split(",") if v.strip()]
+            return list(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"setting {name!r} cannot be {value!r}") from None
+    return value
+
+
+def _read_config_file(path: str) -> dict[str, Any]:
+    p = Path(path)
+    if not p.is_file():
+        raise ValueError(f"config file {path} does not exist")
+    text = p.read_text()
+    if p.suffix in (".yaml", ".yml"):
+        data = yaml.safe_load(text) or {}
+    elif p.suffix == ".toml":
+        data = tomllib.loads(text)
+    else:
+        data = json.loads(text)
+    if not isinstance(data, dict):
+        raise ValueError(f"config file {path} must hold a mapping of settings")
+    return data

@@ -1,0 +1,51 @@
+"""The store interface: run a function inside a transaction on some backend.
+
+Every piece of SQL lives in `lockgate.store.operations` as a plain function taking a
+`Tx` first. Backends only provide connections, the SQL dialect and the threading,
+so SQLite and PostgreSQL run the very same statements and the same test suite.
+"""
+
+from __future__ import annotations
+
+import abc
+from typing import Any, Callable, TypeVar
+
+T = TypeVar("T")
+
+
+class Tx(abc.ABC):
+    """A transaction handle with name-addressable rows (`row["column"]`)."""
+
+    dialect: str  # "sqlite" | "postgres"
+
+    @abc.abstractmethod
+    def execute(self, sql: str, params: tuple | list = ()) -> Any: ...
+
+    @abc.abstractmethod
+    def executemany(self, sql: str, rows: list[tuple]) -> None: ...
+
+    def one(self, sql: str, params: tuple | list = ()) -> Any:
+        return self.execute(sql, params).fetchone()
+
+    def all(self, sql: str, params: tuple | list = ()) -> list[Any]:
+        return self.execute(sql, params).fetchall()
+
+
+class Store(abc.ABC):
+    @abc.abstractmethod
+    async def open(self) -> None: ...
+
+    @abc.abstractmethod
+    async def close(self) -> None: ...
+
+    @abc.abstractmethod
+    async def write(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run fn(tx, *args) in a write transaction; returns once it is durable."""
+
+    @abc.abstractmethod
+    async def read(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run fn(tx, *args) on a read-only snapshot."""
+
+    @property
+    @abc.abstractmethod
+    def description(self) -> str: ...

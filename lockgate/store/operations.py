@@ -1,0 +1,538 @@
+"""All of lockgate's SQL, as small functions that take a transaction first.
+
+The same statements run on SQLite and PostgreSQL (`?` placeholders; the PostgreSQL
+transaction translates them). Engine code composes these inside one transaction.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterable
+
+import orjson
+
+from lockgate.models import (
+    FINAL_STATUSES,
+    App,
+    Event,
+    Function,
+    Job,
+    Run,
+    RunStatus,
+    Step,
+)
+from lockgate.store.base import Tx
+
+
+def _json(value: Any) -> str:
+    return orjson.dumps(value).decode()
+
+
+def _unjson(text: str | None) -> Any:
+    return None if text is None else orjson.loads(text)
+
+
+# -- apps and functions --------------------------------------------------------------
+
+
+def _app_from_row(row: Any) -> App:
+    return App(
+        name=row["name"],
+        url=row["url"],
+        sdk=row["sdk"],
+        framework=row["framework"],
+        checksum=row["checksum"],
+        error=row["error"],
+        synced_at=row["synced_at"],
+        created_at=row["created_at"],
+    )
+
+
+def _function_from_row(row: Any) -> Function:
+    return Function(
+        id=row["id"],
+        slug=row["slug"],
+        app_name=row["app_name"],
+        name=row["name"],
+        url=row["url"],
+        config=orjson.loads(row["config"]),
+        version=row["version"],
+        archived=bool(row["archived"]),
+    )
+
+
+def get_app(tx: Tx, name: str) -> App | None:
+    row = tx.one("SELECT * FROM apps WHERE name = ?", (name,))
+    return _app_from_row(row) if row else None
+
+
+def get_app_by_url(tx: Tx, url: str) -> App | None:
+    row = tx.one("SELECT * FROM apps WHERE url = ?", (url,))
+    return _app_from_row(row) if row else None
+
+
+def list_apps(tx: Tx) -> list[App]:
+    return [_app_from_row(r) for r in tx.all("SELECT * FROM apps ORDER BY name")]
+
+
+def upsert_app(tx: Tx, app: App) -> None:
+    tx.execute(
+        "INSERT INTO apps (name, url, sdk, framework, checksum, error, synced_at, created_at)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+        " ON CONFLICT (name) DO UPDATE SET url = excluded.url, sdk = excluded.sdk,"
+        " framework = excluded.framework, checksum = excluded.checksum, error = excluded.error,"
+        " synced_at = excluded.synced_at",
+        (app.name, app.url, app.sdk, app.framework, app.checksum, app.error, app.synced_at, app.created_at),
+    )
+
+
+def set_app_error(tx: Tx, *, url: str, error: str | None, at: int) -> None:
+    """Record a sync failure against whichever app lives at this URL (or a placeholder)."""
+    row = tx.one("SELECT name FROM apps WHERE url = ?", (url,))
+    if row:
+        tx.execute("UPDATE apps SET error = ? WHERE name = ?", (error, row["name"]))
+    elif error is not None:
+        tx.execute(
+            "INSERT INTO apps (name, url, error, created_at) VALUES (?, ?, ?, ?) ON CONFLICT (name) DO UPDATE"
+            " SET error = excluded.error",
+            (url, url, error, at),
+        )
+
+
+def delete_placeholder_app(tx: Tx, url: str) -> None:
+    tx.execute("DELETE FROM apps WHERE name = ? AND url = ?", (url, url))
+
+
+def replace_app_functions(tx: Tx, app_name: str, functions: list[Function], at: int) -> list[str]:
+    """Upsert this app's functions by slug and archive the ones missing; returns archived ids."""
+    existing = {
+        r["slug"]: r
+        for r in tx.all("SELECT id, slug, config, version FROM functions WHERE app_name = ?", (app_name,))
+    }
+    keep: set[str] = set()
+    for fn in functions:
+        old = existing.get(fn.slug)
+        if old is None:
+            other = tx.one("SELECT id FROM functions WHERE slug = ?", (fn.slug,))
+            if other:  # the slug moved between apps: take it over
+                old = tx.one("SELECT id, slug, config, version FROM functions WHERE slug = ?", (fn.slug,))
+        if old is not None:
+            fn.id = old["id"]
+            changed = orjson.loads(old["config"]) != fn.config
+            fn.version = old["version"] + (1 if changed else 0)
+            tx.execute(
+                "UPDATE functions SET app_name = ?, name = ?, url = ?, config = ?, version = ?, archived = 0,"
+                " updated_at = ? WHERE id = ?",
+                (app_name, fn.name, fn.url, _json(fn.config), fn.version, at, fn.id),
+            )
+        else:
+            tx.execute(
+                "INSERT INTO functions (id, slug, app_name, name, url, config, version, archived, updated_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, 0, ?)",
+                (fn.id, fn.slug, app_name, fn.name, fn.url, _json(fn.config), fn.version, at),
+            )
+        keep.add(fn.id)
+    archived = [r["id"] for r in existing.values() if r["id"] not in keep]
+    for fid in archived:
+        tx.execute("UPDATE functions SET archived = 1, updated_at = ? WHERE id = ?", (at, fid))
+    return archived
+
+
+def load_functions(tx: Tx, *, include_archived: bool = False) -> list[Function]:
+    sql = "SELECT * FROM functions" + ("" if include_archived else " WHERE archived = 0")
+    return [_function_from_row(r) for r in tx.all(sql + " ORDER BY slug")]
+
+
+def get_function(tx: Tx, function_id: str) -> Function | None:
+    row = tx.one("SELECT * FROM functions WHERE id = ?", (function_id,))
+    return _function_from_row(row) if row else None
+
+
+# -- events ---------------------------------------------------------------------------
+
+
+def insert_events(tx: Tx, events: Iterable[Event]) -> None:
+    tx.executemany(
+        "INSERT INTO events (internal_id, id, name, data, user_data, v, ts, received_at)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        [(e.internal_id, e.id, e.name, _json(e.data), _json(e.user), e.v, e.ts, e.received_at) for e in events],
+    )
+
+
+def _event_from_row(row: Any) -> Event:
+    return Event(
+        internal_id=row["internal_id"],
+        id=row["id"],
+        name=row["name"],
+        data=orjson.loads(row["data"]),
+        user=orjson.loads(row["user_data"]),
+        v=row["v"],
+        ts=row["ts"],
+        received_at=row["received_at"],
+    )
+
+
+def get_event(tx: Tx, internal_id: str) -> Event | None:
+    row = tx.one("SELECT * FROM events WHERE internal_id = ? ORDER BY seq LIMIT 1", (internal_id,))
+    return _event_from_row(row) if row else None
+
+
+def list_events(
+    tx: Tx,
+    *,
+    name: str | None = None,
+    limit: int = 20,
+    before_seq: int | None = None,
+    received_after: int | None = None,
+    received_before: int | None = None,
+) -> list[tuple[int, Event]]:
+    clauses, params = [], []
+    if name:
+        clauses.append("name = ?")
+        params.append(name)
+    if before_seq is not None:
+        clauses.append("seq < ?")
+        params.append(before_seq)
+    if received_after is not None:
+        clauses.append("received_at >= ?")
+        params.append(received_after)
+    if received_before is not None:
+        clauses.append("received_at <= ?")
+        params.append(received_before)
+    where = (" WHERE " + " AND ".join(clauses)) if clauses else ""
+    rows = tx.all(f"SELECT * FROM events{where} ORDER BY seq DESC LIMIT ?", (*params, limit))
+    return [(r["seq"], _event_from_row(r)) for r in rows]
+
+
+# -- uniqueness windows ---------------------------------------------------------------
+
+
+def claim_unique_key(tx: Tx, key: str, *, expires_at: int, now: int) -> bool:
+    """True if `key` was free (or its window had lapsed) and is now held until expires_at."""
+    row = tx.one(
+        "INSERT INTO unique_keys (key, expires_at) VALUES (?, ?)"
+        " ON CONFLICT (key) DO UPDATE SET expires_at = excluded.expires_at"
+        " WHERE unique_keys.expires_at <= ? RETURNING key",
+        (key, expires_at, now),
+    )
+    return row is not None
+
+
+# -- runs -----------------------------------------------------------------------------
+
+_RUN_COLUMNS = (
+    "run_id, function_id, function_slug, function_version, status, events, event_ids, reason,"
+    " request_version, disable_immediate, pending_steps, stack, output, error, cron, correlation_id,"
+    " created_at, started_at, ended_at"
+)
+
+
+def insert_run(tx: Tx, run: Run) -> None:
+    tx.execute(
+        f"INSERT INTO runs ({_RUN_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (
+            run.run_id,
+            run.function_id,
+            run.function_slug,
+            run.function_version,
+            run.status,
+            _json(run.events),
+            _json(run.event_ids),
+            run.reason,
+            run.request_version,
+            int(run.disable_immediate),
+            _json(run.pending_steps),
+            _json(run.stack),
+            _json(run.output) if run.has_output else None,
+            _json(run.error) if run.error is not None else None,
+            run.cron,
+            run.correlation_id,
+            run.created_at,
+            run.started_at,
+            run.ended_at,
+        ),
+    )
+    tx.executemany(
+        "INSERT INTO run_triggers (event_internal_id, run_id) VALUES (?, ?) ON CONFLICT DO NOTHING",
+        [(eid, run.run_id) for eid in run.event_ids],
+    )
+
+
+def _run_from_row(row: Any) -> Run:
+    output_text = row["output"]
+    return Run(
+        run_id=row["run_id"],
+        function_id=row["function_id"],
+        function_slug=row["function_slug"],
+        function_version=row["function_version"],
+        status=row["status"],
+        events=orjson.loads(row["events"]),
+        event_ids=orjson.loads(row["event_ids"]),
+        reason=row["reason"],
+        request_version=row["request_version"],
+        disable_immediate=bool(row["disable_immediate"]),
+        pending_steps=orjson.loads(row["pending_steps"]),
+        stack=orjson.loads(row["stack"]),
+        output=_unjson(output_text),
+        has_output=output_text is not None,
+        error=_unjson(row["error"]),
+        cron=row["cron"],
+        correlation_id=row["correlation_id"],
+        created_at=row["created_at"],
+        started_at=row["started_at"],
+        ended_at=row["ended_at"],
+    )
+
+
+def get_run(tx: Tx, run_id: str, *, for_update: bool = False) -> Run | None:
+    lock = " FOR UPDATE" if for_update and tx.dialect == "postgres" else ""
+    row = tx.one(f"SELECT {_RUN_COLUMNS} FROM runs WHERE run_id = ?{lock}", (run_id,))
+    return _run_from_row(row) if row else None
+
+
+def runs_of_event(tx: Tx, internal_id: str) -> list[Run]:
+    rows = tx.all(
+        f"SELECT {', '.join('r.' + c.strip() for c in _RUN_COLUMNS.split(','))} FROM runs r"
+        " JOIN run_triggers t ON t.run_id = r.run_id WHERE t.event_internal_id = ? ORDER BY r.created_at",
+        (internal_id,),
+    )
+    return [_run_from_row(r) for r in rows]
+
+
+def list_runs(
+    tx: Tx, *, status: str | None = None, function_id: str | None = None, limit: int = 50
+) -> list[Run]:
+    clauses, params = [], []
+    if status:
+        clauses.append("status = ?")
+        params.append(status)
+    if function_id:
+        clauses.append("function_id = ?")
+        params.append(function_id)
+    where = (" WHERE " + " AND ".join(clauses)) if clauses else ""
+    rows = tx.all(f"SELECT {_RUN_COLUMNS} FROM runs{where} ORDER BY created_at DESC LIMIT ?", (*params, limit))
+    return [_run_from_row(r) for r in rows]
+
+
+_UPDATABLE_RUN_FIELDS = {
+    "status",
+    "reason",
+    "request_version",
+    "disable_immediate",
+    "pending_steps",
+    "stack",
+    "output",
+    "error",
+    "started_at",
+    "ended_at",
+}
+_JSON_RUN_FIELDS = {"pending_steps", "stack", "output", "error"}
+
+
+def update_run(tx: Tx, run_id: str, **fields: Any) -> None:
+    sets, params = [], []
+    for name, value in fields.items():
+        assert name in _UPDATABLE_RUN_FIELDS, name
+        if name in _JSON_RUN_FIELDS:
+            value = None if (value is None and name == "error") else _json(value)
+        elif name == "disable_immediate":
+            value = int(value)
+        sets.append(f"{name} = ?")
+        params.append(value)
+    tx.execute(f"UPDATE runs SET {', '.join(sets)} WHERE run_id = ?", (*params, run_id))
+
+
+def mark_runs_started(tx: Tx, run_ids: list[str], at: int) -> None:
+    tx.executemany(
+        "UPDATE runs SET status = ?, started_at = ?, reason = NULL WHERE run_id = ? AND status = ?",
+        [(RunStatus.RUNNING.value, at, rid, RunStatus.QUEUED.value) for rid in run_ids],
+    )
+
+
+def count_runs_by_status(tx: Tx) -> dict[str, int]:
+    return {r["status"]: r["n"] for r in tx.all("SELECT status, COUNT(*) AS n FROM runs GROUP BY status")}
+
+
+def run_is_final(tx: Tx, run_id: str) -> bool:
+    row = tx.one("SELECT status FROM runs WHERE run_id = ?", (run_id,))
+    return row is None or row["status"] in FINAL_STATUSES
+
+
+# -- steps ----------------------------------------------------------------------------
+
+
+def _step_from_row(row: Any) -> Step:
+    return Step(
+        run_id=row["run_id"],
+        step_id=row["step_id"],
+        display_name=row["display_name"],
+        op=row["op"],
+        status=row["status"],
+        memo=_unjson(row["memo"]),
+        position=row["position"],
+        attempts=row["attempts"],
+        started_at=row["started_at"],
+        ended_at=row["ended_at"],
+    )
+
+
+def get_steps(tx: Tx, run_id: str) -> list[Step]:
+    rows = tx.all(
+        "SELECT * FROM steps WHERE run_id = ? ORDER BY COALESCE(position, 1000000000), started_at", (run_id,)
+    )
+    return [_step_from_row(r) for r in rows]
+
+
+def completed_memos(tx: Tx, run_id: str) -> dict[str, Any]:
+    rows = tx.all(
+        "SELECT step_id, memo FROM steps WHERE run_id = ? AND position IS NOT NULL", (run_id,)
+    )
+    return {r["step_id"]: _unjson(r["memo"]) for r in rows}
+
+
+def step_is_recorded(tx: Tx, run_id: str, step_id: str) -> bool:
+    row = tx.one("SELECT position FROM steps WHERE run_id = ? AND step_id = ?", (run_id, step_id))
+    return row is not None and row["position"] is not None
+
+
+def record_step(tx: Tx, step: Step) -> bool:
+    """Save a finished step. Never overwrites a recorded one: returns False if it was."""
+    row = tx.one(
+        "INSERT INTO steps (run_id, step_id, display_name, op, status, memo, position, attempts, started_at, ended_at)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        " ON CONFLICT (run_id, step_id) DO UPDATE SET display_name = COALESCE(excluded.display_name,"
+        " steps.display_name), op = excluded.op, status = excluded.status, memo = excluded.memo,"
+        " position = excluded.position, attempts = excluded.attempts, ended_at = excluded.ended_at"
+        " WHERE steps.position IS NULL RETURNING step_id",
+        (
+            step.run_id,
+            step.step_id,
+            step.display_name,
+            step.op,
+            step.status,
+            _json(step.memo),
+            step.position,
+            step.attempts,
+            step.started_at,
+            step.ended_at,
+        ),
+    )
+    return row is not None
+
+
+def note_step_pending(tx: Tx, step: Step) -> None:
+    """Show a step that is sleeping or planned (no memo yet) in the trace."""
+    tx.execute(
+        "INSERT INTO steps (run_id, step_id, display_name, op, status, attempts, started_at)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (run_id, step_id) DO UPDATE SET status = excluded.status,"
+        " op = excluded.op, attempts = excluded.attempts WHERE steps.position IS NULL",
+        (step.run_id, step.step_id, step.display_name, step.op, step.status, step.attempts, step.started_at),
+    )
+
+
+# -- jobs (the queue) -----------------------------------------------------------------
+
+
+def _job_from_row(row: Any) -> Job:
+    return Job(
+        id=row["id"],
+        kind=row["kind"],
+        run_id=row["run_id"],
+        step_id=row["step_id"],
+        attempt=row["attempt"],
+        due_at=row["due_at"],
+        rank_at=row["rank_at"],
+        payload=_unjson(row["payload"]),
+        lease_owner=row["lease_owner"],
+        lease_expires_at=row["lease_expires_at"],
+        created_at=row["created_at"],
+    )
+
+
+def enqueue(tx: Tx, jobs: Iterable[Job]) -> None:
+    """Insert jobs; a job whose id already exists is left alone (idempotent enqueue)."""
+    tx.executemany(
+        "INSERT INTO jobs (id, kind, run_id, step_id, attempt, due_at, rank_at, payload, created_at)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
+        [
+            (
+                j.id,
+                j.kind,
+                j.run_id,
+                j.step_id,
+                j.attempt,
+                j.due_at,
+                j.due_at if j.rank_at is None else j.rank_at,
+                None if j.payload is None else _json(j.payload),
+                j.created_at,
+            )
+            for j in jobs
+        ],
+    )
+
+
+def lease_due_jobs(tx: Tx, *, owner: str, now: int, limit: int, lease_ms: int) -> list[Job]:
+    skip_locked = " FOR UPDATE SKIP LOCKED" if tx.dialect == "postgres" else ""
+    rows = tx.all(
+        "SELECT * FROM jobs WHERE rank_at <= ? AND due_at <= ?"
+        " AND (lease_expires_at IS NULL OR lease_expires_at < ?)"
+        f" ORDER BY rank_at LIMIT ?{skip_locked}",
+        (now, now, now, limit),
+    )
+    jobs = [_job_from_row(r) for r in rows]
+    expires = now + lease_ms
+    tx.executemany(
+        "UPDATE jobs SET lease_owner = ?, lease_expires_at = ? WHERE id = ?",
+        [(owner, expires, j.id) for j in jobs],
+    )
+    for j in jobs:
+        j.lease_owner, j.lease_expires_at = owner, expires
+    return jobs
+
+
+def next_wakeup(tx: Tx) -> int | None:
+    """The earliest time at which some job becomes leasable."""
+    row = tx.one(
+        "SELECT MIN(CASE WHEN lease_expires_at IS NULL THEN MAX(due_at, rank_at) ELSE lease_expires_at END) AS t"
+        " FROM jobs"
+        if tx.dialect == "sqlite"
+        else "SELECT MIN(CASE WHEN lease_expires_at IS NULL THEN GREATEST(due_at, rank_at)"
+        " ELSE lease_expires_at END) AS t FROM jobs"
+    )
+    return None if row is None else row["t"]
+
+
+def release_job(tx: Tx, job: Job) -> bool:
+    """Finish a leased job. False when the lease was lost (someone else owns it now)."""
+    cur = tx.execute("DELETE FROM jobs WHERE id = ? AND lease_owner = ?", (job.id, job.lease_owner))
+    return cur.rowcount == 1
+
+
+def retry_job(tx: Tx, job: Job, *, due_at: int, attempt: int) -> bool:
+    cur = tx.execute(
+        "UPDATE jobs SET attempt = ?, due_at = ?, rank_at = ?, lease_owner = NULL, lease_expires_at = NULL"
+        " WHERE id = ? AND lease_owner = ?",
+        (attempt, due_at, due_at, job.id, job.lease_owner),
+    )
+    return cur.rowcount == 1
+
+
+def drop_run_jobs(tx: Tx, run_id: str, *, except_job: str | None = None) -> None:
+    tx.execute("DELETE FROM jobs WHERE run_id = ? AND id <> ?", (run_id, except_job or ""))
+
+
+def jobs_of_run(tx: Tx, run_id: str) -> list[Job]:
+    return [_job_from_row(r) for r in tx.all("SELECT * FROM jobs WHERE run_id = ? ORDER BY due_at", (run_id,))]
+
+
+def release_all_leases(tx: Tx, owner_prefix: str | None = None) -> int:
+    """Single-node start-up: leases of a dead predecessor lapse at once."""
+    cur = tx.execute("UPDATE jobs SET lease_owner = NULL, lease_expires_at = NULL WHERE lease_owner IS NOT NULL")
+    return cur.rowcount
+
+
+def delete_jobs_by_prefix(tx: Tx, prefix: str) -> None:
+    tx.execute("DELETE FROM jobs WHERE id LIKE ?", (prefix + "%",))
+
+
+def queue_depth(tx: Tx) -> int:
+    return tx.one("SELECT COUNT(*) AS n FROM jobs")["n"]

@@ -1,0 +1,108 @@
+-- lockgate schema, SQLite dialect. Times are BIGINT milliseconds; JSON is TEXT.
+
+CREATE TABLE IF NOT EXISTS apps (
+    name        TEXT PRIMARY KEY,           -- the SDK's app id
+    url         TEXT NOT NULL,
+    sdk         TEXT,
+    framework   TEXT,
+    checksum    TEXT,                       -- of the last good sync, for modified:false
+    error       TEXT,                       -- why the last sync failed, shown to users
+    synced_at   BIGINT,
+    created_at  BIGINT NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS functions (
+    id          TEXT PRIMARY KEY,           -- internal uuid
+    slug        TEXT NOT NULL UNIQUE,       -- "<app id>-<function id>"
+    app_name    TEXT NOT NULL,
+    name        TEXT NOT NULL,
+    url         TEXT NOT NULL,
+    config      TEXT NOT NULL,
+    version     INTEGER NOT NULL,
+    archived    INTEGER NOT NULL DEFAULT 0, -- dropped by a re-sync; old runs stay readable
+    updated_at  BIGINT NOT NULL
+);
+
+-- Every accepted event, duplicates included (a retried send reuses its internal id).
+CREATE TABLE IF NOT EXISTS events (
+    seq         INTEGER PRIMARY KEY,
+    internal_id TEXT NOT NULL,
+    id          TEXT NOT NULL,
+    name        TEXT NOT NULL,
+    data        TEXT NOT NULL,
+    user_data   TEXT NOT NULL,
+    v           TEXT,
+    ts          BIGINT NOT NULL,
+    received_at BIGINT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS events_internal_id ON events (internal_id);
+CREATE INDEX IF NOT EXISTS events_name ON events (name, seq);
+
+CREATE TABLE IF NOT EXISTS runs (
+    run_id            TEXT PRIMARY KEY,
+    function_id       TEXT NOT NULL,
+    function_slug     TEXT NOT NULL,
+    function_version  INTEGER NOT NULL,
+    status            TEXT NOT NULL,
+    events            TEXT NOT NULL,        -- trigger payloads, as sent to the SDK
+    event_ids         TEXT NOT NULL,
+    reason            TEXT,
+    request_version   INTEGER NOT NULL DEFAULT -1,
+    disable_immediate INTEGER NOT NULL DEFAULT 0,
+    pending_steps     TEXT NOT NULL DEFAULT '[]',
+    stack             TEXT NOT NULL DEFAULT '[]',
+    output            TEXT,
+    error             TEXT,
+    cron              TEXT,
+    correlation_id    TEXT,
+    created_at        BIGINT NOT NULL,
+    started_at        BIGINT,
+    ended_at          BIGINT
+);
+CREATE INDEX IF NOT EXISTS runs_function ON runs (function_id, created_at);
+CREATE INDEX IF NOT EXISTS runs_status ON runs (status, created_at);
+
+-- Which events started which run (a batch has several).
+CREATE TABLE IF NOT EXISTS run_triggers (
+    event_internal_id TEXT NOT NULL,
+    run_id            TEXT NOT NULL,
+    PRIMARY KEY (event_internal_id, run_id)
+);
+
+CREATE TABLE IF NOT EXISTS steps (
+    run_id       TEXT NOT NULL,
+    step_id      TEXT NOT NULL,             -- hashed id
+    display_name TEXT,
+    op           TEXT NOT NULL,
+    status       TEXT NOT NULL,             -- completed | failed | sleeping | planned
+    memo         TEXT,
+    position     INTEGER,
+    attempts     INTEGER NOT NULL DEFAULT 0,
+    started_at   BIGINT,
+    ended_at     BIGINT,
+    PRIMARY KEY (run_id, step_id)
+);
+
+-- Due work. Timers are jobs whose due_at lies ahead; leases make a crash harmless.
+CREATE TABLE IF NOT EXISTS jobs (
+    id               TEXT PRIMARY KEY,      -- deterministic where enqueueing must be idempotent
+    kind             TEXT NOT NULL,
+    run_id           TEXT,
+    step_id          TEXT,
+    attempt          INTEGER NOT NULL DEFAULT 0,
+    due_at           BIGINT NOT NULL,       -- not before this time
+    rank_at          BIGINT NOT NULL,       -- queue order: due_at shifted by priority
+
+    payload          TEXT,
+    lease_owner      TEXT,
+    lease_expires_at BIGINT,
+    created_at       BIGINT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS jobs_rank ON jobs (rank_at);
+CREATE INDEX IF NOT EXISTS jobs_run ON jobs (run_id);
+
+-- Time-boxed uniqueness: event-id dedupe per function, idempotency keys.
+CREATE TABLE IF NOT EXISTS unique_keys (
+    key        TEXT PRIMARY KEY,
+    expires_at BIGINT NOT NULL
+);

@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# Install lockgate with its test dependencies into .venv and run the whole suite.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+python3 -m venv .venv
+.venv/bin/pip install --quiet --upgrade pip
+.venv/bin/pip install --quiet -e '.[test]'
+exec .venv/bin/python -m pytest -q -p no:cacheprovider "$@"

@@ -1,0 +1,203 @@
+"""Shared test harness: real lockgate servers and real SDK apps, as subprocesses over HTTP."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import httpx
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+PYTHON = sys.executable
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_until(predicate: Callable[[], Any], *, timeout: float = 30.0, interval: float = 0.05, what: str = "") -> Any:
+    deadline = time.monotonic() + timeout
+    last_exc: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            value = predicate()
+            if value:
+                return value
+        except Exception as exc:  # keep polling; report the last failure
+            last_exc = exc
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what or predicate}" + (f": {last_exc!r}" if last_exc else ""))
+
+
+@dataclass
+class LockgateProcess:
+    """A `lockgate dev` subprocess. `url` is its API origin."""
+
+    args: list[str]
+    data_dir: Path | None
+    port: int = 0
+    proc: subprocess.Popen | None = None
+    log_path: Path | None = None
+    env: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 30.0) -> "LockgateProcess":
+        cmd = [PYTHON, "-m", "lockgate", *self.args, "--port", str(self.port), "--host", "127.0.0.1"]
+        if self.data_dir is not None:
+            cmd += ["--data-dir", str(self.data_dir)]
+        self._log = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL
+        env = {**os.environ, **self.env}
+        self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.PIPE, cwd=ROOT, env=env)
+        line = b""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            line = self.proc.stderr.readline()
+            if not line:
+                break
+            if self.log_path:
+                self._log.write(line)
+            match = re.search(rb"listening on http://[^:]+:(\d+)", line)
+            if match:
+                self.port = int(match.group(1))
+                break
+        else:
+            raise AssertionError("lockgate did not start in time")
+        if not match:
+            rest = self.proc.stderr.read().decode(errors="replace")
+            raise AssertionError(f"lockgate failed to start: {line.decode(errors='replace')}{rest}")
+        # Keep draining stderr so the server never blocks on a full pipe.
+        import threading
+
+        def drain(stream, sink):
+            for chunk in iter(lambda: stream.readline(), b""):
+                if sink is not subprocess.DEVNULL:
+                    sink.write(chunk)
+                    sink.flush()
+
+        threading.Thread(target=drain, args=(self.proc.stderr, self._log), daemon=True).start()
+        wait_until(lambda: httpx.get(self.url + "/health", timeout=1).status_code == 200, what="lockgate /health")
+        return self
+
+    def kill9(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(timeout=10)
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+@dataclass
+class AppProcess:
+    """An SDK app (FastAPI + official inngest SDK) under uvicorn, in its own process."""
+
+    module: str
+    port: int
+    server_url: str
+    ledger: Path
+    proc: subprocess.Popen | None = None
+    extra_env: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/api/inngest"
+
+    def start(self) -> "AppProcess":
+        env = {
+            **os.environ,
+            "INNGEST_DEV": self.server_url,
+            "LEDGER_PATH": str(self.ledger),
+            "PYTHONPATH": str(ROOT),
+            **self.extra_env,
+        }
+        self.proc = subprocess.Popen(
+            [PYTHON, "-m", "uvicorn", self.module + ":app", "--port", str(self.port), "--host", "127.0.0.1",
+             "--log-level", "warning"],
+            cwd=ROOT,
+            env=env,
+        )
+        wait_until(lambda: httpx.get(self.url, timeout=1).status_code == 200, what=f"app {self.module}")
+        return self
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+
+    def ledger_entries(self) -> list[dict]:
+        if not self.ledger.exists():
+            return []
+        return [json.loads(line) for line in self.ledger.read_text().splitlines() if line.strip()]
+
+
+class Api:
+    """Small client for lockgate's REST API, used by tests to observe runs."""
+
+    def __init__(self, base: str) -> None:
+        self.base = base
+        self.http = httpx.Client(base_url=base, timeout=10)
+
+    def send(self, events: Any, key: str = "test-key", headers: dict | None = None) -> httpx.Response:
+        return self.http.post(f"/e/{key}", json=events, headers=headers or {})
+
+    def event_runs(self, event_id: str) -> list[dict]:
+        return self.http.get(f"/v1/events/{event_id}/runs").json()["data"]
+
+    def run(self, run_id: str) -> dict:
+        return self.http.get(f"/v1/runs/{run_id}").json()["data"]
+
+    def wait_for_runs(self, event_id: str, count: int = 1, timeout: float = 30.0) -> list[dict]:
+        return wait_until(lambda: (r := self.event_runs(event_id)) and len(r) >= count and r, timeout=timeout,
+                          what=f"{count} run(s) of event {event_id}")
+
+    def wait_for_end(self, run_id: str, timeout: float = 60.0) -> dict:
+        return wait_until(
+            lambda: (r := self.run(run_id))["status"] in ("Completed", "Failed", "Cancelled") and r,
+            timeout=timeout,
+            what=f"run {run_id} to end",
+        )
+
+    def functions(self) -> list[dict]:
+        apps = self.http.get("/v1/apps").json()["data"]
+        return [f for a in apps for f in a["functions"]]
+
+
+def start_stack(tmp_path: Path, module: str, *, server_args: list[str] | None = None, persist: bool = False,
+                app_env: dict | None = None) -> tuple[LockgateProcess, AppProcess, Api]:
+    app_port = free_port()
+    app_url = f"http://127.0.0.1:{app_port}/api/inngest"
+    args = ["dev", "--no-discovery", "--poll-interval", "0.5", "--retry-interval", "0.2", "-u", app_url,
+            *(server_args or [])]
+    if not persist:
+        args.append("--in-memory")
+    server = LockgateProcess(args=args, data_dir=tmp_path / "data" if persist else None,
+                             log_path=tmp_path / "lockgate.log").start()
+    app = AppProcess(module=module, port=app_port, server_url=server.url, ledger=tmp_path / "ledger.jsonl",
+                     extra_env=app_env or {}).start()
+    api = Api(server.url)
+    wait_until(lambda: len(api.functions()) > 0, what="app sync")
+    return server, app, api

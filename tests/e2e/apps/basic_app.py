@@ -1,0 +1,134 @@
+"""A FastAPI app using the official inngest SDK, exercising the core engine."""
+
+from __future__ import annotations
+
+import datetime
+
+import inngest
+import inngest.fast_api
+from fastapi import FastAPI
+
+from tests.e2e.apps.ledger import record
+
+client = inngest.Inngest(app_id="basic", is_production=False)
+
+
+@client.create_function(fn_id="hello", trigger=inngest.TriggerEvent(event="test/hello"))
+async def hello(ctx: inngest.Context) -> str:
+    record("hello", run_id=ctx.run_id)
+    return "hello " + ctx.event.data["name"]
+
+
+@client.create_function(fn_id="three-steps", trigger=inngest.TriggerEvent(event="test/steps"), retries=2)
+async def three_steps(ctx: inngest.Context) -> dict:
+    outputs = []
+    for name in ("one", "two", "three"):
+
+        async def effect(name: str = name) -> dict:
+            token = record("step", run_id=ctx.run_id, step=name, n=ctx.event.data.get("n"))
+            return {"step": name, "token": token}
+
+        outputs.append(await ctx.step.run(name, effect))
+    return {"n": ctx.event.data.get("n"), "steps": outputs}
+
+
+@client.create_function(fn_id="flaky-step", trigger=inngest.TriggerEvent(event="test/flaky"), retries=3)
+async def flaky_step(ctx: inngest.Context) -> int:
+    async def sometimes() -> int:
+        record("flaky-attempt", run_id=ctx.run_id, attempt=ctx.attempt)
+        if ctx.attempt < 2:
+            raise RuntimeError(f"transient failure on attempt {ctx.attempt}")
+        return ctx.attempt
+
+    return await ctx.step.run("sometimes", sometimes)
+
+
+@client.create_function(fn_id="always-fails", trigger=inngest.TriggerEvent(event="test/always-fails"), retries=2)
+async def always_fails(ctx: inngest.Context) -> None:
+    record("always-fails", run_id=ctx.run_id, attempt=ctx.attempt)
+    raise RuntimeError("this function always fails")
+
+
+async def on_failure_handler(ctx: inngest.Context) -> None:
+    record(
+        "on-failure",
+        run_id=ctx.run_id,
+        failed_run_id=ctx.event.data.get("run_id"),
+        function_id=ctx.event.data.get("function_id"),
+        message=(ctx.event.data.get("error") or {}).get("message"),
+        original_name=(ctx.event.data.get("event") or {}).get("name"),
+    )
+
+
+@client.create_function(
+    fn_id="non-retriable",
+    trigger=inngest.TriggerEvent(event="test/non-retriable"),
+    retries=4,
+    on_failure=on_failure_handler,
+)
+async def non_retriable(ctx: inngest.Context) -> None:
+    record("non-retriable", run_id=ctx.run_id, attempt=ctx.attempt)
+    raise inngest.NonRetriableError("payment card was declined")
+
+
+@client.create_function(
+    fn_id="filtered",
+    trigger=inngest.TriggerEvent(event="test/filtered", expression="event.data.x == 1"),
+)
+async def filtered(ctx: inngest.Context) -> int:
+    record("filtered", run_id=ctx.run_id, x=ctx.event.data.get("x"))
+    return ctx.event.data["x"]
+
+
+@client.create_function(fn_id="wildcard", trigger=inngest.TriggerEvent(event="wild/*"))
+async def wildcard(ctx: inngest.Context) -> str:
+    return ctx.event.name
+
+
+@client.create_function(fn_id="every-minute", trigger=inngest.TriggerCron(cron="TZ=Europe/Paris * * * * *"))
+async def every_minute(ctx: inngest.Context) -> dict:
+    record("cron", run_id=ctx.run_id, name=ctx.event.name, cron=ctx.event.data.get("cron"))
+    return {"event": ctx.event.name}
+
+
+@client.create_function(fn_id="step-error-caught", trigger=inngest.TriggerEvent(event="test/caught"), retries=1)
+async def step_error_caught(ctx: inngest.Context) -> str:
+    async def broken() -> None:
+        raise ValueError("broken step")
+
+    try:
+        await ctx.step.run("broken", broken)
+    except inngest.StepError as err:
+        return f"caught: {err.message}"
+    return "not caught"
+
+
+@client.create_function(fn_id="retry-after", trigger=inngest.TriggerEvent(event="test/retry-after"), retries=1)
+async def retry_after(ctx: inngest.Context) -> int:
+    record("retry-after", run_id=ctx.run_id, attempt=ctx.attempt)
+    if ctx.attempt == 0:
+        raise inngest.RetryAfterError("come back later", datetime.timedelta(seconds=2))
+    return ctx.attempt
+
+
+@client.create_function(fn_id="napper", trigger=inngest.TriggerEvent(event="test/nap"))
+async def napper(ctx: inngest.Context) -> str:
+    async def before() -> None:
+        record("nap-before", run_id=ctx.run_id)
+
+    async def after() -> None:
+        record("nap-after", run_id=ctx.run_id)
+
+    await ctx.step.run("before", before)
+    await ctx.step.sleep("nap", datetime.timedelta(seconds=ctx.event.data.get("seconds", 1)))
+    await ctx.step.run("after", after)
+    return "rested"
+
+
+app = FastAPI()
+inngest.fast_api.serve(
+    app,
+    client,
+    [hello, three_steps, flaky_step, always_fails, non_retriable, filtered, wildcard, every_minute,
+     step_error_caught, retry_after, napper],
+)
