@@ -1,0 +1,154 @@
+"""End-to-end benchmark: events through lockgate vs. the same app driven directly.
+
+    .venv/bin/python bench/run.py [--events 1000] [--concurrency 50]
+
+For each function (noop, three steps) it measures, in one run on this machine:
+  * burst: N events sent at once; runs/s until every run completed; p50/p99 event→done
+  * light load: events sent one at a time; p50/p99 event→done
+  * direct: the app's own ceiling — the same SDK endpoint called with the same request
+    bodies by a minimal in-process driver (no server, no store), at the same concurrency
+and prints lockgate ÷ direct. "event→done" = the run's ended_at minus the client's send time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from lockgate.protocol.execution_request import build_execution_body  # noqa: E402
+from lockgate.protocol.jsoncanon import canonical_json  # noqa: E402
+from tests.conftest import AppProcess, LockgateProcess, free_port, wait_until  # noqa: E402
+
+
+def pct(values: list[float], p: float) -> float:
+    values = sorted(values)
+    return values[min(len(values) - 1, int(round(p / 100 * (len(values) - 1))))]
+
+
+def parse_iso(text: str) -> float:
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+
+
+async def lockgate_burst(base: str, name: str, n: int) -> tuple[float, list[float]]:
+    sent: dict[str, float] = {}
+    async with httpx.AsyncClient(base_url=base, timeout=60, limits=httpx.Limits(max_connections=20)) as http:
+        sem = asyncio.Semaphore(20)
+
+        async def send(i: int) -> None:
+            async with sem:
+                t = time.time()
+                r = await http.post("/e/bench", json={"name": name, "data": {"i": i}})
+                sent[r.json()["ids"][0]] = t
+
+        start = time.time()
+        await asyncio.gather(*(send(i) for i in range(n)))
+        ended: dict[str, float] = {}
+        while len(ended) < n:
+            for event_id in [e for e in sent if e not in ended]:
+                runs = (await http.get(f"/v1/events/{event_id}/runs")).json()["data"]
+                if runs and runs[0]["status"] == "Completed":
+                    ended[event_id] = parse_iso(runs[0]["ended_at"])
+            if len(ended) < n:
+                await asyncio.sleep(0.2)
+        elapsed = max(ended.values()) - start
+        return n / elapsed, [(ended[e] - sent[e]) * 1000 for e in sent]
+
+
+async def lockgate_light(base: str, name: str, n: int) -> list[float]:
+    latencies = []
+    async with httpx.AsyncClient(base_url=base, timeout=60) as http:
+        for i in range(n):
+            t = time.time()
+            event_id = (await http.post("/e/bench", json={"name": name, "data": {"i": i}})).json()["ids"][0]
+            while True:
+                runs = (await http.get(f"/v1/events/{event_id}/runs")).json()["data"]
+                if runs and runs[0]["status"] == "Completed":
+                    latencies.append((parse_iso(runs[0]["ended_at"]) - t) * 1000)
+                    break
+                await asyncio.sleep(0.002)
+    return latencies
+
+
+async def direct(app_url: str, slug: str, n: int, concurrency: int) -> tuple[float, list[float]]:
+    """Drive the SDK endpoint as a server would, keeping memos in memory."""
+    latencies: list[float] = []
+    async with httpx.AsyncClient(timeout=60, limits=httpx.Limits(max_connections=concurrency)) as http:
+        sem = asyncio.Semaphore(concurrency)
+
+        async def one_run(i: int) -> None:
+            async with sem:
+                t = time.time()
+                event = {"name": "bench/x", "data": {"i": i}, "id": f"e{i}", "ts": int(t * 1000), "user": {}}
+                steps: dict = {}
+                stack: list[str] = []
+                while True:
+                    body = build_execution_body(
+                        event=event, events=[event], steps=steps, run_id=f"01RUN{i:021d}", attempt=0,
+                        max_attempts=5, disable_immediate_execution=False, stack=stack, request_version=2,
+                        use_api=False,
+                    )
+                    r = await http.post(f"{app_url}?fnId=bench-{slug}&stepId=step", content=canonical_json(body),
+                                        headers={"content-type": "application/json"})
+                    if r.status_code == 200:
+                        break
+                    for op in r.json():
+                        steps[op["id"]] = {"data": op.get("data")}
+                        stack.append(op["id"])
+                latencies.append((time.time() - t) * 1000)
+
+        start = time.time()
+        await asyncio.gather(*(one_run(i) for i in range(n)))
+        return n / (time.time() - start), latencies
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--events", type=int, default=1000)
+    parser.add_argument("--light", type=int, default=200)
+    parser.add_argument("--concurrency", type=int, default=100)
+    args = parser.parse_args()
+
+    tmp = Path(tempfile.mkdtemp(prefix="lockgate-bench-"))
+    app_port = free_port()
+    app_url = f"http://127.0.0.1:{app_port}/api/inngest"
+    server = LockgateProcess(
+        args=["dev", "--no-discovery", "--no-poll", "-u", app_url, "--workers", str(args.concurrency),
+              "--log-level", "warning"],
+        data_dir=tmp / "data",
+        log_path=tmp / "lockgate.log",
+    ).start()
+    app = AppProcess(module="bench.bench_app", port=app_port, server_url=server.url, ledger=tmp / "ledger").start()
+    try:
+        wait_until(lambda: httpx.get(server.url + "/v1/apps").json()["data"][0]["functions"], what="sync")
+        # Sync happens on start-up; if the app came up later, ask again.
+        print(f"lockgate bench — {args.events} events burst, {args.light} light-load events, "
+              f"concurrency {args.concurrency}, store: SQLite WAL on disk, {os.cpu_count()} cores")
+        print(f"{'function':<12} {'mode':<10} {'runs/s':>9} {'p50 ms':>9} {'p99 ms':>9}")
+        for slug, event in (("noop", "bench/noop"), ("three-steps", "bench/steps")):
+            d_rate, d_lat = asyncio.run(direct(app_url, slug, args.events, args.concurrency))
+            l_rate, l_lat = asyncio.run(lockgate_burst(server.url, event, args.events))
+            light = asyncio.run(lockgate_light(server.url, event, args.light))
+            print(f"{slug:<12} {'direct':<10} {d_rate:>9.1f} {pct(d_lat, 50):>9.1f} {pct(d_lat, 99):>9.1f}")
+            print(f"{slug:<12} {'burst':<10} {l_rate:>9.1f} {pct(l_lat, 50):>9.1f} {pct(l_lat, 99):>9.1f}")
+            print(f"{slug:<12} {'light':<10} {'':>9} {pct(light, 50):>9.1f} {pct(light, 99):>9.1f}")
+            print(f"{slug:<12} ratio lockgate/direct (burst runs/s): {l_rate / d_rate:.2f}")
+    finally:
+        app.stop()
+        server.stop()
+
+
+if __name__ == "__main__":
+    main()
