@@ -7,7 +7,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
-import httpx
+import aiohttp
 
 from lockgate.engine import cron, interpreter
 from lockgate.engine.dispatcher import Dispatcher
@@ -48,11 +48,9 @@ class Engine:
         self.store = store
         self.options = options or EngineOptions()
         self.registry = Registry()
-        self.client = httpx.AsyncClient(
-            timeout=httpx.Timeout(self.options.request_timeout_s, connect=10.0),
-            limits=httpx.Limits(max_connections=max(200, self.options.workers * 2), max_keepalive_connections=100),
-        )
-        self.executor = Executor(self.client, signing_key=self.options.signing_key, server_kind=self.options.server_kind)
+        # aiohttp: its connection pool stays fast with hundreds of calls in flight.
+        self.session: aiohttp.ClientSession | None = None
+        self.executor: Executor | None = None
         self.dispatcher = Dispatcher(store, self._handle_job, workers=self.options.workers)
         self._background: list[asyncio.Task] = []
         self._known_urls: list[str] = []
@@ -66,6 +64,11 @@ class Engine:
     # -- lifecycle -----------------------------------------------------------------
 
     async def start(self) -> None:
+        self.session = aiohttp.ClientSession(
+            timeout=aiohttp.ClientTimeout(total=self.options.request_timeout_s, sock_connect=10),
+            connector=aiohttp.TCPConnector(limit=max(200, self.options.workers * 2), limit_per_host=0),
+        )
+        self.executor = Executor(self.session, signing_key=self.options.signing_key, server_kind=self.options.server_kind)
         await self.reload_registry()
         if self.options.single_node:
             await self.store.write(ops.release_all_leases)
@@ -77,7 +80,8 @@ class Engine:
             task.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)
         await self.dispatcher.stop()
-        await self.client.aclose()
+        if self.session is not None:
+            await self.session.close()
 
     async def reload_registry(self) -> None:
         functions = await self.store.read(ops.load_functions)
@@ -169,19 +173,21 @@ class Engine:
     async def sync_url(self, url: str) -> str | None:
         """PUT the app so it registers; returns an error message when it could not be reached."""
         self._remember_url(url)
+        assert self.session is not None
         try:
-            response = await self.client.put(
+            async with self.session.put(
                 url,
                 json={"url": url},
                 headers={"X-Inngest-Server-Kind": self.options.server_kind},
-                timeout=httpx.Timeout(30.0, connect=5.0),
-            )
-        except httpx.HTTPError as exc:
+                timeout=aiohttp.ClientTimeout(total=30, sock_connect=5),
+            ) as response:
+                status, text = response.status, (await response.text(errors="replace"))[:300]
+        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
             message = f"could not reach the app at {url}: {exc.__class__.__name__}"
             await self.store.write(lambda tx: ops.set_app_error(tx, url=url, error=message, at=now_ms()))
             return message
-        if response.status_code >= 400:
-            message = f"the app at {url} refused the sync with HTTP {response.status_code}: {response.text[:300]}"
+        if status >= 400:
+            message = f"the app at {url} refused the sync with HTTP {status}: {text}"
             await self.store.write(lambda tx: ops.set_app_error(tx, url=url, error=message, at=now_ms()))
             return message
         return None
@@ -218,10 +224,11 @@ class Engine:
             for path in DISCOVERY_PATHS:
                 url = f"http://127.0.0.1:{port}{path}"
                 try:
-                    resp = await self.client.get(url, timeout=2.0)
-                except httpx.HTTPError:
+                    async with self.session.get(url, timeout=aiohttp.ClientTimeout(total=2)) as resp:
+                        is_sdk = "x-inngest-sdk" in resp.headers
+                except (aiohttp.ClientError, asyncio.TimeoutError):
                     continue
-                if "x-inngest-sdk" in resp.headers:
+                if is_sdk:
                     found.append(url)
                     break
             return found

@@ -6,7 +6,9 @@ import logging
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-import httpx
+import asyncio
+
+import aiohttp
 
 from lockgate.models import Function, Job, Run, now_ms
 from lockgate.protocol.event_ids import new_ulid
@@ -31,12 +33,12 @@ def step_url(function_url: str, step_id: str) -> str:
 class Executor:
     def __init__(
         self,
-        client: httpx.AsyncClient,
+        session: aiohttp.ClientSession,
         *,
         signing_key: str | None = None,
         server_kind: str = "dev",
     ) -> None:
-        self.client = client
+        self.session = session
         self.signing_key = signing_key
         self.server_kind = server_kind
 
@@ -74,9 +76,10 @@ class Executor:
         headers["X-Inngest-Server-Kind"] = self.server_kind
         url = step_url(fn.url, job.step_id or "step")
         try:
-            response = await self.client.post(url, content=data, headers=headers)
-        except httpx.TimeoutException:
+            async with self.session.post(url, data=data, headers=headers) as response:
+                body = await response.read()
+                return parse_sdk_response(response.status, response.headers, body, now_ms())
+        except asyncio.TimeoutError:
             return TransportError(f"the app did not answer in time ({url})")
-        except httpx.HTTPError as exc:
+        except aiohttp.ClientError as exc:
             return TransportError(f"could not reach the app at {url}: {exc.__class__.__name__}: {exc}")
-        return parse_sdk_response(response.status_code, response.headers, response.content, now_ms())
