@@ -42,7 +42,7 @@ def _extend_leases(tx: Tx, owner: str, job_ids: list[str], until: int) -> None:
 
 
 class Dispatcher:
-    def __init__(self, store: Store, handle: Callable[[Job], Awaitable[None]], *, workers: int = 100) -> None:
+    def __init__(self, store: Store, handle: Callable[[Job, object], Awaitable[None]], *, workers: int = 100) -> None:
         self.store = store
         self.handle = handle
         self.workers = workers
@@ -54,6 +54,15 @@ class Dispatcher:
 
     def wake(self) -> None:
         self._wake.set()
+
+    @property
+    def free_slots(self) -> int:
+        return max(0, self.workers - len(self._inflight))
+
+    def adopt(self, job: Job, state: object = None) -> None:
+        """Run a job that was leased elsewhere (in the transaction that created it)."""
+        task = asyncio.create_task(self._run_job(job, state), name=f"job {job.id}")
+        self._inflight[job.id] = task
 
     @property
     def inflight(self) -> int:
@@ -89,8 +98,7 @@ class Dispatcher:
                 await asyncio.sleep(1.0)
                 continue
             for job in jobs:
-                task = asyncio.create_task(self._run_job(job), name=f"job {job.id}")
-                self._inflight[job.id] = task
+                self.adopt(job)
             if jobs and len(jobs) == free:
                 continue  # probably more due right now
             timeout = SAFETY_POLL_S
@@ -103,9 +111,9 @@ class Dispatcher:
             except asyncio.TimeoutError:
                 pass
 
-    async def _run_job(self, job: Job) -> None:
+    async def _run_job(self, job: Job, state: object = None) -> None:
         try:
-            await self.handle(job)
+            await self.handle(job, state)
         except asyncio.CancelledError:
             raise
         except Exception:

@@ -10,9 +10,9 @@ from typing import Any
 import aiohttp
 
 from lockgate.engine import cron, interpreter
-from lockgate.engine.dispatcher import Dispatcher
+from lockgate.engine.dispatcher import LEASE_MS, Dispatcher
 from lockgate.engine.executor import Executor
-from lockgate.engine.ingest import ingest_in_tx, parse_events
+from lockgate.engine.ingest import Handoff, ingest_in_tx, parse_events
 from lockgate.engine.registry import Registry
 from lockgate.engine.sync import DISCOVERY_PATHS, DISCOVERY_PORTS, Registration, SyncError, parse_registration
 from lockgate.models import App, Job, JobKind, RunStatus, now_ms
@@ -59,7 +59,11 @@ class Engine:
 
     @property
     def context(self) -> interpreter.EngineContext:
-        return interpreter.EngineContext(registry=self.registry, retry_interval_s=self.options.retry_interval_s)
+        return interpreter.EngineContext(
+            registry=self.registry,
+            retry_interval_s=self.options.retry_interval_s,
+            handoff=Handoff(owner=self.dispatcher.owner, lease_ms=LEASE_MS, limit=8),
+        )
 
     # -- lifecycle -----------------------------------------------------------------
 
@@ -94,8 +98,11 @@ class Engine:
         now = now_ms()
         events = parse_events(body, seed=seed, now=now)
         registry = self.registry
-        result = await self.store.write(lambda tx: ingest_in_tx(tx, events, registry, now=now))
-        if result.run_ids:
+        handoff = Handoff(owner=self.dispatcher.owner, lease_ms=LEASE_MS, limit=self.dispatcher.free_slots)
+        result = await self.store.write(lambda tx: ingest_in_tx(tx, events, registry, now=now, handoff=handoff))
+        for job, run in result.leased:
+            self.dispatcher.adopt(job, (run, {}))
+        if len(result.run_ids) > len(result.leased):
             self.dispatcher.wake()
         return [e.internal_id for e in events]
 
@@ -107,12 +114,14 @@ class Engine:
 
     # -- jobs ----------------------------------------------------------------------
 
-    async def _handle_job(self, job: Job) -> None:
+    async def _handle_job(self, job: Job, state: Any = None) -> None:
         ctx = self.context
         if job.kind == JobKind.CALL.value:
-            await self._handle_call(job, ctx)
+            await self._handle_call(job, ctx, state)
         elif job.kind == JobKind.WAKE.value:
-            await self.store.write(lambda tx: interpreter.wake_sleep(tx, ctx, job, now=now_ms()))
+            settled = await self.store.write(lambda tx: interpreter.wake_sleep(tx, ctx, job, now=now_ms()))
+            for next_job in settled.next_jobs:
+                self.dispatcher.adopt(next_job, settled.next_state)
         elif job.kind == JobKind.CRON.value:
             await self.store.write(lambda tx: cron.fire_cron(tx, ctx.registry, job, now=now_ms()))
         else:
@@ -120,8 +129,17 @@ class Engine:
             await self.store.write(ops.release_job, job)
         self.dispatcher.wake()
 
-    async def _handle_call(self, job: Job, ctx: interpreter.EngineContext) -> None:
-        state = await self.store.read(_load_call_state, job.run_id)
+    async def _handle_call(self, job: Job, ctx: interpreter.EngineContext, state: Any = None) -> None:
+        """Call the app for this job; keep going while the run hands us its next call."""
+        while True:
+            state = await self._call_once(job, ctx, state)
+            if state is None:
+                return
+            job, state = state
+
+    async def _call_once(self, job: Job, ctx: interpreter.EngineContext, state: Any) -> Any:
+        if state is None:
+            state = await self.store.read(_load_call_state, job.run_id)
         if state is None:
             await self.store.write(ops.release_job, job)
             return
@@ -140,9 +158,15 @@ class Engine:
             return
         started = now_ms()
         result = await self.executor.call(run, fn, job, memos)
-        await self.store.write(
+        settled = await self.store.write(
             lambda tx: interpreter.settle_call(tx, ctx, job, fn, result, started_at=started, now=now_ms())
         )
+        if not settled.next_jobs:
+            return None
+        first, *others = settled.next_jobs
+        for other in others:
+            self.dispatcher.adopt(other, settled.next_state)
+        return first, settled.next_state
 
     # -- app sync ------------------------------------------------------------------
 

@@ -105,6 +105,16 @@ def _parse_one(raw: Any, index: int, *, seed: str | None, now: int, allow_intern
 @dataclass(slots=True)
 class IngestResult:
     run_ids: list[str] = field(default_factory=list)
+    leased: list[tuple[Job, Run]] = field(default_factory=list)  # first calls handed straight to workers
+
+
+@dataclass(slots=True)
+class Handoff:
+    """Lease due work inside the transaction that created it, for the caller to run at once."""
+
+    owner: str
+    lease_ms: int
+    limit: int
 
 
 def new_run(
@@ -145,7 +155,10 @@ def new_run(
     return run, job
 
 
-def create_run_in_tx(tx: Tx, fn: Function, events: list[Event], *, now: int, **kwargs: Any) -> Run | None:
+def create_run_in_tx(
+    tx: Tx, fn: Function, events: list[Event], *, now: int, handoff: Handoff | None = None,
+    result: IngestResult | None = None, **kwargs: Any,
+) -> Run | None:
     """Create a run unless one already ran for this function and event id (24 h window)."""
     dedupe = f"run:{fn.id}:{events[0].id}"
     if not ops.claim_unique_key(tx, dedupe, expires_at=now + RUN_DEDUPE_WINDOW_MS, now=now):
@@ -153,17 +166,24 @@ def create_run_in_tx(tx: Tx, fn: Function, events: list[Event], *, now: int, **k
     run, job = new_run(fn, events, now=now, **kwargs)
     ops.insert_run(tx, run)
     ops.enqueue(tx, [job])
+    if handoff is not None and result is not None and len(result.leased) < handoff.limit:
+        if ops.lease_job(tx, job, owner=handoff.owner, now=now, lease_ms=handoff.lease_ms):
+            ops.mark_runs_started(tx, [run.run_id], now)
+            run.status, run.started_at, run.reason = RunStatus.RUNNING.value, now, None
+            result.leased.append((job, run))
     return run
 
 
-def ingest_in_tx(tx: Tx, events: list[Event], registry: Registry, *, now: int) -> IngestResult:
+def ingest_in_tx(
+    tx: Tx, events: list[Event], registry: Registry, *, now: int, handoff: Handoff | None = None
+) -> IngestResult:
     """Store events and start the runs they trigger. Runs inside the caller's transaction."""
     ops.insert_events(tx, events)
     result = IngestResult()
     for event in events:
         payload = event.payload()
         for fn in registry.match(payload):
-            run = create_run_in_tx(tx, fn, [event], now=now)
+            run = create_run_in_tx(tx, fn, [event], now=now, handoff=handoff, result=result)
             if run is not None:
                 result.run_ids.append(run.run_id)
     return result

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from lockgate.engine.ingest import ingest_in_tx
+from lockgate.engine.ingest import Handoff, ingest_in_tx
 from lockgate.engine.registry import Registry
 from lockgate.models import DISCOVERY_STEP, Event, Function, Job, JobKind, Run, RunStatus, Step
 from lockgate.protocol.backoff import retry_delay_ms
@@ -39,6 +39,7 @@ class EngineContext:
 
     registry: Registry
     retry_interval_s: float | None = None
+    handoff: Handoff | None = None  # lets a settled call lease its follow-up at once
 
 
 @dataclass(slots=True)
@@ -48,6 +49,23 @@ class Settled:
     applied: bool = True
     run_finished: str | None = None
     new_runs: list[str] = field(default_factory=list)
+    next_jobs: list[Job] = field(default_factory=list)  # leased follow-up calls of this run
+    next_state: tuple[Run, dict[str, Any]] | None = None  # the run and its memos, for next_jobs
+
+
+def _hand_off(tx: Tx, ctx: EngineContext, run_id: str, jobs: list[Job], now: int) -> Settled:
+    """Lease this run's follow-up calls that are due now, so the worker continues without a queue trip."""
+    settled = Settled()
+    if ctx.handoff is None:
+        return settled
+    for job in jobs:
+        if job.kind == JobKind.CALL.value and len(settled.next_jobs) < ctx.handoff.limit:
+            if ops.lease_job(tx, job, owner=ctx.handoff.owner, now=now, lease_ms=ctx.handoff.lease_ms):
+                settled.next_jobs.append(job)
+    if settled.next_jobs:
+        run = ops.get_run(tx, run_id)
+        settled.next_state = (run, ops.completed_memos(tx, run_id))
+    return settled
 
 
 def _discovery_job(run_id: str, now: int, *, due: int | None = None) -> Job:
@@ -254,7 +272,7 @@ def _apply_ops(
         reason=None,
     )
     ops.release_job(tx, job)
-    return Settled()
+    return _hand_off(tx, ctx, run.run_id, new_jobs, now)
 
 
 def _fail(tx: Tx, ctx: EngineContext, run: Run, job: Job, message: str, now: int) -> Settled:
@@ -286,7 +304,7 @@ def wake_sleep(tx: Tx, ctx: EngineContext, job: Job, *, now: int) -> Settled:
     ops.update_run(
         tx, run.run_id, stack=stack, pending_steps=pending, disable_immediate=run.disable_immediate and bool(pending)
     )
-    return Settled()
+    return _hand_off(tx, ctx, run.run_id, jobs, now)
 
 
 def system_event(name: str, data: dict[str, Any], *, now: int, event_id: str | None = None) -> Event:

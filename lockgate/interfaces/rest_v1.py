@@ -125,7 +125,21 @@ def routes(engine: Engine, access: AccessPolicy) -> list[Route]:
             ]
         )
 
+    async def stats(request: Request) -> Response:
+        access.check_api(request)
+        counts = await store.read(ops.count_runs_by_status)
+        depth = await store.read(ops.queue_depth)
+        body = {
+            "runs": counts,
+            "queue_depth": depth,
+            "calls_in_flight": engine.dispatcher.inflight,
+            "store": {"kind": store.description, "commits": getattr(store, "commits", None),
+                      "writes": getattr(store, "writes", None)},
+        }
+        return _envelope(body)
+
     return [
+        Route("/v1/stats", stats, methods=["GET"]),
         Route("/v1/events", list_events, methods=["GET"]),
         Route("/v1/events/{event_id}", get_event, methods=["GET"]),
         Route("/v1/events/{event_id}/runs", event_runs, methods=["GET"]),

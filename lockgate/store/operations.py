@@ -489,6 +489,20 @@ def lease_due_jobs(tx: Tx, *, owner: str, now: int, limit: int, lease_ms: int) -
     return jobs
 
 
+def lease_job(tx: Tx, job: Job, *, owner: str, now: int, lease_ms: int) -> bool:
+    """Lease one known job that is due now (hand-off without a trip through the dispatcher)."""
+    expires = now + lease_ms
+    cur = tx.execute(
+        "UPDATE jobs SET lease_owner = ?, lease_expires_at = ? WHERE id = ? AND lease_owner IS NULL"
+        " AND due_at <= ? AND rank_at <= ?",
+        (owner, expires, job.id, now, now),
+    )
+    if cur.rowcount != 1:
+        return False
+    job.lease_owner, job.lease_expires_at = owner, expires
+    return True
+
+
 def next_wakeup(tx: Tx) -> int | None:
     """The earliest time at which some job becomes leasable."""
     row = tx.one(
