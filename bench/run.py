@@ -46,14 +46,14 @@ def parse_iso(text: str) -> float:
 
 async def lockgate_burst(base: str, name: str, n: int) -> tuple[float, list[float]]:
     sent: dict[str, float] = {}
-    async with httpx.AsyncClient(base_url=base, timeout=60, limits=httpx.Limits(max_connections=20)) as http:
+    async with httpx.AsyncClient(base_url=base, timeout=60) as http, aiohttp.ClientSession() as session:
         sem = asyncio.Semaphore(20)
 
         async def send(i: int) -> None:
             async with sem:
                 t = time.time()
-                r = await http.post("/e/bench", json={"name": name, "data": {"i": i}})
-                sent[r.json()["ids"][0]] = t
+                async with session.post(f"{base}/e/bench", json={"name": name, "data": {"i": i}}) as r:
+                    sent[(await r.json())["ids"][0]] = t
 
         async def completed() -> int:
             return (await http.get("/v1/stats")).json()["data"]["runs"].get("Completed", 0)
