@@ -1,0 +1,111 @@
+"""The store and queue primitives on a real SQLite file."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from lockgate.engine.ingest import Handoff, ingest_in_tx, parse_events
+from lockgate.engine.registry import Registry
+from lockgate.models import Function, Job, JobKind
+from lockgate.store import operations as ops
+from lockgate.store.sqlite import SQLiteStore
+
+
+@pytest.fixture
+async def store(tmp_path):
+    s = SQLiteStore(str(tmp_path))
+    await s.open()
+    yield s
+    await s.close()
+
+
+def _job(job_id: str, due: int, **kw) -> Job:
+    return Job(id=job_id, kind=JobKind.CALL.value, due_at=due, created_at=due, **kw)
+
+
+async def test_lease_takes_due_jobs_once_and_in_rank_order(store):
+    await store.write(ops.enqueue, [_job("late", 2000), _job("early", 1000), _job("future", 10_000),
+                                    _job("urgent", 1500, rank_at=500)])
+    first = await store.write(lambda tx: ops.lease_due_jobs(tx, owner="a", now=3000, limit=10, lease_ms=1000))
+    assert [j.id for j in first] == ["urgent", "early", "late"]
+    again = await store.write(lambda tx: ops.lease_due_jobs(tx, owner="b", now=3500, limit=10, lease_ms=1000))
+    assert again == []  # leased jobs are not handed out twice
+    assert await store.read(ops.next_wakeup) == 4000  # the earliest lease expiry
+
+
+async def test_expired_lease_is_taken_over_and_the_old_owner_is_fenced_off(store):
+    await store.write(ops.enqueue, [_job("j", 0)])
+    [mine] = await store.write(lambda tx: ops.lease_due_jobs(tx, owner="a", now=10, limit=1, lease_ms=100))
+    [theirs] = await store.write(lambda tx: ops.lease_due_jobs(tx, owner="b", now=200, limit=1, lease_ms=100))
+    assert theirs.id == "j"
+    assert await store.write(ops.release_job, mine) is False  # stale owner cannot settle it
+    assert await store.write(ops.release_job, theirs) is True
+    assert await store.read(ops.queue_depth) == 0
+
+
+async def test_enqueue_is_idempotent_by_job_id(store):
+    await store.write(ops.enqueue, [_job("same", 0)])
+    await store.write(ops.enqueue, [_job("same", 5)])
+    assert await store.read(ops.queue_depth) == 1
+
+
+async def test_unique_key_window(store):
+    assert await store.write(lambda tx: ops.claim_unique_key(tx, "k", expires_at=100, now=0))
+    assert not await store.write(lambda tx: ops.claim_unique_key(tx, "k", expires_at=150, now=50))
+    assert await store.write(lambda tx: ops.claim_unique_key(tx, "k", expires_at=300, now=100))
+
+
+async def test_a_failing_write_does_not_undo_its_neighbours_in_the_same_commit(store):
+    def bad(tx):
+        ops.enqueue(tx, [_job("from-bad", 0)])
+        raise RuntimeError("boom")
+
+    results = await asyncio.gather(
+        store.write(ops.enqueue, [_job("a", 0)]),
+        store.write(bad),
+        store.write(ops.enqueue, [_job("b", 0)]),
+        return_exceptions=True,
+    )
+    assert isinstance(results[1], RuntimeError)
+    ids = {j.id for j in await store.write(lambda tx: ops.lease_due_jobs(tx, owner="x", now=1, limit=10, lease_ms=1))}
+    assert ids == {"a", "b"}
+
+
+async def test_concurrent_writes_are_group_committed(store):
+    await asyncio.gather(*(store.write(ops.enqueue, [_job(f"j{i}", 0)]) for i in range(200)))
+    assert await store.read(ops.queue_depth) == 200
+    assert store.commits < 200  # many writes shared a commit
+
+
+async def test_recorded_step_is_never_overwritten(store):
+    from lockgate.models import Step
+
+    first = Step("run", "s1", "StepRun", "completed", memo={"data": 1}, position=0)
+    again = Step("run", "s1", "StepRun", "completed", memo={"data": 2}, position=1)
+    assert await store.write(ops.record_step, first) is True
+    assert await store.write(ops.record_step, again) is False
+    assert await store.read(ops.completed_memos, "run") == {"s1": {"data": 1}}
+
+
+def _fn(slug: str, event: str, expression: str | None = None) -> Function:
+    trigger = {"event": event}
+    if expression:
+        trigger["expression"] = expression
+    return Function(id=f"id-{slug}", slug=slug, app_name="app", name=slug, url="http://x/api?fnId=" + slug,
+                    config={"id": slug, "triggers": [trigger]})
+
+
+async def test_ingest_commits_events_runs_and_first_calls_together(store):
+    registry = Registry.build([_fn("a", "shop/*"), _fn("b", "shop/order", "event.data.total > 10"),
+                               _fn("c", "other/thing")])
+    events = parse_events([{"name": "shop/order", "data": {"total": 20}}, {"name": "shop/order", "data": {"total": 5}}],
+                          seed=None, now=1_700_000_000_000)
+    handoff = Handoff(owner="me", lease_ms=1000, limit=1)
+    result = await store.write(lambda tx: ingest_in_tx(tx, events, registry, now=1_700_000_000_000, handoff=handoff))
+    assert len(result.run_ids) == 3  # a twice, b once
+    assert len(result.leased) == 1  # only as many handed off as there were free slots
+    assert await store.read(ops.queue_depth) == 3
+    runs = await store.read(ops.runs_of_event, events[0].internal_id)
+    assert sorted(r.function_slug for r in runs) == ["a", "b"]
