@@ -47,7 +47,7 @@ def parse_iso(text: str) -> float:
 async def lockgate_burst(base: str, name: str, n: int) -> tuple[float, list[float]]:
     sent: dict[str, float] = {}
     async with httpx.AsyncClient(base_url=base, timeout=60) as http, aiohttp.ClientSession() as session:
-        sem = asyncio.Semaphore(20)
+        sem = asyncio.Semaphore(100)  # many producers at once
 
         async def send(i: int) -> None:
             async with sem:
