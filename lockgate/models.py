@@ -39,6 +39,7 @@ class JobKind(StrEnum):
     CALL = "call"  # POST the app: discovery (step_id == "step") or one planned step
     WAKE = "wake"  # a step.sleep is over: record null for the step, then discover
     CRON = "cron"  # a cron tick: create the scheduled.timer event and its run
+    WAIT_TIMEOUT = "wait_timeout"  # a waitForEvent or invoke gave up: resume with null / an error
 
 
 DISCOVERY_STEP = "step"
@@ -141,6 +142,24 @@ class Step:
     attempts: int = 0
     started_at: int | None = None
     ended_at: int | None = None
+
+
+@dataclass(slots=True)
+class Wait:
+    """A run paused until an event arrives (waitForEvent) or a child run finishes (invoke)."""
+
+    id: str
+    run_id: str
+    step_id: str
+    kind: str  # "wait" | "invoke"
+    event_name: str
+    expression: str | None
+    trigger: dict[str, Any]
+    created_at: int
+    expires_at: int
+    match_path: str | None = None
+    match_value: Any = None
+    display_name: str | None = None
 
 
 @dataclass(slots=True)

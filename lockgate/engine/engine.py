@@ -9,7 +9,7 @@ from typing import Any
 
 import aiohttp
 
-from lockgate.engine import cron, interpreter
+from lockgate.engine import cron, interpreter, waits
 from lockgate.engine.dispatcher import LEASE_MS, Dispatcher
 from lockgate.engine.executor import Executor
 from lockgate.engine.ingest import Handoff, ingest_in_tx, parse_events
@@ -102,7 +102,7 @@ class Engine:
         result = await self.store.write(lambda tx: ingest_in_tx(tx, events, registry, now=now, handoff=handoff))
         for job, run in result.leased:
             self.dispatcher.adopt(job, (run, {}))
-        if len(result.run_ids) > len(result.leased):
+        if len(result.run_ids) > len(result.leased) or result.resumed:
             self.dispatcher.wake()
         return [e.internal_id for e in events]
 
@@ -122,6 +122,8 @@ class Engine:
             settled = await self.store.write(lambda tx: interpreter.wake_sleep(tx, ctx, job, now=now_ms()))
             for next_job in settled.next_jobs:
                 self.dispatcher.adopt(next_job, settled.next_state)
+        elif job.kind == JobKind.WAIT_TIMEOUT.value:
+            await self.store.write(lambda tx: waits.expire_wait(tx, job, now=now_ms()))
         elif job.kind == JobKind.CRON.value:
             await self.store.write(lambda tx: cron.fire_cron(tx, ctx.registry, job, now=now_ms()))
         else:

@@ -105,6 +105,7 @@ def _parse_one(raw: Any, index: int, *, seed: str | None, now: int, allow_intern
 @dataclass(slots=True)
 class IngestResult:
     run_ids: list[str] = field(default_factory=list)
+    resumed: int = 0  # paused runs this batch of events woke up
     leased: list[tuple[Job, Run]] = field(default_factory=list)  # first calls handed straight to workers
 
 
@@ -178,9 +179,12 @@ def ingest_in_tx(
     tx: Tx, events: list[Event], registry: Registry, *, now: int, handoff: Handoff | None = None
 ) -> IngestResult:
     """Store events and start the runs they trigger. Runs inside the caller's transaction."""
+    from lockgate.engine.waits import match_event  # waits resume runs, which needs this module
+
     ops.insert_events(tx, events)
     result = IngestResult()
     for event in events:
+        result.resumed += len(match_event(tx, event, now=now))
         payload = event.payload()
         for fn in registry.match(payload):
             run = create_run_in_tx(tx, fn, [event], now=now, handoff=handoff, result=result)

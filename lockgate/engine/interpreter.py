@@ -11,9 +11,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from lockgate.engine.ingest import Handoff, ingest_in_tx
+from lockgate.engine.ingest import Handoff, create_run_in_tx, ingest_in_tx
+from lockgate.engine.resume import discovery_job, resume_step
+from lockgate.engine.waits import FINISHED_EVENT, register_wait
+from lockgate.expressions import ExpressionError, compile_expression
 from lockgate.engine.registry import Registry
-from lockgate.models import DISCOVERY_STEP, Event, Function, Job, JobKind, Run, RunStatus, Step
+from lockgate.models import DISCOVERY_STEP, Event, Function, Job, JobKind, Run, RunStatus, Step, Wait
 from lockgate.protocol.backoff import retry_delay_ms
 from lockgate.protocol.event_ids import new_ulid
 from lockgate.protocol.sdk_response import (
@@ -31,6 +34,7 @@ from lockgate.store.base import Tx
 
 MAX_STEPS_PER_RUN = 1000
 MAX_SLEEP_MS = 366 * 86400_000
+DEFAULT_WAIT_MS = 366 * 86400_000
 
 
 @dataclass(slots=True)
@@ -68,15 +72,7 @@ def _hand_off(tx: Tx, ctx: EngineContext, run_id: str, jobs: list[Job], now: int
     return settled
 
 
-def _discovery_job(run_id: str, now: int, *, due: int | None = None) -> Job:
-    return Job(
-        id=f"{run_id}:call:{new_ulid()}",
-        kind=JobKind.CALL.value,
-        run_id=run_id,
-        step_id=DISCOVERY_STEP,
-        due_at=due or now,
-        created_at=now,
-    )
+_discovery_job = discovery_job
 
 
 def _lease_still_ours(tx: Tx, job: Job) -> bool:
@@ -245,6 +241,65 @@ def _apply_ops(
                 )
             )
             ops.note_step_pending(tx, Step(run.run_id, op.id, "Sleep", "sleeping", op.display_name, started_at=now))
+        elif kind == "WaitForEvent":
+            opts = op.opts or {}
+            expression = opts.get("if") or None
+            if expression:
+                try:
+                    compile_expression(expression)
+                except ExpressionError as exc:
+                    return _fail(tx, ctx, run, job, f"step {op.display_name or op.id}: {exc}", now)
+            if op.id in stack or op.id in pending:
+                continue
+            try:
+                expires = _deadline(opts.get("timeout"), now)
+            except ValueError as exc:
+                return _fail(tx, ctx, run, job, f"step {op.display_name or op.id}: bad timeout: {exc}", now)
+            pending.append(op.id)
+            register_wait(tx, Wait(id=f"{run.run_id}:{op.id}", run_id=run.run_id, step_id=op.id, kind="wait",
+                                   event_name=str(opts.get("event") or op.name), expression=expression,
+                                   trigger=run.events[0] if run.events else {}, created_at=now, expires_at=expires,
+                                   display_name=op.display_name), now=now)
+            ops.note_step_pending(tx, Step(run.run_id, op.id, "WaitForEvent", "waiting", op.display_name,
+                                           started_at=now))
+        elif kind == "InvokeFunction":
+            if op.id in stack or op.id in pending:
+                continue
+            opts = op.opts or {}
+            target_ref = str(opts.get("function_id") or "")
+            target = ctx.registry.find(target_ref)
+            if target is None:
+                ops.record_step(tx, Step(run.run_id, op.id, kind, "failed", op.display_name, position=len(stack),
+                                         memo={"error": {"name": "Error",
+                                                         "message": f"could not find function with ID: {target_ref}"}},
+                                         started_at=now, ended_at=now))
+                stack.append(op.id)
+                completed_any = True
+                continue
+            try:
+                expires = _deadline(opts.get("timeout"), now)
+            except ValueError as exc:
+                return _fail(tx, ctx, run, job, f"step {op.display_name or op.id}: bad timeout: {exc}", now)
+            payload = opts.get("payload") or {}
+            correlation = f"{run.run_id}.{op.id}"
+            invoked = system_event(
+                "inngest/function.invoked",
+                {**(payload.get("data") or {}), "_inngest": {
+                    "fn_id": target.slug, "correlation_id": correlation, "expire": expires,
+                    "source_app_id": fn.app_name, "source_fn_id": fn.slug, "source_fn_v": fn.version,
+                    "name": "inngest/function.invoked"}},
+                now=now,
+            )
+            if isinstance(payload.get("user"), dict):
+                invoked.user = payload["user"]
+            pending.append(op.id)
+            register_wait(tx, Wait(id=f"{run.run_id}:{op.id}", run_id=run.run_id, step_id=op.id, kind="invoke",
+                                   event_name=FINISHED_EVENT, expression=None, trigger={}, created_at=now,
+                                   expires_at=expires, match_path="data.correlation_id", match_value=correlation,
+                                   display_name=op.display_name), now=now)
+            ops.insert_events(tx, [invoked])
+            create_run_in_tx(tx, target, [invoked], now=now, correlation_id=correlation)
+            ops.note_step_pending(tx, Step(run.run_id, op.id, kind, "invoking", op.display_name, started_at=now))
         elif kind == "RunComplete":
             ops.release_job(tx, job)
             return finish_run(tx, ctx, run, RunStatus.COMPLETED, output=op.data, now=now, keep_job=job.id)
@@ -284,27 +339,17 @@ def wake_sleep(tx: Tx, ctx: EngineContext, job: Job, *, now: int) -> Settled:
     """A sleep is over: record null for its step and continue the run."""
     if not _lease_still_ours(tx, job):
         return Settled(applied=False)
-    run = ops.get_run(tx, job.run_id, for_update=True)
     ops.release_job(tx, job)
-    if run is None or RunStatus(run.status).is_final:
-        return Settled(applied=False)
-    stack, pending = list(run.stack), list(run.pending_steps)
     display = (job.payload or {}).get("display_name")
-    if ops.record_step(
-        tx,
-        Step(run.run_id, job.step_id, "Sleep", "completed", display, memo=None, position=len(stack), ended_at=now),
-    ):
-        stack.append(job.step_id)
-    if job.step_id in pending:
-        pending.remove(job.step_id)
-    jobs = []
-    if not pending:
-        jobs.append(_discovery_job(run.run_id, now))
-    ops.enqueue(tx, jobs)
-    ops.update_run(
-        tx, run.run_id, stack=stack, pending_steps=pending, disable_immediate=run.disable_immediate and bool(pending)
-    )
-    return _hand_off(tx, ctx, run.run_id, jobs, now)
+    jobs = resume_step(tx, job.run_id, job.step_id, memo=None, op="Sleep", display_name=display, now=now)
+    return _hand_off(tx, ctx, job.run_id, jobs, now)
+
+
+def _deadline(timeout: Any, now: int) -> int:
+    """A wait's expiry: a time string or date; absent means the longest wait allowed."""
+    if timeout is None:
+        return now + DEFAULT_WAIT_MS
+    return min(parse_time_or_duration(str(timeout), now), now + DEFAULT_WAIT_MS)
 
 
 def system_event(name: str, data: dict[str, Any], *, now: int, event_id: str | None = None) -> Event:
@@ -332,6 +377,7 @@ def finish_run(
         fields["error"] = error
     ops.update_run(tx, run.run_id, **fields)
     ops.drop_run_jobs(tx, run.run_id, except_job=keep_job)
+    ops.drop_run_waits(tx, run.run_id)
     base = {
         "function_id": run.function_slug,
         "run_id": run.run_id,

@@ -19,6 +19,7 @@ from lockgate.models import (
     Run,
     RunStatus,
     Step,
+    Wait,
 )
 from lockgate.store.base import Tx
 
@@ -550,3 +551,55 @@ def delete_jobs_by_prefix(tx: Tx, prefix: str) -> None:
 
 def queue_depth(tx: Tx) -> int:
     return tx.one("SELECT COUNT(*) AS n FROM jobs")["n"]
+
+
+# -- waits ----------------------------------------------------------------------------
+
+
+def insert_wait(tx: Tx, wait: Wait) -> None:
+    tx.execute(
+        "INSERT INTO waits (id, run_id, step_id, kind, event_name, match_path, match_value, expression, trigger,"
+        " display_name, created_at, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        " ON CONFLICT (id) DO NOTHING",
+        (
+            wait.id, wait.run_id, wait.step_id, wait.kind, wait.event_name, wait.match_path,
+            None if wait.match_path is None else _json(wait.match_value), wait.expression, _json(wait.trigger),
+            wait.display_name, wait.created_at, wait.expires_at,
+        ),
+    )
+
+
+def _wait_from_row(row: Any) -> Wait:
+    return Wait(
+        id=row["id"], run_id=row["run_id"], step_id=row["step_id"], kind=row["kind"], event_name=row["event_name"],
+        expression=row["expression"], trigger=orjson.loads(row["trigger"]), created_at=row["created_at"],
+        expires_at=row["expires_at"], match_path=row["match_path"], match_value=_unjson(row["match_value"]),
+        display_name=row["display_name"],
+    )
+
+
+def wait_paths(tx: Tx, event_name: str) -> list[str | None]:
+    """The distinct equality-key paths pending waits use for this event name."""
+    return [r["match_path"] for r in tx.all("SELECT DISTINCT match_path FROM waits WHERE event_name = ?", (event_name,))]
+
+
+def candidate_waits(tx: Tx, event_name: str, path: str | None, value: Any) -> list[Wait]:
+    if path is None:
+        rows = tx.all("SELECT * FROM waits WHERE event_name = ? AND match_path IS NULL ORDER BY created_at",
+                      (event_name,))
+    else:
+        rows = tx.all(
+            "SELECT * FROM waits WHERE event_name = ? AND match_path = ? AND match_value = ? ORDER BY created_at",
+            (event_name, path, _json(value)),
+        )
+    return [_wait_from_row(r) for r in rows]
+
+
+def take_wait(tx: Tx, wait_id: str) -> Wait | None:
+    """Remove a wait; None if someone else (a timeout, another event) already resolved it."""
+    row = tx.one("DELETE FROM waits WHERE id = ? RETURNING *", (wait_id,))
+    return _wait_from_row(row) if row else None
+
+
+def drop_run_waits(tx: Tx, run_id: str) -> None:
+    tx.execute("DELETE FROM waits WHERE run_id = ?", (run_id,))

@@ -31,7 +31,7 @@ def test_sync_registers_every_function_with_failure_handler(stack):
     slugs = {f["slug"] for f in api.functions()}
     assert "basic-hello" in slugs
     assert "basic-non-retriable-failure" in slugs  # on_failure arrives as its own function
-    assert len(slugs) == 12
+    assert len(slugs) == 15
 
 
 def test_sdk_client_send_and_function_output(stack):
@@ -248,3 +248,35 @@ class TestBadInput:
         _, _, api = stack
         event_id = api.send({"name": "test/hello", "data": {"name": "still here"}}).json()["ids"][0]
         assert api.wait_for_end(api.wait_for_runs(event_id)[0]["run_id"])["output"] == "hello still here"
+
+
+def test_wait_for_event_matches_only_its_own_event(stack):
+    _, app, api = stack
+    event_id = api.send({"name": "test/wait", "data": {"id": "order-1"}}).json()["ids"][0]
+    run_id = api.wait_for_runs(event_id)[0]["run_id"]
+    wait_until(lambda: any(s["status"] == "waiting" for s in api.http.get(f"/v1/runs/{run_id}/steps").json()["data"]))
+    api.send([{"name": "test/approve", "data": {"id": "order-2", "by": "decoy"}},
+              {"name": "test/other", "data": {"id": "order-1", "by": "wrong name"}}])
+    time.sleep(0.3)
+    assert api.run(run_id)["status"] == "Running"
+    api.send({"name": "test/approve", "data": {"id": "order-1", "by": "alice"}})
+    run = api.wait_for_end(run_id)
+    assert run["output"] == {"by": "alice", "ts_is_int": True}
+
+
+def test_wait_for_event_ignores_events_sent_before_it_began(stack):
+    _, app, api = stack
+    api.send({"name": "test/approve", "data": {"id": "early", "by": "too soon"}})
+    event_id = api.send({"name": "test/wait", "data": {"id": "early", "timeout": 2}}).json()["ids"][0]
+    run = api.wait_for_end(api.wait_for_runs(event_id)[0]["run_id"])
+    assert run["status"] == "Completed" and run["output"] is None  # timed out: resumed with null
+
+
+def test_invoke_returns_the_child_output_and_propagates_failure(stack):
+    _, app, api = stack
+    ok = api.send({"name": "test/invoke", "data": {"x": 21}}).json()["ids"][0]
+    run = api.wait_for_end(api.wait_for_runs(ok)[0]["run_id"])
+    assert run["output"] == {"doubled": 42, "event": "inngest/function.invoked", "has_meta": True}
+    bad = api.send({"name": "test/invoke", "data": {"x": 1, "fail": True}}).json()["ids"][0]
+    run = api.wait_for_end(api.wait_for_runs(bad)[0]["run_id"])
+    assert run["status"] == "Completed" and run["output"] == {"error": "child refused"}

@@ -106,3 +106,21 @@ CREATE TABLE IF NOT EXISTS unique_keys (
     key        TEXT PRIMARY KEY,
     expires_at BIGINT NOT NULL
 );
+
+-- Runs paused on step.waitForEvent or step.invoke, indexed by the event they await
+-- and by one equality key of their condition, so an event finds its waiters in O(1).
+CREATE TABLE IF NOT EXISTS waits (
+    id           TEXT PRIMARY KEY,          -- "<run id>:<step id>"
+    run_id       TEXT NOT NULL,
+    step_id      TEXT NOT NULL,
+    kind         TEXT NOT NULL,             -- wait | invoke
+    event_name   TEXT NOT NULL,
+    match_path   TEXT,                      -- e.g. "data.id" of the incoming event
+    match_value  TEXT,                      -- JSON of the value it must equal
+    expression   TEXT,                      -- full condition, checked on candidates
+    trigger      TEXT NOT NULL,             -- the run's first event, as `event` in the condition
+    display_name TEXT,
+    created_at   BIGINT NOT NULL,
+    expires_at   BIGINT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS waits_match ON waits (event_name, match_path, match_value);

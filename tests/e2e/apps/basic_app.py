@@ -125,10 +125,43 @@ async def napper(ctx: inngest.Context) -> str:
     return "rested"
 
 
+@client.create_function(fn_id="waiter", trigger=inngest.TriggerEvent(event="test/wait"))
+async def waiter(ctx: inngest.Context) -> dict | None:
+    async def ready() -> None:
+        record("waiter-ready", run_id=ctx.run_id, id=ctx.event.data["id"])
+
+    await ctx.step.run("ready", ready)
+    approval = await ctx.step.wait_for_event(
+        "approval",
+        event="test/approve",
+        if_exp="async.data.id == event.data.id",
+        timeout=datetime.timedelta(seconds=ctx.event.data.get("timeout", 30)),
+    )
+    return None if approval is None else {"by": approval.data["by"], "ts_is_int": isinstance(approval.ts, int)}
+
+
+@client.create_function(fn_id="child", trigger=inngest.TriggerEvent(event="test/never-sent"))
+async def child(ctx: inngest.Context) -> dict:
+    if ctx.event.data.get("fail"):
+        raise inngest.NonRetriableError("child refused")
+    return {"doubled": ctx.event.data["x"] * 2, "event": ctx.event.name,
+            "has_meta": "_inngest" in ctx.event.data}
+
+
+@client.create_function(fn_id="parent", trigger=inngest.TriggerEvent(event="test/invoke"))
+async def parent(ctx: inngest.Context) -> dict:
+    try:
+        result = await ctx.step.invoke("call-child", function=child,
+                                       data={"x": ctx.event.data["x"], "fail": ctx.event.data.get("fail", False)})
+    except inngest.StepError as err:
+        return {"error": err.message}
+    return result
+
+
 app = FastAPI()
 inngest.fast_api.serve(
     app,
     client,
     [hello, three_steps, flaky_step, always_fails, non_retriable, filtered, wildcard, every_minute,
-     step_error_caught, retry_after, napper],
+     step_error_caught, retry_after, napper, waiter, child, parent],
 )
