@@ -31,7 +31,7 @@ def test_sync_registers_every_function_with_failure_handler(stack):
     slugs = {f["slug"] for f in api.functions()}
     assert "basic-hello" in slugs
     assert "basic-non-retriable-failure" in slugs  # on_failure arrives as its own function
-    assert len(slugs) == 15
+    assert len(slugs) == 16
 
 
 def test_sdk_client_send_and_function_output(stack):
@@ -280,3 +280,14 @@ def test_invoke_returns_the_child_output_and_propagates_failure(stack):
     bad = api.send({"name": "test/invoke", "data": {"x": 1, "fail": True}}).json()["ids"][0]
     run = api.wait_for_end(api.wait_for_runs(bad)[0]["run_id"])
     assert run["status"] == "Completed" and run["output"] == {"error": "child refused"}
+
+
+def test_parallel_steps_each_run_once_then_the_function_continues(stack):
+    _, app, api = stack
+    event_id = api.send({"name": "test/parallel"}).json()["ids"][0]
+    run = api.wait_for_end(api.wait_for_runs(event_id)[0]["run_id"])
+    assert run["status"] == "Completed"
+    assert run["output"] == {"results": ["p1", "p2", "p3"], "after": 3}
+    branches = sorted(e["name"] for e in kinds(app, "branch", run_id=run["run_id"]))
+    assert branches == ["p1", "p2", "p3"]
+    assert len(kinds(app, "after", run_id=run["run_id"])) == 1

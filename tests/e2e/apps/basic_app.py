@@ -158,10 +158,28 @@ async def parent(ctx: inngest.Context) -> dict:
     return result
 
 
+@client.create_function(fn_id="fan-out", trigger=inngest.TriggerEvent(event="test/parallel"))
+async def fan_out(ctx: inngest.Context) -> dict:
+    def branch(name: str):
+        async def run() -> str:
+            record("branch", run_id=ctx.run_id, name=name)
+            return name
+
+        return lambda: ctx.step.run(name, run)
+
+    results = await ctx.group.parallel((branch("p1"), branch("p2"), branch("p3")))
+
+    async def after() -> int:
+        record("after", run_id=ctx.run_id)
+        return len(results)
+
+    return {"results": list(results), "after": await ctx.step.run("after", after)}
+
+
 app = FastAPI()
 inngest.fast_api.serve(
     app,
     client,
     [hello, three_steps, flaky_step, always_fails, non_retriable, filtered, wildcard, every_minute,
-     step_error_caught, retry_after, napper, waiter, child, parent],
+     step_error_caught, retry_after, napper, waiter, child, parent, fan_out],
 )
