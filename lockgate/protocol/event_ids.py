@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import base64
+import binascii
+import re
 
 from ulid import ULID
+
+_MAX_MILLIS = 2**48 - 1  # a ULID timestamp is 48 bits
+_SEED = re.compile(r"([0-9]{1,15}),([A-Za-z0-9+/=_-]+)")
 
 
 def new_ulid() -> str:
@@ -12,17 +17,26 @@ def new_ulid() -> str:
 
 
 def ulid_from_seed(seed_header: str | None, index: int) -> str | None:
-    """`<millis>,<base64 of 10 bytes>` → the index-th id; None when the seed is unusable."""
-    if not seed_header:
+    """The `index`-th id for an `X-Inngest-Event-Id-Seed: <millis>,<base64 of 10 bytes>` header.
+
+    A retried send carries the same seed, so it gets the same ids. Returns None when the seed is
+    missing or unusable (the caller then makes a random ULID).
+    """
+    if not seed_header or index < 0:
         return None
+    match = _SEED.fullmatch(seed_header.strip())
+    if not match:
+        return None
+    millis = int(match.group(1))
+    text = match.group(2)
     try:
-        millis_text, entropy_b64 = seed_header.split(",", 1)
-        millis = int(millis_text)
-        entropy = bytearray(base64.b64decode(entropy_b64, validate=True))
-    except (ValueError, TypeError):
+        # The Python SDK uses standard base64; accept the URL-safe alphabet too.
+        entropy = bytearray(base64.b64decode(text.replace("-", "+").replace("_", "/"), validate=True))
+    except (binascii.Error, ValueError):
         return None
-    if len(entropy) != 10 or not 0 <= millis < 2**48:
+    if len(entropy) != 10 or millis > _MAX_MILLIS:
         return None
+    # Bytes 6..9 are a big-endian counter bumped by the event's position in the request (wraps at 2**32).
     counter = (int.from_bytes(entropy[6:10], "big") + index) % 2**32
     entropy[6:10] = counter.to_bytes(4, "big")
     return str(ULID.from_bytes(millis.to_bytes(6, "big") + bytes(entropy)))

@@ -1,4 +1,7 @@
-"""The body and headers of a call to an SDK endpoint (spec §2.1)."""
+"""The body and headers of a call to an SDK endpoint (spec §2.1).
+
+Serialise the body with `jsoncanon.canonical_json` and sign those exact bytes.
+"""
 
 from __future__ import annotations
 
@@ -19,12 +22,19 @@ def build_execution_body(
     use_api: bool,
     fn_id: str | None = None,
 ) -> dict[str, Any]:
+    """The JSON body every SDK accepts.
+
+    `use_api=True` means "too large to send": the caller should pass `events=[]` and `steps={}`
+    (the SDK then fetches them from /v0/runs/{id}/batch and /actions) but still the real `event`,
+    which Python uses as `ctx.event`.
+    """
     ctx: dict[str, Any] = {
         "run_id": run_id,
         "attempt": attempt,
-        "max_attempts": max_attempts,
+        "max_attempts": max_attempts,  # lets Python turn the last StepError into StepFailed itself
         "disable_immediate_execution": disable_immediate_execution,
-        "use_api": use_api,
+        "use_api": use_api,  # read by JS; Python reads the top-level copy
+        # Completed step ids in completion order; `current` points just past the newest one.
         "stack": {"stack": list(stack), "current": len(stack)},
     }
     if fn_id is not None:  # JS v4 switches on checkpointing when this is present (spec §2.11)
@@ -34,7 +44,7 @@ def build_execution_body(
         "events": events,
         "steps": steps,
         "ctx": ctx,
-        "use_api": use_api,
+        "use_api": use_api,  # Python answers 500 when this is missing
         "version": request_version,
     }
 
@@ -48,6 +58,7 @@ def execution_headers(
     request_id: str,
     signature: str | None,
 ) -> dict[str, str]:
+    """Headers of the call; `signature` comes from `signing.sign_body` over the canonical body."""
     headers = {
         "Content-Type": "application/json",
         "X-Inngest-Req-Version": str(request_version),

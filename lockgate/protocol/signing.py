@@ -7,7 +7,9 @@ import hmac
 import re
 import time
 
-_PREFIX = re.compile(r"^signkey-\w+-")
+# Same pattern the SDKs use (ASCII word characters between "signkey-" and "-").
+_PREFIX = re.compile(r"^signkey-[A-Za-z0-9_]+-")
+_HEX = re.compile(r"[0-9a-fA-F]+")
 
 
 def strip_key_prefix(key: str) -> str:
@@ -16,44 +18,67 @@ def strip_key_prefix(key: str) -> str:
 
 def validate_signing_key(key: str) -> None:
     """Raise ValueError saying in plain words what is wrong with a signing key."""
+    if not isinstance(key, str):
+        raise ValueError("the signing key must be text")
     bare = strip_key_prefix(key)
     if not bare:
-        raise ValueError("the signing key is empty (expected hex, optionally prefixed 'signkey-<env>-')")
-    if not re.fullmatch(r"[0-9a-fA-F]+", bare):
+        raise ValueError("the signing key is empty (expected hex digits, optionally prefixed 'signkey-<env>-')")
+    if not _HEX.fullmatch(bare):
         raise ValueError("the signing key must be hexadecimal after its optional 'signkey-<env>-' prefix")
     if len(bare) % 2:
         raise ValueError(f"the signing key must have an even number of hex digits, it has {len(bare)}")
 
 
+def _mac(body: bytes, key: str, t: int) -> str:
+    # The key is used as its ASCII text, not hex-decoded (spec §4.2).
+    return hmac.new(strip_key_prefix(key).encode(), body + str(t).encode(), hashlib.sha256).hexdigest()
+
+
 def sign_body(body: bytes, key: str, t: int | None = None) -> str:
-    t = int(time.time()) if t is None else t
-    mac = hmac.new(strip_key_prefix(key).encode(), body + str(t).encode(), hashlib.sha256).hexdigest()
-    return f"t={t}&s={mac}"
+    """X-Inngest-Signature value for `body` (sign the exact canonical bytes you send)."""
+    t = int(time.time()) if t is None else int(t)
+    return f"t={t}&s={_mac(body, key, t)}"
 
 
 def verify_signature(header: str | None, body: bytes, keys: list[str], max_age_s: int | None = None) -> bool:
+    """Check a `t=…&s=…` header against any of `keys` (current and fallback key)."""
     if not header:
         return False
     parts = dict(p.split("=", 1) for p in header.split("&") if "=" in p)
     try:
         t = int(parts["t"])
-        given = parts["s"]
-    except (KeyError, ValueError):
+        given = parts["s"].encode()
+    except (KeyError, ValueError, UnicodeEncodeError):
         return False
     if max_age_s is not None and abs(time.time() - t) > max_age_s:
         return False
-    return any(hmac.compare_digest(sign_body(body, k, t).split("&s=", 1)[1], given) for k in keys if k)
+    ok = False
+    for key in keys:
+        if key:
+            ok |= hmac.compare_digest(_mac(body, key, t).encode(), given)
+    return ok
 
 
 def hashed_signing_key(key: str) -> str:
-    return hashlib.sha256(bytes.fromhex(strip_key_prefix(key))).hexdigest()
+    """sha256 hex of the hex-decoded key: what SDKs send as `Authorization: Bearer …`."""
+    bare = strip_key_prefix(key)
+    try:
+        raw = bytes.fromhex(bare)
+    except ValueError:
+        raise ValueError("the signing key must be hexadecimal after its optional 'signkey-<env>-' prefix") from None
+    return hashlib.sha256(raw).hexdigest()
 
 
 def verify_bearer(authorization_header: str | None, keys: list[str]) -> bool:
-    """Accept the key itself or its hash, with or without the 'signkey-…-' prefix."""
-    if not authorization_header or not authorization_header.lower().startswith("bearer "):
+    """Accept the key itself or its hash, with or without the 'signkey-…-' prefix (spec §4.3)."""
+    if not authorization_header:
         return False
-    token = strip_key_prefix(authorization_header[7:].strip())
+    scheme, _, token_text = authorization_header.strip().partition(" ")
+    if scheme.lower() != "bearer":
+        return False
+    token = strip_key_prefix(token_text).encode("utf-8", "replace")
+    if not token:
+        return False
     ok = False
     for key in keys:
         if not key:
@@ -63,6 +88,6 @@ def verify_bearer(authorization_header: str | None, keys: list[str]) -> bool:
             hashed = hashed_signing_key(bare)
         except ValueError:
             hashed = ""
-        # Compare against both forms every time: constant work whatever matches.
-        ok |= hmac.compare_digest(token, bare) | hmac.compare_digest(token, hashed)
+        # Compare against both forms every time: the work does not depend on which one matches.
+        ok |= hmac.compare_digest(token, bare.encode()) | hmac.compare_digest(token, hashed.encode())
     return ok
