@@ -92,7 +92,7 @@ class SQLiteStore(Store):
     async def open(self) -> None:
         self._loop = asyncio.get_running_loop()
         conn = _connect(self.path, synchronous=self._synchronous)
-        schema = resources.files("lockgate.store").joinpath("schema/sqlite.sql").read_text()
+        schema = resources.files("lockgate.store").joinpath("schema/schema.sql").read_text()
         conn.executescript(schema)
         self._writer = threading.Thread(target=self._writer_main, args=(conn,), name="lockgate-sqlite-write", daemon=True)
         self._writer.start()

@@ -1,4 +1,6 @@
--- lockgate schema, SQLite dialect. Times are BIGINT milliseconds; JSON is TEXT.
+-- lockgate schema, written once for SQLite and PostgreSQL. Times are BIGINT milliseconds; JSON is TEXT.
+-- Portable DDL only: TEXT, BIGINT, INTEGER, DOUBLE PRECISION; "INTEGER PRIMARY KEY" is the one
+-- auto-numbered column form (SQLite rowid; the PostgreSQL backend turns it into an identity column).
 
 CREATE TABLE IF NOT EXISTS apps (
     name        TEXT PRIMARY KEY,           -- the SDK's app id
