@@ -153,6 +153,10 @@ class AppProcess:
             return []
         return [json.loads(line) for line in self.ledger.read_text().splitlines() if line.strip()]
 
+    def effects(self, kind: str, **match: Any) -> list[dict]:
+        """Ledger entries of one kind whose fields equal `match`."""
+        return [e for e in self.ledger_entries() if e["kind"] == kind and all(e.get(k) == v for k, v in match.items())]
+
 
 class Api:
     """Small client for lockgate's REST API, used by tests to observe runs."""
@@ -201,3 +205,16 @@ def start_stack(tmp_path: Path, module: str, *, server_args: list[str] | None = 
     api = Api(server.url)
     wait_until(lambda: len(api.functions()) > 0, what="app sync")
     return server, app, api
+
+
+def stack_fixture(module: str, **options: Any):
+    """A module-scoped `stack` fixture: one server and one app shared by a test module."""
+
+    @pytest.fixture(scope="module")
+    def stack(tmp_path_factory):
+        server, app, api = start_stack(tmp_path_factory.mktemp(module.rsplit(".", 1)[-1]), module, **options)
+        yield server, app, api
+        app.stop()
+        server.stop()
+
+    return stack

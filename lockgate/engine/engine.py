@@ -15,7 +15,7 @@ from lockgate.engine.executor import Executor
 from lockgate.engine.ingest import Handoff, ingest_in_tx, parse_events
 from lockgate.engine.registry import Registry
 from lockgate.engine.sync import DISCOVERY_PATHS, DISCOVERY_PORTS, Registration, SyncError, parse_registration
-from lockgate.models import App, Job, JobKind, RunStatus, now_ms
+from lockgate.models import Job, JobKind, RunStatus, now_ms
 from lockgate.store import operations as ops
 from lockgate.store.base import Store, Tx
 
@@ -183,10 +183,11 @@ class Engine:
         try:
             reg = parse_registration(body, now=now)
         except SyncError as exc:
+            message = str(exc)
             url = body.get("url") if isinstance(body, dict) else None
             if isinstance(url, str):
-                await self.store.write(lambda tx: ops.set_app_error(tx, url=url, error=str(exc), at=now))
-            return SyncOutcome(400, {"error": str(exc), "status": 400})
+                await self.store.write(lambda tx: ops.set_app_error(tx, url=url, error=message, at=now))
+            return SyncOutcome(400, {"error": message, "status": 400})
         modified = await self.store.write(_store_registration, reg, now)
         if modified:
             await self.reload_registry()

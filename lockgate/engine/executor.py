@@ -41,6 +41,8 @@ class Executor:
         self.session = session
         self.signing_key = signing_key
         self.server_kind = server_kind
+        self.calls = 0  # requests made to apps, for /v1/stats
+        self.calls_use_api = 0  # of which too large to carry their state inline
 
     def build_body(self, run: Run, fn: Function, job: Job, memos: dict[str, Any]) -> bytes:
         def body(use_api: bool) -> dict:
@@ -60,10 +62,12 @@ class Executor:
         data = canonical_json(body(False))
         if len(data) > USE_API_THRESHOLD:
             data = canonical_json(body(True))
+            self.calls_use_api += 1
         return data
 
     async def call(self, run: Run, fn: Function, job: Job, memos: dict[str, Any]) -> SdkResult:
         data = self.build_body(run, fn, job, memos)
+        self.calls += 1
         signature = sign_body(data, self.signing_key) if self.signing_key else None
         headers = execution_headers(
             run_id=run.run_id,

@@ -11,8 +11,9 @@ from typing import Any
 
 import orjson
 
+from lockgate.engine import cancellation
 from lockgate.engine.registry import Registry
-from lockgate.models import DISCOVERY_STEP, Event, Function, Job, JobKind, Run, RunStatus
+from lockgate.models import DISCOVERY_STEP, Event, Function, Job, JobKind, Run, RunStatus, Wait
 from lockgate.protocol.event_ids import new_ulid, ulid_from_seed
 from lockgate.store import operations as ops
 from lockgate.store.base import Tx
@@ -164,9 +165,13 @@ def create_run_in_tx(
     dedupe = f"run:{fn.id}:{events[0].id}"
     if not ops.claim_unique_key(tx, dedupe, expires_at=now + RUN_DEDUPE_WINDOW_MS, now=now):
         return None
+    if not cancellation.claim_idempotency(tx, fn, events[0].payload(), now=now):
+        return None
     run, job = new_run(fn, events, now=now, **kwargs)
     ops.insert_run(tx, run)
     ops.enqueue(tx, [job])
+    if len(events) == 1:  # batched runs get no cancel listeners
+        cancellation.register_listeners(tx, fn, run, now=now)
     if handoff is not None and result is not None and len(result.leased) < handoff.limit:
         if ops.lease_job(tx, job, owner=handoff.owner, now=now, lease_ms=handoff.lease_ms):
             ops.mark_runs_started(tx, [run.run_id], now)
@@ -179,12 +184,18 @@ def ingest_in_tx(
     tx: Tx, events: list[Event], registry: Registry, *, now: int, handoff: Handoff | None = None
 ) -> IngestResult:
     """Store events and start the runs they trigger. Runs inside the caller's transaction."""
-    from lockgate.engine.waits import match_event  # waits resume runs, which needs this module
+    from lockgate.engine import interpreter  # the interpreter creates runs through this module
+    from lockgate.engine.waits import match_event
+
+    def cancel(listener: Wait, event: Event) -> None:
+        reason = f"cancelled by event {event.name!r} (id {event.id})"
+        interpreter.cancel_run(tx, interpreter.EngineContext(registry=registry), listener.run_id, now=now,
+                               reason=reason)
 
     ops.insert_events(tx, events)
     result = IngestResult()
     for event in events:
-        result.resumed += len(match_event(tx, event, now=now))
+        result.resumed += len(match_event(tx, event, now=now, cancel=cancel))
         payload = event.payload()
         for fn in registry.match(payload):
             run = create_run_in_tx(tx, fn, [event], now=now, handoff=handoff, result=result)

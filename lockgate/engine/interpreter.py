@@ -11,10 +11,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
+
 from lockgate.engine.ingest import Handoff, create_run_in_tx, ingest_in_tx
 from lockgate.engine.resume import discovery_job, resume_step
+from lockgate.engine import waits
 from lockgate.engine.waits import FINISHED_EVENT, register_wait
-from lockgate.expressions import ExpressionError, compile_expression
+from lockgate.expressions import ExpressionError
 from lockgate.engine.registry import Registry
 from lockgate.models import DISCOVERY_STEP, Event, Function, Job, JobKind, Run, RunStatus, Step, Wait
 from lockgate.protocol.backoff import retry_delay_ms
@@ -33,6 +36,7 @@ from lockgate.store import operations as ops
 from lockgate.store.base import Tx
 
 MAX_STEPS_PER_RUN = 1000
+MAX_STEP_OUTPUT_BYTES = 4 * 1024 * 1024
 MAX_SLEEP_MS = 366 * 86400_000
 DEFAULT_WAIT_MS = 366 * 86400_000
 
@@ -181,6 +185,10 @@ def _apply_ops(
                 status = "failed"
             if len(stack) >= MAX_STEPS_PER_RUN:
                 return _fail(tx, ctx, run, job, f"the run exceeded the limit of {MAX_STEPS_PER_RUN} steps", now)
+            size = len(orjson.dumps(memo))
+            if size > MAX_STEP_OUTPUT_BYTES:
+                return _fail(tx, ctx, run, job, f"step {op.display_name or op.id!r} returned {_mib(size)} of output;"
+                             f" the limit is {_mib(MAX_STEP_OUTPUT_BYTES)} per step", now)
             recorded = ops.record_step(
                 tx,
                 Step(
@@ -242,24 +250,30 @@ def _apply_ops(
             )
             ops.note_step_pending(tx, Step(run.run_id, op.id, "Sleep", "sleeping", op.display_name, started_at=now))
         elif kind == "WaitForEvent":
-            opts = op.opts or {}
-            expression = opts.get("if") or None
-            if expression:
-                try:
-                    compile_expression(expression)
-                except ExpressionError as exc:
-                    return _fail(tx, ctx, run, job, f"step {op.display_name or op.id}: {exc}", now)
             if op.id in stack or op.id in pending:
                 continue
+            opts = op.opts or {}
             try:
                 expires = _deadline(opts.get("timeout"), now)
             except ValueError as exc:
                 return _fail(tx, ctx, run, job, f"step {op.display_name or op.id}: bad timeout: {exc}", now)
+            wait = Wait(id=f"{run.run_id}:{op.id}", run_id=run.run_id, step_id=op.id, kind="wait",
+                        event_name=str(opts.get("event") or op.name), expression=opts.get("if") or None,
+                        trigger=run.events[0] if run.events else {}, created_at=now, expires_at=expires,
+                        display_name=op.display_name)
+            try:
+                satisfiable = waits.prepare(wait)
+            except ExpressionError as exc:
+                return _fail(tx, ctx, run, job, f"step {op.display_name or op.id}: {exc}", now)
+            earlier = waits.lookback_match(tx, wait, now=now, exclude=run.event_ids) if satisfiable else None
+            if earlier is not None:
+                ops.record_step(tx, Step(run.run_id, op.id, kind, "completed", op.display_name, memo=earlier,
+                                         position=len(stack), started_at=now, ended_at=now))
+                stack.append(op.id)
+                completed_any = True
+                continue
             pending.append(op.id)
-            register_wait(tx, Wait(id=f"{run.run_id}:{op.id}", run_id=run.run_id, step_id=op.id, kind="wait",
-                                   event_name=str(opts.get("event") or op.name), expression=expression,
-                                   trigger=run.events[0] if run.events else {}, created_at=now, expires_at=expires,
-                                   display_name=op.display_name), now=now)
+            register_wait(tx, wait, now=now)  # even a never-true condition ends at its timeout
             ops.note_step_pending(tx, Step(run.run_id, op.id, "WaitForEvent", "waiting", op.display_name,
                                            started_at=now))
         elif kind == "InvokeFunction":
@@ -328,6 +342,10 @@ def _apply_ops(
     )
     ops.release_job(tx, job)
     return _hand_off(tx, ctx, run.run_id, new_jobs, now)
+
+
+def _mib(size: int) -> str:
+    return f"{size / (1024 * 1024):.1f} MiB"
 
 
 def _fail(tx: Tx, ctx: EngineContext, run: Run, job: Job, message: str, now: int) -> Settled:

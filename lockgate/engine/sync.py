@@ -12,6 +12,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
+from lockgate.engine import cancellation
 from lockgate.expressions import ExpressionError, compile_expression
 from lockgate.models import App, Function
 from lockgate.protocol.cron import parse_cron
@@ -147,9 +148,9 @@ def _check_flow_control(raw: dict, where: str) -> None:
             conflicts.append("priority")
         if conflicts:
             raise SyncError(f"{where}: batchEvents cannot be combined with {', '.join(conflicts)}")
-    cancel = raw.get("cancel") or []
-    if len(cancel) > 5:
-        raise SyncError(f"{where}: at most 5 cancel entries")
+    problems = cancellation.check_config(raw)
+    if problems:
+        raise SyncError(f"{where}: " + "; ".join(problems))
     concurrency = raw.get("concurrency")
     if isinstance(concurrency, list) and len(concurrency) > 2:
         raise SyncError(f"{where}: at most 2 concurrency limits")

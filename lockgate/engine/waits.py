@@ -1,34 +1,38 @@
-"""step.waitForEvent and step.invoke: park a run until an event arrives, or give up at a deadline.
+"""Runs paused on an event: step.waitForEvent, step.invoke, and cancel-on-event listeners.
 
-Pending waits are indexed by event name plus one equality key taken from their condition
-(`async.data.id == event.data.id` → path `data.id`, value from the run's trigger), so an
+A condition's `event.*` references are replaced by the run's trigger values when the wait
+is registered, so matching only needs the incoming event (`async`). Pending waits are
+indexed by event name plus one `async.<path> == <literal>` term of that condition, so an
 incoming event looks up only the waits it can satisfy; the full condition then confirms.
-A wait only sees events received after it was registered.
+
+A wait sees events received after it was registered, as in Inngest. Lockgate adds a
+lookback window: when the condition bounds `async.ts` from below (`async.ts >= event.ts`,
+`async.ts > event.ts - 60000`), events already received inside that bound — at most
+`MAX_LOOKBACK_MS` back — can satisfy the wait the moment it is registered. On another
+server the same condition is merely a harmless extra filter.
 """
 
 from __future__ import annotations
 
-import re
-from typing import Any
-
-import orjson
+from typing import Any, Callable
 
 from lockgate.engine.resume import resume_step
-from lockgate.expressions import ExpressionError, compile_expression
+from lockgate.expressions import (
+    ExpressionError,
+    compile_expression,
+    equality_keys,
+    interpolate_event,
+    key_value,
+    lookback_bound,
+)
 from lockgate.models import Event, Job, JobKind, Wait
 from lockgate.protocol.sdk_response import to_error_memo
 from lockgate.store import operations as ops
 from lockgate.store.base import Tx
 
 FINISHED_EVENT = "inngest/function.finished"
-_SIDE = re.compile(r"^\(*\s*(.+?)\s*\)*$")
-_PATH = re.compile(r"^(async|event)((?:\.[A-Za-z_][A-Za-z0-9_]*)+)$")
-
-
-def _normalise(value: Any) -> Any:
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    return value
+MAX_LOOKBACK_MS = 24 * 3600 * 1000
+MAX_LOOKBACK_CANDIDATES = 10_000
 
 
 def lookup(payload: dict[str, Any], path: str) -> tuple[bool, Any]:
@@ -38,42 +42,39 @@ def lookup(payload: dict[str, Any], path: str) -> tuple[bool, Any]:
         if not isinstance(current, dict) or part not in current:
             return False, None
         current = current[part]
-    return True, _normalise(current)
+    return True, key_value(current)
 
 
-def _operand(text: str, trigger: dict[str, Any]) -> tuple[str, Any] | None:
-    """('async', path) for an incoming-event path, ('value', v) for a literal or a trigger field."""
-    text = _SIDE.match(text).group(1) if _SIDE.match(text) else text.strip()
-    match = _PATH.match(text)
-    if match:
-        root, path = match.group(1), match.group(2)[1:]
-        if root == "async":
-            return ("async", path)
-        found, value = lookup(trigger, path)
-        return ("value", value) if found and not isinstance(value, (dict, list)) else None
-    if text.startswith("'") and text.endswith("'") and len(text) >= 2 and "'" not in text[1:-1]:
-        return ("value", text[1:-1])
+def prepare(wait: Wait) -> bool:
+    """Interpolate the trigger into the condition and pick its index key.
+
+    Returns False when the condition can never hold (it interpolates to a constant that is not
+    true): such a wait need not be stored at all. Raises ExpressionError for a bad condition.
+    """
+    if not wait.expression:
+        return True
+    interpolated = interpolate_event(wait.expression, wait.trigger)
+    compiled = compile_expression(interpolated)
+    if compiled.is_constant:
+        if compiled.matches({}):
+            wait.expression = None
+            return True
+        return False
+    wait.expression = interpolated
+    if wait.match_path is None:
+        keys = equality_keys(interpolated)
+        if keys:
+            wait.match_path, wait.match_value = keys[0]
+    return True
+
+
+def _satisfies(wait: Wait, payload: dict[str, Any]) -> bool:
+    if not wait.expression:
+        return True
     try:
-        value = orjson.loads(text)
-    except orjson.JSONDecodeError:
-        return None
-    return None if isinstance(value, (dict, list)) else ("value", _normalise(value))
-
-
-def equality_key(expression: str | None, trigger: dict[str, Any]) -> tuple[str, Any] | None:
-    """One `async.<path> == <value>` conjunct of the condition, for the index (None: scan by name)."""
-    if not expression or "||" in expression or "?" in expression or "!" in expression.replace("!=", ""):
-        return None
-    for conjunct in expression.split("&&"):
-        if conjunct.count("==") != 1 or "!=" in conjunct:
-            continue
-        left, right = conjunct.split("==")
-        a, b = _operand(left, trigger), _operand(right, trigger)
-        if a and b and {a[0], b[0]} == {"async", "value"}:
-            path = a[1] if a[0] == "async" else b[1]
-            value = b[1] if a[0] == "async" else a[1]
-            return path, value
-    return None
+        return compile_expression(wait.expression).matches({"event": wait.trigger, "async": payload})
+    except ExpressionError:
+        return False
 
 
 def timeout_job_id(wait_id: str) -> str:
@@ -81,12 +82,37 @@ def timeout_job_id(wait_id: str) -> str:
 
 
 def register_wait(tx: Tx, wait: Wait, *, now: int) -> None:
-    key = equality_key(wait.expression, wait.trigger)
-    if key is not None:
-        wait.match_path, wait.match_value = key
+    """Store a prepared wait; waits and invokes also get a timeout job at their deadline."""
     ops.insert_wait(tx, wait)
-    ops.enqueue(tx, [Job(id=timeout_job_id(wait.id), kind=JobKind.WAIT_TIMEOUT.value, run_id=wait.run_id,
-                         step_id=wait.step_id, due_at=wait.expires_at, created_at=now, payload={"wait_id": wait.id})])
+    if wait.kind != "cancel":  # cancel listeners just lapse; they are dropped when the run ends
+        ops.enqueue(tx, [Job(id=timeout_job_id(wait.id), kind=JobKind.WAIT_TIMEOUT.value, run_id=wait.run_id,
+                             step_id=wait.step_id, due_at=wait.expires_at, created_at=now,
+                             payload={"wait_id": wait.id})])
+
+
+def lookback_match(tx: Tx, wait: Wait, *, now: int, exclude: list[str]) -> dict[str, Any] | None:
+    """The earliest already-received event inside the wait's lookback window that satisfies it."""
+    if not wait.expression:
+        return None
+    source = lookback_bound(wait.expression)
+    if source is None:
+        return None
+    try:
+        bound = compile_expression(source).evaluate({"event": wait.trigger})
+    except ExpressionError:
+        return None
+    if isinstance(bound, bool) or not isinstance(bound, (int, float)):
+        return None
+    since = max(int(bound) - 1, now - MAX_LOOKBACK_MS)  # ts may precede receipt a little
+    for event in ops.recent_events(tx, wait.event_name, since=since, limit=MAX_LOOKBACK_CANDIDATES):
+        if event.internal_id in exclude:
+            continue
+        payload = event.payload()
+        if wait.match_path is not None and lookup(payload, wait.match_path) != (True, wait.match_value):
+            continue
+        if _satisfies(wait, payload):
+            return payload
+    return None
 
 
 def _memo_for(wait: Wait, event_payload: dict[str, Any]) -> Any:
@@ -98,8 +124,11 @@ def _memo_for(wait: Wait, event_payload: dict[str, Any]) -> Any:
     return event_payload
 
 
-def match_event(tx: Tx, event: Event, *, now: int) -> list[Job]:
-    """Resume every wait this event satisfies; returns the discovery jobs it queued."""
+def match_event(
+    tx: Tx, event: Event, *, now: int, cancel: Callable[[Wait, Event], None] | None = None
+) -> list[Job]:
+    """Resume every wait this event satisfies (and fire matching cancel listeners through
+    `cancel`); returns the discovery jobs it queued."""
     paths = ops.wait_paths(tx, event.name)
     if not paths:
         return []
@@ -114,15 +143,14 @@ def match_event(tx: Tx, event: Event, *, now: int) -> list[Job]:
                 continue
             candidates = ops.candidate_waits(tx, event.name, path, value)
         for wait in candidates:
-            if wait.created_at > event.received_at:
-                continue  # only events received after the wait began count
-            if wait.expression:
-                try:
-                    ok = compile_expression(wait.expression).matches({"event": wait.trigger, "async": payload})
-                except ExpressionError:
-                    ok = False
-                if not ok:
-                    continue
+            if wait.created_at > event.received_at or wait.expires_at < event.received_at:
+                continue  # only events received while the wait is open count
+            if not _satisfies(wait, payload):
+                continue
+            if wait.kind == "cancel":
+                if cancel is not None:
+                    cancel(wait, event)
+                continue
             if ops.take_wait(tx, wait.id) is None:
                 continue
             tx.execute("DELETE FROM jobs WHERE id = ? AND lease_owner IS NULL", (timeout_job_id(wait.id),))

@@ -20,13 +20,19 @@ from __future__ import annotations
 import functools
 from typing import Any
 
-from lockgate.expressions.analysis import equality_keys, interpolate_event, key_value, validate_restrictive
+from lockgate.expressions.analysis import (
+    equality_keys,
+    interpolate_event,
+    key_value,
+    lookback_bound,
+    validate_restrictive,
+)
 from lockgate.expressions.compiler import compile_tree, is_constant
 from lockgate.expressions.syntax import ExpressionError, parse
 from lockgate.expressions.values import MISSING, to_literal, to_text
 
 __all__ = ["ExpressionError", "Expression", "compile_expression", "validate_restrictive", "interpolate_event",
-           "equality_keys", "key_value", "render_key", "to_literal", "MISSING"]
+           "equality_keys", "key_value", "lookback_bound", "render_key", "to_literal", "MISSING"]
 
 
 class Expression:

@@ -187,3 +187,26 @@ def key_value(value: Any) -> Any:
     """Normalise an incoming event's field value the way equality_keys normalises literals."""
     t = type(value)
     return float(value) if t is int or t is float else value
+
+
+# --- lookback bounds ----------------------------------------------------------------------
+
+def _mentions(node: Node, root: str) -> bool:
+    return any(n.kind == "ident" and n.args[0] == root for n in _walk(node))
+
+
+def lookback_bound(source: str) -> str | None:
+    """The source of X in a top-level conjunct `async.ts >= X` (or `>`, or mirrored), else None.
+
+    X must not mention `async`: it is evaluated once, when a wait is registered, to find how far
+    back already-received events may satisfy the wait (lockgate's lookback window).
+    """
+    flipped = {">=": "<=", ">": "<"}
+    for term in _conjuncts(parse(source)):
+        if term.kind != "binary" or term.args[0] not in (">=", ">", "<=", "<"):
+            continue
+        op, left, right = term.args
+        for side, other, wanted in ((left, right, (">=", ">")), (right, left, tuple(flipped.values()))):
+            if op in wanted and _static_path(side, "async", frozenset()) == ["ts"] and not _mentions(other, "async"):
+                return source[other.start:other.end]
+    return None

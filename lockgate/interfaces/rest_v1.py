@@ -133,6 +133,8 @@ def routes(engine: Engine, access: AccessPolicy) -> list[Route]:
             "runs": counts,
             "queue_depth": depth,
             "calls_in_flight": engine.dispatcher.inflight,
+            "calls": {"total": getattr(engine.executor, "calls", 0),
+                      "use_api": getattr(engine.executor, "calls_use_api", 0)},
             "store": {"kind": store.description, "commits": getattr(store, "commits", None),
                       "writes": getattr(store, "writes", None)},
         }

@@ -204,6 +204,15 @@ def list_events(
     return [(r["seq"], _event_from_row(r)) for r in rows]
 
 
+def recent_events(tx: Tx, name: str, *, since: int, limit: int) -> list[Event]:
+    """Events of one name received at or after `since`, oldest first."""
+    rows = tx.all(
+        "SELECT * FROM events WHERE name = ? AND received_at >= ? ORDER BY received_at, seq LIMIT ?",
+        (name, since, limit),
+    )
+    return [_event_from_row(r) for r in rows]
+
+
 # -- uniqueness windows ---------------------------------------------------------------
 
 

@@ -8,7 +8,6 @@ import socket
 import subprocess
 import sys
 
-import httpx
 import pytest
 
 from lockgate.engine.sync import DISCOVERY_PORTS

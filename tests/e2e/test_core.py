@@ -4,26 +4,15 @@ from __future__ import annotations
 
 import time
 
-import httpx
 import inngest
 import pytest
 
-from tests.conftest import start_stack, wait_until
+from tests.conftest import stack_fixture, wait_until
 
 APP = "tests.e2e.apps.basic_app"
 
 
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("core")
-    server, app, api = start_stack(tmp, APP)
-    yield server, app, api
-    app.stop()
-    server.stop()
-
-
-def kinds(app, kind, **match):
-    return [e for e in app.ledger_entries() if e["kind"] == kind and all(e.get(k) == v for k, v in match.items())]
+stack = stack_fixture(APP)
 
 
 def test_sync_registers_every_function_with_failure_handler(stack):
@@ -50,7 +39,7 @@ def test_three_steps_each_run_exactly_once(stack):
     event_id = api.send({"name": "test/steps", "data": {"n": 7}}).json()["ids"][0]
     run = api.wait_for_end(api.wait_for_runs(event_id)[0]["run_id"])
     assert run["status"] == "Completed"
-    steps = kinds(app, "step", run_id=run["run_id"])
+    steps = app.effects("step", run_id=run["run_id"])
     assert [s["step"] for s in steps] == ["one", "two", "three"]
     assert [s["token"] for s in steps] == [o["token"] for o in run["output"]["steps"]]
     trace = api.http.get(f"/v1/runs/{run['run_id']}/steps").json()["data"]
@@ -63,7 +52,7 @@ def test_step_retries_count_attempts_per_step(stack):
     run = api.wait_for_end(api.wait_for_runs(event_id)[0]["run_id"])
     assert run["status"] == "Completed"
     assert run["output"] == 2
-    assert [e["attempt"] for e in kinds(app, "flaky-attempt", run_id=run["run_id"])] == [0, 1, 2]
+    assert [e["attempt"] for e in app.effects("flaky-attempt", run_id=run["run_id"])] == [0, 1, 2]
 
 
 def test_function_error_retries_then_fails(stack):
@@ -72,7 +61,7 @@ def test_function_error_retries_then_fails(stack):
     run = api.wait_for_end(api.wait_for_runs(event_id)[0]["run_id"])
     assert run["status"] == "Failed"
     assert "always fails" in run["error"]["message"]
-    assert [e["attempt"] for e in kinds(app, "always-fails", run_id=run["run_id"])] == [0, 1, 2]
+    assert [e["attempt"] for e in app.effects("always-fails", run_id=run["run_id"])] == [0, 1, 2]
 
 
 def test_non_retriable_failure_runs_once_and_calls_on_failure(stack):
@@ -80,8 +69,8 @@ def test_non_retriable_failure_runs_once_and_calls_on_failure(stack):
     event_id = api.send({"name": "test/non-retriable", "data": {"order": 1}}).json()["ids"][0]
     run = api.wait_for_end(api.wait_for_runs(event_id)[0]["run_id"])
     assert run["status"] == "Failed"
-    assert len(kinds(app, "non-retriable", run_id=run["run_id"])) == 1
-    handled = wait_until(lambda: kinds(app, "on-failure", failed_run_id=run["run_id"]), what="on_failure handler")
+    assert len(app.effects("non-retriable", run_id=run["run_id"])) == 1
+    handled = wait_until(lambda: app.effects("on-failure", failed_run_id=run["run_id"]), what="on_failure handler")
     assert handled[0]["function_id"] == "basic-non-retriable"
     assert handled[0]["message"] == "payment card was declined"
     assert handled[0]["original_name"] == "test/non-retriable"
@@ -103,7 +92,7 @@ def test_retry_after_delays_the_next_attempt(stack):
     event_id = api.send({"name": "test/retry-after"}).json()["ids"][0]
     run = api.wait_for_end(api.wait_for_runs(event_id)[0]["run_id"])
     assert run["status"] == "Completed"
-    attempts = kinds(app, "retry-after", run_id=run["run_id"])
+    attempts = app.effects("retry-after", run_id=run["run_id"])
     assert [a["attempt"] for a in attempts] == [0, 1]
     assert attempts[1]["at"] - attempts[0]["at"] >= 1.5  # asked for 2 s; far above the 0.2 s retry interval
 
@@ -142,7 +131,7 @@ def test_future_ts_delays_the_run(stack):
     event_id = api.send({"name": "test/hello", "data": {"name": "later"}, "ts": due}).json()["ids"][0]
     run = api.wait_for_end(api.wait_for_runs(event_id)[0]["run_id"], timeout=30)
     assert run["status"] == "Completed"
-    hello = [e for e in kinds(app, "hello", run_id=run["run_id"])]
+    hello = [e for e in app.effects("hello", run_id=run["run_id"])]
     assert hello[0]["at"] * 1000 >= due - 50
 
 
@@ -151,8 +140,8 @@ def test_sleep_resumes_after_its_time(stack):
     event_id = api.send({"name": "test/nap", "data": {"seconds": 1}}).json()["ids"][0]
     run = api.wait_for_end(api.wait_for_runs(event_id)[0]["run_id"])
     assert run["output"] == "rested"
-    before = kinds(app, "nap-before", run_id=run["run_id"])
-    after = kinds(app, "nap-after", run_id=run["run_id"])
+    before = app.effects("nap-before", run_id=run["run_id"])
+    after = app.effects("nap-after", run_id=run["run_id"])
     assert len(before) == 1 and len(after) == 1
     assert after[0]["at"] - before[0]["at"] >= 0.95
 
@@ -161,7 +150,7 @@ def test_cancel_a_sleeping_run(stack):
     _, app, api = stack
     event_id = api.send({"name": "test/nap", "data": {"seconds": 30}}).json()["ids"][0]
     run_id = api.wait_for_runs(event_id)[0]["run_id"]
-    wait_until(lambda: kinds(app, "nap-before", run_id=run_id), what="first step")
+    wait_until(lambda: app.effects("nap-before", run_id=run_id), what="first step")
     wait_until(lambda: any(s["status"] == "sleeping" for s in api.http.get(f"/v1/runs/{run_id}/steps").json()["data"]))
     resp = api.http.post(f"/v1/runs/{run_id}/cancel")
     assert resp.status_code == 200
@@ -172,7 +161,7 @@ def test_cancel_a_sleeping_run(stack):
 
 def test_cron_function_runs_on_the_minute(stack):
     _, app, api = stack
-    entries = wait_until(lambda: kinds(app, "cron"), timeout=75, interval=0.5, what="a cron tick")
+    entries = wait_until(lambda: app.effects("cron"), timeout=75, interval=0.5, what="a cron tick")
     assert entries[0]["name"] == "inngest/scheduled.timer"
     assert entries[0]["cron"] == "TZ=Europe/Paris * * * * *"
 
@@ -288,6 +277,6 @@ def test_parallel_steps_each_run_once_then_the_function_continues(stack):
     run = api.wait_for_end(api.wait_for_runs(event_id)[0]["run_id"])
     assert run["status"] == "Completed"
     assert run["output"] == {"results": ["p1", "p2", "p3"], "after": 3}
-    branches = sorted(e["name"] for e in kinds(app, "branch", run_id=run["run_id"]))
+    branches = sorted(e["name"] for e in app.effects("branch", run_id=run["run_id"]))
     assert branches == ["p1", "p2", "p3"]
-    assert len(kinds(app, "after", run_id=run["run_id"])) == 1
+    assert len(app.effects("after", run_id=run["run_id"])) == 1

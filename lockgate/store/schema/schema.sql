@@ -39,6 +39,8 @@ CREATE TABLE IF NOT EXISTS events (
 );
 CREATE INDEX IF NOT EXISTS events_internal_id ON events (internal_id);
 CREATE INDEX IF NOT EXISTS events_name ON events (name, seq);
+-- Lookback for waits: recent events of one name.
+CREATE INDEX IF NOT EXISTS events_name_received ON events (name, received_at);
 
 CREATE TABLE IF NOT EXISTS runs (
     run_id            TEXT PRIMARY KEY,
@@ -109,13 +111,14 @@ CREATE TABLE IF NOT EXISTS unique_keys (
     expires_at BIGINT NOT NULL
 );
 
--- Runs paused on step.waitForEvent or step.invoke, indexed by the event they await
--- and by one equality key of their condition, so an event finds its waiters in O(1).
+-- Runs paused on step.waitForEvent or step.invoke, and runs' cancel-on-event listeners,
+-- indexed by the event they await and by one equality key of their condition, so an
+-- event finds its waiters in O(1).
 CREATE TABLE IF NOT EXISTS waits (
     id           TEXT PRIMARY KEY,          -- "<run id>:<step id>"
     run_id       TEXT NOT NULL,
     step_id      TEXT NOT NULL,
-    kind         TEXT NOT NULL,             -- wait | invoke
+    kind         TEXT NOT NULL,             -- wait | invoke | cancel
     event_name   TEXT NOT NULL,
     match_path   TEXT,                      -- e.g. "data.id" of the incoming event
     match_value  TEXT,                      -- JSON of the value it must equal
