@@ -1,6 +1,8 @@
-"""The app the benchmark drives: a noop function and a three-step function (official SDK)."""
+"""The app the benchmarks drive (official SDK): a noop, three steps, and a run waiting for an event."""
 
 from __future__ import annotations
+
+import datetime
 
 import inngest
 import inngest.fast_api
@@ -25,5 +27,12 @@ async def three_steps(ctx: inngest.Context) -> int:
     return total
 
 
+@client.create_function(fn_id="waiter", trigger=inngest.TriggerEvent(event="bench/order"))
+async def waiter(ctx: inngest.Context) -> str | None:
+    paid = await ctx.step.wait_for_event("paid", event="bench/paid", if_exp="async.data.id == event.data.id",
+                                         timeout=datetime.timedelta(hours=1))
+    return None if paid is None else paid.data["id"]
+
+
 app = FastAPI()
-inngest.fast_api.serve(app, client, [noop, three_steps])
+inngest.fast_api.serve(app, client, [noop, three_steps, waiter])

@@ -129,9 +129,11 @@ def routes(engine: Engine, access: AccessPolicy) -> list[Route]:
         access.check_api(request)
         counts = await store.read(ops.count_runs_by_status)
         depth = await store.read(ops.queue_depth)
+        pending_waits = await store.read(ops.count_waits)
         body = {
             "runs": counts,
             "queue_depth": depth,
+            "waits": pending_waits,
             "calls_in_flight": engine.dispatcher.inflight,
             "calls": {"total": getattr(engine.executor, "calls", 0),
                       "use_api": getattr(engine.executor, "calls_use_api", 0)},

@@ -576,6 +576,8 @@ def insert_wait(tx: Tx, wait: Wait) -> None:
             wait.display_name, wait.created_at, wait.expires_at,
         ),
     )
+    tx.execute("INSERT INTO wait_keys (event_name, match_path) VALUES (?, ?) ON CONFLICT DO NOTHING",
+               (wait.event_name, wait.match_path or ""))
 
 
 def _wait_from_row(row: Any) -> Wait:
@@ -588,8 +590,9 @@ def _wait_from_row(row: Any) -> Wait:
 
 
 def wait_paths(tx: Tx, event_name: str) -> list[str | None]:
-    """The distinct equality-key paths pending waits use for this event name."""
-    return [r["match_path"] for r in tx.all("SELECT DISTINCT match_path FROM waits WHERE event_name = ?", (event_name,))]
+    """The equality-key paths pending waits of this event name use (None: unindexed waits)."""
+    rows = tx.all("SELECT match_path FROM wait_keys WHERE event_name = ?", (event_name,))
+    return [r["match_path"] or None for r in rows]
 
 
 def candidate_waits(tx: Tx, event_name: str, path: str | None, value: Any) -> list[Wait]:
@@ -608,6 +611,10 @@ def take_wait(tx: Tx, wait_id: str) -> Wait | None:
     """Remove a wait; None if someone else (a timeout, another event) already resolved it."""
     row = tx.one("DELETE FROM waits WHERE id = ? RETURNING *", (wait_id,))
     return _wait_from_row(row) if row else None
+
+
+def count_waits(tx: Tx) -> dict[str, int]:
+    return {r["kind"]: r["n"] for r in tx.all("SELECT kind, COUNT(*) AS n FROM waits GROUP BY kind")}
 
 
 def drop_run_waits(tx: Tx, run_id: str) -> None:

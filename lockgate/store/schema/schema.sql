@@ -129,3 +129,12 @@ CREATE TABLE IF NOT EXISTS waits (
     expires_at   BIGINT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS waits_match ON waits (event_name, match_path, match_value);
+
+-- The index keys pending waits of each event name use ('' for none), so matching an event
+-- probes only those. Rows are never deleted: a stale one costs one empty index lookup, and
+-- deleting would race with a concurrent registration on PostgreSQL.
+CREATE TABLE IF NOT EXISTS wait_keys (
+    event_name TEXT NOT NULL,
+    match_path TEXT NOT NULL,
+    PRIMARY KEY (event_name, match_path)
+);
