@@ -66,7 +66,7 @@ async def store_level(sizes: list[int], probes: int) -> list[tuple[int, float, f
                     parked += chunk
                 pending = (await store.read(ops.count_waits)).get("wait", 0)
                 hit_times, miss_times = [], []
-                for p in range(probes):
+                for p in range(min(probes, size)):
                     target = size - 1 - p  # runs parked last, never resumed by an earlier probe
                     hit = Event(internal_id=f"h{size}-{p}", id=f"h{size}-{p}", name="paid", data={"id": target},
                                 ts=1, received_at=1)

@@ -103,6 +103,9 @@ CREATE TABLE IF NOT EXISTS jobs (
     created_at       BIGINT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS jobs_rank ON jobs (rank_at);
+-- For the dispatcher's next wake-up: the earliest free job, the earliest lease to lapse.
+CREATE INDEX IF NOT EXISTS jobs_free_due ON jobs (due_at) WHERE lease_owner IS NULL;
+CREATE INDEX IF NOT EXISTS jobs_lease_expiry ON jobs (lease_expires_at) WHERE lease_owner IS NOT NULL;
 CREATE INDEX IF NOT EXISTS jobs_run ON jobs (run_id);
 
 -- Time-boxed uniqueness: event-id dedupe per function, idempotency keys.
