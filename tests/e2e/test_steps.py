@@ -128,6 +128,15 @@ def test_invoke_chain_three_deep_by_function_and_by_id(stack):
     assert sorted(e["level"] for e in app.effects("chain")) == ["leaf", "mid"]
 
 
+def test_invoke_timeout_raises_in_the_parent(stack):
+    _, app, api = stack
+    event_id = api.send({"name": "steps/impatient", "data": {}}).json()["ids"][0]
+    run = api.wait_for_end(run_of(api, event_id)["run_id"], timeout=30)
+    assert run["status"] == "Completed"
+    assert run["output"] == {"error": "InngestInvokeTimeoutError",
+                             "message": "Timed out waiting for invoked function to complete"}
+
+
 def test_send_event_step_and_sleep_until(stack):
     _, app, api = stack
     event_id = api.send({"name": "steps/send", "data": {}}).json()["ids"][0]

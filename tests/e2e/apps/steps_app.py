@@ -137,6 +137,21 @@ async def chain_top(ctx: inngest.Context) -> dict:
     return {"path": ["top", *below["path"]], "x": below["x"]}
 
 
+@client.create_function(fn_id="slow-child", trigger=inngest.TriggerEvent(event="steps/never"))
+async def slow_child(ctx: inngest.Context) -> str:
+    await ctx.step.sleep("dawdle", datetime.timedelta(seconds=30))
+    return "too late"
+
+
+@client.create_function(fn_id="impatient", trigger=inngest.TriggerEvent(event="steps/impatient"))
+async def impatient(ctx: inngest.Context) -> dict:
+    try:
+        await ctx.step.invoke("ask", function=slow_child, data={}, timeout=datetime.timedelta(seconds=1))
+    except inngest.StepError as err:
+        return {"error": err.name, "message": err.message}
+    return {"error": None}
+
+
 @client.create_function(fn_id="sender", trigger=inngest.TriggerEvent(event="steps/send"))
 async def sender(ctx: inngest.Context) -> list[str]:
     ids = await ctx.step.send_event("fan", [inngest.Event(name="steps/sent", data={"i": i}) for i in range(3)])
@@ -154,5 +169,5 @@ inngest.fast_api.serve(
     app,
     client,
     [cancellable, cancel_watcher, idempotent, multi_trigger, lookback_waiter, racer, big_state, too_big,
-     chain_leaf, chain_mid, chain_top, sender, receiver],
+     chain_leaf, chain_mid, chain_top, slow_child, impatient, sender, receiver],
 )
