@@ -34,5 +34,11 @@ async def waiter(ctx: inngest.Context) -> str | None:
     return None if paid is None else paid.data["id"]
 
 
+@client.create_function(fn_id="sleeper", trigger=inngest.TriggerEvent(event="bench/sleep"))
+async def sleeper(ctx: inngest.Context) -> int:
+    await ctx.step.sleep("nap", datetime.timedelta(milliseconds=ctx.event.data["ms"]))
+    return 1
+
+
 app = FastAPI()
-inngest.fast_api.serve(app, client, [noop, three_steps, waiter])
+inngest.fast_api.serve(app, client, [noop, three_steps, waiter, sleeper])
