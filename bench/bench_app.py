@@ -36,7 +36,8 @@ async def waiter(ctx: inngest.Context) -> str | None:
 
 @client.create_function(fn_id="sleeper", trigger=inngest.TriggerEvent(event="bench/sleep"))
 async def sleeper(ctx: inngest.Context) -> int:
-    await ctx.step.sleep("nap", datetime.timedelta(milliseconds=ctx.event.data["ms"]))
+    due = datetime.datetime.fromtimestamp(ctx.event.data["due_ms"] / 1000, tz=datetime.timezone.utc)
+    await ctx.step.sleep_until("nap", due)
     return 1
 
 

@@ -118,6 +118,21 @@ async def direct(app_url: str, slug: str, n: int, concurrency: int) -> tuple[flo
         return n / (time.time() - start), latencies
 
 
+def start_bench_stack(*server_args: str) -> tuple[LockgateProcess, AppProcess]:
+    """`lockgate dev` on an on-disk SQLite store and bench/bench_app.py, synced and ready."""
+    tmp = Path(tempfile.mkdtemp(prefix="lockgate-bench-"))
+    app_port = free_port()
+    app_url = f"http://127.0.0.1:{app_port}/api/inngest"
+    server = LockgateProcess(
+        args=["dev", "--no-discovery", "--no-poll", "-u", app_url, "--log-level", "warning", *server_args],
+        data_dir=tmp / "data",
+        log_path=tmp / "lockgate.log",
+    ).start()
+    app = AppProcess(module="bench.bench_app", port=app_port, server_url=server.url, ledger=tmp / "ledger").start()
+    wait_until(lambda: httpx.get(server.url + "/v1/apps").json()["data"][0]["functions"], what="sync")
+    return server, app
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--events", type=int, default=1000)
@@ -125,19 +140,9 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=100)
     args = parser.parse_args()
 
-    tmp = Path(tempfile.mkdtemp(prefix="lockgate-bench-"))
-    app_port = free_port()
-    app_url = f"http://127.0.0.1:{app_port}/api/inngest"
-    server = LockgateProcess(
-        args=["dev", "--no-discovery", "--no-poll", "-u", app_url, "--workers", str(args.concurrency),
-              "--log-level", "warning"],
-        data_dir=tmp / "data",
-        log_path=tmp / "lockgate.log",
-    ).start()
-    app = AppProcess(module="bench.bench_app", port=app_port, server_url=server.url, ledger=tmp / "ledger").start()
+    server, app = start_bench_stack("--workers", str(args.concurrency))
+    app_url = app.url
     try:
-        wait_until(lambda: httpx.get(server.url + "/v1/apps").json()["data"][0]["functions"], what="sync")
-        # Sync happens on start-up; if the app came up later, ask again.
         print(f"lockgate bench — {args.events} events burst, {args.light} light-load events, "
               f"concurrency {args.concurrency}, store: SQLite WAL on disk, {os.cpu_count()} cores")
         print(f"{'function':<12} {'mode':<10} {'runs/s':>9} {'p50 ms':>9} {'p99 ms':>9}")

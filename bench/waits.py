@@ -27,12 +27,12 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.run import parse_iso, pct  # noqa: E402
+from bench.run import parse_iso, pct, start_bench_stack  # noqa: E402
 from lockgate.engine.waits import match_event, prepare, register_wait  # noqa: E402
 from lockgate.models import Event, Run, RunStatus, Wait  # noqa: E402
 from lockgate.store import operations as ops  # noqa: E402
 from lockgate.store.sqlite import SQLiteStore  # noqa: E402
-from tests.conftest import AppProcess, LockgateProcess, free_port, wait_until  # noqa: E402
+from tests.conftest import wait_until  # noqa: E402
 
 CONDITION = "async.data.id == event.data.id"
 
@@ -123,15 +123,9 @@ async def _probe(base: str, targets: dict[int, str]) -> tuple[list[float], list[
 
 
 def end_to_end(waits: int, probes: int) -> list[tuple[int, list[float], list[float]]]:
-    tmp = Path(tempfile.mkdtemp(prefix="lockgate-bench-"))
-    app_port = free_port()
-    app_url = f"http://127.0.0.1:{app_port}/api/inngest"
-    server = LockgateProcess(args=["dev", "--no-discovery", "--no-poll", "-u", app_url, "--log-level", "warning"],
-                             data_dir=tmp / "data", log_path=tmp / "lockgate.log").start()
-    app = AppProcess(module="bench.bench_app", port=app_port, server_url=server.url, ledger=tmp / "ledger").start()
+    server, app = start_bench_stack()
     rows = []
     try:
-        wait_until(lambda: httpx.get(server.url + "/v1/apps").json()["data"][0]["functions"], what="sync")
         next_id = 0
         for size in (100 + probes, waits + probes):
             want = size - _waiting(server.url)
