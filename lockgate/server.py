@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import socket
@@ -137,4 +136,4 @@ def serve(app, sock: socket.socket, *, log_level: str = "info") -> None:
         timeout_graceful_shutdown=15,
     )
     server = uvicorn.Server(config)
-    asyncio.run(server.serve(sockets=[sock]))
+    server.run(sockets=[sock])  # not asyncio.run(serve()): that would skip the uvloop loop factory

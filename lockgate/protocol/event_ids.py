@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import base64
 import binascii
+import random
 import re
+import time
 
 from ulid import ULID
 
@@ -12,8 +14,17 @@ _MAX_MILLIS = 2**48 - 1  # a ULID timestamp is 48 bits
 _SEED = re.compile(r"([0-9]{1,15}),([A-Za-z0-9+/=_-]+)")
 
 
+_CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+_PAIRS = [a + b for a in _CROCKFORD for b in _CROCKFORD]  # every 10-bit value as two characters
+
+
 def new_ulid() -> str:
-    return str(ULID())
+    """A random ULID, encoded here because it is on the hot path (several per run): about
+    3x faster than str(ULID()); the unit tests check that python-ulid reads it back."""
+    # Ids need uniqueness, not secrecy: `random` reseeds itself in forked children, and avoids a
+    # getrandom() system call per id.
+    value = (time.time_ns() // 1_000_000) << 80 | random.getrandbits(80)
+    return "".join([_PAIRS[(value >> shift) & 1023] for shift in range(120, -10, -10)])
 
 
 def ulid_from_seed(seed_header: str | None, index: int) -> str | None:

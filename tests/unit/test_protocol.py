@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import asyncio
 import base64
 import datetime
@@ -305,6 +307,13 @@ def test_retry_after_written_by_the_sdk():
 def test_new_ulid():
     a, b = new_ulid(), new_ulid()
     assert len(a) == 26 and a != b and str(ULID.from_str(a)) == a
+    before = time.time_ns() // 1_000_000
+    ids = [new_ulid() for _ in range(2000)]
+    after = time.time_ns() // 1_000_000
+    assert all(before <= ULID.from_str(u).milliseconds <= after for u in ids)  # python-ulid reads our encoding
+    assert len(set(ids)) == len(ids)
+    time.sleep(0.002)
+    assert new_ulid() > max(ids)  # later milliseconds sort later
 
 
 def test_seed_made_the_sdk_way_gives_deterministic_ids():
