@@ -1,0 +1,167 @@
+// A test app served with the official `inngest` JavaScript SDK over plain node:http.
+// The SDK itself is installed twice (v3/ and v4/ beside this file); NODE_PATH picks one.
+// Every side effect is appended to the ledger file at LEDGER_PATH, one JSON line each,
+// so tests can prove a step ran exactly once.
+"use strict";
+
+const crypto = require("node:crypto");
+const fs = require("node:fs");
+const http = require("node:http");
+const path = require("node:path");
+
+const { Inngest, NonRetriableError } = require("inngest");
+const { serve } = require("inngest/node");
+
+const sdkDir = path.dirname(require.resolve("inngest"));
+const SDK_VERSION = JSON.parse(fs.readFileSync(path.join(sdkDir, "package.json"), "utf8")).version;
+const MAJOR = Number(SDK_VERSION.split(".")[0]);
+
+function record(kind, fields = {}) {
+  const line = JSON.stringify({ kind, token: crypto.randomUUID(), at: Date.now() / 1000, ...fields });
+  // One small O_APPEND write per effect: lines from concurrent requests never interleave.
+  fs.appendFileSync(process.env.LEDGER_PATH, line + "\n");
+}
+
+const inngest = new Inngest({ id: "js-app" });
+
+// v4 moved the trigger into the options object; v3 takes it as the second argument.
+function createFunction(options, trigger, handler) {
+  if (MAJOR >= 4) {
+    return inngest.createFunction({ ...options, triggers: trigger ? [trigger] : [] }, handler);
+  }
+  return inngest.createFunction(options, trigger, handler);
+}
+
+const sleepMs = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+const hello = createFunction({ id: "hello" }, { event: "js/hello" }, async ({ event, runId }) => {
+  record("hello", { run_id: runId, name: event.data.name });
+  return { hello: event.data.name, sdk: MAJOR };
+});
+
+const steps = createFunction({ id: "steps" }, { event: "js/steps" }, async ({ event, step, runId }) => {
+  const a = await step.run("first", () => {
+    record("step", { run_id: runId, step: "first" });
+    return event.data.x + 1;
+  });
+  const b = await step.run("second", () => {
+    record("step", { run_id: runId, step: "second" });
+    return a * 2;
+  });
+  const c = await step.run("third", () => {
+    record("step", { run_id: runId, step: "third" });
+    return { total: a + b };
+  });
+  return { a, b, c };
+});
+
+const flaky = createFunction({ id: "flaky", retries: 3 }, { event: "js/flaky" }, async ({ step, runId, attempt }) => {
+  const value = await step.run("flaky-step", () => {
+    record("flaky-attempt", { run_id: runId, attempt });
+    if (attempt < 2) throw new Error(`transient failure on attempt ${attempt}`);
+    return "recovered";
+  });
+  await step.run("after-flaky", () => record("after-flaky", { run_id: runId }));
+  return value;
+});
+
+const doomed = createFunction(
+  {
+    id: "doomed",
+    retries: 3,
+    onFailure: async ({ event, error, runId }) => {
+      record("on-failure", {
+        run_id: runId,
+        failed_run_id: event.data.run_id,
+        function_id: event.data.function_id,
+        message: error.message,
+      });
+    },
+  },
+  { event: "js/doomed" },
+  async ({ step, runId, attempt }) => {
+    await step.run("doomed-step", () => {
+      record("doomed-attempt", { run_id: runId, attempt });
+      throw new NonRetriableError("this cannot work");
+    });
+  },
+);
+
+const sleeper = createFunction({ id: "sleeper" }, { event: "js/sleep" }, async ({ step, runId }) => {
+  await step.run("before-sleep", () => record("before-sleep", { run_id: runId, at_ms: Date.now() }));
+  await step.sleep("nap", "2s");
+  await step.run("after-sleep", () => record("after-sleep", { run_id: runId, at_ms: Date.now() }));
+  return "rested";
+});
+
+const waiter = createFunction({ id: "waiter" }, { event: "js/wait" }, async ({ event, step, runId }) => {
+  await step.run("before-wait", () => record("before-wait", { run_id: runId, id: event.data.id }));
+  const approval = await step.waitForEvent("wait-approval", {
+    event: "js/approved",
+    timeout: event.data.timeout || "30s",
+    if: "async.data.id == event.data.id",
+  });
+  return { approved_by: approval ? approval.data.by : null };
+});
+
+const child = createFunction({ id: "child" }, { event: "js/child" }, async ({ event, runId }) => {
+  record("child", { run_id: runId, n: event.data.n });
+  return { doubled: event.data.n * 2 };
+});
+
+const parent = createFunction({ id: "parent" }, { event: "js/parent" }, async ({ event, step }) => {
+  const result = await step.invoke("call-child", { function: child, data: { n: event.data.n } });
+  return { child: result };
+});
+
+const sender = createFunction({ id: "sender" }, { event: "js/send" }, async ({ event, step }) => {
+  const sent = await step.sendEvent("send-hello", { name: "js/hello", data: { name: event.data.name } });
+  return sent;
+});
+
+const parallel = createFunction({ id: "parallel" }, { event: "js/parallel" }, async ({ step, runId }) => {
+  const branch = (name) =>
+    step.run(name, async () => {
+      record("branch", { run_id: runId, step: name });
+      await sleepMs(100);
+      return name.toUpperCase();
+    });
+  const results = await Promise.all([branch("a"), branch("b"), branch("c")]);
+  await step.run("joined", () => record("joined", { run_id: runId, results }));
+  return results;
+});
+
+const racer = createFunction({ id: "racer" }, { event: "js/race" }, async ({ step, runId }) => {
+  const winner = await Promise.race([
+    step.run("fast", async () => {
+      record("race-branch", { run_id: runId, step: "fast" });
+      return "fast";
+    }),
+    step.run("slow", async () => {
+      record("race-branch", { run_id: runId, step: "slow" });
+      await sleepMs(1500);
+      return "slow";
+    }),
+  ]);
+  await step.run("after-race", () => record("after-race", { run_id: runId, winner }));
+  return winner;
+});
+
+const handler = serve({
+  client: inngest,
+  functions: [hello, steps, flaky, doomed, sleeper, waiter, child, parent, sender, parallel, racer],
+});
+
+const server = http.createServer((req, res) => {
+  if (!req.url.startsWith("/api/inngest")) {
+    res.writeHead(404).end();
+    return;
+  }
+  return handler(req, res);
+});
+
+server.listen(Number(process.env.PORT), "127.0.0.1", () => {
+  console.log(`js app (inngest ${SDK_VERSION}) listening on ${process.env.PORT}`);
+});
+
+process.on("SIGTERM", () => server.close(() => process.exit(0)));

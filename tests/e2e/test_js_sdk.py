@@ -1,0 +1,154 @@
+"""The official JavaScript SDK (`inngest` v4 and v3 from npm) runs unchanged against lockgate.
+
+tests/e2e/js_app/app.cjs is served with `inngest/node` over real HTTP; each SDK major is
+installed in its own folder (js_app/v4, js_app/v3) and `npm ci`-ed on first use.
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from tests.conftest import NodeAppProcess, start_stack, wait_until
+
+SDKS = ["v4", "v3"]
+
+
+@pytest.fixture(scope="module", params=SDKS)
+def stack(request, tmp_path_factory):
+    server, app, api = start_stack(tmp_path_factory.mktemp(f"js-{request.param}"), request.param,
+                                   app_cls=NodeAppProcess)
+    yield server, app, api
+    app.stop()
+    server.stop()
+
+
+def run_for(api, name: str, data: dict | None = None) -> dict:
+    """Send one event and return the run it started once that run has ended."""
+    event_id = api.send({"name": name, "data": data or {}}).json()["ids"][0]
+    return api.wait_for_end(api.wait_for_runs(event_id)[0]["run_id"])
+
+
+def test_sync_registers_functions_and_failure_handler(stack):
+    _, _, api = stack
+    apps = api.http.get("/v1/apps").json()["data"]
+    assert [a["name"] for a in apps] == ["js-app"]
+    assert apps[0]["sdk"].startswith("js:v")
+    assert apps[0]["error"] is None
+    slugs = {f["slug"] for f in api.functions()}
+    assert {"js-app-hello", "js-app-steps", "js-app-parallel", "js-app-doomed-failure"} <= slugs
+
+
+def test_plain_return(stack):
+    _, app, api = stack
+    run = run_for(api, "js/hello", {"name": "Ada"})
+    assert run["status"] == "Completed"
+    assert run["output"]["hello"] == "Ada"
+    assert len(app.effects("hello", run_id=run["run_id"])) == 1
+
+
+def test_steps_each_run_exactly_once(stack):
+    _, app, api = stack
+    run = run_for(api, "js/steps", {"x": 1})
+    assert run["status"] == "Completed"
+    assert run["output"] == {"a": 2, "b": 4, "c": {"total": 6}}
+    assert [e["step"] for e in app.effects("step", run_id=run["run_id"])] == ["first", "second", "third"]
+    trace = api.http.get(f"/v1/runs/{run['run_id']}/steps").json()["data"]
+    assert [s["name"] for s in trace] == ["first", "second", "third"]
+
+
+def test_step_fails_twice_then_succeeds(stack):
+    _, app, api = stack
+    run = run_for(api, "js/flaky")
+    assert run["status"] == "Completed"
+    assert run["output"] == "recovered"
+    assert [e["attempt"] for e in app.effects("flaky-attempt", run_id=run["run_id"])] == [0, 1, 2]
+    assert len(app.effects("after-flaky", run_id=run["run_id"])) == 1
+
+
+def test_non_retriable_error_fails_the_run_once_and_calls_on_failure(stack):
+    _, app, api = stack
+    run = run_for(api, "js/doomed")
+    assert run["status"] == "Failed"
+    # v4 serialises the error's class name; v3 sends name "Error" with the class only in the stack
+    assert "NonRetriableError" in run["error"]["name"] + run["error"].get("stack", "")
+    assert run["error"]["message"] == "this cannot work"
+    seen = wait_until(lambda: app.effects("on-failure", failed_run_id=run["run_id"]), what="onFailure")
+    assert seen[0]["function_id"] == "js-app-doomed"
+    assert seen[0]["message"] == "this cannot work"
+    time.sleep(0.5)
+    assert len(app.effects("doomed-attempt", run_id=run["run_id"])) == 1  # no retries
+
+
+def test_sleep(stack):
+    _, app, api = stack
+    run = run_for(api, "js/sleep")
+    assert run["status"] == "Completed"
+    assert run["output"] == "rested"
+    before = app.effects("before-sleep", run_id=run["run_id"])
+    after = app.effects("after-sleep", run_id=run["run_id"])
+    assert len(before) == 1 and len(after) == 1
+    assert after[0]["at_ms"] - before[0]["at_ms"] >= 1900  # slept at least the 2 s asked for
+
+
+def test_wait_for_event_matches(stack):
+    _, app, api = stack
+    event_id = api.send({"name": "js/wait", "data": {"id": "w-match"}}).json()["ids"][0]
+    run_id = api.wait_for_runs(event_id)[0]["run_id"]
+    wait_until(lambda: app.effects("before-wait", run_id=run_id), what="step before the wait")
+    # only events sent after the wait is registered may match it
+    wait_until(lambda: any(s["name"] == "wait-approval" for s in api.http.get(f"/v1/runs/{run_id}/steps").json()["data"]),
+               what="wait registered")
+    api.send({"name": "js/approved", "data": {"id": "someone-else", "by": "mallory"}})
+    api.send({"name": "js/approved", "data": {"id": "w-match", "by": "alice"}})
+    run = api.wait_for_end(run_id)
+    assert run["status"] == "Completed"
+    assert run["output"] == {"approved_by": "alice"}
+
+
+def test_wait_for_event_timeout_gives_null(stack):
+    _, _, api = stack
+    run = run_for(api, "js/wait", {"id": "w-timeout", "timeout": "1s"})
+    assert run["status"] == "Completed"
+    assert run["output"] == {"approved_by": None}
+
+
+def test_invoke_returns_the_child_result(stack):
+    _, app, api = stack
+    run = run_for(api, "js/parent", {"n": 21})
+    assert run["status"] == "Completed"
+    assert run["output"] == {"child": {"doubled": 42}}
+    assert [e["n"] for e in app.effects("child")].count(21) == 1
+
+
+def test_send_event_from_a_step_starts_a_run(stack):
+    _, app, api = stack
+    run = run_for(api, "js/send", {"name": "from-a-step"})
+    assert run["status"] == "Completed"
+    sent_id = run["output"]["ids"][0]
+    child = api.wait_for_end(api.wait_for_runs(sent_id)[0]["run_id"])
+    assert child["output"]["hello"] == "from-a-step"
+    assert len(app.effects("hello", name="from-a-step")) == 1
+
+
+def test_parallel_steps_each_branch_once(stack):
+    _, app, api = stack
+    run = run_for(api, "js/parallel")
+    assert run["status"] == "Completed"
+    assert run["output"] == ["A", "B", "C"]
+    assert sorted(e["step"] for e in app.effects("branch", run_id=run["run_id"])) == ["a", "b", "c"]
+    joined = app.effects("joined", run_id=run["run_id"])
+    assert len(joined) == 1 and joined[0]["results"] == ["A", "B", "C"]
+
+
+def test_promise_race_continues_with_the_winner(stack):
+    _, app, api = stack
+    run = run_for(api, "js/race")
+    assert run["status"] == "Completed"
+    assert run["output"] == "fast"
+    after = app.effects("after-race", run_id=run["run_id"])
+    assert len(after) == 1 and after[0]["winner"] == "fast"
+    time.sleep(2)  # give the slow branch time to finish: it still runs at most once
+    assert len(app.effects("race-branch", run_id=run["run_id"], step="slow")) <= 1
+    assert len(app.effects("race-branch", run_id=run["run_id"], step="fast")) == 1
