@@ -131,18 +131,22 @@ const parallel = createFunction({ id: "parallel" }, { event: "js/parallel" }, as
   return results;
 });
 
-const racer = createFunction({ id: "racer" }, { event: "js/race" }, async ({ step, runId }) => {
-  const winner = await Promise.race([
+// v4 marks steps inside `group.parallel` as a race (`opts.parallelMode`), so the server moves on
+// after the first; v3 has no groups and gets a discovery after every step anyway (request version 1).
+const racer = createFunction({ id: "racer" }, { event: "js/race" }, async ({ step, group, runId }) => {
+  const inRaceGroup = group && group.parallel ? (fn) => group.parallel(fn) : (fn) => fn();
+  const winner = await inRaceGroup(() => Promise.race([
     step.run("fast", async () => {
       record("race-branch", { run_id: runId, step: "fast" });
       return "fast";
     }),
     step.run("slow", async () => {
       record("race-branch", { run_id: runId, step: "slow" });
-      await sleepMs(1500);
+      await sleepMs(3000);
+      record("slow-done", { run_id: runId });
       return "slow";
     }),
-  ]);
+  ]));
   await step.run("after-race", () => record("after-race", { run_id: runId, winner }));
   return winner;
 });
