@@ -6,8 +6,10 @@ installed in its own folder (js_app/v4, js_app/v3) and `npm ci`-ed on first use.
 
 from __future__ import annotations
 
+import signal
 import time
 
+import httpx
 import pytest
 
 from tests.conftest import NodeAppProcess, start_stack, wait_until
@@ -56,6 +58,12 @@ def test_steps_each_run_exactly_once(stack):
     assert [e["step"] for e in app.effects("step", run_id=run["run_id"])] == ["first", "second", "third"]
     trace = api.http.get(f"/v1/runs/{run['run_id']}/steps").json()["data"]
     assert [s["name"] for s in trace] == ["first", "second", "third"]
+    requests = app.effects("request", run_id=run["run_id"])
+    if app.module == "v4":
+        # v4 checkpoints each step through /v1/checkpoint/{run}/async and finishes with RunComplete
+        assert len(requests) == 1
+    else:
+        assert len(requests) == 4  # v3: one call per step, then one that returns
 
 
 def test_step_fails_twice_then_succeeds(stack):
@@ -156,3 +164,82 @@ def test_promise_race_continues_with_the_winner(stack):
     time.sleep(1)  # it still ran at most once
     assert len(app.effects("race-branch", run_id=run["run_id"], step="slow")) == 1
     assert len(app.effects("race-branch", run_id=run["run_id"], step="fast")) == 1
+
+
+def test_a_step_saved_before_the_app_is_killed_is_not_run_again(stack):
+    server, app, api = stack
+    event_id = api.send({"name": "js/durable", "data": {}}).json()["ids"][0]
+    run_id = api.wait_for_runs(event_id)[0]["run_id"]
+    wait_until(lambda: app.effects("durable-two", run_id=run_id), what="second step to start")
+    # the first step is on record while the call that ran it is still in flight (v4: a checkpoint)
+    trace = api.http.get(f"/v1/runs/{run_id}/steps").json()["data"]
+    assert [(s["name"], s["output"]) for s in trace if s["status"] == "completed"] == [("one", {"data": "one done"})]
+    app.proc.send_signal(signal.SIGKILL)
+    app.proc.wait(timeout=10)
+    app.start()
+    run = api.wait_for_end(run_id)
+    assert run["status"] == "Completed", run
+    assert run["output"] == ["one done", "two done"]
+    assert len(app.effects("durable-one", run_id=run_id)) == 1
+    attempts = [e["attempt"] for e in app.effects("durable-two", run_id=run_id)]
+    assert len(attempts) == 2 and attempts[0] == 0 < attempts[1]  # retried once the app was back
+
+
+def test_checkpoint_endpoint_rejects_bad_input(stack):
+    server, _, api = stack
+    done = run_for(api, "js/hello", {"name": "ck"})
+    url = f"{server.url}/v1/checkpoint/{done['run_id']}/async"
+    op = {"op": "StepRun", "id": "86f7e437faa5a7fce15d1ddcb9eaeaea377667b8", "data": 1}
+    not_json = httpx.post(url, content=b"{nope")
+    assert not_json.status_code == 400 and "JSON" in not_json.json()["error"]
+    no_steps = httpx.post(url, json={"run_id": done["run_id"], "steps": "x"})
+    assert no_steps.status_code == 400 and "steps" in no_steps.json()["error"]
+    no_id = httpx.post(url, json={"steps": [{"op": "StepRun", "data": 1}]})
+    assert no_id.status_code == 400
+    unknown = httpx.post(f"{server.url}/v1/checkpoint/01J0000000000000000000000/async", json={"steps": [op]})
+    assert unknown.status_code == 404
+    # a run that has ended answers 409, which tells the SDK to stop; nothing is recorded
+    ended = httpx.post(url, json={"steps": [op]})
+    assert ended.status_code == 409
+    trace = api.http.get(f"/v1/runs/{done['run_id']}/steps").json()["data"]
+    assert all(s["step_id"] != op["id"] for s in trace)
+
+
+# v4 reads INNGEST_STREAMING=true (it still accepts the older "force" with a warning); v3 "force".
+STREAMING_ENV = {"v4": "true", "v3": "force"}
+
+
+@pytest.fixture(scope="module", params=SDKS)
+def streamed(request, tmp_path_factory):
+    server, app, api = start_stack(tmp_path_factory.mktemp(f"js-stream-{request.param}"), request.param,
+                                   app_cls=NodeAppProcess, app_env={"INNGEST_STREAMING": STREAMING_ENV[request.param]})
+    yield server, app, api
+    app.stop()
+    server.stop()
+
+
+def test_streamed_answers_are_unwrapped(streamed):
+    server, app, api = streamed
+    # the app really streams: a 201 with the real answer wrapped in JSON at the end
+    probe = httpx.post(f"{app.url}?fnId=js-app-hello&stepId=step", timeout=30, json={
+        "event": {"name": "js/hello", "data": {"name": "probe"}, "id": "e1", "ts": 1, "user": {}},
+        "events": [{"name": "js/hello", "data": {"name": "probe"}, "id": "e1", "ts": 1, "user": {}}],
+        "steps": {}, "ctx": {"run_id": "01J0000000000000000000PROB", "attempt": 0, "disable_immediate_execution": False,
+                             "use_api": False, "stack": {"stack": [], "current": 0}},
+        "use_api": False, "version": -1})
+    assert probe.status_code == 201
+    assert '"status":200' in probe.text.replace(" ", "")
+
+    run = run_for(api, "js/steps", {"x": 2})
+    assert run["status"] == "Completed"
+    assert run["output"] == {"a": 3, "b": 6, "c": {"total": 9}}
+    assert [e["step"] for e in app.effects("step", run_id=run["run_id"])] == ["first", "second", "third"]
+    # X-Inngest-No-Retry travels inside the streamed wrapper: still exactly one attempt
+    doomed = run_for(api, "js/doomed")
+    assert doomed["status"] == "Failed"
+    assert doomed["error"]["message"] == "this cannot work"
+    flaky = run_for(api, "js/flaky")
+    assert flaky["status"] == "Completed"
+    assert [e["attempt"] for e in app.effects("flaky-attempt", run_id=flaky["run_id"])] == [0, 1, 2]
+    time.sleep(0.5)
+    assert len(app.effects("doomed-attempt", run_id=doomed["run_id"])) == 1

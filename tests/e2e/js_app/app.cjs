@@ -151,15 +151,34 @@ const racer = createFunction({ id: "racer" }, { event: "js/race" }, async ({ ste
   return winner;
 });
 
+// Plenty of retries: the app is down for a moment while the test restarts it.
+const durable = createFunction({ id: "durable", retries: 20 }, { event: "js/durable" }, async ({ step, runId, attempt }) => {
+  const one = await step.run("one", () => {
+    record("durable-one", { run_id: runId });
+    return "one done";
+  });
+  const two = await step.run("two", async () => {
+    record("durable-two", { run_id: runId, attempt });
+    if (attempt === 0) await sleepMs(60000); // the test kills the app here
+    return "two done";
+  });
+  return [one, two];
+});
+
 const handler = serve({
   client: inngest,
-  functions: [hello, steps, flaky, doomed, sleeper, waiter, child, parent, sender, parallel, racer],
+  functions: [hello, steps, flaky, doomed, sleeper, waiter, child, parent, sender, parallel, racer, durable],
 });
 
 const server = http.createServer((req, res) => {
   if (!req.url.startsWith("/api/inngest")) {
     res.writeHead(404).end();
     return;
+  }
+  if (req.method === "POST") {
+    // One line per execution request lockgate makes, to count round trips per run.
+    const stepId = new URL(req.url, "http://app").searchParams.get("stepId");
+    record("request", { run_id: req.headers["x-run-id"], step_id: stepId });
   }
   return handler(req, res);
 });
