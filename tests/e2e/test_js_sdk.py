@@ -243,3 +243,17 @@ def test_streamed_answers_are_unwrapped(streamed):
     assert [e["attempt"] for e in app.effects("flaky-attempt", run_id=flaky["run_id"])] == [0, 1, 2]
     time.sleep(0.5)
     assert len(app.effects("doomed-attempt", run_id=doomed["run_id"])) == 1
+
+
+def test_a_run_cancelled_mid_call_runs_no_further_step(stack):
+    _, app, api = stack
+    event_id = api.send({"name": "js/cancellable", "data": {}}).json()["ids"][0]
+    run_id = api.wait_for_runs(event_id)[0]["run_id"]
+    wait_until(lambda: app.effects("cancellable-two", run_id=run_id), what="second step to start")
+    assert api.http.post(f"/v1/runs/{run_id}/cancel").status_code in (200, 202)
+    assert api.wait_for_end(run_id)["status"] == "Cancelled"
+    # step two finishes 3 s later; v4's checkpoint of it gets a 409 and v3's 206 is discarded
+    time.sleep(5)
+    assert app.effects("cancellable-three", run_id=run_id) == []
+    assert len(app.effects("cancellable-two", run_id=run_id)) == 1
+    assert api.run(run_id)["status"] == "Cancelled"

@@ -165,9 +165,18 @@ const durable = createFunction({ id: "durable", retries: 20 }, { event: "js/dura
   return [one, two];
 });
 
+const cancellable = createFunction({ id: "cancellable" }, { event: "js/cancellable" }, async ({ step, runId }) => {
+  await step.run("one", () => record("cancellable-one", { run_id: runId }));
+  await step.run("two", async () => {
+    record("cancellable-two", { run_id: runId });
+    await sleepMs(3000); // the test cancels the run meanwhile
+  });
+  await step.run("three", () => record("cancellable-three", { run_id: runId }));
+});
+
 const handler = serve({
   client: inngest,
-  functions: [hello, steps, flaky, doomed, sleeper, waiter, child, parent, sender, parallel, racer, durable],
+  functions: [hello, steps, flaky, doomed, sleeper, waiter, child, parent, sender, parallel, racer, durable, cancellable],
 });
 
 const server = http.createServer((req, res) => {
