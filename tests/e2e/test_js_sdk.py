@@ -257,3 +257,13 @@ def test_a_run_cancelled_mid_call_runs_no_further_step(stack):
     assert app.effects("cancellable-three", run_id=run_id) == []
     assert len(app.effects("cancellable-two", run_id=run_id)) == 1
     assert api.run(run_id)["status"] == "Cancelled"
+
+
+def test_large_state_is_fetched_over_the_api(stack):
+    _, app, api = stack
+    before = api.http.get("/v1/stats").json()["data"]["calls"]["use_api"]
+    run = run_for(api, "js/big")
+    assert run["status"] == "Completed", run
+    assert run["output"] == {"first": 2_500_000, "second": 2_500_000, "ends": "ab"}
+    assert len(app.effects("big-measure", run_id=run["run_id"])) == 1
+    assert api.http.get("/v1/stats").json()["data"]["calls"]["use_api"] > before

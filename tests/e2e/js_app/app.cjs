@@ -174,9 +174,21 @@ const cancellable = createFunction({ id: "cancellable" }, { event: "js/cancellab
   await step.run("three", () => record("cancellable-three", { run_id: runId }));
 });
 
+// Two 2.5 MB step results: the call after the sleep is too large to carry its state, so the
+// SDK fetches it from /v0/runs/{id}/actions and /batch (use_api).
+const big = createFunction({ id: "big" }, { event: "js/big" }, async ({ step, runId }) => {
+  const first = await step.run("big-1", () => "a".repeat(2_500_000));
+  const second = await step.run("big-2", () => "b".repeat(2_500_000));
+  await step.sleep("pause", "1s");
+  return await step.run("measure", () => {
+    record("big-measure", { run_id: runId });
+    return { first: first.length, second: second.length, ends: first.slice(-1) + second.slice(-1) };
+  });
+});
+
 const handler = serve({
   client: inngest,
-  functions: [hello, steps, flaky, doomed, sleeper, waiter, child, parent, sender, parallel, racer, durable, cancellable],
+  functions: [hello, steps, flaky, doomed, sleeper, waiter, child, parent, sender, parallel, racer, durable, cancellable, big],
 });
 
 const server = http.createServer((req, res) => {
