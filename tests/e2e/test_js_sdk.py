@@ -267,3 +267,21 @@ def test_large_state_is_fetched_over_the_api(stack):
     assert run["output"] == {"first": 2_500_000, "second": 2_500_000, "ends": "ab"}
     assert len(app.effects("big-measure", run_id=run["run_id"])) == 1
     assert api.http.get("/v1/stats").json()["data"]["calls"]["use_api"] > before
+
+
+def test_function_level_error_is_retried(stack):
+    _, app, api = stack
+    run = run_for(api, "js/fn-flaky")
+    assert run["status"] == "Completed", run
+    assert run["output"] == {"attempt": 1}
+    assert [e["attempt"] for e in app.effects("fn-attempt", run_id=run["run_id"])] == [0, 1]
+
+
+def test_retry_after_error_delays_the_retry(stack):
+    _, app, api = stack
+    run = run_for(api, "js/fn-flaky", {"retryAfter": "2s"})
+    assert run["status"] == "Completed", run
+    attempts = app.effects("fn-attempt", run_id=run["run_id"])
+    assert [e["attempt"] for e in attempts] == [0, 1]
+    # the server's own retry interval is 0.2 s here: the gap comes from Retry-After ("2" seconds)
+    assert attempts[1]["at_ms"] - attempts[0]["at_ms"] >= 1900

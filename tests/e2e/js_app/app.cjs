@@ -9,7 +9,7 @@ const fs = require("node:fs");
 const http = require("node:http");
 const path = require("node:path");
 
-const { Inngest, NonRetriableError } = require("inngest");
+const { Inngest, NonRetriableError, RetryAfterError } = require("inngest");
 const { serve } = require("inngest/node");
 
 const sdkDir = path.dirname(require.resolve("inngest"));
@@ -186,9 +186,20 @@ const big = createFunction({ id: "big" }, { event: "js/big" }, async ({ step, ru
   });
 });
 
+// Errors thrown by the function itself, outside any step: a plain Error is retried (JS answers
+// 500 + X-Inngest-No-Retry: false), a RetryAfterError sets Retry-After in whole seconds.
+const fnFlaky = createFunction({ id: "fn-flaky", retries: 3 }, { event: "js/fn-flaky" }, async ({ event, runId, attempt }) => {
+  record("fn-attempt", { run_id: runId, attempt, at_ms: Date.now() });
+  if (attempt === 0) {
+    if (event.data.retryAfter) throw new RetryAfterError("come back later", event.data.retryAfter);
+    throw new Error("function-level failure");
+  }
+  return { attempt };
+});
+
 const handler = serve({
   client: inngest,
-  functions: [hello, steps, flaky, doomed, sleeper, waiter, child, parent, sender, parallel, racer, durable, cancellable, big],
+  functions: [hello, steps, flaky, doomed, sleeper, waiter, child, parent, sender, parallel, racer, durable, cancellable, big, fnFlaky],
 });
 
 const server = http.createServer((req, res) => {
