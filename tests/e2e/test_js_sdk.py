@@ -12,7 +12,7 @@ import time
 import httpx
 import pytest
 
-from tests.conftest import NodeAppProcess, start_stack, wait_until
+from tests.conftest import Api, LockgateProcess, NodeAppProcess, free_port, start_stack, wait_until
 
 SDKS = ["v4", "v3"]
 
@@ -285,3 +285,23 @@ def test_retry_after_error_delays_the_retry(stack):
     assert [e["attempt"] for e in attempts] == [0, 1]
     # the server's own retry interval is 0.2 s here: the gap comes from Retry-After ("2" seconds)
     assert attempts[1]["at_ms"] - attempts[0]["at_ms"] >= 1900
+
+
+@pytest.mark.parametrize("sdk", SDKS)
+def test_a_refused_sync_is_reported_to_the_app_and_in_the_api(tmp_path, sdk):
+    server, app, api = None, None, None
+    try:
+        server = LockgateProcess(args=["dev", "--no-discovery", "--poll-interval", "0.5", "--in-memory"],
+                                 data_dir=None, log_path=tmp_path / "lockgate.log").start()
+        app = NodeAppProcess(module=sdk, port=free_port(), server_url=server.url, ledger=tmp_path / "ledger.jsonl",
+                             extra_env={"BAD_TRIGGER": "1"}).start()
+        api = Api(server.url)
+        # JS relays the register answer's status when it answers the sync PUT
+        put = httpx.put(app.url, json={"url": app.url}, headers={"X-Inngest-Server-Kind": "dev"}, timeout=30)
+        assert put.status_code == 400
+        assert "js-app-broken" in put.text
+        assert api.functions() == []  # nothing of the refused sync was kept
+    finally:
+        for proc in (app, server):
+            if proc is not None:
+                proc.stop()

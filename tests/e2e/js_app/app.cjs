@@ -197,10 +197,14 @@ const fnFlaky = createFunction({ id: "fn-flaky", retries: 3 }, { event: "js/fn-f
   return { attempt };
 });
 
-const handler = serve({
-  client: inngest,
-  functions: [hello, steps, flaky, doomed, sleeper, waiter, child, parent, sender, parallel, racer, durable, cancellable, big, fnFlaky],
-});
+const functions = [hello, steps, flaky, doomed, sleeper, waiter, child, parent, sender, parallel, racer, durable,
+  cancellable, big, fnFlaky];
+if (process.env.BAD_TRIGGER) {
+  // A trigger expression the server refuses: the whole sync must fail with a clear error.
+  functions.push(createFunction({ id: "broken" }, { event: "js/broken", if: "event.data.x ==" }, async () => null));
+}
+
+const handler = serve({ client: inngest, functions });
 
 const server = http.createServer((req, res) => {
   if (!req.url.startsWith("/api/inngest")) {
