@@ -165,13 +165,15 @@ const durable = createFunction({ id: "durable", retries: 20 }, { event: "js/dura
   return [one, two];
 });
 
-const cancellable = createFunction({ id: "cancellable" }, { event: "js/cancellable" }, async ({ step, runId }) => {
-  await step.run("one", () => record("cancellable-one", { run_id: runId }));
+// Its middle step takes 3 s: time for a test to cancel the run or kill -9 lockgate meanwhile.
+const slowMiddle = createFunction({ id: "slow-middle" }, { event: "js/slow-middle" }, async ({ step, runId }) => {
+  await step.run("one", () => record("slow-one", { run_id: runId }));
   await step.run("two", async () => {
-    record("cancellable-two", { run_id: runId });
-    await sleepMs(3000); // the test cancels the run meanwhile
+    record("slow-two", { run_id: runId });
+    await sleepMs(3000);
   });
-  await step.run("three", () => record("cancellable-three", { run_id: runId }));
+  await step.run("three", () => record("slow-three", { run_id: runId }));
+  return "done";
 });
 
 // Two 2.5 MB step results: the call after the sleep is too large to carry its state, so the
@@ -198,7 +200,7 @@ const fnFlaky = createFunction({ id: "fn-flaky", retries: 3 }, { event: "js/fn-f
 });
 
 const functions = [hello, steps, flaky, doomed, sleeper, waiter, child, parent, sender, parallel, racer, durable,
-  cancellable, big, fnFlaky];
+  slowMiddle, big, fnFlaky];
 if (process.env.BAD_TRIGGER) {
   // A trigger expression the server refuses: the whole sync must fail with a clear error.
   functions.push(createFunction({ id: "broken" }, { event: "js/broken", if: "event.data.x ==" }, async () => null));
