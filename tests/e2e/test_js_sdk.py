@@ -336,3 +336,16 @@ def test_kill9_of_lockgate_mid_call_never_reruns_a_saved_step(tmp_path, sdk):
     finally:
         app.stop()
         server.stop()
+
+
+def test_checkpointing_hands_back_after_its_max_runtime(stack):
+    _, app, api = stack
+    run = run_for(api, "js/long-steps")
+    assert run["status"] == "Completed", run
+    assert run["output"] == [0, 1, 2, 3, 4, 5]
+    assert [e["i"] for e in app.effects("part", run_id=run["run_id"])] == [0, 1, 2, 3, 4, 5]
+    calls = len(app.effects("request", run_id=run["run_id"]))
+    if app.module == "v4":
+        assert 2 <= calls < 7  # DiscoveryRequest after 1 s, several steps per call
+    else:
+        assert calls == 7

@@ -176,6 +176,24 @@ const slowMiddle = createFunction({ id: "slow-middle" }, { event: "js/slow-middl
   return "done";
 });
 
+// v4 only: checkpoint two steps at a time and hand back to the server (DiscoveryRequest) after
+// 1 s, so a six-step run takes a few calls instead of one.
+const longSteps = createFunction(
+  { id: "long-steps", ...(MAJOR >= 4 ? { checkpointing: { maxRuntime: "1s", bufferedSteps: 2 } } : {}) },
+  { event: "js/long-steps" },
+  async ({ step, runId }) => {
+    const done = [];
+    for (let i = 0; i < 6; i++) {
+      done.push(await step.run(`part-${i}`, async () => {
+        record("part", { run_id: runId, i });
+        await sleepMs(400);
+        return i;
+      }));
+    }
+    return done;
+  },
+);
+
 // Two 2.5 MB step results: the call after the sleep is too large to carry its state, so the
 // SDK fetches it from /v0/runs/{id}/actions and /batch (use_api).
 const big = createFunction({ id: "big" }, { event: "js/big" }, async ({ step, runId }) => {
@@ -200,7 +218,7 @@ const fnFlaky = createFunction({ id: "fn-flaky", retries: 3 }, { event: "js/fn-f
 });
 
 const functions = [hello, steps, flaky, doomed, sleeper, waiter, child, parent, sender, parallel, racer, durable,
-  slowMiddle, big, fnFlaky];
+  slowMiddle, longSteps, big, fnFlaky];
 if (process.env.BAD_TRIGGER) {
   // A trigger expression the server refuses: the whole sync must fail with a clear error.
   functions.push(createFunction({ id: "broken" }, { event: "js/broken", if: "event.data.x ==" }, async () => null));
