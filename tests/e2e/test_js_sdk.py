@@ -349,3 +349,23 @@ def test_checkpointing_hands_back_after_its_max_runtime(stack):
         assert 2 <= calls < 7  # DiscoveryRequest after 1 s, several steps per call
     else:
         assert calls == 7
+
+
+def test_invoked_child_failure_is_thrown_in_the_parent(stack):
+    _, _, api = stack
+    run = run_for(api, "js/careful-parent")
+    assert run["status"] == "Completed", run
+    assert run["output"] == {"caught": "the child gave up"}
+
+
+def test_sleep_until_and_cancel_on_with_match(stack):
+    _, app, api = stack
+    kept = api.send({"name": "js/patient", "data": {"id": "keep", "ms": 1500}}).json()["ids"][0]
+    stopped = api.send({"name": "js/patient", "data": {"id": "stop", "ms": 60000}}).json()["ids"][0]
+    kept_run, stopped_run = api.wait_for_runs(kept)[0]["run_id"], api.wait_for_runs(stopped)[0]["run_id"]
+    wait_until(lambda: app.effects("patient-start", run_id=stopped_run), what="the run to start sleeping")
+    api.send({"name": "js/stop-patient", "data": {"id": "stop"}})
+    assert api.wait_for_end(stopped_run)["status"] == "Cancelled"
+    assert api.wait_for_end(kept_run)["output"] == "woke"
+    assert len(app.effects("patient-end", run_id=kept_run)) == 1
+    assert app.effects("patient-end", run_id=stopped_run) == []

@@ -114,6 +114,31 @@ const parent = createFunction({ id: "parent" }, { event: "js/parent" }, async ({
   return { child: result };
 });
 
+const failingChild = createFunction({ id: "failing-child", retries: 0 }, { event: "js/failing-child" }, async () => {
+  throw new NonRetriableError("the child gave up");
+});
+
+const carefulParent = createFunction({ id: "careful-parent" }, { event: "js/careful-parent" }, async ({ step }) => {
+  try {
+    await step.invoke("call-failing-child", { function: failingChild, data: {} });
+    return { caught: null };
+  } catch (err) {
+    return { caught: err.message };
+  }
+});
+
+// cancelOn with `match`: the SDK turns it into `cancel: [{event, if}]` in the sync.
+const patient = createFunction(
+  { id: "patient", cancelOn: [{ event: "js/stop-patient", match: "data.id" }] },
+  { event: "js/patient" },
+  async ({ event, step, runId }) => {
+    await step.run("start", () => record("patient-start", { run_id: runId, id: event.data.id }));
+    await step.sleepUntil("until-later", new Date(Date.now() + (event.data.ms || 1000)));
+    await step.run("end", () => record("patient-end", { run_id: runId, id: event.data.id }));
+    return "woke";
+  },
+);
+
 const sender = createFunction({ id: "sender" }, { event: "js/send" }, async ({ event, step }) => {
   const sent = await step.sendEvent("send-hello", { name: "js/hello", data: { name: event.data.name } });
   return sent;
@@ -218,7 +243,7 @@ const fnFlaky = createFunction({ id: "fn-flaky", retries: 3 }, { event: "js/fn-f
 });
 
 const functions = [hello, steps, flaky, doomed, sleeper, waiter, child, parent, sender, parallel, racer, durable,
-  slowMiddle, longSteps, big, fnFlaky];
+  slowMiddle, longSteps, big, fnFlaky, failingChild, carefulParent, patient];
 if (process.env.BAD_TRIGGER) {
   // A trigger expression the server refuses: the whole sync must fail with a clear error.
   functions.push(createFunction({ id: "broken" }, { event: "js/broken", if: "event.data.x ==" }, async () => null));
