@@ -12,13 +12,14 @@ import time
 import httpx
 import pytest
 
-from tests.conftest import Api, LockgateProcess, NodeAppProcess, free_port, start_stack, wait_until
+from tests.conftest import Api, LockgateProcess, NodeAppProcess, ensure_node_sdk, free_port, start_stack, wait_until
 
 SDKS = ["v4", "v3"]
 
 
 @pytest.fixture(scope="module", params=SDKS)
 def stack(request, tmp_path_factory):
+    ensure_node_sdk(request.param)  # skips without node before any server starts
     server, app, api = start_stack(tmp_path_factory.mktemp(f"js-{request.param}"), request.param,
                                    app_cls=NodeAppProcess)
     yield server, app, api
@@ -211,6 +212,7 @@ STREAMING_ENV = {"v4": "true", "v3": "force"}
 
 @pytest.fixture(scope="module", params=SDKS)
 def streamed(request, tmp_path_factory):
+    ensure_node_sdk(request.param)
     server, app, api = start_stack(tmp_path_factory.mktemp(f"js-stream-{request.param}"), request.param,
                                    app_cls=NodeAppProcess, app_env={"INNGEST_STREAMING": STREAMING_ENV[request.param]})
     yield server, app, api
@@ -289,6 +291,7 @@ def test_retry_after_error_delays_the_retry(stack):
 
 @pytest.mark.parametrize("sdk", SDKS)
 def test_a_refused_sync_is_reported_to_the_app_and_in_the_api(tmp_path, sdk):
+    ensure_node_sdk(sdk)
     server, app, api = None, None, None
     try:
         server = LockgateProcess(args=["dev", "--no-discovery", "--poll-interval", "0.5", "--in-memory"],
@@ -309,6 +312,7 @@ def test_a_refused_sync_is_reported_to_the_app_and_in_the_api(tmp_path, sdk):
 
 @pytest.mark.parametrize("sdk", SDKS)
 def test_kill9_of_lockgate_mid_call_never_reruns_a_saved_step(tmp_path, sdk):
+    ensure_node_sdk(sdk)
     port, app_port = free_port(), free_port()
     args = ["dev", "--no-discovery", "--poll-interval", "0.5", "--retry-interval", "0.2",
             "-u", f"http://127.0.0.1:{app_port}/api/inngest"]
