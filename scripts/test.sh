@@ -5,4 +5,10 @@ cd "$(dirname "$0")/.."
 python3 -m venv .venv
 .venv/bin/pip install --quiet --upgrade pip
 .venv/bin/pip install --quiet -e '.[test]'
+# The JavaScript SDK tests serve tests/e2e/js_app with inngest v3 and v4 from npm.
+if command -v npm >/dev/null; then
+  for sdk in tests/e2e/js_app/v3 tests/e2e/js_app/v4; do
+    (cd "$sdk" && npm ci --no-audit --no-fund --loglevel=error)
+  done
+fi
 exec .venv/bin/python -m pytest -q -p no:cacheprovider "$@"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -158,6 +159,43 @@ class AppProcess:
         return [e for e in self.ledger_entries() if e["kind"] == kind and all(e.get(k) == v for k, v in match.items())]
 
 
+JS_APP_DIR = ROOT / "tests" / "e2e" / "js_app"
+
+
+def ensure_node_sdk(sdk: str) -> Path:
+    """The node_modules of one JS SDK install (js_app/<sdk>/), `npm ci`-ing it when missing."""
+    if shutil.which("node") is None or shutil.which("npm") is None:
+        pytest.skip("node and npm are not installed: the JavaScript SDK tests need Node.js 18+")
+    folder = JS_APP_DIR / sdk
+    modules = folder / "node_modules"
+    if not (modules / "inngest" / "package.json").exists():
+        done = subprocess.run(["npm", "ci", "--no-audit", "--no-fund"], cwd=folder, capture_output=True, text=True,
+                              timeout=600)
+        if done.returncode != 0:
+            raise AssertionError(f"npm ci failed in {folder}:\n{done.stdout}\n{done.stderr}")
+    return modules
+
+
+@dataclass
+class NodeAppProcess(AppProcess):
+    """tests/e2e/js_app/app.cjs under node, served by the official `inngest` JS SDK installed in js_app/<module>/."""
+
+    def start(self) -> "NodeAppProcess":
+        env = {
+            **os.environ,
+            "NODE_PATH": str(ensure_node_sdk(self.module)),
+            "PORT": str(self.port),
+            # Dev mode pointed at lockgate: the SDK syncs, sends events and skips signatures.
+            "INNGEST_DEV": self.server_url,
+            "INNGEST_BASE_URL": self.server_url,
+            "LEDGER_PATH": str(self.ledger),
+            **self.extra_env,
+        }
+        self.proc = subprocess.Popen(["node", str(JS_APP_DIR / "app.cjs")], cwd=JS_APP_DIR, env=env)
+        wait_until(lambda: httpx.get(self.url, timeout=1).status_code == 200, what=f"js app ({self.module})")
+        return self
+
+
 class Api:
     """Small client for lockgate's REST API, used by tests to observe runs."""
 
@@ -191,7 +229,7 @@ class Api:
 
 
 def start_stack(tmp_path: Path, module: str, *, server_args: list[str] | None = None, persist: bool = False,
-                app_env: dict | None = None) -> tuple[LockgateProcess, AppProcess, Api]:
+                app_env: dict | None = None, app_cls: type[AppProcess] = AppProcess) -> tuple[LockgateProcess, AppProcess, Api]:
     app_port = free_port()
     app_url = f"http://127.0.0.1:{app_port}/api/inngest"
     args = ["dev", "--no-discovery", "--poll-interval", "0.5", "--retry-interval", "0.2", "-u", app_url,
@@ -200,7 +238,7 @@ def start_stack(tmp_path: Path, module: str, *, server_args: list[str] | None = 
         args.append("--in-memory")
     server = LockgateProcess(args=args, data_dir=tmp_path / "data" if persist else None,
                              log_path=tmp_path / "lockgate.log").start()
-    app = AppProcess(module=module, port=app_port, server_url=server.url, ledger=tmp_path / "ledger.jsonl",
+    app = app_cls(module=module, port=app_port, server_url=server.url, ledger=tmp_path / "ledger.jsonl",
                      extra_env=app_env or {}).start()
     api = Api(server.url)
     wait_until(lambda: len(api.functions()) > 0, what="app sync")

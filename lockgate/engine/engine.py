@@ -9,7 +9,7 @@ from typing import Any
 
 import aiohttp
 
-from lockgate.engine import cron, interpreter, waits
+from lockgate.engine import checkpoint, cron, interpreter, waits
 from lockgate.engine.dispatcher import LEASE_MS, Dispatcher
 from lockgate.engine.executor import Executor
 from lockgate.engine.ingest import Handoff, ingest_in_tx, parse_events
@@ -111,6 +111,10 @@ class Engine:
         run = await self.store.write(lambda tx: interpreter.cancel_run(tx, ctx, run_id, now=now_ms(), reason=reason))
         self.dispatcher.wake()
         return run
+
+    async def checkpoint(self, run_id: str, body: Any) -> int:
+        """Save steps a JS v4 SDK ran inside a call still in flight. Raises CheckpointError."""
+        return await self.store.write(lambda tx: checkpoint.save_checkpoint(tx, run_id, body, now=now_ms()))
 
     # -- jobs ----------------------------------------------------------------------
 

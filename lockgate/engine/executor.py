@@ -58,6 +58,8 @@ class Executor:
                 stack=[] if use_api else run.stack,
                 request_version=run.request_version,
                 use_api=use_api,
+                fn_id=fn.id,
+                qi_id=job.id,  # fenced by POST /v1/checkpoint/{run}/async
             )
 
         # A signed body must be canonical (the SDK re-canonicalises before it checks the HMAC);

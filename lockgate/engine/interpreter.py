@@ -324,8 +324,11 @@ def _apply_ops(
                 tx, ctx, run, job, f"step {op.display_name or op.id}: the '{kind}' operation is not supported by this server", now
             )
 
+    # Request version 0/1 (JS v3) expects a discovery after every parallel step rather than
+    # once the whole group is done (spec §2.6); `Promise.race` relies on it there.
+    coalesce = not 0 <= run.request_version < 2
     if completed_any:
-        if job.step_id == DISCOVERY_STEP or not pending or race:
+        if job.step_id == DISCOVERY_STEP or not pending or race or not coalesce:
             discover = True
     if discover:
         if not pending:

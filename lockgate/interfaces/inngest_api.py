@@ -6,6 +6,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from lockgate.engine.checkpoint import CheckpointError
 from lockgate.engine.engine import Engine
 from lockgate.engine.ingest import EventValidationError
 from lockgate.interfaces.auth import AccessPolicy
@@ -14,6 +15,7 @@ from lockgate.store import operations as ops
 
 MAX_EVENTS_BODY = 16 * 1024 * 1024
 MAX_REGISTER_BODY = 16 * 1024 * 1024
+MAX_CHECKPOINT_BODY = 64 * 1024 * 1024  # several steps of up to 4 MiB each
 
 
 def routes(engine: Engine, access: AccessPolicy) -> list[Route]:
@@ -48,6 +50,16 @@ def routes(engine: Engine, access: AccessPolicy) -> list[Route]:
         run = await _run_or_404(engine, request.path_params["run_id"])
         return json_response(await engine.store.read(ops.completed_memos, run.run_id))
 
+    async def checkpoint_async(request: Request) -> Response:
+        # JS v4 retries anything but 200 and 409, then returns the steps in its 206 instead.
+        access.check_api(request)
+        body = await read_json(request, limit=MAX_CHECKPOINT_BODY)
+        try:
+            saved = await engine.checkpoint(request.path_params["run_id"], body)
+        except CheckpointError as exc:
+            return error_response(exc.status, exc.message)
+        return json_response({"status": 200, "saved": saved})
+
     async def delete_run(request: Request) -> Response:
         access.check_api(request)
         run = await engine.cancel_run(request.path_params["run_id"])
@@ -62,6 +74,7 @@ def routes(engine: Engine, access: AccessPolicy) -> list[Route]:
         Route("/v0/runs/{run_id}/batch", run_batch, methods=["GET"]),
         Route("/v0/runs/{run_id}/actions", run_actions, methods=["GET"]),
         Route("/v0/runs/{run_id}", delete_run, methods=["DELETE"]),
+        Route("/v1/checkpoint/{run_id}/async", checkpoint_async, methods=["POST"]),
     ]
 
 

@@ -21,6 +21,7 @@ def build_execution_body(
     request_version: int,
     use_api: bool,
     fn_id: str | None = None,
+    qi_id: str | None = None,
 ) -> dict[str, Any]:
     """The JSON body every SDK accepts.
 
@@ -37,8 +38,12 @@ def build_execution_body(
         # Completed step ids in completion order; `current` points just past the newest one.
         "stack": {"stack": list(stack), "current": len(stack)},
     }
-    if fn_id is not None:  # JS v4 switches on checkpointing when this is present (spec §2.11)
+    # With both, JS v4 runs several steps per call and checkpoints each (spec §2.11);
+    # fn_id without qi_id makes it fail, so callers pass both or neither.
+    if fn_id is not None:
         ctx["fn_id"] = fn_id
+    if qi_id is not None:
+        ctx["qi_id"] = qi_id
     return {
         "event": event,
         "events": events,

@@ -122,7 +122,8 @@ def to_error_memo(err: Any) -> dict[str, str]:
     return memo
 
 
-def _op(raw: Any, no_retry: bool) -> Op:
+def parse_op(raw: Any, no_retry: bool = False) -> Op:
+    """One op object of a 206 array or of a JS v4 checkpoint; raises ValueError."""
     if not isinstance(raw, dict):
         raise ValueError(f"an op must be a JSON object, got {type(raw).__name__}")
     kind = raw.get("op")
@@ -197,7 +198,7 @@ def _ops(headers: dict[str, str], body: bytes, version: int | None) -> SdkResult
     try:
         value = orjson.loads(body)
         items = value if isinstance(value, list) else [value]  # a bare op object is legacy but legal
-        return OpsReturned([_op(item, no_retry) for item in items], version)
+        return OpsReturned([parse_op(item, no_retry) for item in items], version)
     except (orjson.JSONDecodeError, ValueError) as exc:
         return TransportError(f"the SDK answered 206 with an unreadable op list: {exc}", request_version=version)
 

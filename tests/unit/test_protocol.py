@@ -656,9 +656,10 @@ def test_minimal_and_use_api_bodies_are_accepted_by_the_sdk():
     event = _event(data={})
     body = build_execution_body(event=event, events=[], steps={}, run_id="01RUN", attempt=0, max_attempts=1,
                                 disable_immediate_execution=False, stack=[], request_version=2, use_api=True,
-                                fn_id="00000000-0000-0000-0000-000000000000")
+                                fn_id="00000000-0000-0000-0000-000000000000", qi_id="01RUN:call:1")
     assert body["ctx"]["use_api"] is True and body["use_api"] is True
     assert body["ctx"]["stack"] == {"stack": [], "current": 0} and body["ctx"]["fn_id"].startswith("0000")
+    assert body["ctx"]["qi_id"] == "01RUN:call:1"
     parsed = server_lib.ServerRequest.from_raw(canonical_json(body))
     assert isinstance(parsed, server_lib.ServerRequest), parsed
     assert parsed.use_api is True and parsed.events == []
