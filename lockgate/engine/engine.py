@@ -10,6 +10,7 @@ from typing import Any
 import aiohttp
 
 from lockgate.engine import cron, interpreter, waits
+from lockgate.engine.flow import admission
 from lockgate.engine.dispatcher import LEASE_MS, Dispatcher
 from lockgate.engine.executor import Executor
 from lockgate.engine.ingest import Handoff, ingest_in_tx, parse_events
@@ -102,7 +103,7 @@ class Engine:
         result = await self.store.write(lambda tx: ingest_in_tx(tx, events, registry, now=now, handoff=handoff))
         for job, run in result.leased:
             self.dispatcher.adopt(job, (run, {}))
-        if len(result.run_ids) > len(result.leased) or result.resumed:
+        if len(result.run_ids) > len(result.leased) or result.resumed or result.deferred:
             self.dispatcher.wake()
         return [e.internal_id for e in events]
 
@@ -124,6 +125,8 @@ class Engine:
                 self.dispatcher.adopt(next_job, settled.next_state)
         elif job.kind == JobKind.WAIT_TIMEOUT.value:
             await self.store.write(lambda tx: waits.expire_wait(tx, job, now=now_ms()))
+        elif job.kind in admission.JOB_KINDS:  # debounce/batch windows, start/finish timeouts
+            await self.store.write(lambda tx: admission.fire_timer(tx, ctx.registry, job, now=now_ms()))
         elif job.kind == JobKind.CRON.value:
             await self.store.write(lambda tx: cron.fire_cron(tx, ctx.registry, job, now=now_ms()))
         else:

@@ -12,6 +12,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
+from lockgate.engine.flow.config import FlowConfigError, parse_flow
 from lockgate.expressions import ExpressionError, compile_expression
 from lockgate.models import App, Function
 from lockgate.protocol.cron import parse_cron
@@ -150,6 +151,7 @@ def _check_flow_control(raw: dict, where: str) -> None:
     cancel = raw.get("cancel") or []
     if len(cancel) > 5:
         raise SyncError(f"{where}: at most 5 cancel entries")
-    concurrency = raw.get("concurrency")
-    if isinstance(concurrency, list) and len(concurrency) > 2:
-        raise SyncError(f"{where}: at most 2 concurrency limits")
+    try:
+        parse_flow(raw)
+    except FlowConfigError as exc:
+        raise SyncError(f"{where}: {exc}") from None

@@ -16,7 +16,7 @@ from starlette.routing import Route
 
 from lockgate.engine.engine import Engine
 from lockgate.interfaces.errors import ApiError, json_response, read_json
-from lockgate.interfaces.views import run_view
+from lockgate.interfaces.views import explain, run_view
 from lockgate.store import operations as ops
 
 SCHEMA = build_schema(
@@ -64,7 +64,7 @@ def _run_node(run) -> dict[str, Any]:
         "id": run.run_id,
         "status": run.status.upper(),
         "output": _dumps(run.output) if run.has_output else (_dumps(run.error) if run.error else None),
-        "explanation": run.reason,
+        "explanation": explain(run),
         "functionID": run.function_id,
         "functionSlug": run.function_slug,
         "startedAt": view["run_started_at"],

@@ -11,6 +11,7 @@ from lockgate.interfaces.auth import AccessPolicy
 from lockgate.interfaces.errors import ApiError, json_response
 from lockgate.interfaces.views import event_view, run_view, step_view
 from lockgate.models import now_ms
+from lockgate.store import flow_operations as flow_ops
 from lockgate.store import operations as ops
 
 MAX_PAGE = 100
@@ -57,7 +58,9 @@ def routes(engine: Engine, access: AccessPolicy) -> list[Route]:
         event = await store.read(ops.get_event, request.path_params["event_id"])
         if event is None:
             raise ApiError(404, "event not found")
-        return _envelope(event_view(event))
+        skipped = await store.read(flow_ops.skips_of_event, event.internal_id)
+        # Functions this event matched but started no run for, and why (rate limit, singleton...).
+        return _envelope({**event_view(event), "skipped": skipped})
 
     async def event_runs(request: Request) -> Response:
         access.check_api(request)

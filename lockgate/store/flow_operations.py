@@ -1,0 +1,200 @@
+"""SQL of flow control (concurrency slots, GCRA buckets, debounce/batch windows, skips).
+
+Same rules as `operations`: `?` placeholders, portable statements, `tx.dialect` only for
+row locks. Concurrency is enforced here, in the transaction that leases a call, so the
+limit holds across workers and replicas: the per-key row in `flow_limits` is locked
+(`FOR UPDATE` on PostgreSQL; SQLite has one writer) before slots are counted.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from lockgate.store.base import Tx
+
+PARK_PREFIX = "flow:"
+
+
+def _json(value: Any) -> str:
+    return orjson.dumps(value).decode()
+
+
+# -- concurrency ------------------------------------------------------------------------
+
+
+def set_run_limits(tx: Tx, run_id: str, limits: list[list[Any]]) -> None:
+    tx.execute(
+        "INSERT INTO flow_runs (run_id, limits) VALUES (?, ?) ON CONFLICT (run_id) DO NOTHING", (run_id, _json(limits))
+    )
+
+
+def run_limits(tx: Tx, run_id: str) -> list[list[Any]] | None:
+    row = tx.one("SELECT limits FROM flow_runs WHERE run_id = ?", (run_id,))
+    return None if row is None else orjson.loads(row["limits"])
+
+
+def lock_limit(tx: Tx, limit_key: str, capacity: int) -> None:
+    """Create or lock the key's row; the capacity follows the function's latest config."""
+    tx.execute(
+        "INSERT INTO flow_limits (limit_key, capacity) VALUES (?, ?)"
+        " ON CONFLICT (limit_key) DO UPDATE SET capacity = excluded.capacity",
+        (limit_key, capacity),
+    )
+    if tx.dialect == "postgres":
+        tx.execute("SELECT limit_key FROM flow_limits WHERE limit_key = ? FOR UPDATE", (limit_key,))
+
+
+def live_slots(tx: Tx, limit_key: str, now: int, *, excluding_job: str | None = None) -> int:
+    """Calls holding a slot of this key right now: their job is still leased by the slot's owner."""
+    row = tx.one(
+        "SELECT COUNT(*) AS n FROM flow_slots s JOIN jobs j ON j.id = s.job_id AND j.lease_owner = s.owner"
+        " WHERE s.limit_key = ? AND j.lease_expires_at >= ? AND s.job_id <> ?",
+        (limit_key, now, excluding_job or ""),
+    )
+    return row["n"]
+
+
+def take_slot(tx: Tx, limit_key: str, job_id: str, owner: str) -> None:
+    tx.execute(
+        "INSERT INTO flow_slots (limit_key, job_id, owner) VALUES (?, ?, ?)"
+        " ON CONFLICT (limit_key, job_id) DO UPDATE SET owner = excluded.owner",
+        (limit_key, job_id, owner),
+    )
+
+
+def park_job(tx: Tx, job_id: str, limit_key: str, until: int) -> None:
+    """Hold a call back until a slot of `limit_key` frees (or, as a safety net, until `until`)."""
+    tx.execute(
+        "UPDATE jobs SET lease_owner = ?, lease_expires_at = ? WHERE id = ?", (PARK_PREFIX + limit_key, until, job_id)
+    )
+
+
+def freed_limit_keys(tx: Tx, now: int) -> list[str]:
+    """Delete slots whose call settled, failed or lost its lease; return the keys they freed."""
+    rows = tx.all(
+        "SELECT s.limit_key, s.job_id FROM flow_slots s LEFT JOIN jobs j ON j.id = s.job_id"
+        " AND j.lease_owner = s.owner AND j.lease_expires_at >= ? WHERE j.id IS NULL",
+        (now,),
+    )
+    if not rows:
+        return []
+    tx.executemany("DELETE FROM flow_slots WHERE limit_key = ? AND job_id = ?",
+                   [(r["limit_key"], r["job_id"]) for r in rows])
+    return sorted({r["limit_key"] for r in rows})
+
+
+def limit_capacity(tx: Tx, limit_key: str) -> int | None:
+    row = tx.one("SELECT capacity FROM flow_limits WHERE limit_key = ?", (limit_key,))
+    return None if row is None else row["capacity"]
+
+
+def unpark(tx: Tx, limit_key: str, count: int) -> int:
+    """Make the first `count` parked calls of a key leasable again (queue order: rank_at)."""
+    if count <= 0:
+        return 0
+    rows = tx.all(
+        "SELECT id FROM jobs WHERE lease_owner = ? ORDER BY rank_at, created_at LIMIT ?",
+        (PARK_PREFIX + limit_key, count),
+    )
+    tx.executemany("UPDATE jobs SET lease_owner = NULL, lease_expires_at = NULL WHERE id = ?",
+                   [(r["id"],) for r in rows])
+    return len(rows)
+
+
+def parked_count(tx: Tx, limit_key: str) -> int:
+    return tx.one("SELECT COUNT(*) AS n FROM jobs WHERE lease_owner = ?", (PARK_PREFIX + limit_key,))["n"]
+
+
+def set_run_reason(tx: Tx, run_id: str, reason: str | None) -> None:
+    tx.execute("UPDATE runs SET reason = ? WHERE run_id = ?", (reason, run_id))
+
+
+def clear_run_reason_prefix(tx: Tx, run_id: str, prefix: str) -> None:
+    tx.execute("UPDATE runs SET reason = NULL WHERE run_id = ? AND reason LIKE ?", (run_id, prefix + "%"))
+
+
+# -- throttle and rate limit (GCRA) ----------------------------------------------------
+
+
+def bucket_tat(tx: Tx, bucket_key: str) -> int | None:
+    lock = " FOR UPDATE" if tx.dialect == "postgres" else ""
+    row = tx.one(f"SELECT tat FROM flow_buckets WHERE bucket_key = ?{lock}", (bucket_key,))
+    return None if row is None else row["tat"]
+
+
+def set_bucket_tat(tx: Tx, bucket_key: str, tat: int) -> None:
+    tx.execute(
+        "INSERT INTO flow_buckets (bucket_key, tat) VALUES (?, ?) ON CONFLICT (bucket_key) DO UPDATE SET tat = excluded.tat",
+        (bucket_key, tat),
+    )
+
+
+# -- debounce and batch windows --------------------------------------------------------
+
+
+def get_window(tx: Tx, window_key: str) -> dict[str, Any] | None:
+    lock = " FOR UPDATE" if tx.dialect == "postgres" else ""
+    row = tx.one(f"SELECT * FROM flow_windows WHERE window_key = ?{lock}", (window_key,))
+    if row is None:
+        return None
+    return {"function_id": row["function_id"], "kind": row["kind"], "events": orjson.loads(row["events"]),
+            "first_at": row["first_at"]}
+
+
+def put_window(tx: Tx, window_key: str, function_id: str, kind: str, events: list[Any], first_at: int) -> None:
+    tx.execute(
+        "INSERT INTO flow_windows (window_key, function_id, kind, events, first_at) VALUES (?, ?, ?, ?, ?)"
+        " ON CONFLICT (window_key) DO UPDATE SET events = excluded.events",
+        (window_key, function_id, kind, _json(events), first_at),
+    )
+
+
+def take_window(tx: Tx, window_key: str) -> dict[str, Any] | None:
+    window = get_window(tx, window_key)
+    if window is not None:
+        tx.execute("DELETE FROM flow_windows WHERE window_key = ?", (window_key,))
+    return window
+
+
+def move_timer(tx: Tx, job_id: str, due_at: int) -> bool:
+    """Push an unleased timer job to a new time; False if it does not exist (or is running)."""
+    cur = tx.execute(
+        "UPDATE jobs SET due_at = ?, rank_at = ? WHERE id = ? AND lease_owner IS NULL", (due_at, due_at, job_id)
+    )
+    return cur.rowcount == 1
+
+
+# -- singleton and skips ---------------------------------------------------------------
+
+
+def singleton_run(tx: Tx, singleton_key: str) -> str | None:
+    lock = " FOR UPDATE" if tx.dialect == "postgres" else ""
+    row = tx.one(f"SELECT run_id FROM flow_singletons WHERE singleton_key = ?{lock}", (singleton_key,))
+    return None if row is None else row["run_id"]
+
+
+def set_singleton_run(tx: Tx, singleton_key: str, run_id: str) -> None:
+    tx.execute(
+        "INSERT INTO flow_singletons (singleton_key, run_id) VALUES (?, ?)"
+        " ON CONFLICT (singleton_key) DO UPDATE SET run_id = excluded.run_id",
+        (singleton_key, run_id),
+    )
+
+
+def record_skip(tx: Tx, event_internal_id: str, function_id: str, function_slug: str, reason: str, at: int) -> None:
+    tx.execute(
+        "INSERT INTO flow_skips (event_internal_id, function_id, function_slug, reason, at) VALUES (?, ?, ?, ?, ?)"
+        " ON CONFLICT (event_internal_id, function_id) DO NOTHING",
+        (event_internal_id, function_id, function_slug, reason, at),
+    )
+
+
+def skips_of_event(tx: Tx, event_internal_id: str) -> list[dict[str, Any]]:
+    rows = tx.all(
+        "SELECT function_id, function_slug, reason, at FROM flow_skips WHERE event_internal_id = ? ORDER BY at",
+        (event_internal_id,),
+    )
+    return [{"function_id": r["function_id"], "function_slug": r["function_slug"], "reason": r["reason"],
+             "at": r["at"]} for r in rows]
