@@ -24,15 +24,17 @@ def _json(value: Any) -> str:
 # -- concurrency ------------------------------------------------------------------------
 
 
-def set_run_limits(tx: Tx, run_id: str, limits: list[list[Any]]) -> None:
+def set_run_limits(tx: Tx, run_id: str, limits: list[list[Any]], priority_ms: int = 0) -> None:
     tx.execute(
-        "INSERT INTO flow_runs (run_id, limits) VALUES (?, ?) ON CONFLICT (run_id) DO NOTHING", (run_id, _json(limits))
+        "INSERT INTO flow_runs (run_id, limits, priority_ms) VALUES (?, ?, ?) ON CONFLICT (run_id) DO NOTHING",
+        (run_id, _json(limits), priority_ms),
     )
 
 
-def run_limits(tx: Tx, run_id: str) -> list[list[Any]] | None:
-    row = tx.one("SELECT limits FROM flow_runs WHERE run_id = ?", (run_id,))
-    return None if row is None else orjson.loads(row["limits"])
+def run_limits(tx: Tx, run_id: str) -> tuple[list[list[Any]], int] | None:
+    """The run's concurrency limits and its priority shift, if it has either."""
+    row = tx.one("SELECT limits, priority_ms FROM flow_runs WHERE run_id = ?", (run_id,))
+    return None if row is None else (orjson.loads(row["limits"]), row["priority_ms"])
 
 
 def lock_limit(tx: Tx, limit_key: str, capacity: int) -> None:
@@ -64,10 +66,13 @@ def take_slot(tx: Tx, limit_key: str, job_id: str, owner: str) -> None:
     )
 
 
-def park_job(tx: Tx, job_id: str, limit_key: str, until: int) -> None:
-    """Hold a call back until a slot of `limit_key` frees (or, as a safety net, until `until`)."""
+def park_job(tx: Tx, job_id: str, limit_key: str, until: int, priority_ms: int = 0) -> None:
+    """Hold a call back until a slot of `limit_key` frees (or, as a safety net, until `until`).
+
+    Parked calls come back in rank order; the run's priority shifts the rank of every call."""
     tx.execute(
-        "UPDATE jobs SET lease_owner = ?, lease_expires_at = ? WHERE id = ?", (PARK_PREFIX + limit_key, until, job_id)
+        "UPDATE jobs SET lease_owner = ?, lease_expires_at = ?, rank_at = due_at - ? WHERE id = ?",
+        (PARK_PREFIX + limit_key, until, priority_ms, job_id),
     )
 
 

@@ -150,8 +150,8 @@ def prepare_run(tx: Tx, fn: Function, run: Run, job: Job, now: int) -> list[Job]
     flow = flow_of(fn)
     event = run.events[0] if run.events else {}
     extra: list[Job] = []
+    limits: list[list[Any]] = []
     if flow.concurrency:
-        limits = []
         for lim in flow.concurrency:
             if lim.key is None:
                 limits.append([f"fn:{fn.id}", lim.limit, f"concurrency limit {lim.limit} of function {fn.slug}"])
@@ -163,7 +163,6 @@ def prepare_run(tx: Tx, fn: Function, run: Run, job: Job, now: int) -> list[Job]
                 limit_key = f"{lim.scope}:{_key_text(value)}"
             label = f"concurrency limit {lim.limit} ({lim.scope} scope) for key {lim.key} = {value!r}"
             limits.append([limit_key, lim.limit, label])
-        fops.set_run_limits(tx, run.run_id, limits)
     if flow.throttle is not None:
         th = flow.throttle
         value = _key_value(th.key, event)
@@ -174,12 +173,14 @@ def prepare_run(tx: Tx, fn: Function, run: Run, job: Job, now: int) -> list[Job]
             where = f" for key {render_key(value)!r}" if th.key else ""
             run.reason = (f"throttled: {th.limit} runs per {_seconds(th.period_ms)}{where};"
                           f" starts at {iso_ms(start)}")
-    job.rank_at = job.due_at
+    priority_ms = 0
     if flow.priority is not None:
         shift = _key_value(flow.priority, event)
         if isinstance(shift, (int, float)) and not isinstance(shift, bool) and int(shift) == shift:
-            shift = max(-PRIORITY_CLAMP_S, min(PRIORITY_CLAMP_S, int(shift)))
-            job.rank_at = job.due_at - shift * 1000
+            priority_ms = max(-PRIORITY_CLAMP_S, min(PRIORITY_CLAMP_S, int(shift))) * 1000
+    job.rank_at = job.due_at - priority_ms
+    if limits or priority_ms:
+        fops.set_run_limits(tx, run.run_id, limits, priority_ms)
     for which, ms in (("start", flow.start_timeout_ms), ("finish", flow.finish_timeout_ms)):
         if ms is not None:
             extra.append(Job(id=f"{run.run_id}:timeout:{which}", kind=TIMEOUT_JOB, run_id=run.run_id,

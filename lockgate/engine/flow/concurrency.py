@@ -23,16 +23,17 @@ def admit(tx: Tx, job: Job, now: int) -> bool:
     """Called with `job` freshly leased: take its slots, or park it and explain why."""
     if job.kind != JobKind.CALL.value or not job.run_id:
         return True
-    limits = fops.run_limits(tx, job.run_id)
-    if not limits:
+    found = fops.run_limits(tx, job.run_id)
+    if not found or not found[0]:
         return True
+    limits, priority_ms = found
     # Lock keys in a fixed order so two admissions never wait on each other crosswise.
     ordered = sorted(limits, key=lambda entry: entry[0])
     for limit_key, capacity, label in ordered:
         fops.lock_limit(tx, limit_key, capacity)
         in_flight = fops.live_slots(tx, limit_key, now, excluding_job=job.id)
         if in_flight >= capacity:
-            fops.park_job(tx, job.id, limit_key, now + PARK_MS)
+            fops.park_job(tx, job.id, limit_key, now + PARK_MS, priority_ms)
             job.lease_owner = job.lease_expires_at = None
             fops.set_run_reason(
                 tx, job.run_id, f"{WAITING_PREFIX}: {label} is full ({in_flight} of {capacity} in flight)"

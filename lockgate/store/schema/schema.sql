@@ -130,8 +130,9 @@ CREATE INDEX IF NOT EXISTS waits_match ON waits (event_name, match_path, match_v
 -- Flow control (lockgate/engine/flow). Keys are evaluated once, at run creation.
 -- The concurrency limits a run's calls must fit in: JSON [[limit key, capacity, label], ...].
 CREATE TABLE IF NOT EXISTS flow_runs (
-    run_id  TEXT PRIMARY KEY,
-    limits  TEXT NOT NULL
+    run_id      TEXT PRIMARY KEY,
+    limits      TEXT NOT NULL,
+    priority_ms BIGINT NOT NULL DEFAULT 0   -- how far ahead (+) or behind (-) its calls queue
 );
 
 -- One row per concurrency key; locking it serialises admissions to that key across replicas.
