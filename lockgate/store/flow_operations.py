@@ -3,7 +3,7 @@
 Same rules as `operations`: `?` placeholders, portable statements, `tx.dialect` only for
 row locks. Concurrency is enforced here, in the transaction that leases a call, so the
 limit holds across workers and replicas: the per-key row in `flow_limits` is locked
-(`FOR UPDATE` on PostgreSQL; SQLite has one writer) before slots are counted.
+(an upsert, which holds the row lock on PostgreSQL; SQLite has one writer) before slots are counted.
 """
 
 from __future__ import annotations
@@ -39,13 +39,12 @@ def run_limits(tx: Tx, run_id: str) -> tuple[list[list[Any]], int] | None:
 
 def lock_limit(tx: Tx, limit_key: str, capacity: int) -> None:
     """Create or lock the key's row; the capacity follows the function's latest config."""
+    # The upsert locks the row on PostgreSQL until commit, whether it inserted or updated.
     tx.execute(
         "INSERT INTO flow_limits (limit_key, capacity) VALUES (?, ?)"
         " ON CONFLICT (limit_key) DO UPDATE SET capacity = excluded.capacity",
         (limit_key, capacity),
     )
-    if tx.dialect == "postgres":
-        tx.execute("SELECT limit_key FROM flow_limits WHERE limit_key = ? FOR UPDATE", (limit_key,))
 
 
 def live_slots(tx: Tx, limit_key: str, now: int, *, excluding_job: str | None = None) -> int:
@@ -123,10 +122,19 @@ def clear_run_reason_prefix(tx: Tx, run_id: str, prefix: str) -> None:
 # -- throttle and rate limit (GCRA) ----------------------------------------------------
 
 
-def bucket_tat(tx: Tx, bucket_key: str) -> int | None:
-    lock = " FOR UPDATE" if tx.dialect == "postgres" else ""
-    row = tx.one(f"SELECT tat FROM flow_buckets WHERE bucket_key = ?{lock}", (bucket_key,))
-    return None if row is None else row["tat"]
+# Reads that decide a write go through an upsert that RETURNs the row: on PostgreSQL the row is
+# then locked until commit even if it did not exist before (a plain SELECT ... FOR UPDATE locks
+# nothing when the row is missing, so two replicas could both act on "absent").
+
+
+def bucket_tat(tx: Tx, bucket_key: str, now: int) -> int:
+    """The key's theoretical arrival time (`now` for a new key), locked for this transaction."""
+    row = tx.one(
+        "INSERT INTO flow_buckets (bucket_key, tat) VALUES (?, ?)"
+        " ON CONFLICT (bucket_key) DO UPDATE SET tat = flow_buckets.tat RETURNING tat",
+        (bucket_key, now),
+    )
+    return row["tat"]
 
 
 def set_bucket_tat(tx: Tx, bucket_key: str, tat: int) -> None:
@@ -139,28 +147,28 @@ def set_bucket_tat(tx: Tx, bucket_key: str, tat: int) -> None:
 # -- debounce and batch windows --------------------------------------------------------
 
 
-def get_window(tx: Tx, window_key: str) -> dict[str, Any] | None:
-    lock = " FOR UPDATE" if tx.dialect == "postgres" else ""
-    row = tx.one(f"SELECT * FROM flow_windows WHERE window_key = ?{lock}", (window_key,))
-    if row is None:
-        return None
+def _window(row: Any) -> dict[str, Any]:
     return {"function_id": row["function_id"], "kind": row["kind"], "events": orjson.loads(row["events"]),
             "first_at": row["first_at"]}
 
 
-def put_window(tx: Tx, window_key: str, function_id: str, kind: str, events: list[Any], first_at: int) -> None:
-    tx.execute(
-        "INSERT INTO flow_windows (window_key, function_id, kind, events, first_at) VALUES (?, ?, ?, ?, ?)"
-        " ON CONFLICT (window_key) DO UPDATE SET events = excluded.events",
-        (window_key, function_id, kind, _json(events), first_at),
+def open_window(tx: Tx, window_key: str, function_id: str, kind: str, now: int) -> dict[str, Any]:
+    """The window of this key, locked; a new one (no events yet) opens at `now`."""
+    row = tx.one(
+        "INSERT INTO flow_windows (window_key, function_id, kind, events, first_at) VALUES (?, ?, ?, '[]', ?)"
+        " ON CONFLICT (window_key) DO UPDATE SET kind = flow_windows.kind RETURNING *",
+        (window_key, function_id, kind, now),
     )
+    return _window(row)
+
+
+def set_window_events(tx: Tx, window_key: str, events: list[Any]) -> None:
+    tx.execute("UPDATE flow_windows SET events = ? WHERE window_key = ?", (_json(events), window_key))
 
 
 def take_window(tx: Tx, window_key: str) -> dict[str, Any] | None:
-    window = get_window(tx, window_key)
-    if window is not None:
-        tx.execute("DELETE FROM flow_windows WHERE window_key = ?", (window_key,))
-    return window
+    row = tx.one("DELETE FROM flow_windows WHERE window_key = ? RETURNING *", (window_key,))
+    return None if row is None else _window(row)
 
 
 def move_timer(tx: Tx, job_id: str, due_at: int) -> bool:
@@ -171,13 +179,22 @@ def move_timer(tx: Tx, job_id: str, due_at: int) -> bool:
     return cur.rowcount == 1
 
 
+def drop_timer(tx: Tx, job_id: str) -> None:
+    """Remove a window's timer that is not running (a full batch flushes before its timeout)."""
+    tx.execute("DELETE FROM jobs WHERE id = ? AND lease_owner IS NULL", (job_id,))
+
+
 # -- singleton and skips ---------------------------------------------------------------
 
 
 def singleton_run(tx: Tx, singleton_key: str) -> str | None:
-    lock = " FOR UPDATE" if tx.dialect == "postgres" else ""
-    row = tx.one(f"SELECT run_id FROM flow_singletons WHERE singleton_key = ?{lock}", (singleton_key,))
-    return None if row is None else row["run_id"]
+    """The key's latest run id (None for a new key), locked for this transaction."""
+    row = tx.one(
+        "INSERT INTO flow_singletons (singleton_key, run_id) VALUES (?, '')"
+        " ON CONFLICT (singleton_key) DO UPDATE SET run_id = flow_singletons.run_id RETURNING run_id",
+        (singleton_key,),
+    )
+    return row["run_id"] or None
 
 
 def set_singleton_run(tx: Tx, singleton_key: str, run_id: str) -> None:

@@ -66,7 +66,7 @@ def _event_from_record(rec: dict[str, Any]) -> Event:
 
 def _gcra(tx: Tx, bucket_key: str, now: int, interval_ms: int, tolerance_ms: int, *, drop: bool) -> int | None:
     """Generic cell rate algorithm. Returns when this arrival may pass, or None if dropped."""
-    tat = max(fops.bucket_tat(tx, bucket_key) or now, now)
+    tat = max(fops.bucket_tat(tx, bucket_key, now), now)
     allowed_at = max(now, tat - tolerance_ms)
     if drop and allowed_at > now:
         return None
@@ -192,17 +192,17 @@ def _debounce(tx: Tx, fn: Function, flow: FlowConfig, event: Event, *, now: int)
     db = flow.debounce
     assert db is not None
     window_key = f"debounce:{fn.id}:{_key_text(_key_value(db.key, event.payload()))}"
-    window = fops.get_window(tx, window_key)
-    first_at = now if window is None else window["first_at"]
+    window = fops.open_window(tx, window_key, fn.id, DEBOUNCE_JOB, now)
+    is_new = not window["events"]
     latest = [_event_record(event)]
-    if window is not None and window["events"] and window["events"][0]["ts"] > event.ts:
+    if not is_new and window["events"][0]["ts"] > event.ts:
         latest = window["events"]  # a late event with an older ts does not replace a newer one
-    fops.put_window(tx, window_key, fn.id, DEBOUNCE_JOB, latest, first_at)
+    fops.set_window_events(tx, window_key, latest)
     due = now + db.period_ms
     if db.timeout_ms is not None:
-        due = min(due, first_at + db.timeout_ms)
+        due = min(due, window["first_at"] + db.timeout_ms)
     job_id = f"flow:{window_key}"
-    if window is None or not fops.move_timer(tx, job_id, due):
+    if is_new or not fops.move_timer(tx, job_id, due):
         ops.enqueue(tx, [Job(id=job_id, kind=DEBOUNCE_JOB, due_at=due, created_at=now,
                              payload={"window": window_key, "function_id": fn.id})])
 
@@ -211,17 +211,16 @@ def _add_to_batch(tx: Tx, fn: Function, flow: FlowConfig, event: Event, *, now: 
     batch = flow.batch
     assert batch is not None
     window_key = f"batch:{fn.id}:{_key_text(_key_value(batch.key, event.payload()))}"
-    window = fops.get_window(tx, window_key)
-    events = ([] if window is None else window["events"]) + [_event_record(event)]
+    window = fops.open_window(tx, window_key, fn.id, BATCH_JOB, now)
+    events = window["events"] + [_event_record(event)]
     job_id = f"flow:{window_key}"
     if len(events) >= batch.max_size:
         fops.take_window(tx, window_key)
-        tx.execute("DELETE FROM jobs WHERE id = ? AND lease_owner IS NULL", (job_id,))
+        fops.drop_timer(tx, job_id)
         return start_runs(tx, fn, [_event_from_record(r) for r in events], now=now, stage=_RATE, registry=registry)
-    first_at = now if window is None else window["first_at"]
-    fops.put_window(tx, window_key, fn.id, BATCH_JOB, events, first_at)
-    if window is None:
-        ops.enqueue(tx, [Job(id=job_id, kind=BATCH_JOB, due_at=first_at + batch.timeout_ms, created_at=now,
+    fops.set_window_events(tx, window_key, events)
+    if len(events) == 1:
+        ops.enqueue(tx, [Job(id=job_id, kind=BATCH_JOB, due_at=window["first_at"] + batch.timeout_ms, created_at=now,
                              payload={"window": window_key, "function_id": fn.id})])
     return None
 
