@@ -146,14 +146,20 @@ def test_rate_limit_drops_excess_events_and_says_why(stack):
 
 def test_debounce_runs_once_with_the_last_event(stack):
     _, app, api = stack
+    ids = []
     for n in (1, 2, 3):
-        send(api, {"name": "flow/debounced", "data": {"k": "x", "n": n}})
+        ids += send(api, {"name": "flow/debounced", "data": {"k": "x", "n": n}})
         time.sleep(0.3)
     send(api, {"name": "flow/debounced", "data": {"k": "y", "n": 7}})
     wait_until(lambda: len(entries(app, "debounced")) >= 2, timeout=30, what="debounced runs")
     time.sleep(3)  # the window is 2 s: nothing else may follow
     got = sorted((e["n"], e["events"]) for e in entries(app, "debounced"))
     assert got == [(3, 1), (7, 1)]
+    # The replaced events say why they started nothing.
+    for replaced, by in ((ids[0], ids[1]), (ids[1], ids[2])):
+        [skip] = api.http.get(f"/v1/events/{replaced}").json()["data"]["skipped"]
+        assert skip["reason"] == f"debounced: replaced by the later event {by}"
+    assert api.http.get(f"/v1/events/{ids[2]}").json()["data"]["skipped"] == []
 
 
 def test_batch_flushes_on_size_and_on_timeout(stack):

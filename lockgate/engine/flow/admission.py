@@ -195,8 +195,14 @@ def _debounce(tx: Tx, fn: Function, flow: FlowConfig, event: Event, *, now: int)
     window = fops.open_window(tx, window_key, fn.id, DEBOUNCE_JOB, now)
     is_new = not window["events"]
     latest = [_event_record(event)]
-    if not is_new and window["events"][0]["ts"] > event.ts:
-        latest = window["events"]  # a late event with an older ts does not replace a newer one
+    if not is_new:
+        held = window["events"][0]
+        if held["ts"] > event.ts:  # a late event with an older ts does not replace a newer one
+            latest = window["events"]
+            _skip(tx, fn, event, f"debounced: event {held['id']} with a later ts is already waiting", now)
+        else:
+            fops.record_skip(tx, held["internal_id"], fn.id, fn.slug,
+                             f"debounced: replaced by the later event {event.id}", now)
     fops.set_window_events(tx, window_key, latest)
     due = now + db.period_ms
     if db.timeout_ms is not None:
