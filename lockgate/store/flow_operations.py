@@ -111,12 +111,11 @@ def parked_count(tx: Tx, limit_key: str) -> int:
     return tx.one("SELECT COUNT(*) AS n FROM jobs WHERE lease_owner = ?", (PARK_PREFIX + limit_key,))["n"]
 
 
-def set_run_reason(tx: Tx, run_id: str, reason: str | None) -> None:
-    tx.execute("UPDATE runs SET reason = ? WHERE run_id = ?", (reason, run_id))
-
-
-def clear_run_reason_prefix(tx: Tx, run_id: str, prefix: str) -> None:
-    tx.execute("UPDATE runs SET reason = NULL WHERE run_id = ? AND reason LIKE ?", (run_id, prefix + "%"))
+def parked_limit_of_run(tx: Tx, run_id: str) -> str | None:
+    """The limit key one of this run's calls is parked on, if any."""
+    row = tx.one("SELECT lease_owner FROM jobs WHERE run_id = ? AND lease_owner LIKE ? LIMIT 1",
+                 (run_id, PARK_PREFIX + "%"))
+    return None if row is None else row["lease_owner"][len(PARK_PREFIX):]
 
 
 # -- throttle and rate limit (GCRA) ----------------------------------------------------

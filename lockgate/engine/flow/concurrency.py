@@ -1,8 +1,8 @@
 """Concurrency limits, enforced in the store at the moment a call is leased.
 
 A call job of a run with limits may only keep its lease if every limit has a free slot;
-otherwise it is parked (lease_owner = 'flow:<key>') and the run says which limit and key
-it waits for. Slots are rows tied to the job's lease, so whatever ends the lease (the call
+otherwise it is parked (lease_owner = 'flow:<key>') and the run's explanation says which
+limit and key it waits for. Slots are rows tied to the job's lease, so whatever ends the lease (the call
 settles, is retried, the worker crashes and the lease lapses) frees the slot; the next
 lease round notices freed keys and unparks the oldest waiting calls (by rank_at, so
 priority applies).
@@ -16,7 +16,6 @@ from lockgate.store import operations as ops
 from lockgate.store.base import Tx
 
 PARK_MS = 60_000  # safety net: a parked call is re-checked at least this often
-WAITING_PREFIX = "waiting for a concurrency slot"
 
 
 def admit(tx: Tx, job: Job, now: int) -> bool:
@@ -29,19 +28,15 @@ def admit(tx: Tx, job: Job, now: int) -> bool:
     limits, priority_ms = found
     # Lock keys in a fixed order so two admissions never wait on each other crosswise.
     ordered = sorted(limits, key=lambda entry: entry[0])
-    for limit_key, capacity, label in ordered:
+    for limit_key, capacity, _label in ordered:
         fops.lock_limit(tx, limit_key, capacity)
         in_flight = fops.live_slots(tx, limit_key, now, excluding_job=job.id)
-        if in_flight >= capacity:
+        if in_flight >= capacity:  # the run's explanation is derived from the park (flow/explain.py)
             fops.park_job(tx, job.id, limit_key, now + PARK_MS, priority_ms)
             job.lease_owner = job.lease_expires_at = None
-            fops.set_run_reason(
-                tx, job.run_id, f"{WAITING_PREFIX}: {label} is full ({in_flight} of {capacity} in flight)"
-            )
             return False
     for limit_key, _, _ in ordered:
         fops.take_slot(tx, limit_key, job.id, job.lease_owner)
-    fops.clear_run_reason_prefix(tx, job.run_id, WAITING_PREFIX)
     return True
 
 
