@@ -118,6 +118,13 @@ def parked_limit_of_run(tx: Tx, run_id: str) -> str | None:
     return None if row is None else row["lease_owner"][len(PARK_PREFIX):]
 
 
+def waits_of_run(tx: Tx, run_id: str) -> list[dict[str, Any]]:
+    rows = tx.all("SELECT kind, event_name, display_name, expires_at FROM waits WHERE run_id = ? ORDER BY expires_at",
+                  (run_id,))
+    return [{"kind": r["kind"], "event_name": r["event_name"], "display_name": r["display_name"],
+             "expires_at": r["expires_at"]} for r in rows]
+
+
 # -- throttle and rate limit (GCRA) ----------------------------------------------------
 
 

@@ -219,6 +219,9 @@ def test_singleton_cancel_replaces_the_active_run(stack):
     _, app, api = stack
     first = send(api, {"name": "flow/singleton-cancel", "data": {"k": "a", "n": 1, "nap": 60}})
     wait_until(lambda: entries(app, "start", fn="singleton-cancel", n=1), timeout=30, what="first run start")
+    [sleeping] = api.event_runs(first[0])  # a paused run says what it waits for
+    wait_until(lambda: api.run(sleeping["run_id"])["explanation"].startswith("sleeping: step nap wakes at"),
+               timeout=30, what="the sleeping run's explanation")
     second = send(api, {"name": "flow/singleton-cancel", "data": {"k": "a", "n": 2, "nap": 1}})
     [old] = runs_of(api, first)
     assert old["status"] == "Cancelled" and "singleton" in old["reason"]
