@@ -159,6 +159,11 @@ def new_run(
     return run, job
 
 
+def claim_run_dedupe(tx: Tx, fn: Function, event: Event, now: int) -> bool:
+    """One run per function and event id within 24 h: False for a repeated event."""
+    return ops.claim_unique_key(tx, f"run:{fn.id}:{event.id}", expires_at=now + RUN_DEDUPE_WINDOW_MS, now=now)
+
+
 def create_run_in_tx(
     tx: Tx, fn: Function, events: list[Event], *, now: int, handoff: Handoff | None = None,
     result: IngestResult | None = None, flow_checked: bool = False, registry: Registry | None = None, **kwargs: Any,
@@ -170,8 +175,7 @@ def create_run_in_tx(
     if shaped and not flow_checked:
         return admission.start_runs(tx, fn, events, now=now, registry=registry, handoff=handoff, result=result,
                                     **kwargs)
-    dedupe = f"run:{fn.id}:{events[0].id}"
-    if not ops.claim_unique_key(tx, dedupe, expires_at=now + RUN_DEDUPE_WINDOW_MS, now=now):
+    if not flow_checked and not claim_run_dedupe(tx, fn, events[0], now):  # flow control claims it first
         return None
     run, job = new_run(fn, events, now=now, **kwargs)
     timers = admission.prepare_run(tx, fn, run, job, now) if shaped else []

@@ -144,6 +144,16 @@ def test_rate_limit_drops_excess_events_and_says_why(stack):
     assert sorted(e["n"] for e in entries(app, "start", fn="rate-limited") if e["n"] is not None) == [0, 1, 9]
 
 
+def test_a_repeated_event_id_takes_no_rate_limit_token(stack):
+    _, app, api = stack
+    first = send(api, {"id": "order-1", "name": "flow/rate-limited", "data": {"user": "u3", "n": 20}})
+    repeat = send(api, {"id": "order-1", "name": "flow/rate-limited", "data": {"user": "u3", "n": 21}})
+    second = send(api, {"id": "order-2", "name": "flow/rate-limited", "data": {"user": "u3", "n": 22}})
+    assert all(r["status"] == "Completed" for r in runs_of(api, first + second))
+    assert api.event_runs(repeat[0]) == []
+    assert sorted(e["n"] for e in entries(app, "start", fn="rate-limited") if e["n"] in (20, 21, 22)) == [20, 22]
+
+
 def test_debounce_runs_once_with_the_last_event(stack):
     _, app, api = stack
     ids = []
@@ -172,7 +182,7 @@ def test_batch_flushes_on_size_and_on_timeout(stack):
 
 def test_priority_reorders_a_backlog(stack):
     _, app, api = stack
-    send(api, {"name": "flow/prioritized", "data": {"n": 0, "priority": 0, "sleep": 2}})
+    send(api, {"name": "flow/prioritized", "data": {"n": 0, "priority": 0, "sleep": 4}})
     wait_until(lambda: entries(app, "start", fn="prioritized"), timeout=30, what="blocker start")
     low = send(api, [{"name": "flow/prioritized", "data": {"n": n, "priority": 0}} for n in (1, 2, 3)])
     high = send(api, {"name": "flow/prioritized", "data": {"n": 9, "priority": 300}})

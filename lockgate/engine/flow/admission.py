@@ -78,11 +78,14 @@ def start_runs(
     tx: Tx, fn: Function, events: list[Event], *, now: int, stage: int = _BATCH, registry: Any = None, **kwargs: Any
 ) -> Run | None:
     """Apply creation-time flow control; returns the run if one was created now."""
-    from lockgate.engine.ingest import create_run_in_tx
+    from lockgate.engine.ingest import claim_run_dedupe, create_run_in_tx
 
     flow = flow_of(fn)
     first = events[0]
     payload = first.payload()
+    # A repeated event (same id) must not take a rate-limit token or join a window twice.
+    if stage == _BATCH and not claim_run_dedupe(tx, fn, first, now):
+        return None
 
     if stage <= _BATCH and flow.batch is not None and not kwargs.get("correlation_id"):
         cond = flow.batch.condition
