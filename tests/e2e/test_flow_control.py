@@ -92,6 +92,17 @@ def test_two_limits_at_once(stack):
         assert max_overlap(app, "two-limits", customer=customer) == 1
 
 
+def test_env_scope_limit_is_shared_by_functions(stack):
+    _, app, api = stack
+    events = [{"name": f"flow/shared-{fn}", "data": {"customer": account, "account": account, "n": n, "sleep": 0.7}}
+              for n in range(2) for fn in ("a", "b") for account in ("acme", "globex")]
+    runs = runs_of(api, send(api, events))
+    assert all(r["status"] == "Completed" for r in runs)
+    for account in ("acme", "globex"):  # customer == account here: overlap per account across both functions
+        assert max_overlap(app, "shared", customer=account) == 1
+    assert max_overlap(app, "shared") == 2
+
+
 def test_quiet_key_is_not_starved_and_waiting_runs_explain_why(stack):
     _, app, api = stack
     noisy = send(api, [{"name": "flow/per-customer", "data": {"customer": "noisy", "n": n, "sleep": 0.3}}
@@ -178,6 +189,20 @@ def test_batch_flushes_on_size_and_on_timeout(stack):
     wait_until(lambda: len(entries(app, "batched")) >= 2, timeout=30, what="two batches")
     batches = [e["ns"] for e in entries(app, "batched")]
     assert batches == [[1, 2, 3], [4]]
+
+
+def test_batch_keys_and_if(stack):
+    _, app, api = stack
+    before = len(entries(app, "batched"))
+    send(api, [{"name": "flow/batched", "data": {"n": 10, "group": "g1"}},
+               {"name": "flow/batched", "data": {"n": 20, "group": "g2"}},
+               {"name": "flow/batched", "data": {"n": 11, "group": "g1"}},
+               {"name": "flow/batched", "data": {"n": 30, "group": "g1", "solo": True}}])
+    wait_until(lambda: len(entries(app, "batched")) >= before + 3, timeout=30, what="three runs")
+    time.sleep(1)
+    got = [e["ns"] for e in entries(app, "batched")[before:]]
+    assert got[0] == [30]  # `if` is false: it runs at once, alone
+    assert sorted(got[1:]) == [[10, 11], [20]]  # one batch per key, flushed by the timeout
 
 
 def test_priority_reorders_a_backlog(stack):

@@ -52,6 +52,20 @@ async def two_limits(ctx: inngest.Context) -> dict:
     return await work(ctx, "two-limits")
 
 
+# Two functions sharing one account-wide limit: the counter is per key value, across functions.
+SHARED = [inngest.Concurrency(limit=1, key="event.data.account", scope="env")]
+
+
+@client.create_function(fn_id="shared-a", trigger=inngest.TriggerEvent(event="flow/shared-a"), concurrency=SHARED)
+async def shared_a(ctx: inngest.Context) -> dict:
+    return await work(ctx, "shared")
+
+
+@client.create_function(fn_id="shared-b", trigger=inngest.TriggerEvent(event="flow/shared-b"), concurrency=SHARED)
+async def shared_b(ctx: inngest.Context) -> dict:
+    return await work(ctx, "shared")
+
+
 @client.create_function(fn_id="throttled", trigger=inngest.TriggerEvent(event="flow/throttled"),
                         throttle=inngest.Throttle(limit=1, period=datetime.timedelta(seconds=2), burst=1))
 async def throttled(ctx: inngest.Context) -> dict:
@@ -80,7 +94,8 @@ async def debounced(ctx: inngest.Context) -> dict:
 @client.create_function(
     fn_id="batched",
     trigger=inngest.TriggerEvent(event="flow/batched"),
-    batch_events=inngest.Batch(max_size=3, timeout=datetime.timedelta(seconds=2)),
+    batch_events=inngest.Batch(max_size=3, timeout=datetime.timedelta(seconds=2), key="event.data.group",
+                               if_exp="event.data.solo != true"),
 )
 async def batched(ctx: inngest.Context) -> list:
     ns = [e.data.get("n") for e in ctx.events]
@@ -144,6 +159,6 @@ app = FastAPI()
 inngest.fast_api.serve(
     app,
     client,
-    [limit_two, per_customer, two_limits, throttled, rate_limited, debounced, batched, prioritized, start_timeout,
+    [limit_two, per_customer, two_limits, shared_a, shared_b, throttled, rate_limited, debounced, batched, prioritized, start_timeout,
      finish_timeout, singleton_skip, singleton_cancel],
 )
