@@ -165,6 +165,17 @@ def test_a_repeated_event_id_takes_no_rate_limit_token(stack):
     assert sorted(e["n"] for e in entries(app, "start", fn="rate-limited") if e["n"] in (20, 21, 22)) == [20, 22]
 
 
+def test_idempotency_key_starts_one_run_per_value(stack):
+    _, app, api = stack
+    ids = send(api, [{"name": "flow/idempotent", "data": {"order": o, "n": n}}
+                     for n, o in enumerate(["o-1", "o-2", "o-1"])])
+    assert all(r["status"] == "Completed" for r in runs_of(api, ids[:2]))
+    assert api.event_runs(ids[2]) == []
+    [skip] = api.http.get(f"/v1/events/{ids[2]}").json()["data"]["skipped"]
+    assert "idempotency" in skip["reason"] and "'o-1'" in skip["reason"]
+    assert sorted(e["n"] for e in entries(app, "start", fn="idempotent")) == [0, 1]
+
+
 def test_debounce_runs_once_with_the_last_event(stack):
     _, app, api = stack
     ids = []

@@ -81,6 +81,12 @@ async def rate_limited(ctx: inngest.Context) -> dict:
     return await work(ctx, "rate-limited", 0.0)
 
 
+@client.create_function(fn_id="idempotent", trigger=inngest.TriggerEvent(event="flow/idempotent"),
+                        idempotency="event.data.order")
+async def idempotent(ctx: inngest.Context) -> dict:
+    return await work(ctx, "idempotent", 0.0)
+
+
 @client.create_function(
     fn_id="debounced",
     trigger=inngest.TriggerEvent(event="flow/debounced"),
@@ -159,6 +165,6 @@ app = FastAPI()
 inngest.fast_api.serve(
     app,
     client,
-    [limit_two, per_customer, two_limits, shared_a, shared_b, throttled, rate_limited, debounced, batched, prioritized, start_timeout,
+    [limit_two, per_customer, two_limits, shared_a, shared_b, throttled, rate_limited, idempotent, debounced, batched, prioritized, start_timeout,
      finish_timeout, singleton_skip, singleton_cancel],
 )
