@@ -160,7 +160,8 @@ def parse_flow(raw: dict) -> FlowConfig:
         throttle = Throttle(
             limit=_int(t.get("limit"), "throttle.limit", low=1, high=10_000),
             period_ms=_duration_ms(t.get("period"), "throttle.period", high_ms=7 * 86400_000),
-            burst=_int(t.get("burst", 1) if t.get("burst") is not None else 1, "throttle.burst", low=0, high=10_000),
+            # Python SDKs send burst 1 by default; absent means the same.
+            burst=_int(1 if t.get("burst") is None else t.get("burst"), "throttle.burst", low=0, high=10_000),
             key=_expression(t.get("key"), "throttle.key"),
         )
 
