@@ -70,6 +70,15 @@ def test_concurrency_limit_is_never_exceeded(stack):
     assert max_overlap(app, "limit-two") == 2
 
 
+def test_concurrency_counts_parallel_steps_not_runs(stack):
+    _, app, api = stack
+    runs = runs_of(api, send(api, [{"name": "flow/parallel-two", "data": {}} for _ in range(3)]))
+    assert [r["status"] for r in runs] == ["Completed"] * 3
+    assert [sorted(r["output"]) for r in runs] == [["b0", "b1", "b2", "b3"]] * 3
+    assert len(entries(app, "start", fn="parallel-two")) == 12  # every step ran exactly once
+    assert max_overlap(app, "parallel-two") == 2
+
+
 def test_concurrency_key_limits_each_customer(stack):
     _, app, api = stack
     events = [{"name": "flow/per-customer", "data": {"customer": c, "n": n, "sleep": 1}}

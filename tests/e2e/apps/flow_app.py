@@ -37,6 +37,23 @@ async def limit_two(ctx: inngest.Context) -> dict:
     return await work(ctx, "limit-two")
 
 
+@client.create_function(fn_id="parallel-two", trigger=inngest.TriggerEvent(event="flow/parallel-two"),
+                        concurrency=[inngest.Concurrency(limit=2)])
+async def parallel_two(ctx: inngest.Context) -> list:
+    """Four parallel steps per run: the limit counts steps in flight, not runs."""
+
+    def branch(name: str):
+        async def body() -> str:
+            record("start", fn="parallel-two", run_id=ctx.run_id, n=name)
+            await asyncio.sleep(0.5)
+            record("end", fn="parallel-two", run_id=ctx.run_id, n=name)
+            return name
+
+        return lambda: ctx.step.run(name, body)
+
+    return list(await ctx.group.parallel(tuple(branch(f"b{i}") for i in range(4))))
+
+
 @client.create_function(fn_id="per-customer", trigger=inngest.TriggerEvent(event="flow/per-customer"),
                         concurrency=[inngest.Concurrency(limit=1, key="event.data.customer")])
 async def per_customer(ctx: inngest.Context) -> dict:
@@ -165,6 +182,6 @@ app = FastAPI()
 inngest.fast_api.serve(
     app,
     client,
-    [limit_two, per_customer, two_limits, shared_a, shared_b, throttled, rate_limited, idempotent, debounced, batched, prioritized, start_timeout,
+    [limit_two, parallel_two, per_customer, two_limits, shared_a, shared_b, throttled, rate_limited, idempotent, debounced, batched, prioritized, start_timeout,
      finish_timeout, singleton_skip, singleton_cancel],
 )
