@@ -1,24 +1,22 @@
-"""Cancel-on-event (`cancel: [{event, if?, timeout?}]`) and idempotency keys: rules a
-function's config applies to each new run, checked and stored with the run itself."""
+"""Cancel-on-event (`cancel: [{event, if?, timeout?}]`): listeners registered with each new
+run, indexed and matched like waits, dropped when the run ends."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from lockgate.engine import waits
-from lockgate.expressions import ExpressionError, compile_expression, render_key, validate_restrictive
+from lockgate.expressions import ExpressionError, compile_expression, validate_restrictive
 from lockgate.models import Function, Run, Wait
 from lockgate.protocol.timeparse import parse_time_or_duration
-from lockgate.store import operations as ops
 from lockgate.store.base import Tx
 
 MAX_CANCEL_ENTRIES = 5
 DEFAULT_CANCEL_WINDOW_MS = 365 * 86400_000
-IDEMPOTENCY_WINDOW_MS = 24 * 3600 * 1000
 
 
 def check_config(raw: dict[str, Any]) -> list[str]:
-    """Problems with a function's `cancel` and `idempotency` config, in plain words."""
+    """Problems with a function's `cancel` config, in plain words."""
     problems: list[str] = []
     cancel = raw.get("cancel")
     if cancel is not None and not isinstance(cancel, list):
@@ -41,29 +39,7 @@ def check_config(raw: dict[str, Any]) -> list[str]:
                 parse_time_or_duration(str(entry["timeout"]), 0)
             except ValueError as exc:
                 problems.append(f"{where}.timeout: {exc}")
-    key = raw.get("idempotency")
-    if key is not None:
-        if not isinstance(key, str) or not key:
-            problems.append("'idempotency' must be an expression")
-        else:
-            try:
-                compile_expression(key)
-            except ExpressionError as exc:
-                problems.append(f"idempotency: {exc}")
     return problems
-
-
-def claim_idempotency(tx: Tx, fn: Function, event: dict[str, Any], *, now: int) -> bool:
-    """False when a run of `fn` already started for this key value in the last 24 h."""
-    source = fn.config.get("idempotency")
-    if not source:
-        return True
-    try:
-        value = compile_expression(source).evaluate({"event": event})
-    except ExpressionError:
-        return True  # Inngest runs the function when the key cannot be computed
-    key = f"idem:{fn.id}:{render_key(value)}"
-    return ops.claim_unique_key(tx, key, expires_at=now + IDEMPOTENCY_WINDOW_MS, now=now)
 
 
 def register_listeners(tx: Tx, fn: Function, run: Run, *, now: int) -> None:

@@ -15,6 +15,7 @@ import os
 import socket
 from typing import Awaitable, Callable
 
+from lockgate.engine.flow.concurrency import lease_due
 from lockgate.models import Job, JobKind, now_ms
 from lockgate.store import operations as ops
 from lockgate.store.base import Store, Tx
@@ -27,7 +28,8 @@ SAFETY_POLL_S = 30.0  # only a safety net; due work is dispatched on wake-up
 
 
 def _lease_batch(tx: Tx, owner: str, now: int, limit: int) -> tuple[list[Job], int | None]:
-    jobs = ops.lease_due_jobs(tx, owner=owner, now=now, limit=limit, lease_ms=LEASE_MS) if limit > 0 else []
+    # Concurrency limits are checked here, in the leasing transaction (engine/flow/concurrency.py).
+    jobs = lease_due(tx, owner=owner, now=now, limit=limit, lease_ms=LEASE_MS) if limit > 0 else []
     starting = [j.run_id for j in jobs if j.kind == JobKind.CALL.value and j.run_id]
     if starting:
         ops.mark_runs_started(tx, starting, now)

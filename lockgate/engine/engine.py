@@ -10,6 +10,7 @@ from typing import Any
 import aiohttp
 
 from lockgate.engine import checkpoint, cron, interpreter, waits
+from lockgate.engine.flow import admission
 from lockgate.engine.dispatcher import LEASE_MS, Dispatcher
 from lockgate.engine.executor import Executor
 from lockgate.engine.ingest import Handoff, ingest_in_tx, parse_events
@@ -102,7 +103,7 @@ class Engine:
         result = await self.store.write(lambda tx: ingest_in_tx(tx, events, registry, now=now, handoff=handoff))
         for job, run in result.leased:
             self.dispatcher.adopt(job, (run, {}))
-        if len(result.run_ids) > len(result.leased) or result.resumed:
+        if len(result.run_ids) > len(result.leased) or result.resumed or result.deferred:
             self.dispatcher.wake()
         return [e.internal_id for e in events]
 
@@ -128,6 +129,8 @@ class Engine:
                 self.dispatcher.adopt(next_job, settled.next_state)
         elif job.kind == JobKind.WAIT_TIMEOUT.value:
             await self.store.write(lambda tx: waits.expire_wait(tx, job, now=now_ms()))
+        elif job.kind in admission.JOB_KINDS:  # debounce/batch windows, start/finish timeouts
+            await self.store.write(lambda tx: admission.fire_timer(tx, ctx.registry, job, now=now_ms()))
         elif job.kind == JobKind.CRON.value:
             await self.store.write(lambda tx: cron.fire_cron(tx, ctx.registry, job, now=now_ms()))
         else:
@@ -192,9 +195,12 @@ class Engine:
             if isinstance(url, str):
                 await self.store.write(lambda tx: ops.set_app_error(tx, url=url, error=message, at=now))
             return SyncOutcome(400, {"error": message, "status": 400})
-        modified = await self.store.write(_store_registration, reg, now)
+        functions = await self.store.write(_store_registration, reg, now)
+        modified = functions is not None
         if modified:
-            await self.reload_registry()
+            # Loaded in the sync's own transaction: no window in which the API already lists the
+            # new functions but events still match the old registry.
+            self.registry = Registry.build(functions)
             self.dispatcher.wake()
         self._remember_url(reg.app.url)
         return SyncOutcome(
@@ -275,11 +281,12 @@ def _load_call_state(tx: Tx, run_id: str) -> tuple[Any, dict[str, Any]] | None:
     return run, ops.completed_memos(tx, run_id)
 
 
-def _store_registration(tx: Tx, reg: Registration, now: int) -> bool:
+def _store_registration(tx: Tx, reg: Registration, now: int) -> list | None:
+    """Store a sync; returns every function when something changed, else None."""
     existing = ops.get_app(tx, reg.app.name)
     if existing and existing.checksum == reg.checksum and not existing.error:
         tx.execute("UPDATE apps SET synced_at = ? WHERE name = ?", (now, reg.app.name))
-        return False
+        return None
     if existing:
         reg.app.created_at = existing.created_at
     ops.delete_placeholder_app(tx, reg.app.url)
@@ -291,4 +298,4 @@ def _store_registration(tx: Tx, reg: Registration, now: int) -> bool:
     for fn in reg.functions:
         if before.get(fn.slug) != fn.version or fn.slug not in before:
             cron.rearm_crons(tx, fn, now)
-    return True
+    return ops.load_functions(tx)

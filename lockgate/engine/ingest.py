@@ -12,6 +12,8 @@ from typing import Any
 import orjson
 
 from lockgate.engine import cancellation
+from lockgate.engine.flow.concurrency import lease_call
+from lockgate.engine.flow.config import flow_of
 from lockgate.engine.registry import Registry
 from lockgate.models import DISCOVERY_STEP, Event, Function, Job, JobKind, Run, RunStatus, Wait
 from lockgate.protocol.event_ids import new_ulid, ulid_from_seed
@@ -108,6 +110,7 @@ class IngestResult:
     run_ids: list[str] = field(default_factory=list)
     resumed: int = 0  # paused runs this batch of events woke up
     leased: list[tuple[Job, Run]] = field(default_factory=list)  # first calls handed straight to workers
+    deferred: int = 0  # events held in a debounce or batch window (their timers need the dispatcher)
 
 
 @dataclass(slots=True)
@@ -157,23 +160,32 @@ def new_run(
     return run, job
 
 
+def claim_run_dedupe(tx: Tx, fn: Function, event: Event, now: int) -> bool:
+    """One run per function and event id within 24 h: False for a repeated event."""
+    return ops.claim_unique_key(tx, f"run:{fn.id}:{event.id}", expires_at=now + RUN_DEDUPE_WINDOW_MS, now=now)
+
+
 def create_run_in_tx(
     tx: Tx, fn: Function, events: list[Event], *, now: int, handoff: Handoff | None = None,
-    result: IngestResult | None = None, **kwargs: Any,
+    result: IngestResult | None = None, flow_checked: bool = False, registry: Registry | None = None, **kwargs: Any,
 ) -> Run | None:
     """Create a run unless one already ran for this function and event id (24 h window)."""
-    dedupe = f"run:{fn.id}:{events[0].id}"
-    if not ops.claim_unique_key(tx, dedupe, expires_at=now + RUN_DEDUPE_WINDOW_MS, now=now):
-        return None
-    if not cancellation.claim_idempotency(tx, fn, events[0].payload(), now=now):
+    from lockgate.engine.flow import admission  # flow control creates runs through this function
+
+    shaped = flow_of(fn).shapes_creation
+    if shaped and not flow_checked:
+        return admission.start_runs(tx, fn, events, now=now, registry=registry, handoff=handoff, result=result,
+                                    **kwargs)
+    if not flow_checked and not claim_run_dedupe(tx, fn, events[0], now):  # flow control claims it first
         return None
     run, job = new_run(fn, events, now=now, **kwargs)
+    timers = admission.prepare_run(tx, fn, run, job, now) if shaped else []
     ops.insert_run(tx, run)
-    ops.enqueue(tx, [job])
+    ops.enqueue(tx, [job, *timers])
     if len(events) == 1:  # batched runs get no cancel listeners
         cancellation.register_listeners(tx, fn, run, now=now)
     if handoff is not None and result is not None and len(result.leased) < handoff.limit:
-        if ops.lease_job(tx, job, owner=handoff.owner, now=now, lease_ms=handoff.lease_ms):
+        if lease_call(tx, job, owner=handoff.owner, now=now, lease_ms=handoff.lease_ms):
             ops.mark_runs_started(tx, [run.run_id], now)
             run.status, run.started_at, run.reason = RunStatus.RUNNING.value, now, None
             result.leased.append((job, run))
@@ -198,7 +210,7 @@ def ingest_in_tx(
         result.resumed += len(match_event(tx, event, now=now, cancel=cancel))
         payload = event.payload()
         for fn in registry.match(payload):
-            run = create_run_in_tx(tx, fn, [event], now=now, handoff=handoff, result=result)
+            run = create_run_in_tx(tx, fn, [event], now=now, handoff=handoff, result=result, registry=registry)
             if run is not None:
                 result.run_ids.append(run.run_id)
     return result

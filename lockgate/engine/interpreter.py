@@ -13,6 +13,7 @@ from typing import Any
 
 import orjson
 
+from lockgate.engine.flow.concurrency import lease_call
 from lockgate.engine.ingest import Handoff, create_run_in_tx, ingest_in_tx
 from lockgate.engine.resume import discovery_job, resume_step
 from lockgate.engine import waits
@@ -68,7 +69,7 @@ def _hand_off(tx: Tx, ctx: EngineContext, run_id: str, jobs: list[Job], now: int
         return settled
     for job in jobs:
         if job.kind == JobKind.CALL.value and len(settled.next_jobs) < ctx.handoff.limit:
-            if ops.lease_job(tx, job, owner=ctx.handoff.owner, now=now, lease_ms=ctx.handoff.lease_ms):
+            if lease_call(tx, job, owner=ctx.handoff.owner, now=now, lease_ms=ctx.handoff.lease_ms):
                 settled.next_jobs.append(job)
     if settled.next_jobs:
         run = ops.get_run(tx, run_id)
@@ -312,7 +313,7 @@ def _apply_ops(
                                    expires_at=expires, match_path="data.correlation_id", match_value=correlation,
                                    display_name=op.display_name), now=now)
             ops.insert_events(tx, [invoked])
-            create_run_in_tx(tx, target, [invoked], now=now, correlation_id=correlation)
+            create_run_in_tx(tx, target, [invoked], now=now, correlation_id=correlation, registry=ctx.registry)
             ops.note_step_pending(tx, Step(run.run_id, op.id, kind, "invoking", op.display_name, started_at=now))
         elif kind == "RunComplete":
             ops.release_job(tx, job)

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from lockgate.engine import cancellation
+from lockgate.engine.flow.config import FlowConfigError, parse_flow
 from lockgate.expressions import ExpressionError, compile_expression
 from lockgate.models import App, Function
 from lockgate.protocol.cron import parse_cron
@@ -151,6 +152,7 @@ def _check_flow_control(raw: dict, where: str) -> None:
     problems = cancellation.check_config(raw)
     if problems:
         raise SyncError(f"{where}: " + "; ".join(problems))
-    concurrency = raw.get("concurrency")
-    if isinstance(concurrency, list) and len(concurrency) > 2:
-        raise SyncError(f"{where}: at most 2 concurrency limits")
+    try:
+        parse_flow(raw)
+    except FlowConfigError as exc:
+        raise SyncError(f"{where}: {exc}") from None

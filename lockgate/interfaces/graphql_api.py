@@ -15,8 +15,9 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from lockgate.engine.engine import Engine
+from lockgate.engine.flow.explain import explained
 from lockgate.interfaces.errors import ApiError, json_response, read_json
-from lockgate.interfaces.views import run_view
+from lockgate.interfaces.views import explain, run_view
 from lockgate.store import operations as ops
 
 SCHEMA = build_schema(
@@ -64,7 +65,7 @@ def _run_node(run) -> dict[str, Any]:
         "id": run.run_id,
         "status": run.status.upper(),
         "output": _dumps(run.output) if run.has_output else (_dumps(run.error) if run.error else None),
-        "explanation": run.reason,
+        "explanation": explain(run),
         "functionID": run.function_id,
         "functionSlug": run.function_slug,
         "startedAt": view["run_started_at"],
@@ -78,7 +79,7 @@ class _Resolvers:
         self.store = engine.store
 
     async def run(self, info, runID: str):  # noqa: N803 - GraphQL argument name
-        run = await self.store.read(ops.get_run, runID)
+        run = await self.store.read(explained(ops.get_run), runID)
         if run is None:
             return None
         node = _run_node(run)
@@ -112,7 +113,7 @@ class _Resolvers:
         event = await self.store.read(ops.get_event, event_id)
         if event is None:
             return None
-        runs = await self.store.read(ops.runs_of_event, event_id)
+        runs = await self.store.read(explained(ops.runs_of_event), event_id)
         return {
             "id": event.internal_id,
             "name": event.name,

@@ -7,10 +7,12 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from lockgate.engine.engine import Engine
+from lockgate.engine.flow.explain import explained
 from lockgate.interfaces.auth import AccessPolicy
 from lockgate.interfaces.errors import ApiError, json_response
 from lockgate.interfaces.views import event_view, run_view, step_view
 from lockgate.models import now_ms
+from lockgate.store import flow_operations as flow_ops
 from lockgate.store import operations as ops
 
 MAX_PAGE = 100
@@ -57,16 +59,18 @@ def routes(engine: Engine, access: AccessPolicy) -> list[Route]:
         event = await store.read(ops.get_event, request.path_params["event_id"])
         if event is None:
             raise ApiError(404, "event not found")
-        return _envelope(event_view(event))
+        skipped = await store.read(flow_ops.skips_of_event, event.internal_id)
+        # Functions this event matched but started no run for, and why (rate limit, singleton...).
+        return _envelope({**event_view(event), "skipped": skipped})
 
     async def event_runs(request: Request) -> Response:
         access.check_api(request)
-        runs = await store.read(ops.runs_of_event, request.path_params["event_id"])
+        runs = await store.read(explained(ops.runs_of_event), request.path_params["event_id"])
         return _envelope([run_view(r) for r in runs])
 
     async def get_run(request: Request) -> Response:
         access.check_api(request)
-        run = await store.read(ops.get_run, request.path_params["run_id"])
+        run = await store.read(explained(ops.get_run), request.path_params["run_id"])
         if run is None:
             raise ApiError(404, "run not found")
         return _envelope(run_view(run))
@@ -88,14 +92,14 @@ def routes(engine: Engine, access: AccessPolicy) -> list[Route]:
         run = await engine.cancel_run(request.path_params["run_id"])
         if run is None:
             raise ApiError(404, "run not found")
-        run = await store.read(ops.get_run, run.run_id)
+        run = await store.read(explained(ops.get_run), run.run_id)
         return _envelope(run_view(run))
 
     async def list_runs(request: Request) -> Response:
         access.check_api(request)
         limit = max(1, min(_int_param(request, "limit", 50) or 50, MAX_PAGE))
         runs = await store.read(
-            lambda tx: ops.list_runs(
+            lambda tx: explained(ops.list_runs)(
                 tx, status=request.query_params.get("status"), function_id=request.query_params.get("function_id"),
                 limit=limit,
             )

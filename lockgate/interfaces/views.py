@@ -4,12 +4,21 @@ from __future__ import annotations
 
 from typing import Any
 
-from lockgate.models import Event, Run, Step
+from lockgate.models import Event, Run, RunStatus, Step
 from lockgate.protocol.timeparse import iso_ms
 
 
 def _iso(ms: int | None) -> str | None:
     return None if ms is None else iso_ms(ms)
+
+
+def explain(run: Run) -> str | None:
+    """Why a run is where it is: what it waits for, or why it ended."""
+    if run.reason:
+        return run.reason
+    if run.status == RunStatus.QUEUED.value:
+        return "queued: waiting for a free worker"
+    return None
 
 
 def run_view(run: Run) -> dict[str, Any]:
@@ -23,6 +32,7 @@ def run_view(run: Run) -> dict[str, Any]:
         "event_ids": run.event_ids,
         "status": run.status,
         "reason": run.reason,
+        "explanation": explain(run),
         "created_at": _iso(run.created_at),
         "run_started_at": _iso(run.started_at or run.created_at),
         "ended_at": _iso(run.ended_at),

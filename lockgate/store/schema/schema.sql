@@ -141,3 +141,60 @@ CREATE TABLE IF NOT EXISTS wait_keys (
     match_path TEXT NOT NULL,
     PRIMARY KEY (event_name, match_path)
 );
+
+-- Flow control (lockgate/engine/flow). Keys are evaluated once, at run creation.
+-- The concurrency limits a run's calls must fit in: JSON [[limit key, capacity, label], ...].
+CREATE TABLE IF NOT EXISTS flow_runs (
+    run_id      TEXT PRIMARY KEY,
+    limits      TEXT NOT NULL,
+    priority_ms BIGINT NOT NULL DEFAULT 0   -- how far ahead (+) or behind (-) its calls queue
+);
+
+-- One row per concurrency key; locking it serialises admissions to that key across replicas.
+CREATE TABLE IF NOT EXISTS flow_limits (
+    limit_key TEXT PRIMARY KEY,
+    capacity  INTEGER NOT NULL
+);
+
+-- A call in flight holds one slot per limit. A slot counts only while its job is leased by the
+-- same owner, so a settled, retried or crashed call frees it without any cleanup.
+CREATE TABLE IF NOT EXISTS flow_slots (
+    limit_key TEXT NOT NULL,
+    job_id    TEXT NOT NULL,
+    owner     TEXT NOT NULL,
+    PRIMARY KEY (limit_key, job_id)
+);
+CREATE INDEX IF NOT EXISTS flow_slots_job ON flow_slots (job_id);
+-- Calls waiting for a slot are parked with lease_owner = 'flow:<limit key>'.
+CREATE INDEX IF NOT EXISTS jobs_lease_owner ON jobs (lease_owner, rank_at);
+
+-- Throttle and rate limit state (GCRA): the theoretical arrival time per key.
+CREATE TABLE IF NOT EXISTS flow_buckets (
+    bucket_key TEXT PRIMARY KEY,
+    tat        BIGINT NOT NULL
+);
+
+-- Open debounce and batch windows: the events collected so far.
+CREATE TABLE IF NOT EXISTS flow_windows (
+    window_key  TEXT PRIMARY KEY,
+    function_id TEXT NOT NULL,
+    kind        TEXT NOT NULL,              -- debounce | batch
+    events      TEXT NOT NULL,              -- JSON list of stored event records
+    first_at    BIGINT NOT NULL
+);
+
+-- Singleton: the latest run started per key (active while that run has not ended).
+CREATE TABLE IF NOT EXISTS flow_singletons (
+    singleton_key TEXT PRIMARY KEY,
+    run_id        TEXT NOT NULL
+);
+
+-- Why an event started no run of a function (rate limit, idempotency, singleton skip).
+CREATE TABLE IF NOT EXISTS flow_skips (
+    event_internal_id TEXT NOT NULL,
+    function_id       TEXT NOT NULL,
+    function_slug     TEXT NOT NULL,
+    reason            TEXT NOT NULL,
+    at                BIGINT NOT NULL,
+    PRIMARY KEY (event_internal_id, function_id)
+);
