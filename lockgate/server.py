@@ -27,7 +27,9 @@ log = logging.getLogger("lockgate")
 
 def build_store(settings: Settings) -> Store:
     if settings.postgres_uri:
-        raise SystemExit("PostgreSQL is not available in this build yet; drop --postgres-uri to use SQLite")
+        from lockgate.store.postgres import PostgresStore
+
+        return PostgresStore(settings.postgres_uri, pool_size=settings.postgres_pool_size)
     return SQLiteStore(
         None if settings.in_memory else settings.data_dir,
         in_memory=settings.in_memory,
@@ -70,6 +72,8 @@ def build_app(settings: Settings, *, kind: str = "dev", store: Store | None = No
             retry_interval_s=settings.retry_interval,
             workers=settings.workers,
             own_port=own_port,
+            # Replicas share a PostgreSQL store: never release another process's leases.
+            single_node=not settings.postgres_uri,
         ),
     )
     access = AccessPolicy(signing_keys=keys if kind == "cloud" else [], event_keys=list(settings.event_keys))

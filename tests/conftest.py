@@ -17,8 +17,61 @@ from typing import Any, Callable
 import httpx
 import pytest
 
+from tests import pgtools
+
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
+
+
+# -- store backends -------------------------------------------------------------------
+# Every test that asks for `backend` (all of tests/e2e, the store unit tests) runs once per
+# backend. On PostgreSQL each LockgateProcess gets a fresh database unless given one.
+
+
+def pytest_addoption(parser) -> None:
+    parser.addoption("--backends", default=os.environ.get("LOCKGATE_TEST_BACKENDS", "sqlite,postgres"),
+                     help="comma-separated store backends to run backend tests on (sqlite, postgres)")
+
+
+def pytest_generate_tests(metafunc) -> None:
+    if "backend" in metafunc.fixturenames:
+        names = [b.strip() for b in metafunc.config.getoption("--backends").split(",") if b.strip()]
+        metafunc.parametrize("backend", names, indirect=True, scope="module")
+
+
+@dataclass
+class Backend:
+    name: str
+    databases: list[str] = field(default_factory=list)
+
+    def new_database(self) -> str:
+        uri = pgtools.create_database()
+        self.databases.append(uri)
+        return uri
+
+
+CURRENT_BACKEND = Backend("sqlite")
+
+
+@pytest.fixture(scope="module")
+def backend(request):
+    global CURRENT_BACKEND
+    name = request.param
+    if name == "postgres":
+        reason = pgtools.unreachable_reason()
+        if reason:
+            if os.environ.get(pgtools.REQUIRE_ENV):
+                pytest.fail(f"{reason}; {pgtools.REQUIRE_ENV} is set, so PostgreSQL tests must run")
+            pytest.skip(reason)
+    chosen = Backend(name)
+    CURRENT_BACKEND = chosen
+    yield chosen
+    CURRENT_BACKEND = Backend("sqlite")
+    for uri in chosen.databases:
+        try:
+            pgtools.drop_database(uri)
+        except Exception as exc:  # a leftover database is harmless; say so and go on
+            print(f"could not drop test database {uri}: {exc}")
 
 
 def free_port() -> int:
@@ -51,6 +104,7 @@ class LockgateProcess:
     proc: subprocess.Popen | None = None
     log_path: Path | None = None
     env: dict[str, str] = field(default_factory=dict)
+    postgres_uri: str | None = None  # on the postgres backend: this process's database (kept across restarts)
 
     @property
     def url(self) -> str:
@@ -60,6 +114,10 @@ class LockgateProcess:
         cmd = [PYTHON, "-m", "lockgate", *self.args, "--port", str(self.port), "--host", "127.0.0.1"]
         if self.data_dir is not None:
             cmd += ["--data-dir", str(self.data_dir)]
+        if self.postgres_uri is None and CURRENT_BACKEND.name == "postgres":
+            self.postgres_uri = CURRENT_BACKEND.new_database()
+        if self.postgres_uri is not None:
+            cmd += ["--postgres-uri", self.postgres_uri]
         self._log = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL
         env = {**os.environ, **self.env}
         self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.PIPE, cwd=ROOT, env=env)

@@ -76,6 +76,7 @@ class Engine:
         await self.reload_registry()
         if self.options.single_node:
             await self.store.write(ops.release_all_leases)
+        self.store.subscribe_wakeups(self.dispatcher.wake)
         await self.dispatcher.start()
         self._background.append(asyncio.create_task(self._sync_loop(), name="lockgate-sync"))
 

@@ -49,3 +49,16 @@ class Store(abc.ABC):
     @property
     @abc.abstractmethod
     def description(self) -> str: ...
+
+    def subscribe_wakeups(self, callback: Callable[[], None]) -> None:
+        """Call `callback` when another process enqueues work (one process needs nothing)."""
+
+
+def settle_future(future: Any, result: Any, exc: BaseException | None) -> None:
+    """Resolve a caller's future from a store thread (via call_soon_threadsafe)."""
+    if future.done():
+        return
+    if exc is not None:
+        future.set_exception(exc)
+    else:
+        future.set_result(result)
