@@ -65,6 +65,7 @@ def build_app(settings: Settings, *, kind: str = "dev", store: Store | None = No
         EngineOptions(
             server_kind=kind,
             signing_key=settings.signing_key,
+            signing_key_fallback=settings.signing_key_fallback,
             sdk_urls=list(settings.sdk_urls),
             discovery=settings.discovery,
             poll=settings.poll,
@@ -72,11 +73,14 @@ def build_app(settings: Settings, *, kind: str = "dev", store: Store | None = No
             retry_interval_s=settings.retry_interval,
             workers=settings.workers,
             own_port=own_port,
+            lease_ms=int(settings.lease_timeout * 1000),
             # Replicas share a PostgreSQL store: never release another process's leases.
             single_node=not settings.postgres_uri,
         ),
     )
-    access = AccessPolicy(signing_keys=keys if kind == "cloud" else [], event_keys=list(settings.event_keys))
+    # Dev mode stays open; production checks both kinds of key.
+    cloud = kind == "cloud"
+    access = AccessPolicy(signing_keys=keys if cloud else [], event_keys=list(settings.event_keys) if cloud else [])
 
     @contextlib.asynccontextmanager
     async def lifespan(app) -> AsyncIterator[None]:

@@ -48,6 +48,8 @@ class Settings:
                                              help="previous signing key, accepted during rotation")
     event_keys: list[str] = _spec(list, env=("LOCKGATE_EVENT_KEY", "INNGEST_EVENT_KEY"), secret=True,
                                   help="accepted event keys (empty: any)")
+    lease_timeout: float = _spec(120.0, env=("LOCKGATE_LEASE_TIMEOUT",),
+                                 help="seconds before a dead replica's jobs are taken over")
     log_level: str = _spec("info", env=("LOCKGATE_LOG_LEVEL",), help="debug, info, warning or error")
     sqlite_synchronous: str = _spec("NORMAL", env=("LOCKGATE_SQLITE_SYNCHRONOUS",),
                                     help="NORMAL survives killed processes; FULL also power loss")
@@ -107,7 +109,7 @@ class Settings:
 
 _BOOL_NAMES = {"in_memory", "discovery", "poll"}
 _INT_NAMES = {"port", "workers", "postgres_pool_size"}
-_FLOAT_NAMES = {"poll_interval", "retry_interval"}
+_FLOAT_NAMES = {"poll_interval", "retry_interval", "lease_timeout"}
 _LIST_NAMES = {"sdk_urls", "event_keys"}
 
 

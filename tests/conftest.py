@@ -195,7 +195,8 @@ class AppProcess:
             cwd=ROOT,
             env=env,
         )
-        wait_until(lambda: httpx.get(self.url, timeout=1).status_code == 200, what=f"app {self.module}")
+        # Any answer will do: a production-mode SDK refuses unsigned GETs with 401.
+        wait_until(lambda: httpx.get(self.url, timeout=1).status_code < 500, what=f"app {self.module}")
         return self
 
     def stop(self) -> None:

@@ -15,6 +15,8 @@ from lockgate.engine.executor import Executor
 from lockgate.engine.ingest import Handoff, ingest_in_tx, parse_events
 from lockgate.engine.registry import Registry
 from lockgate.engine.sync import DISCOVERY_PATHS, DISCOVERY_PORTS, Registration, SyncError, parse_registration
+from lockgate.protocol.jsoncanon import canonical_json
+from lockgate.protocol.signing import sign_body
 from lockgate.models import App, Job, JobKind, RunStatus, now_ms
 from lockgate.store import operations as ops
 from lockgate.store.base import Store, Tx
@@ -26,6 +28,7 @@ log = logging.getLogger("lockgate.engine")
 class EngineOptions:
     server_kind: str = "dev"  # "dev" or "cloud"
     signing_key: str | None = None
+    signing_key_fallback: str | None = None
     sdk_urls: list[str] = field(default_factory=list)
     discovery: bool = True
     poll: bool = True
@@ -34,6 +37,7 @@ class EngineOptions:
     workers: int = 100
     request_timeout_s: float = 7200.0
     own_port: int | None = None
+    lease_ms: int = LEASE_MS
     single_node: bool = True  # SQLite: leases of a previous process lapse at start-up
 
 
@@ -51,7 +55,8 @@ class Engine:
         # aiohttp: its connection pool stays fast with hundreds of calls in flight.
         self.session: aiohttp.ClientSession | None = None
         self.executor: Executor | None = None
-        self.dispatcher = Dispatcher(store, self._handle_job, workers=self.options.workers)
+        self.dispatcher = Dispatcher(store, self._handle_job, workers=self.options.workers,
+                                     lease_ms=self.options.lease_ms)
         self._background: list[asyncio.Task] = []
         self._known_urls: list[str] = []
         for url in self.options.sdk_urls:
@@ -62,7 +67,7 @@ class Engine:
         return interpreter.EngineContext(
             registry=self.registry,
             retry_interval_s=self.options.retry_interval_s,
-            handoff=Handoff(owner=self.dispatcher.owner, lease_ms=LEASE_MS, limit=8),
+            handoff=Handoff(owner=self.dispatcher.owner, lease_ms=self.dispatcher.lease_ms, limit=8),
         )
 
     # -- lifecycle -----------------------------------------------------------------
@@ -72,7 +77,9 @@ class Engine:
             timeout=aiohttp.ClientTimeout(total=self.options.request_timeout_s, sock_connect=10),
             connector=aiohttp.TCPConnector(limit=max(200, self.options.workers * 2), limit_per_host=0),
         )
-        self.executor = Executor(self.session, signing_key=self.options.signing_key, server_kind=self.options.server_kind)
+        self.executor = Executor(self.session, signing_key=self.options.signing_key,
+                                 signing_key_fallback=self.options.signing_key_fallback,
+                                 server_kind=self.options.server_kind)
         await self.reload_registry()
         if self.options.single_node:
             await self.store.write(ops.release_all_leases)
@@ -99,7 +106,7 @@ class Engine:
         now = now_ms()
         events = parse_events(body, seed=seed, now=now)
         registry = self.registry
-        handoff = Handoff(owner=self.dispatcher.owner, lease_ms=LEASE_MS, limit=self.dispatcher.free_slots)
+        handoff = Handoff(owner=self.dispatcher.owner, lease_ms=self.dispatcher.lease_ms, limit=self.dispatcher.free_slots)
         result = await self.store.write(lambda tx: ingest_in_tx(tx, events, registry, now=now, handoff=handoff))
         for job, run in result.leased:
             self.dispatcher.adopt(job, (run, {}))
@@ -201,11 +208,15 @@ class Engine:
         """PUT the app so it registers; returns an error message when it could not be reached."""
         self._remember_url(url)
         assert self.session is not None
+        body = canonical_json({"url": url})
+        headers = {"X-Inngest-Server-Kind": self.options.server_kind, "Content-Type": "application/json"}
+        if self.options.signing_key:  # cloud-mode SDKs refuse unsigned syncs
+            headers["X-Inngest-Signature"] = sign_body(body, self.options.signing_key)
         try:
             async with self.session.put(
                 url,
-                json={"url": url},
-                headers={"X-Inngest-Server-Kind": self.options.server_kind},
+                data=body,
+                headers=headers,
                 timeout=aiohttp.ClientTimeout(total=30, sock_connect=5),
             ) as response:
                 status, text = response.status, (await response.text(errors="replace"))[:300]
