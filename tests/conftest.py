@@ -216,9 +216,11 @@ class AppProcess:
 class Api:
     """Small client for lockgate's REST API, used by tests to observe runs."""
 
-    def __init__(self, base: str) -> None:
+    def __init__(self, base: str, signing_key: str | None = None) -> None:
         self.base = base
-        self.http = httpx.Client(base_url=base, timeout=10)
+        # Production servers guard their REST API with the signing key.
+        headers = {"Authorization": f"Bearer {signing_key}"} if signing_key else {}
+        self.http = httpx.Client(base_url=base, timeout=10, headers=headers)
 
     def send(self, events: Any, key: str = "test-key", headers: dict | None = None) -> httpx.Response:
         return self.http.post(f"/e/{key}", json=events, headers=headers or {})

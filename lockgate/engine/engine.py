@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
+import orjson
 
 from lockgate.engine import cron, interpreter, waits
 from lockgate.engine.dispatcher import LEASE_MS, Dispatcher
@@ -83,17 +84,30 @@ class Engine:
         await self.reload_registry()
         if self.options.single_node:
             await self.store.write(ops.release_all_leases)
-        self.store.subscribe_wakeups(self.dispatcher.wake)
+        self.store.listen({ops.JOBS_CHANNEL: self.dispatcher.wake, ops.FUNCTIONS_CHANNEL: self._functions_changed})
         await self.dispatcher.start()
         self._background.append(asyncio.create_task(self._sync_loop(), name="lockgate-sync"))
 
     async def stop(self) -> None:
-        for task in self._background:
+        background = list(self._background)
+        for task in background:
             task.cancel()
-        await asyncio.gather(*self._background, return_exceptions=True)
+        await asyncio.gather(*background, return_exceptions=True)
         await self.dispatcher.stop()
         if self.session is not None:
             await self.session.close()
+
+    def _functions_changed(self) -> None:
+        """Another replica stored a sync: load its functions so events here trigger them too."""
+        task = asyncio.create_task(self._reload_quietly(), name="lockgate-reload-functions")
+        self._background.append(task)
+        task.add_done_callback(self._background.remove)
+
+    async def _reload_quietly(self) -> None:
+        try:
+            await self.reload_registry()
+        except Exception:  # the sync loop reloads again soon
+            log.exception("reloading functions failed")
 
     async def reload_registry(self) -> None:
         functions = await self.store.read(ops.load_functions)
@@ -224,6 +238,8 @@ class Engine:
             message = f"could not reach the app at {url}: {exc.__class__.__name__}"
             await self.store.write(lambda tx: ops.set_app_error(tx, url=url, error=message, at=now_ms()))
             return message
+        # The Python SDK answers 200 even when its register call failed, passing our error body through.
+        status = max(status, _relayed_status(text))
         if status >= 400:
             message = f"the app at {url} refused the sync with HTTP {status}: {text}"
             await self.store.write(lambda tx: ops.set_app_error(tx, url=url, error=message, at=now_ms()))
@@ -234,6 +250,8 @@ class Engine:
         first = True
         while True:
             try:
+                if not self.options.single_node:  # safety net beside the replicas' notifications
+                    await self.reload_registry()
                 apps = await self.store.read(ops.list_apps)
                 if self.options.discovery and not apps and not self._known_urls:
                     for url in await self._discover():
@@ -275,6 +293,15 @@ class Engine:
         return [url for urls in results for url in urls]
 
 
+def _relayed_status(text: str) -> int:
+    try:
+        body = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return 0
+    status = body.get("status") if isinstance(body, dict) else None
+    return status if isinstance(status, int) and not isinstance(status, bool) else 0
+
+
 def _load_call_state(tx: Tx, run_id: str) -> tuple[Any, dict[str, Any]] | None:
     run = ops.get_run(tx, run_id)
     if run is None:
@@ -298,4 +325,5 @@ def _store_registration(tx: Tx, reg: Registration, now: int) -> bool:
     for fn in reg.functions:
         if before.get(fn.slug) != fn.version or fn.slug not in before:
             cron.rearm_crons(tx, fn, now)
+    ops.notify_replicas(tx, ops.FUNCTIONS_CHANNEL)
     return True

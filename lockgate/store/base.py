@@ -50,8 +50,10 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def description(self) -> str: ...
 
-    def subscribe_wakeups(self, callback: Callable[[], None]) -> None:
-        """Call `callback` when another process enqueues work (one process needs nothing)."""
+    def listen(self, callbacks: dict[str, Callable[[], None]]) -> None:
+        """Call callbacks[channel]() on the event loop when another process notifies that channel.
+
+        One process needs nothing, so the default does nothing."""
 
 
 def settle_future(future: Any, result: Any, exc: BaseException | None) -> None:

@@ -542,10 +542,15 @@ def jobs_of_run(tx: Tx, run_id: str) -> list[Job]:
     return [_job_from_row(r) for r in tx.all("SELECT * FROM jobs WHERE run_id = ? ORDER BY due_at", (run_id,))]
 
 
-def notify_replicas(tx: Tx) -> None:
-    """Wake the other replicas' dispatchers when this transaction commits (PostgreSQL only)."""
+# Channels other replicas LISTEN on: new work to lease, and a changed set of functions.
+JOBS_CHANNEL = "lockgate_jobs"
+FUNCTIONS_CHANNEL = "lockgate_functions"
+
+
+def notify_replicas(tx: Tx, channel: str = JOBS_CHANNEL) -> None:
+    """Tell the other replicas when this transaction commits (PostgreSQL only; one process needs nothing)."""
     if tx.dialect == "postgres":
-        tx.execute("SELECT pg_notify('lockgate_wake', '')")
+        tx.execute("SELECT pg_notify(?, '')", (channel,))
 
 
 def release_leases_of(tx: Tx, owner: str) -> int:

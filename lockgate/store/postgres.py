@@ -33,7 +33,6 @@ from lockgate.store.base import Store, Tx, settle_future
 T = TypeVar("T")
 log = logging.getLogger("lockgate.store.postgres")
 
-WAKE_CHANNEL = "lockgate_wake"
 _STOP = object()
 # Lock conflicts between replicas: the losing write is simply run again.
 _RETRYABLE = (pg_errors.DeadlockDetected, pg_errors.SerializationFailure, pg_errors.LockNotAvailable)
@@ -170,27 +169,27 @@ class PostgresStore(Store):
 
     # -- wake-ups between replicas -------------------------------------------------
 
-    def subscribe_wakeups(self, callback: Callable[[], None]) -> None:
-        """Call `callback` on the event loop whenever any replica enqueues work."""
+    def listen(self, callbacks: dict[str, Callable[[], None]]) -> None:
+        """LISTEN on one connection outside the pool; callbacks run on the event loop."""
         assert self._loop is not None
-        loop = self._loop
-
-        def fire() -> None:
-            loop.call_soon_threadsafe(callback)
-
-        self._listener = threading.Thread(target=self._listen_main, args=(fire,), name="lockgate-pg-listen",
-                                          daemon=True)
+        self._listener = threading.Thread(target=self._listen_main, args=(dict(callbacks),),
+                                          name="lockgate-pg-listen", daemon=True)
         self._listener.start()
 
-    def _listen_main(self, fire: Callable[[], None]) -> None:
+    def _listen_main(self, callbacks: dict[str, Callable[[], None]]) -> None:
+        assert self._loop is not None
+        loop = self._loop
         while not self._stopping.is_set():
             try:
                 with psycopg.connect(self.uri, autocommit=True, connect_timeout=5) as conn:
-                    conn.execute(f"LISTEN {WAKE_CHANNEL}")
-                    fire()  # anything enqueued while we were not listening
+                    for channel in callbacks:
+                        conn.execute(f"LISTEN {channel}")
+                    for callback in callbacks.values():  # whatever was notified while we were not listening
+                        loop.call_soon_threadsafe(callback)
                     while not self._stopping.is_set():
-                        for _ in conn.notifies(timeout=1.0, stop_after=1):
-                            fire()
+                        for note in conn.notifies(timeout=1.0, stop_after=1):
+                            if note.channel in callbacks:
+                                loop.call_soon_threadsafe(callbacks[note.channel])
             except psycopg.Error as exc:
                 if self._stopping.is_set():
                     return
