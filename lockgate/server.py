@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import signal
 import socket
 from typing import AsyncIterator
 
@@ -142,4 +143,7 @@ def serve(app, sock: socket.socket, *, log_level: str = "info") -> None:
         timeout_graceful_shutdown=15,
     )
     server = uvicorn.Server(config)
+    # uvicorn drains requests and runs our shutdown (finish in-flight calls, hand back leases) on
+    # SIGTERM, then re-raises the signal; a no-op handler here turns that into a clean exit 0.
+    signal.signal(signal.SIGTERM, lambda *_: None)
     asyncio.run(server.serve(sockets=[sock]))

@@ -94,6 +94,10 @@ class Engine:
             task.cancel()
         await asyncio.gather(*background, return_exceptions=True)
         await self.dispatcher.stop()
+        try:  # calls cut short by the grace period go back to the queue now, not at lease expiry
+            await self.store.write(ops.release_leases_of, self.dispatcher.owner)
+        except Exception:
+            log.exception("could not hand back leased jobs; they return when their leases lapse")
         if self.session is not None:
             await self.session.close()
 

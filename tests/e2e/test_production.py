@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import signal
 import subprocess
 import sys
 import threading
@@ -111,6 +112,29 @@ def test_app_with_another_signing_key_is_refused_and_the_reason_is_shown(tmp_pat
         error = wait_until(app_error, what="the refused sync to be recorded")
         assert "refused the sync" in error
         assert api.functions() == []
+    finally:
+        app.stop()
+        server.stop()
+
+
+def test_sigterm_finishes_the_call_in_flight_then_exits(tmp_path):
+    app_port = free_port()
+    app_url = f"http://127.0.0.1:{app_port}/api/inngest"
+    server = prod_server(tmp_path, app_url).start()
+    app = prod_app(tmp_path, app_port, server.url).start()
+    try:
+        api = Api(server.url, SIGNING_KEY)
+        wait_until(lambda: api.functions(), what="app sync")
+        event_id = api.send({"name": "prod/slow", "data": {"seconds": 3}}, key=EVENT_KEY).json()["ids"][0]
+        wait_until(lambda: [e for e in app.ledger_entries() if e["kind"] == "slow-start"], what="the slow step to start")
+        server.proc.send_signal(signal.SIGTERM)
+        assert server.proc.wait(timeout=30) == 0
+        # It waited for the call: the step finished and its result was recorded before exit.
+        assert [e["kind"] for e in app.ledger_entries() if e["kind"].startswith("slow")] == ["slow-start", "slow-end"]
+        server.start()
+        run = api.wait_for_end(api.wait_for_runs(event_id)[0]["run_id"])
+        assert run["status"] == "Completed" and run["output"] == "done"
+        assert len([e for e in app.ledger_entries() if e["kind"] == "slow-start"]) == 1  # never ran again
     finally:
         app.stop()
         server.stop()

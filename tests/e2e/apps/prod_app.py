@@ -6,6 +6,8 @@ INNGEST_BASE_URL, INNGEST_SIGNING_KEY, INNGEST_EVENT_KEY.
 
 from __future__ import annotations
 
+import asyncio
+
 import inngest
 import inngest.fast_api
 from fastapi import FastAPI
@@ -34,5 +36,16 @@ async def tick(ctx: inngest.Context) -> str:
     return "tock"
 
 
+@client.create_function(fn_id="slow", trigger=inngest.TriggerEvent(event="prod/slow"))
+async def slow(ctx: inngest.Context) -> str:
+    async def work() -> str:
+        record("slow-start", run_id=ctx.run_id)
+        await asyncio.sleep(ctx.event.data.get("seconds", 3))
+        record("slow-end", run_id=ctx.run_id)
+        return "done"
+
+    return await ctx.step.run("work", work)
+
+
 app = FastAPI()
-inngest.fast_api.serve(app, client, [steps, tick])
+inngest.fast_api.serve(app, client, [steps, tick, slow])
