@@ -159,6 +159,29 @@ def _start_example_app(server_port: int) -> str:
     return url
 
 
+@main.command()
+@click.option("-u", "--sdk-url", "sdk_urls", multiple=True, help="App serve URL to check (repeatable).")
+@click.option("-p", "--port", type=int, default=None, help="Port the server listens on (default 8288).")
+@click.option("--host", default=None, help="Address the server listens on.")
+@click.option("--postgres-uri", default=None, help="PostgreSQL database to check.")
+@click.option("--data-dir", default=None, help="SQLite directory to check.")
+@click.option("--signing-key", default=None, help="Signing key the apps should hold.")
+@click.option("--config", "config", type=click.Path(), default=None, help="Config file (JSON, YAML or TOML).")
+def doctor(sdk_urls, port, host, postgres_uri, data_dir, signing_key, config) -> None:
+    """Check the port, the database and every app; say what to fix. Exits 1 on problems."""
+    from lockgate import doctor as checks
+
+    flags = {"sdk_urls": list(sdk_urls) or None, "port": port, "host": host, "postgres_uri": postgres_uri,
+             "data_dir": data_dir, "signing_key": signing_key}
+    report = checks.run(_load(config, flags))
+    for status, text in report.lines:
+        click.echo(f"{status.ljust(4)}  {text}")
+    if report.problems:
+        click.echo(f"{report.problems} problem(s) found.", err=True)
+        sys.exit(1)
+    click.echo("No problems found.")
+
+
 @main.command("config")
 @click.option("--config", "config", type=click.Path(), default=None, help="Config file (JSON, YAML or TOML).")
 def show_config(config) -> None:

@@ -39,6 +39,12 @@ def prod_app(tmp_path: Path, port: int, server_url: str, signing_key: str = SIGN
                                  "INNGEST_SIGNING_KEY": signing_key, "INNGEST_EVENT_KEY": EVENT_KEY})
 
 
+def doctor(server: LockgateProcess, *args: str) -> subprocess.CompletedProcess:
+    store = ["--postgres-uri", server.postgres_uri] if server.postgres_uri else ["--data-dir", str(server.data_dir)]
+    return subprocess.run([sys.executable, "-m", "lockgate", "doctor", "--port", str(server.port), *store, *args],
+                          capture_output=True, text=True, timeout=60, cwd=ROOT)
+
+
 def start_lockgate(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "lockgate", "start", "--port", "0", *args], capture_output=True,
                           text=True, timeout=60, cwd=ROOT)
@@ -59,6 +65,21 @@ def test_start_refuses_missing_or_malformed_keys_and_says_why(args, fragment):
     proc = start_lockgate(*args)
     assert proc.returncode == 2
     assert fragment in proc.stderr
+
+
+def test_doctor_on_a_broken_setup_says_what_to_fix(tmp_path):
+    port = free_port()
+    proc = subprocess.run(
+        [sys.executable, "-m", "lockgate", "doctor", "--port", str(port), "--postgres-uri",
+         f"postgresql://postgres@127.0.0.1:{free_port()}/nowhere", "--signing-key", "signkey-prod-abc",
+         "-u", f"http://127.0.0.1:{free_port()}/api/inngest"],
+        capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert proc.returncode == 1
+    assert f"nothing listens on 127.0.0.1:{port}" in proc.stdout
+    assert "cannot reach PostgreSQL" in proc.stdout and "--postgres-uri" in proc.stdout
+    assert "even number of hex digits" in proc.stdout
+    assert "does not answer" in proc.stdout and "is it running" in proc.stdout
+    assert "problem(s) found" in proc.stderr
 
 
 def test_production_app_runs_signed_and_keys_are_enforced(tmp_path):
@@ -91,6 +112,14 @@ def test_production_app_runs_signed_and_keys_are_enforced(tmp_path):
         hashed = hashlib.sha256(bytes.fromhex(SIGNING_KEY.split("-")[-1])).hexdigest()
         ok = anonymous.post("/fn/register", json=body, headers={"Authorization": f"Bearer signkey-test-{hashed}"})
         assert ok.status_code == 200
+
+        # doctor sees a healthy app (the intruder app just registered does not answer: that is reported).
+        report = doctor(server, "--signing-key", SIGNING_KEY)
+        assert "lockgate (cloud mode) answers" in report.stdout
+        assert f"app {app.url} answers and serves 3 function(s)" in report.stdout
+        assert f"app {app.url} holds the same signing key" in report.stdout
+        assert "app http://127.0.0.1:9/api/inngest does not answer" in report.stdout
+        assert report.returncode == 1
     finally:
         app.stop()
         server.stop()
@@ -112,6 +141,9 @@ def test_app_with_another_signing_key_is_refused_and_the_reason_is_shown(tmp_pat
         error = wait_until(app_error, what="the refused sync to be recorded")
         assert "refused the sync" in error
         assert api.functions() == []
+        report = doctor(server, "--signing-key", SIGNING_KEY, "-u", app.url)
+        assert report.returncode == 1
+        assert "its INNGEST_SIGNING_KEY differs from lockgate's --signing-key" in report.stdout
     finally:
         app.stop()
         server.stop()
