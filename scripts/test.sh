@@ -5,4 +5,6 @@ cd "$(dirname "$0")/.."
 python3 -m venv .venv
 .venv/bin/pip install --quiet --upgrade pip
 .venv/bin/pip install --quiet -e '.[test]'
+# Every backend test runs on PostgreSQL too; here an unreachable server is a failure, not a skip.
+export LOCKGATE_REQUIRE_POSTGRES=1
 exec .venv/bin/python -m pytest -q -p no:cacheprovider "$@"
