@@ -17,6 +17,7 @@ class Tx(abc.ABC):
     """A transaction handle with name-addressable rows (`row["column"]`)."""
 
     dialect: str  # "sqlite" | "postgres"
+    origin: str = ""  # which process wrote: replicas ignore their own notifications
 
     @abc.abstractmethod
     def execute(self, sql: str, params: tuple | list = ()) -> Any: ...

@@ -19,6 +19,7 @@ import logging
 import queue
 import threading
 import time
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 from importlib import resources
 from typing import Any, Callable, TypeVar
@@ -53,8 +54,9 @@ def postgres_schema() -> str:
 class PostgresTx(Tx):
     dialect = "postgres"
 
-    def __init__(self, conn: psycopg.Connection) -> None:
+    def __init__(self, conn: psycopg.Connection, origin: str = "") -> None:
         self._conn = conn
+        self.origin = origin
 
     def execute(self, sql: str, params: tuple | list = ()) -> psycopg.Cursor:
         return self._conn.execute(translate(sql), tuple(params) if params else None)
@@ -88,7 +90,8 @@ class PostgresStore(Store):
             min_size=1,
             max_size=pool_size,
             kwargs={"autocommit": False, "row_factory": dict_row},
-            check=ConnectionPool.check_connection,  # a connection killed by a restart is replaced on checkout
+            # No check on checkout (a round trip per use): a connection a restart killed fails its
+            # first statement, the pool drops it, and the read or write is retried.
             open=False,
             timeout=30,
             reconnect_timeout=RECONNECT_FOR_S,
@@ -100,6 +103,7 @@ class PostgresStore(Store):
         self._loop: asyncio.AbstractEventLoop | None = None
         self._listener: threading.Thread | None = None
         self._stopping = threading.Event()
+        self._origin = uuid.uuid4().hex  # tags our NOTIFYs so our own listener skips them
         self.commits = 0
         self.writes = 0
 
@@ -188,7 +192,7 @@ class PostgresStore(Store):
                         loop.call_soon_threadsafe(callback)
                     while not self._stopping.is_set():
                         for note in conn.notifies(timeout=1.0, stop_after=1):
-                            if note.channel in callbacks:
+                            if note.channel in callbacks and note.payload != self._origin:
                                 loop.call_soon_threadsafe(callbacks[note.channel])
             except psycopg.Error as exc:
                 if self._stopping.is_set():
@@ -239,23 +243,31 @@ class PostgresStore(Store):
         again: list = []
         conn = None
         with self._pool.connection() as conn:
-            tx = PostgresTx(conn)
+            tx = PostgresTx(conn, self._origin)
+            # A lone write needs no savepoint (two round trips saved): on error the whole
+            # transaction, which is only this write, is rolled back.
+            isolate = len(batch) > 1
             try:
                 for item in batch:
                     fn, args, future = item
-                    conn.execute("SAVEPOINT one_write")
+                    if isolate:
+                        conn.execute("SAVEPOINT one_write")
                     try:
                         result = fn(tx, *args)
                     except Exception as exc:
                         if _is_connection_error(exc, conn):
                             raise
-                        conn.execute("ROLLBACK TO SAVEPOINT one_write")
+                        if isolate:
+                            conn.execute("ROLLBACK TO SAVEPOINT one_write")
+                        else:
+                            conn.rollback()
                         if isinstance(exc, _RETRYABLE):
                             again.append(item)
                         else:
                             outcomes.append((future, None, exc))
                     else:
-                        conn.execute("RELEASE SAVEPOINT one_write")
+                        if isolate:
+                            conn.execute("RELEASE SAVEPOINT one_write")
                         outcomes.append((future, result, None))
             except Exception:
                 if not conn.closed:
