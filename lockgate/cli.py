@@ -127,6 +127,8 @@ def start(sdk_urls, port, host, postgres_uri, redis_uri, signing_key, signing_ke
     settings = _load(config, flags)
     if settings.sources["discovery"] == "default":
         settings.discovery = False  # production apps are named, never guessed from local ports
+    if settings.sources["poll"] == "default":
+        settings.poll = False  # as `inngest start`: only apps in error are synced again
     from lockgate.keys import KeyProblem, check_production_keys
 
     try:

@@ -75,8 +75,9 @@ def build_app(settings: Settings, *, kind: str = "dev", store: Store | None = No
             workers=settings.workers,
             own_port=own_port,
             lease_ms=int(settings.lease_timeout * 1000),
-            # Replicas share a PostgreSQL store: never release another process's leases.
-            single_node=not settings.postgres_uri,
+            # `start` replicas share a PostgreSQL store: never release another process's leases.
+            # The dev server is one process by design, so a predecessor's leases lapse at once.
+            single_node=kind == "dev" or not settings.postgres_uri,
         ),
     )
     # Dev mode stays open; production checks both kinds of key.
@@ -110,7 +111,7 @@ def build_app(settings: Settings, *, kind: str = "dev", store: Store | None = No
         Route("/", root, methods=["GET"]),
         *inngest_api.routes(engine, access),
         *rest_v1.routes(engine, access),
-        *graphql_api.routes(engine),
+        *graphql_api.routes(engine, access),
     ]
     app = Starlette(
         routes=routes,

@@ -15,6 +15,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from lockgate.engine.engine import Engine
+from lockgate.interfaces.auth import AccessPolicy
 from lockgate.interfaces.errors import ApiError, json_response, read_json
 from lockgate.interfaces.views import run_view
 from lockgate.store import operations as ops
@@ -133,10 +134,12 @@ class _Resolvers:
         return {"data": _dumps(memo), "error": None}
 
 
-def routes(engine: Engine) -> list[Route]:
+def routes(engine: Engine, access: AccessPolicy | None = None) -> list[Route]:
     resolvers = _Resolvers(engine)
 
     async def gql(request: Request) -> Response:
+        if access is not None:  # production guards /v0/* with the signing key, like the other APIs
+            access.check_api(request)
         body = await read_json(request, limit=1024 * 1024)
         if not isinstance(body, dict) or not isinstance(body.get("query"), str):
             raise ApiError(400, "expected a JSON object with a 'query' string")

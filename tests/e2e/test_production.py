@@ -99,7 +99,7 @@ def test_production_app_runs_signed_and_keys_are_enforced(tmp_path):
         before = api.http.get("/v1/events").json()["data"]
         wrong = api.send({"name": "prod/steps", "data": {"n": 2}}, key="not-the-key")
         assert wrong.status_code == 401
-        assert "Event key not found" in wrong.json()["error"] and "--event-key" in wrong.json()["error"]
+        assert wrong.json()["error"] == "Event key not found" and "--event-key" in wrong.json()["message"]
         assert api.http.get("/v1/events").json()["data"] == before
 
         # /fn/register needs the signing key as a bearer token: raw or sha256-hashed, never missing or wrong.
@@ -107,6 +107,7 @@ def test_production_app_runs_signed_and_keys_are_enforced(tmp_path):
         anonymous = httpx.Client(base_url=server.url, timeout=10)
         assert anonymous.post("/fn/register", json=body).status_code == 401
         assert anonymous.get("/v1/apps").status_code == 401
+        assert anonymous.post("/v0/gql", json={"query": "{ __typename }"}).status_code == 401
         bad = anonymous.post("/fn/register", json=body, headers={"Authorization": "Bearer signkey-test-abcd"})
         assert bad.status_code == 401 and "signing key" in bad.json()["error"]
         hashed = hashlib.sha256(bytes.fromhex(SIGNING_KEY.split("-")[-1])).hexdigest()
