@@ -59,6 +59,7 @@ class Engine:
         self.dispatcher = Dispatcher(store, self._handle_job, workers=self.options.workers,
                                      lease_ms=self.options.lease_ms)
         self._background: list[asyncio.Task] = []
+        self._reload_lock = asyncio.Lock()
         self._known_urls: list[str] = []
         for url in self.options.sdk_urls:
             self._remember_url(url)
@@ -114,8 +115,11 @@ class Engine:
             log.exception("reloading functions failed")
 
     async def reload_registry(self) -> None:
-        functions = await self.store.read(ops.load_functions)
-        self.registry = Registry.build(functions)
+        # One at a time: a reload that read before a sync committed must not land after the
+        # reload that read after it, or the older set of functions would win.
+        async with self._reload_lock:
+            functions = await self.store.read(ops.load_functions)
+            self.registry = Registry.build(functions)
 
     # -- events --------------------------------------------------------------------
 
