@@ -1,6 +1,6 @@
 """End-to-end benchmark: events through lockgate vs. the same app driven directly.
 
-    .venv/bin/python bench/run.py [--events 1000] [--concurrency 50]
+    .venv/bin/python bench/run.py [--events 1000] [--concurrency 50] [--backend sqlite|postgres]
 
 For each function (noop, three steps) it measures, in one run on this machine:
   * burst: N events sent at once; runs/s until every run completed; p50/p99 event→done
@@ -118,8 +118,8 @@ async def direct(app_url: str, slug: str, n: int, concurrency: int) -> tuple[flo
         return n / (time.time() - start), latencies
 
 
-def start_bench_stack(*server_args: str) -> tuple[LockgateProcess, AppProcess]:
-    """`lockgate dev` on an on-disk SQLite store and bench/bench_app.py, synced and ready."""
+def start_bench_stack(*server_args: str, postgres_uri: str | None = None) -> tuple[LockgateProcess, AppProcess]:
+    """`lockgate dev` (on-disk SQLite, or PostgreSQL at postgres_uri) and bench/bench_app.py, synced."""
     tmp = Path(tempfile.mkdtemp(prefix="lockgate-bench-"))
     app_port = free_port()
     app_url = f"http://127.0.0.1:{app_port}/api/inngest"
@@ -127,6 +127,7 @@ def start_bench_stack(*server_args: str) -> tuple[LockgateProcess, AppProcess]:
         args=["dev", "--no-discovery", "--no-poll", "-u", app_url, "--log-level", "warning", *server_args],
         data_dir=tmp / "data",
         log_path=tmp / "lockgate.log",
+        postgres_uri=postgres_uri,
     ).start()
     app = AppProcess(module="bench.bench_app", port=app_port, server_url=server.url, ledger=tmp / "ledger").start()
     wait_until(lambda: httpx.get(server.url + "/v1/apps").json()["data"][0]["functions"], what="sync")
@@ -138,13 +139,22 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=1000)
     parser.add_argument("--light", type=int, default=200)
     parser.add_argument("--concurrency", type=int, default=100)
+    parser.add_argument("--backend", choices=("sqlite", "postgres"), default="sqlite")
+    parser.add_argument("--postgres-admin-uri", default=None,
+                        help="server to create a fresh benchmark database on (default: LOCKGATE_TEST_POSTGRES)")
     args = parser.parse_args()
+    postgres_uri = None
+    if args.backend == "postgres":
+        from tests import pgtools
 
-    server, app = start_bench_stack("--workers", str(args.concurrency))
+        postgres_uri = pgtools.create_database(args.postgres_admin_uri or pgtools.ADMIN_URI)
+
+    server, app = start_bench_stack("--workers", str(args.concurrency), postgres_uri=postgres_uri)
     app_url = app.url
     try:
         print(f"lockgate bench — {args.events} events burst, {args.light} light-load events, "
-              f"concurrency {args.concurrency}, store: SQLite WAL on disk, {os.cpu_count()} cores")
+              f"concurrency {args.concurrency}, store: {'PostgreSQL' if postgres_uri else 'SQLite WAL on disk'}, "
+              f"{os.cpu_count()} cores")
         print(f"{'function':<12} {'mode':<10} {'runs/s':>9} {'p50 ms':>9} {'p99 ms':>9}")
         for slug, event in (("noop", "bench/noop"), ("three-steps", "bench/steps")):
             # The app's ceiling: its best throughput over a few client concurrencies.
@@ -163,6 +173,8 @@ def main() -> None:
     finally:
         app.stop()
         server.stop()
+        if postgres_uri:
+            pgtools.drop_database(postgres_uri, args.postgres_admin_uri or pgtools.ADMIN_URI)
 
 
 if __name__ == "__main__":

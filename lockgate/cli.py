@@ -36,7 +36,7 @@ def _run_server(settings: Settings, kind: str) -> None:
             holder = port_holder(settings.port) or "another process"
             _fail(
                 f"port {settings.port} on {settings.host} is already in use by {holder}.\n"
-                f"Stop that process, or pick another port: `lockgate {kind if kind == 'dev' else 'start'}"
+                f"Stop that process, or pick another port: `lockgate {'dev' if kind == 'dev' else 'start'}"
                 f" --port <n>` (`--port 0` picks a free one)."
             )
         _fail(f"cannot listen on {settings.host}:{settings.port}: {exc.strerror}")
@@ -65,12 +65,13 @@ def main() -> None:
 @click.option("--config", "config", type=click.Path(), default=None, help="Config file (JSON, YAML or TOML).")
 @click.option("--data-dir", default=None, help="Directory for the SQLite store (default .lockgate).")
 @click.option("--in-memory", is_flag=True, default=None, help="Keep nothing after exit.")
+@click.option("--postgres-uri", default=None, help="Use this PostgreSQL database instead of SQLite.")
 @click.option("--workers", type=int, default=None, help="Calls to apps in flight at once (default 100).")
 @click.option("--log-level", default=None, help="debug, info, warning or error.")
 @click.option("--example", is_flag=True, default=False, help="Also serve the example app (examples/app.py).")
 def dev(sdk_urls, port, host, no_discovery, no_poll, poll_interval, retry_interval, config, data_dir, in_memory,
-        workers, log_level, example) -> None:
-    """Run the development server on an embedded SQLite store."""
+        postgres_uri, workers, log_level, example) -> None:
+    """Run the development server on an embedded SQLite store (or --postgres-uri)."""
     if example:
         sdk_urls = (*sdk_urls, _start_example_app(port or 8288))
     flags = {
@@ -83,10 +84,58 @@ def dev(sdk_urls, port, host, no_discovery, no_poll, poll_interval, retry_interv
         "retry_interval": retry_interval,
         "data_dir": data_dir,
         "in_memory": in_memory,
+        "postgres_uri": postgres_uri,
         "workers": workers,
         "log_level": log_level,
     }
     _run_server(_load(config, flags), "dev")
+
+
+@main.command()
+@click.option("-u", "--sdk-url", "sdk_urls", multiple=True, help="App serve URL to sync (repeatable).")
+@click.option("-p", "--port", type=int, default=None, help="Port for the APIs (default 8288; 0 picks a free one).")
+@click.option("--host", default=None, help="Address to listen on (default 127.0.0.1).")
+@click.option("--postgres-uri", default=None, help="PostgreSQL database shared by all replicas.")
+@click.option("--redis-uri", default=None, help="Redis for realtime fan-out across replicas (optional).")
+@click.option("--signing-key", default=None, help="Signs requests to apps; apps authenticate with it.")
+@click.option("--signing-key-fallback", default=None, help="Previous signing key, accepted while rotating.")
+@click.option("--event-key", "event_keys", multiple=True, help="Accepted event key (repeatable).")
+@click.option("--poll-interval", type=float, default=None, help="Seconds between sync rounds (default 5).")
+@click.option("--retry-interval", type=float, default=None, help="Fixed retry delay in seconds.")
+@click.option("--config", "config", type=click.Path(), default=None, help="Config file (JSON, YAML or TOML).")
+@click.option("--data-dir", default=None, help="SQLite directory, when no PostgreSQL URI is given.")
+@click.option("--workers", type=int, default=None, help="Calls to apps in flight at once (default 100).")
+@click.option("--log-level", default=None, help="debug, info, warning or error.")
+def start(sdk_urls, port, host, postgres_uri, redis_uri, signing_key, signing_key_fallback, event_keys,
+          poll_interval, retry_interval, config, data_dir, workers, log_level) -> None:
+    """Run the production server: keys required, replicas share one PostgreSQL database."""
+    flags = {
+        "sdk_urls": list(sdk_urls) or None,
+        "port": port,
+        "host": host,
+        "postgres_uri": postgres_uri,
+        "redis_uri": redis_uri,
+        "signing_key": signing_key,
+        "signing_key_fallback": signing_key_fallback,
+        "event_keys": list(event_keys) or None,
+        "poll_interval": poll_interval,
+        "retry_interval": retry_interval,
+        "data_dir": data_dir,
+        "workers": workers,
+        "log_level": log_level,
+    }
+    settings = _load(config, flags)
+    if settings.sources["discovery"] == "default":
+        settings.discovery = False  # production apps are named, never guessed from local ports
+    if settings.sources["poll"] == "default":
+        settings.poll = False  # as `inngest start`: only apps in error are synced again
+    from lockgate.keys import KeyProblem, check_production_keys
+
+    try:
+        check_production_keys(settings)
+    except KeyProblem as exc:
+        _fail(str(exc))
+    _run_server(settings, "cloud")
 
 
 def _start_example_app(server_port: int) -> str:
@@ -110,6 +159,29 @@ def _start_example_app(server_port: int) -> str:
     url = f"http://127.0.0.1:{app_port}/api/inngest"
     click.echo(f"example app serving at {url}", err=True)
     return url
+
+
+@main.command()
+@click.option("-u", "--sdk-url", "sdk_urls", multiple=True, help="App serve URL to check (repeatable).")
+@click.option("-p", "--port", type=int, default=None, help="Port the server listens on (default 8288).")
+@click.option("--host", default=None, help="Address the server listens on.")
+@click.option("--postgres-uri", default=None, help="PostgreSQL database to check.")
+@click.option("--data-dir", default=None, help="SQLite directory to check.")
+@click.option("--signing-key", default=None, help="Signing key the apps should hold.")
+@click.option("--config", "config", type=click.Path(), default=None, help="Config file (JSON, YAML or TOML).")
+def doctor(sdk_urls, port, host, postgres_uri, data_dir, signing_key, config) -> None:
+    """Check the port, the database and every app; say what to fix. Exits 1 on problems."""
+    from lockgate import doctor as checks
+
+    flags = {"sdk_urls": list(sdk_urls) or None, "port": port, "host": host, "postgres_uri": postgres_uri,
+             "data_dir": data_dir, "signing_key": signing_key}
+    report = checks.run(_load(config, flags))
+    for status, text in report.lines:
+        click.echo(f"{status.ljust(4)}  {text}")
+    if report.problems:
+        click.echo(f"{report.problems} problem(s) found.", err=True)
+        sys.exit(1)
+    click.echo("No problems found.")
 
 
 @main.command("config")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import signal
 import socket
 from typing import AsyncIterator
 
@@ -26,7 +27,9 @@ log = logging.getLogger("lockgate")
 
 def build_store(settings: Settings) -> Store:
     if settings.postgres_uri:
-        raise SystemExit("PostgreSQL is not available in this build yet; drop --postgres-uri to use SQLite")
+        from lockgate.store.postgres import PostgresStore
+
+        return PostgresStore(settings.postgres_uri, pool_size=settings.postgres_pool_size)
     return SQLiteStore(
         None if settings.in_memory else settings.data_dir,
         in_memory=settings.in_memory,
@@ -62,6 +65,7 @@ def build_app(settings: Settings, *, kind: str = "dev", store: Store | None = No
         EngineOptions(
             server_kind=kind,
             signing_key=settings.signing_key,
+            signing_key_fallback=settings.signing_key_fallback,
             sdk_urls=list(settings.sdk_urls),
             discovery=settings.discovery,
             poll=settings.poll,
@@ -69,9 +73,15 @@ def build_app(settings: Settings, *, kind: str = "dev", store: Store | None = No
             retry_interval_s=settings.retry_interval,
             workers=settings.workers,
             own_port=own_port,
+            lease_ms=int(settings.lease_timeout * 1000),
+            # `start` replicas share a PostgreSQL store: never release another process's leases.
+            # The dev server is one process by design, so a predecessor's leases lapse at once.
+            single_node=kind == "dev" or not settings.postgres_uri,
         ),
     )
-    access = AccessPolicy(signing_keys=keys if kind == "cloud" else [], event_keys=list(settings.event_keys))
+    # Dev mode stays open; production checks both kinds of key.
+    cloud = kind == "cloud"
+    access = AccessPolicy(signing_keys=keys if cloud else [], event_keys=list(settings.event_keys) if cloud else [])
 
     @contextlib.asynccontextmanager
     async def lifespan(app) -> AsyncIterator[None]:
@@ -100,7 +110,7 @@ def build_app(settings: Settings, *, kind: str = "dev", store: Store | None = No
         Route("/", root, methods=["GET"]),
         *inngest_api.routes(engine, access),
         *rest_v1.routes(engine, access),
-        *graphql_api.routes(engine),
+        *graphql_api.routes(engine, access),
     ]
     app = Starlette(
         routes=routes,
@@ -136,4 +146,7 @@ def serve(app, sock: socket.socket, *, log_level: str = "info") -> None:
         timeout_graceful_shutdown=15,
     )
     server = uvicorn.Server(config)
+    # uvicorn drains requests and runs our shutdown (finish in-flight calls, hand back leases) on
+    # SIGTERM, then re-raises the signal; a no-op handler here turns that into a clean exit 0.
+    signal.signal(signal.SIGTERM, lambda *_: None)
     server.run(sockets=[sock])  # not asyncio.run(serve()): that would skip the uvloop loop factory

@@ -29,6 +29,10 @@ class Settings:
     in_memory: bool = _spec(False, env=("LOCKGATE_IN_MEMORY",), help="keep nothing after exit")
     postgres_uri: str | None = _spec(None, env=("LOCKGATE_POSTGRES_URI", "INNGEST_POSTGRES_URI"), secret=True,
                                      help="use PostgreSQL instead of SQLite")
+    postgres_pool_size: int = _spec(8, env=("LOCKGATE_POSTGRES_POOL_SIZE",),
+                                    help="connections each replica may hold (plus one for LISTEN)")
+    redis_uri: str | None = _spec(None, env=("LOCKGATE_REDIS_URI", "INNGEST_REDIS_URI"), secret=True,
+                                  help="Redis for realtime fan-out across replicas (optional)")
     sdk_urls: list[str] = _spec(list, env=("LOCKGATE_SDK_URL", "INNGEST_SDK_URL"), help="apps to sync")
     discovery: bool = _spec(True, env=("LOCKGATE_DISCOVERY",), help="look for apps on local ports")
     poll: bool = _spec(True, env=("LOCKGATE_POLL",), help="re-sync apps every poll interval")
@@ -44,6 +48,8 @@ class Settings:
                                              help="previous signing key, accepted during rotation")
     event_keys: list[str] = _spec(list, env=("LOCKGATE_EVENT_KEY", "INNGEST_EVENT_KEY"), secret=True,
                                   help="accepted event keys (empty: any)")
+    lease_timeout: float = _spec(120.0, env=("LOCKGATE_LEASE_TIMEOUT",),
+                                 help="seconds before a dead replica's jobs are taken over")
     log_level: str = _spec("info", env=("LOCKGATE_LOG_LEVEL",), help="debug, info, warning or error")
     sqlite_synchronous: str = _spec("NORMAL", env=("LOCKGATE_SQLITE_SYNCHRONOUS",),
                                     help="NORMAL survives killed processes; FULL also power loss")
@@ -102,8 +108,8 @@ class Settings:
 
 
 _BOOL_NAMES = {"in_memory", "discovery", "poll"}
-_INT_NAMES = {"port", "workers"}
-_FLOAT_NAMES = {"poll_interval", "retry_interval"}
+_INT_NAMES = {"port", "workers", "postgres_pool_size"}
+_FLOAT_NAMES = {"poll_interval", "retry_interval", "lease_timeout"}
 _LIST_NAMES = {"sdk_urls", "event_keys"}
 
 

@@ -11,4 +11,6 @@ if command -v npm >/dev/null; then
     (cd "$sdk" && npm ci --no-audit --no-fund --loglevel=error)
   done
 fi
+# Every backend test runs on PostgreSQL too; here an unreachable server is a failure, not a skip.
+export LOCKGATE_REQUIRE_POSTGRES=1
 exec .venv/bin/python -m pytest -q -p no:cacheprovider "$@"

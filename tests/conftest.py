@@ -18,8 +18,61 @@ from typing import Any, Callable
 import httpx
 import pytest
 
+from tests import pgtools
+
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
+
+
+# -- store backends -------------------------------------------------------------------
+# Every test that asks for `backend` (all of tests/e2e, the store unit tests) runs once per
+# backend. On PostgreSQL each LockgateProcess gets a fresh database unless given one.
+
+
+def pytest_addoption(parser) -> None:
+    parser.addoption("--backends", default=os.environ.get("LOCKGATE_TEST_BACKENDS", "sqlite,postgres"),
+                     help="comma-separated store backends to run backend tests on (sqlite, postgres)")
+
+
+def pytest_generate_tests(metafunc) -> None:
+    if "backend" in metafunc.fixturenames:
+        names = [b.strip() for b in metafunc.config.getoption("--backends").split(",") if b.strip()]
+        metafunc.parametrize("backend", names, indirect=True, scope="module")
+
+
+@dataclass
+class Backend:
+    name: str
+    databases: list[str] = field(default_factory=list)
+
+    def new_database(self) -> str:
+        uri = pgtools.create_database()
+        self.databases.append(uri)
+        return uri
+
+
+CURRENT_BACKEND = Backend("sqlite")
+
+
+@pytest.fixture(scope="module")
+def backend(request):
+    global CURRENT_BACKEND
+    name = request.param
+    if name == "postgres":
+        reason = pgtools.unreachable_reason()
+        if reason:
+            if os.environ.get(pgtools.REQUIRE_ENV):
+                pytest.fail(f"{reason}; {pgtools.REQUIRE_ENV} is set, so PostgreSQL tests must run")
+            pytest.skip(reason)
+    chosen = Backend(name)
+    CURRENT_BACKEND = chosen
+    yield chosen
+    CURRENT_BACKEND = Backend("sqlite")
+    for uri in chosen.databases:
+        try:
+            pgtools.drop_database(uri)
+        except Exception as exc:  # a leftover database is harmless; say so and go on
+            print(f"could not drop test database {uri}: {exc}")
 
 
 def free_port() -> int:
@@ -52,6 +105,7 @@ class LockgateProcess:
     proc: subprocess.Popen | None = None
     log_path: Path | None = None
     env: dict[str, str] = field(default_factory=dict)
+    postgres_uri: str | None = None  # on the postgres backend: this process's database (kept across restarts)
 
     @property
     def url(self) -> str:
@@ -61,6 +115,10 @@ class LockgateProcess:
         cmd = [PYTHON, "-m", "lockgate", *self.args, "--port", str(self.port), "--host", "127.0.0.1"]
         if self.data_dir is not None:
             cmd += ["--data-dir", str(self.data_dir)]
+        if self.postgres_uri is None and CURRENT_BACKEND.name == "postgres":
+            self.postgres_uri = CURRENT_BACKEND.new_database()
+        if self.postgres_uri is not None:
+            cmd += ["--postgres-uri", self.postgres_uri]
         self._log = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL
         env = {**os.environ, **self.env}
         self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.PIPE, cwd=ROOT, env=env)
@@ -138,7 +196,8 @@ class AppProcess:
             cwd=ROOT,
             env=env,
         )
-        wait_until(lambda: httpx.get(self.url, timeout=1).status_code == 200, what=f"app {self.module}")
+        # Any answer will do: a production-mode SDK refuses unsigned GETs with 401.
+        wait_until(lambda: httpx.get(self.url, timeout=1).status_code < 500, what=f"app {self.module}")
         return self
 
     def stop(self) -> None:
@@ -199,9 +258,11 @@ class NodeAppProcess(AppProcess):
 class Api:
     """Small client for lockgate's REST API, used by tests to observe runs."""
 
-    def __init__(self, base: str) -> None:
+    def __init__(self, base: str, signing_key: str | None = None) -> None:
         self.base = base
-        self.http = httpx.Client(base_url=base, timeout=10)
+        # Production servers guard their REST API with the signing key.
+        headers = {"Authorization": f"Bearer {signing_key}"} if signing_key else {}
+        self.http = httpx.Client(base_url=base, timeout=10, headers=headers)
 
     def send(self, events: Any, key: str = "test-key", headers: dict | None = None) -> httpx.Response:
         return self.http.post(f"/e/{key}", json=events, headers=headers or {})

@@ -27,9 +27,9 @@ HEARTBEAT_S = 30.0
 SAFETY_POLL_S = 30.0  # only a safety net; due work is dispatched on wake-up
 
 
-def _lease_batch(tx: Tx, owner: str, now: int, limit: int) -> tuple[list[Job], int | None]:
+def _lease_batch(tx: Tx, owner: str, now: int, limit: int, lease_ms: int) -> tuple[list[Job], int | None]:
     # Concurrency limits are checked here, in the leasing transaction (engine/flow/concurrency.py).
-    jobs = lease_due(tx, owner=owner, now=now, limit=limit, lease_ms=LEASE_MS) if limit > 0 else []
+    jobs = lease_due(tx, owner=owner, now=now, limit=limit, lease_ms=lease_ms) if limit > 0 else []
     starting = [j.run_id for j in jobs if j.kind == JobKind.CALL.value and j.run_id]
     if starting:
         ops.mark_runs_started(tx, starting, now)
@@ -44,8 +44,10 @@ def _extend_leases(tx: Tx, owner: str, job_ids: list[str], until: int) -> None:
 
 
 class Dispatcher:
-    def __init__(self, store: Store, handle: Callable[[Job, object], Awaitable[None]], *, workers: int = 100) -> None:
+    def __init__(self, store: Store, handle: Callable[[Job, object], Awaitable[None]], *, workers: int = 100,
+                 lease_ms: int = LEASE_MS) -> None:
         self.store = store
+        self.lease_ms = lease_ms  # how long a dead replica's jobs wait before another takes them
         self.handle = handle
         self.workers = workers
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
@@ -94,7 +96,7 @@ class Dispatcher:
             self._wake.clear()
             free = self.workers - len(self._inflight)
             try:
-                jobs, next_at = await self.store.write(_lease_batch, self.owner, now_ms(), free)
+                jobs, next_at = await self.store.write(_lease_batch, self.owner, now_ms(), free, self.lease_ms)
             except Exception:  # the store may be restarting: back off, keep going
                 log.exception("leasing jobs failed")
                 await asyncio.sleep(1.0)
@@ -127,10 +129,10 @@ class Dispatcher:
 
     async def _heartbeat(self) -> None:
         while not self._stopping:
-            await asyncio.sleep(HEARTBEAT_S)
+            await asyncio.sleep(min(HEARTBEAT_S, self.lease_ms / 4000))
             ids = list(self._inflight)
             if ids:
                 try:
-                    await self.store.write(_extend_leases, self.owner, ids, now_ms() + LEASE_MS)
+                    await self.store.write(_extend_leases, self.owner, ids, now_ms() + self.lease_ms)
                 except Exception:
                     log.exception("extending leases failed")

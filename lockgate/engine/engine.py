@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
+import orjson
 
 from lockgate.engine import checkpoint, cron, interpreter, waits
 from lockgate.engine.flow import admission
@@ -16,6 +17,8 @@ from lockgate.engine.executor import Executor
 from lockgate.engine.ingest import Handoff, ingest_in_tx, parse_events
 from lockgate.engine.registry import Registry
 from lockgate.engine.sync import DISCOVERY_PATHS, DISCOVERY_PORTS, Registration, SyncError, parse_registration
+from lockgate.protocol.jsoncanon import canonical_json
+from lockgate.protocol.signing import sign_body
 from lockgate.models import Job, JobKind, RunStatus, now_ms
 from lockgate.store import operations as ops
 from lockgate.store.base import Store, Tx
@@ -27,6 +30,7 @@ log = logging.getLogger("lockgate.engine")
 class EngineOptions:
     server_kind: str = "dev"  # "dev" or "cloud"
     signing_key: str | None = None
+    signing_key_fallback: str | None = None
     sdk_urls: list[str] = field(default_factory=list)
     discovery: bool = True
     poll: bool = True
@@ -35,6 +39,7 @@ class EngineOptions:
     workers: int = 100
     request_timeout_s: float = 7200.0
     own_port: int | None = None
+    lease_ms: int = LEASE_MS
     single_node: bool = True  # SQLite: leases of a previous process lapse at start-up
 
 
@@ -52,8 +57,10 @@ class Engine:
         # aiohttp: its connection pool stays fast with hundreds of calls in flight.
         self.session: aiohttp.ClientSession | None = None
         self.executor: Executor | None = None
-        self.dispatcher = Dispatcher(store, self._handle_job, workers=self.options.workers)
+        self.dispatcher = Dispatcher(store, self._handle_job, workers=self.options.workers,
+                                     lease_ms=self.options.lease_ms)
         self._background: list[asyncio.Task] = []
+        self._reload_lock = asyncio.Lock()
         self._known_urls: list[str] = []
         for url in self.options.sdk_urls:
             self._remember_url(url)
@@ -63,7 +70,7 @@ class Engine:
         return interpreter.EngineContext(
             registry=self.registry,
             retry_interval_s=self.options.retry_interval_s,
-            handoff=Handoff(owner=self.dispatcher.owner, lease_ms=LEASE_MS, limit=8),
+            handoff=Handoff(owner=self.dispatcher.owner, lease_ms=self.dispatcher.lease_ms, limit=8),
         )
 
     # -- lifecycle -----------------------------------------------------------------
@@ -73,24 +80,47 @@ class Engine:
             timeout=aiohttp.ClientTimeout(total=self.options.request_timeout_s, sock_connect=10),
             connector=aiohttp.TCPConnector(limit=max(200, self.options.workers * 2), limit_per_host=0),
         )
-        self.executor = Executor(self.session, signing_key=self.options.signing_key, server_kind=self.options.server_kind)
+        self.executor = Executor(self.session, signing_key=self.options.signing_key,
+                                 signing_key_fallback=self.options.signing_key_fallback,
+                                 server_kind=self.options.server_kind)
         await self.reload_registry()
         if self.options.single_node:
             await self.store.write(ops.release_all_leases)
+        self.store.listen({ops.JOBS_CHANNEL: self.dispatcher.wake, ops.FUNCTIONS_CHANNEL: self._functions_changed})
         await self.dispatcher.start()
         self._background.append(asyncio.create_task(self._sync_loop(), name="lockgate-sync"))
 
     async def stop(self) -> None:
-        for task in self._background:
+        background = list(self._background)
+        for task in background:
             task.cancel()
-        await asyncio.gather(*self._background, return_exceptions=True)
+        await asyncio.gather(*background, return_exceptions=True)
         await self.dispatcher.stop()
+        try:  # calls cut short by the grace period go back to the queue now, not at lease expiry
+            await self.store.write(ops.release_leases_of, self.dispatcher.owner)
+        except Exception:
+            log.exception("could not hand back leased jobs; they return when their leases lapse")
         if self.session is not None:
             await self.session.close()
 
+    def _functions_changed(self) -> None:
+        """Another replica stored a sync: load its functions so events here trigger them too."""
+        task = asyncio.create_task(self._reload_quietly(), name="lockgate-reload-functions")
+        self._background.append(task)
+        task.add_done_callback(self._background.remove)
+
+    async def _reload_quietly(self) -> None:
+        try:
+            await self.reload_registry()
+        except Exception:  # the sync loop reloads again soon
+            log.exception("reloading functions failed")
+
     async def reload_registry(self) -> None:
-        functions = await self.store.read(ops.load_functions)
-        self.registry = Registry.build(functions)
+        # One at a time: a reload that read before a sync committed must not land after the
+        # reload that read after it, or the older set of functions would win.
+        async with self._reload_lock:
+            functions = await self.store.read(ops.load_functions)
+            self.registry = Registry.build(functions)
 
     # -- events --------------------------------------------------------------------
 
@@ -99,7 +129,7 @@ class Engine:
         now = now_ms()
         events = parse_events(body, seed=seed, now=now)
         registry = self.registry
-        handoff = Handoff(owner=self.dispatcher.owner, lease_ms=LEASE_MS, limit=self.dispatcher.free_slots)
+        handoff = Handoff(owner=self.dispatcher.owner, lease_ms=self.dispatcher.lease_ms, limit=self.dispatcher.free_slots)
         result = await self.store.write(lambda tx: ingest_in_tx(tx, events, registry, now=now, handoff=handoff))
         for job, run in result.leased:
             self.dispatcher.adopt(job, (run, {}))
@@ -200,7 +230,8 @@ class Engine:
         if modified:
             # Loaded in the sync's own transaction: no window in which the API already lists the
             # new functions but events still match the old registry.
-            self.registry = Registry.build(functions)
+            async with self._reload_lock:
+                self.registry = Registry.build(functions)
             self.dispatcher.wake()
         self._remember_url(reg.app.url)
         return SyncOutcome(
@@ -211,11 +242,15 @@ class Engine:
         """PUT the app so it registers; returns an error message when it could not be reached."""
         self._remember_url(url)
         assert self.session is not None
+        body = canonical_json({"url": url})
+        headers = {"X-Inngest-Server-Kind": self.options.server_kind, "Content-Type": "application/json"}
+        if self.options.signing_key:  # cloud-mode SDKs refuse unsigned syncs
+            headers["X-Inngest-Signature"] = sign_body(body, self.options.signing_key)
         try:
             async with self.session.put(
                 url,
-                json={"url": url},
-                headers={"X-Inngest-Server-Kind": self.options.server_kind},
+                data=body,
+                headers=headers,
                 timeout=aiohttp.ClientTimeout(total=30, sock_connect=5),
             ) as response:
                 status, text = response.status, (await response.text(errors="replace"))[:300]
@@ -223,6 +258,8 @@ class Engine:
             message = f"could not reach the app at {url}: {exc.__class__.__name__}"
             await self.store.write(lambda tx: ops.set_app_error(tx, url=url, error=message, at=now_ms()))
             return message
+        # The Python SDK answers 200 even when its register call failed, passing our error body through.
+        status = max(status, _relayed_status(text))
         if status >= 400:
             message = f"the app at {url} refused the sync with HTTP {status}: {text}"
             await self.store.write(lambda tx: ops.set_app_error(tx, url=url, error=message, at=now_ms()))
@@ -233,6 +270,8 @@ class Engine:
         first = True
         while True:
             try:
+                if not self.options.single_node:  # safety net beside the replicas' notifications
+                    await self.reload_registry()
                 apps = await self.store.read(ops.list_apps)
                 if self.options.discovery and not apps and not self._known_urls:
                     for url in await self._discover():
@@ -274,6 +313,15 @@ class Engine:
         return [url for urls in results for url in urls]
 
 
+def _relayed_status(text: str) -> int:
+    try:
+        body = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return 0
+    status = body.get("status") if isinstance(body, dict) else None
+    return status if isinstance(status, int) and not isinstance(status, bool) else 0
+
+
 def _load_call_state(tx: Tx, run_id: str) -> tuple[Any, dict[str, Any]] | None:
     run = ops.get_run(tx, run_id)
     if run is None:
@@ -298,4 +346,5 @@ def _store_registration(tx: Tx, reg: Registration, now: int) -> list | None:
     for fn in reg.functions:
         if before.get(fn.slug) != fn.version or fn.slug not in before:
             cron.rearm_crons(tx, fn, now)
+    ops.notify_replicas(tx, ops.FUNCTIONS_CHANNEL)
     return ops.load_functions(tx)

@@ -16,7 +16,7 @@ from lockgate.protocol.event_ids import new_ulid
 from lockgate.protocol.execution_request import build_execution_body, execution_headers
 from lockgate.protocol.jsoncanon import canonical_json
 from lockgate.protocol.sdk_response import SdkResult, TransportError, parse_sdk_response
-from lockgate.protocol.signing import sign_body
+from lockgate.protocol.signing import sign_body, verify_signature
 
 log = logging.getLogger("lockgate.executor")
 
@@ -37,6 +37,7 @@ class Executor:
         session: aiohttp.ClientSession,
         *,
         signing_key: str | None = None,
+        signing_key_fallback: str | None = None,
         server_kind: str = "dev",
     ) -> None:
         self.session = session
@@ -44,6 +45,8 @@ class Executor:
         self.server_kind = server_kind
         self.calls = 0  # requests made to apps, for /v1/stats
         self.calls_use_api = 0  # of which too large to carry their state inline
+        # Cloud mode trusts only answers signed with our key (or the one being rotated out).
+        self.verify_keys = [k for k in (signing_key, signing_key_fallback) if k] if server_kind == "cloud" else []
 
     def build_body(self, run: Run, fn: Function, job: Job, memos: dict[str, Any]) -> bytes:
         def body(use_api: bool) -> dict:
@@ -88,6 +91,13 @@ class Executor:
         try:
             async with self.session.post(url, data=data, headers=headers) as response:
                 body = await response.read()
+                if self.verify_keys and not verify_signature(
+                    response.headers.get("X-Inngest-Signature"), body, self.verify_keys
+                ):
+                    return TransportError(
+                        f"the app at {url} answered without a valid X-Inngest-Signature: make sure it runs with"
+                        " the same signing key as this server (INNGEST_SIGNING_KEY)"
+                    )
                 return parse_sdk_response(response.status, response.headers, body, now_ms())
         except asyncio.TimeoutError:
             return TransportError(f"the app did not answer in time ({url})")

@@ -17,7 +17,9 @@ class AccessPolicy:
 
     def check_event_key(self, key: str) -> None:
         if self.event_keys and key not in self.event_keys:
-            raise ApiError(401, "Event key not found")
+            # The error text is the Inngest server's; `message` says what to do about it.
+            raise ApiError(401, "Event key not found", message="send events to /e/<event key> with one of the keys"
+                           " this server was started with (--event-key or INNGEST_EVENT_KEY)")
 
     def check_api(self, request: Request) -> None:
         if not self.signing_keys:

@@ -10,7 +10,7 @@ from starlette.responses import Response
 
 
 class ApiError(Exception):
-    def __init__(self, status: int, message: str, **extra: Any) -> None:
+    def __init__(self, status: int, message: str, /, **extra: Any) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
@@ -21,7 +21,7 @@ def json_response(body: Any, status: int = 200, headers: dict[str, str] | None =
     return Response(orjson.dumps(body), status_code=status, media_type="application/json", headers=headers)
 
 
-def error_response(status: int, message: str, **extra: Any) -> Response:
+def error_response(status: int, message: str, /, **extra: Any) -> Response:
     return json_response({"error": message, "status": status, **extra}, status=status)
 
 

@@ -16,6 +16,7 @@ from starlette.routing import Route
 
 from lockgate.engine.engine import Engine
 from lockgate.engine.flow.explain import explained
+from lockgate.interfaces.auth import AccessPolicy
 from lockgate.interfaces.errors import ApiError, json_response, read_json
 from lockgate.interfaces.views import explain, run_view
 from lockgate.store import operations as ops
@@ -134,10 +135,12 @@ class _Resolvers:
         return {"data": _dumps(memo), "error": None}
 
 
-def routes(engine: Engine) -> list[Route]:
+def routes(engine: Engine, access: AccessPolicy | None = None) -> list[Route]:
     resolvers = _Resolvers(engine)
 
     async def gql(request: Request) -> Response:
+        if access is not None:  # production guards /v0/* with the signing key, like the other APIs
+            access.check_api(request)
         body = await read_json(request, limit=1024 * 1024)
         if not isinstance(body, dict) or not isinstance(body.get("query"), str):
             raise ApiError(400, "expected a JSON object with a 'query' string")

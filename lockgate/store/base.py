@@ -17,6 +17,7 @@ class Tx(abc.ABC):
     """A transaction handle with name-addressable rows (`row["column"]`)."""
 
     dialect: str  # "sqlite" | "postgres"
+    origin: str = ""  # which process wrote: replicas ignore their own notifications
 
     @abc.abstractmethod
     def execute(self, sql: str, params: tuple | list = ()) -> Any: ...
@@ -49,3 +50,18 @@ class Store(abc.ABC):
     @property
     @abc.abstractmethod
     def description(self) -> str: ...
+
+    def listen(self, callbacks: dict[str, Callable[[], None]]) -> None:
+        """Call callbacks[channel]() on the event loop when another process notifies that channel.
+
+        One process needs nothing, so the default does nothing."""
+
+
+def settle_future(future: Any, result: Any, exc: BaseException | None) -> None:
+    """Resolve a caller's future from a store thread (via call_soon_threadsafe)."""
+    if future.done():
+        return
+    if exc is not None:
+        future.set_exception(exc)
+    else:
+        future.set_result(result)

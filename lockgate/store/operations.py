@@ -460,6 +460,9 @@ def _job_from_row(row: Any) -> Job:
 
 def enqueue(tx: Tx, jobs: Iterable[Job]) -> None:
     """Insert jobs; a job whose id already exists is left alone (idempotent enqueue)."""
+    jobs = list(jobs)
+    if jobs:
+        notify_replicas(tx)
     tx.executemany(
         "INSERT INTO jobs (id, kind, run_id, step_id, attempt, due_at, rank_at, payload, created_at)"
         " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
@@ -549,6 +552,25 @@ def drop_run_jobs(tx: Tx, run_id: str, *, except_job: str | None = None) -> None
 
 def jobs_of_run(tx: Tx, run_id: str) -> list[Job]:
     return [_job_from_row(r) for r in tx.all("SELECT * FROM jobs WHERE run_id = ? ORDER BY due_at", (run_id,))]
+
+
+# Channels other replicas LISTEN on: new work to lease, and a changed set of functions.
+JOBS_CHANNEL = "lockgate_jobs"
+FUNCTIONS_CHANNEL = "lockgate_functions"
+
+
+def notify_replicas(tx: Tx, channel: str = JOBS_CHANNEL) -> None:
+    """Tell the other replicas when this transaction commits (PostgreSQL only; one process needs nothing)."""
+    if tx.dialect == "postgres":
+        tx.execute("SELECT pg_notify(?, ?)", (channel, tx.origin))
+
+
+def release_leases_of(tx: Tx, owner: str) -> int:
+    """Graceful shutdown: hand this process's leased jobs back at once."""
+    cur = tx.execute("UPDATE jobs SET lease_owner = NULL, lease_expires_at = NULL WHERE lease_owner = ?", (owner,))
+    if cur.rowcount:
+        notify_replicas(tx)
+    return cur.rowcount
 
 
 def release_all_leases(tx: Tx, owner_prefix: str | None = None) -> int:

@@ -20,7 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from importlib import resources
 from typing import Any, Callable, TypeVar
 
-from lockgate.store.base import Store, Tx
+from lockgate.store.base import Store, Tx, settle_future
 
 T = TypeVar("T")
 
@@ -176,13 +176,5 @@ class SQLiteStore(Store):
             outcomes = [(future, None, exc) for _, _, future in batch]
         assert self._loop is not None
         for future, result, exc in outcomes:
-            self._loop.call_soon_threadsafe(_settle, future, result, exc)
+            self._loop.call_soon_threadsafe(settle_future, future, result, exc)
 
-
-def _settle(future: asyncio.Future, result: Any, exc: BaseException | None) -> None:
-    if future.done():
-        return
-    if exc is not None:
-        future.set_exception(exc)
-    else:
-        future.set_result(result)

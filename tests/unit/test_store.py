@@ -1,4 +1,4 @@
-"""The store and queue primitives on a real SQLite file."""
+"""The store and queue primitives on a real SQLite file and a real PostgreSQL database."""
 
 from __future__ import annotations
 
@@ -10,12 +10,16 @@ from lockgate.engine.ingest import Handoff, ingest_in_tx, parse_events
 from lockgate.engine.registry import Registry
 from lockgate.models import Function, Job, JobKind
 from lockgate.store import operations as ops
+from lockgate.store.postgres import PostgresStore
 from lockgate.store.sqlite import SQLiteStore
 
 
 @pytest.fixture
-async def store(tmp_path):
-    s = SQLiteStore(str(tmp_path))
+async def store(tmp_path, backend):
+    if backend.name == "postgres":
+        s = PostgresStore(backend.new_database(), pool_size=4)
+    else:
+        s = SQLiteStore(str(tmp_path))
     await s.open()
     yield s
     await s.close()

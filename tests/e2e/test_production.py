@@ -1,0 +1,248 @@
+"""`lockgate start`: keys, a signed production-mode SDK app, replicas sharing one database."""
+
+from __future__ import annotations
+
+import hashlib
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import ROOT, Api, AppProcess, LockgateProcess, free_port, wait_until
+
+SIGNING_KEY = "signkey-test-" + "5ec0de" * 8
+EVENT_KEY = "prod-event-key"
+APP = "tests.e2e.apps.prod_app"
+
+
+def prod_server(tmp_path: Path, app_url: str, *, name: str = "lockgate", postgres_uri: str | None = None,
+                lease_timeout: float = 5.0) -> LockgateProcess:
+    return LockgateProcess(
+        args=["start", "--signing-key", SIGNING_KEY, "--event-key", EVENT_KEY, "-u", app_url,
+              "--poll-interval", "0.5", "--retry-interval", "0.2"],
+        data_dir=tmp_path / "data",
+        postgres_uri=postgres_uri,
+        log_path=tmp_path / f"{name}.log",
+        env={"LOCKGATE_LEASE_TIMEOUT": str(lease_timeout)},
+    )
+
+
+def prod_app(tmp_path: Path, port: int, server_url: str, signing_key: str = SIGNING_KEY) -> AppProcess:
+    return AppProcess(module=APP, port=port, server_url=server_url, ledger=tmp_path / "ledger.jsonl",
+                      extra_env={"INNGEST_DEV": "0", "INNGEST_BASE_URL": server_url,
+                                 "INNGEST_SIGNING_KEY": signing_key, "INNGEST_EVENT_KEY": EVENT_KEY})
+
+
+def doctor(server: LockgateProcess, *args: str) -> subprocess.CompletedProcess:
+    store = ["--postgres-uri", server.postgres_uri] if server.postgres_uri else ["--data-dir", str(server.data_dir)]
+    return subprocess.run([sys.executable, "-m", "lockgate", "doctor", "--port", str(server.port), *store, *args],
+                          capture_output=True, text=True, timeout=60, cwd=ROOT)
+
+
+def start_lockgate(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "lockgate", "start", "--port", "0", *args], capture_output=True,
+                          text=True, timeout=60, cwd=ROOT)
+
+
+@pytest.mark.parametrize(
+    "args, fragment",
+    [
+        (["--event-key", "k"], "needs a signing key"),
+        (["--signing-key", "signkey-prod-abc", "--event-key", "k"], "even number of hex digits"),
+        (["--signing-key", "signkey-prod-zz11", "--event-key", "k"], "must be hexadecimal"),
+        (["--signing-key", "signkey-prod-ab12", "--signing-key-fallback", "nothex!", "--event-key", "k"],
+         "--signing-key-fallback is not valid"),
+        (["--signing-key", "signkey-prod-ab12"], "needs at least one event key"),
+    ],
+)
+def test_start_refuses_missing_or_malformed_keys_and_says_why(args, fragment):
+    proc = start_lockgate(*args)
+    assert proc.returncode == 2
+    assert fragment in proc.stderr
+
+
+def test_doctor_on_a_broken_setup_says_what_to_fix(tmp_path):
+    port = free_port()
+    proc = subprocess.run(
+        [sys.executable, "-m", "lockgate", "doctor", "--port", str(port), "--postgres-uri",
+         f"postgresql://postgres@127.0.0.1:{free_port()}/nowhere", "--signing-key", "signkey-prod-abc",
+         "-u", f"http://127.0.0.1:{free_port()}/api/inngest"],
+        capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert proc.returncode == 1
+    assert f"nothing listens on 127.0.0.1:{port}" in proc.stdout
+    assert "cannot reach PostgreSQL" in proc.stdout and "--postgres-uri" in proc.stdout
+    assert "even number of hex digits" in proc.stdout
+    assert "does not answer" in proc.stdout and "is it running" in proc.stdout
+    assert "problem(s) found" in proc.stderr
+
+
+def test_production_app_runs_signed_and_keys_are_enforced(tmp_path):
+    app_port = free_port()
+    app_url = f"http://127.0.0.1:{app_port}/api/inngest"
+    server = prod_server(tmp_path, app_url).start()
+    app = prod_app(tmp_path, app_port, server.url).start()
+    try:
+        api = Api(server.url, SIGNING_KEY)
+        wait_until(lambda: api.functions(), what="the production app to sync (signed PUT, bearer-authenticated register)")
+        # The right event key runs the function end to end, signed both ways.
+        event_id = api.send({"name": "prod/steps", "data": {"n": 1}}, key=EVENT_KEY).json()["ids"][0]
+        run = api.wait_for_end(api.wait_for_runs(event_id)[0]["run_id"])
+        assert run["status"] == "Completed" and run["output"]["n"] == 1
+
+        # A wrong event key is refused with a body that says what to do, and stores nothing.
+        before = api.http.get("/v1/events").json()["data"]
+        wrong = api.send({"name": "prod/steps", "data": {"n": 2}}, key="not-the-key")
+        assert wrong.status_code == 401
+        assert wrong.json()["error"] == "Event key not found" and "--event-key" in wrong.json()["message"]
+        assert api.http.get("/v1/events").json()["data"] == before
+
+        # /fn/register needs the signing key as a bearer token: raw or sha256-hashed, never missing or wrong.
+        body = {"appName": "intruder", "url": "http://127.0.0.1:9/api/inngest", "functions": []}
+        anonymous = httpx.Client(base_url=server.url, timeout=10)
+        assert anonymous.post("/fn/register", json=body).status_code == 401
+        assert anonymous.get("/v1/apps").status_code == 401
+        assert anonymous.post("/v0/gql", json={"query": "{ __typename }"}).status_code == 401
+        bad = anonymous.post("/fn/register", json=body, headers={"Authorization": "Bearer signkey-test-abcd"})
+        assert bad.status_code == 401 and "signing key" in bad.json()["error"]
+        hashed = hashlib.sha256(bytes.fromhex(SIGNING_KEY.split("-")[-1])).hexdigest()
+        ok = anonymous.post("/fn/register", json=body, headers={"Authorization": f"Bearer signkey-test-{hashed}"})
+        assert ok.status_code == 200
+
+        # doctor sees a healthy app (the intruder app just registered does not answer: that is reported).
+        report = doctor(server, "--signing-key", SIGNING_KEY)
+        assert "lockgate (cloud mode) answers" in report.stdout
+        assert f"app {app.url} answers and serves 3 function(s)" in report.stdout
+        assert f"app {app.url} holds the same signing key" in report.stdout
+        assert "app http://127.0.0.1:9/api/inngest does not answer" in report.stdout
+        assert report.returncode == 1
+    finally:
+        app.stop()
+        server.stop()
+
+
+def test_app_with_another_signing_key_is_refused_and_the_reason_is_shown(tmp_path):
+    app_port = free_port()
+    app_url = f"http://127.0.0.1:{app_port}/api/inngest"
+    server = prod_server(tmp_path, app_url).start()
+    app = prod_app(tmp_path, app_port, server.url, signing_key="signkey-test-" + "0badc0de" * 8).start()
+    try:
+        api = Api(server.url, SIGNING_KEY)
+
+        def app_error() -> str | None:
+            apps = api.http.get("/v1/apps").json()["data"]
+            error = apps and apps[0].get("error")
+            return error if error and "401" in error else None  # earlier rounds may predate the app
+
+        error = wait_until(app_error, what="the refused sync to be recorded")
+        assert "refused the sync" in error
+        assert api.functions() == []
+        report = doctor(server, "--signing-key", SIGNING_KEY, "-u", app.url)
+        assert report.returncode == 1
+        assert "its INNGEST_SIGNING_KEY differs from lockgate's --signing-key" in report.stdout
+    finally:
+        app.stop()
+        server.stop()
+
+
+def test_sigterm_finishes_the_call_in_flight_then_exits(tmp_path):
+    app_port = free_port()
+    app_url = f"http://127.0.0.1:{app_port}/api/inngest"
+    server = prod_server(tmp_path, app_url).start()
+    app = prod_app(tmp_path, app_port, server.url).start()
+    try:
+        api = Api(server.url, SIGNING_KEY)
+        wait_until(lambda: api.functions(), what="app sync")
+        event_id = api.send({"name": "prod/slow", "data": {"seconds": 3}}, key=EVENT_KEY).json()["ids"][0]
+        wait_until(lambda: [e for e in app.ledger_entries() if e["kind"] == "slow-start"], what="the slow step to start")
+        server.proc.send_signal(signal.SIGTERM)
+        assert server.proc.wait(timeout=30) == 0
+        # It waited for the call: the step finished and its result was recorded before exit.
+        assert [e["kind"] for e in app.ledger_entries() if e["kind"].startswith("slow")] == ["slow-start", "slow-end"]
+        server.start()
+        run = api.wait_for_end(api.wait_for_runs(event_id)[0]["run_id"])
+        assert run["status"] == "Completed" and run["output"] == "done"
+        assert len([e for e in app.ledger_entries() if e["kind"] == "slow-start"]) == 1  # never ran again
+    finally:
+        app.stop()
+        server.stop()
+
+
+SENDERS = 4
+EVENTS_PER_SENDER = 100
+
+
+def test_two_replicas_share_the_work_and_survive_kill9_of_one(tmp_path, backend):
+    if backend.name != "postgres":
+        pytest.skip("replicas share a PostgreSQL database")
+    app_port = free_port()
+    app_url = f"http://127.0.0.1:{app_port}/api/inngest"
+    a = prod_server(tmp_path, app_url, name="a").start()
+    b = prod_server(tmp_path, app_url, name="b", postgres_uri=a.postgres_uri).start()
+    app = prod_app(tmp_path, app_port, a.url).start()
+    api_a, api_b = Api(a.url, SIGNING_KEY), Api(b.url, SIGNING_KEY)
+    wait_until(lambda: api_a.functions() and api_b.functions(), what="both replicas to see the app")
+
+    acked: list[str] = []
+    lock = threading.Lock()
+
+    def sender(worker: int) -> None:
+        target = (a if worker % 2 else b).url  # half the events go to the replica that dies
+        with httpx.Client(timeout=5) as http:
+            for i in range(EVENTS_PER_SENDER):
+                try:
+                    r = http.post(f"{target}/e/{EVENT_KEY}", json={"name": "prod/steps", "data": {"n": worker * 1000 + i}})
+                except httpx.HTTPError:
+                    continue  # that replica is gone: the event was never acknowledged
+                if r.status_code == 200:
+                    with lock:
+                        acked.extend(r.json()["ids"])
+
+    threads = [threading.Thread(target=sender, args=(w,)) for w in range(SENDERS)]
+    for t in threads:
+        t.start()
+    wait_until(lambda: sum(1 for e in app.ledger_entries() if e["kind"] == "step") >= 60, timeout=120,
+               what="steps to be under way")
+    b.kill9()
+    for t in threads:
+        t.join()
+    assert acked
+
+    def all_done() -> bool:
+        return all((runs := api_a.event_runs(eid)) and len(runs) == 1 and runs[0]["status"] == "Completed"
+                   for eid in acked)
+
+    wait_until(all_done, timeout=240, interval=1.0, what=f"all {len(acked)} acknowledged events to complete on a")
+
+    executions = defaultdict(list)
+    for entry in app.ledger_entries():
+        if entry["kind"] == "step":
+            executions[(entry["run_id"], entry["step"])].append(entry["token"])
+    reruns_after_record = 0
+    for eid in acked:
+        run = api_a.event_runs(eid)[0]
+        for recorded in run["output"]["steps"]:
+            tokens = executions[(run["run_id"], recorded["step"])]
+            assert recorded["token"] in tokens
+            if tokens[-1] != recorded["token"]:
+                reruns_after_record += 1
+    assert reruns_after_record == 0
+
+    # Cron ticks are leased like any job: each scheduled minute runs exactly once across replicas.
+    b.start()
+    wait_until(lambda: [e for e in app.ledger_entries() if e["kind"] == "tick"], timeout=90, interval=1.0,
+               what="a cron tick")
+    time.sleep(2)
+    ticks = defaultdict(int)
+    for e in app.ledger_entries():
+        if e["kind"] == "tick":
+            ticks[e["scheduled"]] += 1
+    assert ticks and all(n == 1 for n in ticks.values()), ticks
+    app.stop()
+    a.stop()
+    b.stop()
