@@ -14,7 +14,7 @@ APP = "tests.e2e.apps.basic_app"
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory):
+def stack(tmp_path_factory, backend):  # backend: one stack per store backend
     tmp = tmp_path_factory.mktemp("core")
     server, app, api = start_stack(tmp, APP)
     yield server, app, api
