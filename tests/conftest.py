@@ -27,6 +27,8 @@ PYTHON = sys.executable
 # -- store backends -------------------------------------------------------------------
 # Every test that asks for `backend` (all of tests/e2e, the store unit tests) runs once per
 # backend. On PostgreSQL each LockgateProcess gets a fresh database unless given one.
+# A module-scoped fixture that starts servers must take `backend` as an argument, or pytest
+# keeps its first instance (on SQLite) for the PostgreSQL round too.
 
 
 def pytest_addoption(parser) -> None:
@@ -44,6 +46,7 @@ def pytest_generate_tests(metafunc) -> None:
 class Backend:
     name: str
     databases: list[str] = field(default_factory=list)
+    servers: list["LockgateProcess"] = field(default_factory=list)
 
     def new_database(self) -> str:
         uri = pgtools.create_database()
@@ -68,6 +71,10 @@ def backend(request):
     CURRENT_BACKEND = chosen
     yield chosen
     CURRENT_BACKEND = Backend("sqlite")
+    # A server must not outlive its backend round: were it reused, the next round would
+    # silently test the old backend. Stopping it makes such a fixture fail loudly instead.
+    for server in chosen.servers:
+        server.stop()
     for uri in chosen.databases:
         try:
             pgtools.drop_database(uri)
@@ -119,6 +126,7 @@ class LockgateProcess:
             self.postgres_uri = CURRENT_BACKEND.new_database()
         if self.postgres_uri is not None:
             cmd += ["--postgres-uri", self.postgres_uri]
+        CURRENT_BACKEND.servers.append(self)
         self._log = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL
         env = {**os.environ, **self.env}
         self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.PIPE, cwd=ROOT, env=env)
@@ -310,7 +318,7 @@ def stack_fixture(module: str, **options: Any):
     """A module-scoped `stack` fixture: one server and one app shared by a test module."""
 
     @pytest.fixture(scope="module")
-    def stack(tmp_path_factory):
+    def stack(tmp_path_factory, backend):  # backend: one stack per store backend
         server, app, api = start_stack(tmp_path_factory.mktemp(module.rsplit(".", 1)[-1]), module, **options)
         yield server, app, api
         app.stop()

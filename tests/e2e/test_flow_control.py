@@ -17,7 +17,7 @@ FINAL = ("Completed", "Failed", "Cancelled")
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory):
+def stack(tmp_path_factory, backend):  # backend: one stack per store backend
     tmp = tmp_path_factory.mktemp("flow")
     server, app, api = start_stack(tmp, APP)
     warm_up(api)

@@ -18,7 +18,7 @@ SDKS = ["v4", "v3"]
 
 
 @pytest.fixture(scope="module", params=SDKS)
-def stack(request, tmp_path_factory):
+def stack(request, tmp_path_factory, backend):  # backend: one stack per store backend
     ensure_node_sdk(request.param)  # skips without node before any server starts
     server, app, api = start_stack(tmp_path_factory.mktemp(f"js-{request.param}"), request.param,
                                    app_cls=NodeAppProcess)
@@ -211,7 +211,7 @@ STREAMING_ENV = {"v4": "true", "v3": "force"}
 
 
 @pytest.fixture(scope="module", params=SDKS)
-def streamed(request, tmp_path_factory):
+def streamed(request, tmp_path_factory, backend):
     ensure_node_sdk(request.param)
     server, app, api = start_stack(tmp_path_factory.mktemp(f"js-stream-{request.param}"), request.param,
                                    app_cls=NodeAppProcess, app_env={"INNGEST_STREAMING": STREAMING_ENV[request.param]})
