@@ -16,6 +16,9 @@ from starlette.routing import Route
 
 from lockgate.engine.engine import Engine, EngineOptions
 from lockgate.interfaces import graphql_api, inngest_api, rest_v1
+from lockgate.interfaces.qstash_api import QStashApi
+from lockgate.protocol.qstash_signing import DEV_CURRENT_KEY, DEV_NEXT_KEY, DEV_TOKEN, new_signing_key
+from lockgate.qstash.service import QStash, QStashOptions
 from lockgate.interfaces.auth import AccessPolicy
 from lockgate.interfaces.errors import ApiError, error_response
 from lockgate.settings import Settings
@@ -72,6 +75,7 @@ def build_app(settings: Settings, *, kind: str = "dev", store: Store | None = No
             own_port=own_port,
         ),
     )
+    engine.qstash = build_qstash(settings, store, engine, kind)
     access = AccessPolicy(signing_keys=keys if kind == "cloud" else [], event_keys=list(settings.event_keys))
 
     @contextlib.asynccontextmanager
@@ -102,6 +106,7 @@ def build_app(settings: Settings, *, kind: str = "dev", store: Store | None = No
         *inngest_api.routes(engine, access),
         *rest_v1.routes(engine, access),
         *graphql_api.routes(engine),
+        *QStashApi(engine.qstash).routes(),
     ]
     app = Starlette(
         routes=routes,
@@ -110,6 +115,18 @@ def build_app(settings: Settings, *, kind: str = "dev", store: Store | None = No
     )
     app.state.engine = engine
     return ServerKindHeader(app, kind), engine
+
+
+def build_qstash(settings: Settings, store: Store, engine: Engine, kind: str) -> QStash:
+    # In dev, answer like the QStash local dev server so its preset .env values just work.
+    dev = kind == "dev"
+    options = QStashOptions(
+        token=settings.qstash_token or (DEV_TOKEN if dev else None),
+        current_signing_key=settings.qstash_current_signing_key or (DEV_CURRENT_KEY if dev else new_signing_key()),
+        next_signing_key=settings.qstash_next_signing_key or (DEV_NEXT_KEY if dev else new_signing_key()),
+        backoff_scale=settings.qstash_backoff_scale,
+    )
+    return QStash(store, options, engine.dispatcher.wake)
 
 
 def bind_socket(host: str, port: int) -> socket.socket:

@@ -53,6 +53,7 @@ class Engine:
         self.executor: Executor | None = None
         self.dispatcher = Dispatcher(store, self._handle_job, workers=self.options.workers)
         self._background: list[asyncio.Task] = []
+        self.qstash: Any = None  # lockgate.qstash.service.QStash, attached by the server
         self._known_urls: list[str] = []
         for url in self.options.sdk_urls:
             self._remember_url(url)
@@ -78,6 +79,8 @@ class Engine:
             await self.store.write(ops.release_all_leases)
         await self.dispatcher.start()
         self._background.append(asyncio.create_task(self._sync_loop(), name="lockgate-sync"))
+        if self.qstash is not None:
+            self._background.append(asyncio.create_task(self.qstash.housekeeping(), name="lockgate-qstash"))
 
     async def stop(self) -> None:
         for task in self._background:
@@ -126,6 +129,8 @@ class Engine:
             await self.store.write(lambda tx: waits.expire_wait(tx, job, now=now_ms()))
         elif job.kind == JobKind.CRON.value:
             await self.store.write(lambda tx: cron.fire_cron(tx, ctx.registry, job, now=now_ms()))
+        elif job.kind in (JobKind.QSTASH_DELIVERY.value, JobKind.QSTASH_SCHEDULE.value) and self.qstash:
+            await self.qstash.handle_job(job, self.session)
         else:
             log.error("unknown job kind %r (job %s); dropping it", job.kind, job.id)
             await self.store.write(ops.release_job, job)
