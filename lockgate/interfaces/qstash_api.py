@@ -15,7 +15,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from lockgate.interfaces.errors import ApiError, json_response, read_body, read_json
-from lockgate.qstash.config import ConfigError, check_name, check_url, parse_config
+from lockgate.qstash.config import ConfigError, check_name, check_url, classify_destination, parse_config
 from lockgate.qstash.models import LogState
 from lockgate.qstash.publish import NotFound, PublishRequest, is_deduplicated
 from lockgate.qstash.render import group_json, message_json, queue_json, schedule_json
@@ -131,6 +131,7 @@ class QStashApi:
             try:
                 if not isinstance(item, dict) or not isinstance(item.get("destination"), str):
                     raise ConfigError("each element needs a string 'destination'")
+                classify_destination(item["destination"])
                 headers = item.get("headers") or {}
                 if not isinstance(headers, dict) or not all(isinstance(v, str) for v in headers.values()):
                     raise ConfigError("'headers' must be an object of strings")

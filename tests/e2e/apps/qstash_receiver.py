@@ -1,6 +1,6 @@
 """A QStash destination: verifies every delivery with the official qstash.Receiver and records it.
 
-`/r/<behaviour>[-<suffix>]` answers by behaviour (ok, nf, fail, nr, ra, flaky, slow); the suffix
+`/r/<behaviour>[-<suffix>]` answers by behaviour (ok, nf, fail, nr, ra, flaky, slow, slowfail); the suffix
 gives each test its own hit counter and records.
 """
 
@@ -36,14 +36,14 @@ async def destination(name: str, request: Request) -> Response:
     except Exception as exc:  # recorded: the test asserts on it
         error = str(exc)
     behaviour = name.split("-", 1)[0]
-    if behaviour == "slow":
+    if behaviour in ("slow", "slowfail"):
         await asyncio.sleep(1.0)
     record("delivery", name=name, method=request.method, url=str(request.url), headers=dict(request.headers),
            body=base64.b64encode(body).decode(), verified=verified, error=error, started=started, ended=time.time(),
            hit=hits[request.url.path])
     if behaviour == "nf":
         return Response("404 Not Found", status_code=404)
-    if behaviour == "fail":
+    if behaviour in ("fail", "slowfail"):
         return Response("boom", status_code=500)
     if behaviour == "nr":
         return Response("stop", status_code=489, headers={"Upstash-NonRetryable-Error": "true"})
