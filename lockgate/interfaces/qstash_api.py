@@ -8,21 +8,21 @@ from __future__ import annotations
 
 import hmac
 from typing import Any
-from urllib.parse import parse_qsl, unquote
+from urllib.parse import unquote
 
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
 from lockgate.interfaces.errors import ApiError, json_response, read_body, read_json
+from lockgate.models import now_ms
 from lockgate.qstash.config import ConfigError, check_name, check_url, classify_destination, parse_config
-from lockgate.qstash.models import LogState
+from lockgate.qstash.delivery import release_waiting
+from lockgate.qstash.models import LogState, UrlGroup
 from lockgate.qstash.publish import NotFound, PublishRequest, is_deduplicated
 from lockgate.qstash.render import group_json, message_json, queue_json, schedule_json
 from lockgate.qstash.service import QStash
 from lockgate.store import qstash_operations as qops
-from lockgate.models import now_ms
-from lockgate.qstash.models import UrlGroup
 
 MAX_BODY = 10 * 1024 * 1024
 
@@ -513,8 +513,7 @@ class QStashApi:
 
     async def global_parallelism(self, request: Request) -> Response:
         self._auth(request)
-        count = await self.store.read(lambda tx: tx.one(
-            "SELECT COUNT(*) AS n FROM qstash_messages WHERE state = 'active'")["n"])
+        count = await self.store.read(qops.active_total)
         return json_response({"parallelismMax": 0, "parallelismCount": count})
 
     def routes(self) -> list[Route]:
@@ -558,27 +557,20 @@ class QStashApi:
 
 
 def _upsert_queue(tx, name: str, parallelism: int, paused: bool) -> None:
-    from lockgate.qstash.delivery import free_slot
-    from lockgate.qstash.models import Message
-
     now = now_ms()
     qops.upsert_queue(tx, name, parallelism=parallelism, paused=paused, now=now)
     if not paused:  # resumed or widened: let waiting messages go
-        free_slot(tx, Message(message_id="", url="", method="POST", headers={}, body=b"", max_retries=0,
-                              not_before=now, created_at=now, queue_name=name), now)
+        release_waiting(tx, "queue_name", name, parallelism, now)
 
 
 def _flow_info(tx, key: str) -> dict[str, Any] | None:
-    row = tx.one("SELECT spec FROM qstash_messages WHERE flow_control_key = ? ORDER BY seq DESC LIMIT 1", (key,))
-    if row is None:
+    flow = qops.latest_flow_control(tx, key)
+    if flow is None:
         return None
-    import orjson
-
-    flow = orjson.loads(row["spec"])["flow_control"]
     return {
         "flowControlKey": key, "waitListSize": qops.waiting_count(tx, "flow_control_key", key),
-        "parallelismMax": flow.get("parallelism") or 0,
+        "parallelismMax": flow.parallelism or 0,
         "parallelismCount": qops.active_count(tx, "flow_control_key", key),
-        "rateMax": flow.get("rate") or 0, "rateCount": 0, "ratePeriod": flow.get("period") or 1,
+        "rateMax": flow.rate or 0, "rateCount": 0, "ratePeriod": flow.period,
         "ratePeriodStart": 0, "isPaused": False, "isPinnedParallelism": False, "isPinnedRate": False,
     }

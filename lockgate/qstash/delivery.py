@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
+import orjson
 from yarl import URL
 
 from lockgate.models import Job
@@ -79,7 +80,7 @@ def claim(tx: Tx, job: Job, *, now: int) -> Message | None:
     return msg
 
 
-def request_headers(msg: Message, key: str, caller_headers: bool = True) -> dict[str, str] | list[tuple[str, str]]:
+def request_headers(msg: Message, key: str) -> list[tuple[str, str]]:
     headers: list[tuple[str, str]] = []
     for name, values in msg.headers.items():
         headers.extend((name, v) for v in values)
@@ -126,8 +127,6 @@ def _response_fields(outcome: Outcome) -> dict[str, Any]:
 
 
 def _callback_body(msg: Message, outcome: Outcome, *, dlq_id: str | None = None) -> bytes:
-    import orjson
-
     body: dict[str, Any] = {
         "status": outcome.status,
         "header": outcome.headers,
@@ -176,9 +175,13 @@ def free_slot(tx: Tx, msg: Message, now: int) -> None:
     if msg.flow_control is not None and msg.flow_control.parallelism:
         lanes.append(("flow_control_key", msg.flow_control.key, msg.flow_control.parallelism))
     for column, value, width in lanes:
-        for message_id in qops.next_pending(tx, column, value, width):
-            waiting = qops.get_message(tx, message_id)
-            qops.set_job_due(tx, delivery_job_id(message_id), max(now, waiting.not_before))
+        release_waiting(tx, column, value, width, now)
+
+
+def release_waiting(tx: Tx, column: str, value: str, width: int, now: int) -> None:
+    """Move the oldest waiting messages of a queue / flow-control key back to due (never before their time)."""
+    for message_id, not_before in qops.next_pending(tx, column, value, width):
+        qops.set_job_due(tx, delivery_job_id(message_id), max(now, not_before))
 
 
 def _finish(tx: Tx, job: Job, msg: Message, state: MessageState, log_state: LogState, now: int,

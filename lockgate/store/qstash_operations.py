@@ -117,12 +117,24 @@ def earlier_pending_exists(tx: Tx, queue: str, seq: int, now: int) -> bool:
     return row is not None
 
 
-def next_pending(tx: Tx, column: str, value: str, limit: int) -> list[str]:
+def next_pending(tx: Tx, column: str, value: str, limit: int) -> list[tuple[str, int]]:
     rows = tx.all(
-        f"SELECT message_id FROM qstash_messages WHERE {column} = ? AND state = 'pending' ORDER BY seq LIMIT ?",
+        f"SELECT message_id, not_before FROM qstash_messages WHERE {column} = ? AND state = 'pending'"
+        " ORDER BY seq LIMIT ?",
         (value, limit),
     )
-    return [r["message_id"] for r in rows]
+    return [(r["message_id"], r["not_before"]) for r in rows]
+
+
+def active_total(tx: Tx) -> int:
+    return tx.one("SELECT COUNT(*) AS n FROM qstash_messages WHERE state = 'active'")["n"]
+
+
+def latest_flow_control(tx: Tx, key: str) -> FlowControl | None:
+    """A key's settings are those of the latest message that named it."""
+    row = tx.one("SELECT spec FROM qstash_messages WHERE flow_control_key = ? ORDER BY seq DESC LIMIT 1", (key,))
+    flow = orjson.loads(row["spec"]).get("flow_control") if row else None
+    return FlowControl(**flow) if flow else None
 
 
 def queue_lag(tx: Tx, name: str) -> int:
