@@ -140,7 +140,7 @@ def bind_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
-def serve(app, sock: socket.socket, *, log_level: str = "info") -> None:
+def serve(app, sock: socket.socket | list[socket.socket], *, log_level: str = "info") -> None:
     config = uvicorn.Config(
         app,
         log_level=log_level if log_level == "debug" else "warning",
@@ -151,4 +151,4 @@ def serve(app, sock: socket.socket, *, log_level: str = "info") -> None:
         timeout_graceful_shutdown=15,
     )
     server = uvicorn.Server(config)
-    asyncio.run(server.serve(sockets=[sock]))
+    asyncio.run(server.serve(sockets=sock if isinstance(sock, list) else [sock]))

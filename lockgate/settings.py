@@ -45,6 +45,8 @@ class Settings:
     event_keys: list[str] = _spec(list, env=("LOCKGATE_EVENT_KEY", "INNGEST_EVENT_KEY"), secret=True,
                                   help="accepted event keys (empty: any)")
     log_level: str = _spec("info", env=("LOCKGATE_LOG_LEVEL",), help="debug, info, warning or error")
+    qstash_port: int | None = _spec(None, env=("LOCKGATE_QSTASH_PORT", "QSTASH_DEV_PORT"),
+                                    help="also serve every API on this port (8080: where QStash dev settings look)")
     qstash_token: str | None = _spec(None, env=("LOCKGATE_QSTASH_TOKEN", "QSTASH_TOKEN"), secret=True,
                                      help="Bearer token of the QStash API (dev: the QStash dev server's)")
     qstash_current_signing_key: str | None = _spec(None, env=("LOCKGATE_QSTASH_CURRENT_SIGNING_KEY",
@@ -112,7 +114,7 @@ class Settings:
 
 
 _BOOL_NAMES = {"in_memory", "discovery", "poll"}
-_INT_NAMES = {"port", "workers"}
+_INT_NAMES = {"port", "workers", "qstash_port"}
 _FLOAT_NAMES = {"poll_interval", "retry_interval", "qstash_backoff_scale"}
 _LIST_NAMES = {"sdk_urls", "event_keys"}
 

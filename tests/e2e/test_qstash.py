@@ -440,3 +440,16 @@ def test_kill9_loses_no_accepted_message(tmp_path):
     finally:
         recv.stop()
         server.stop()
+
+
+def test_qstash_port_serves_the_same_api(tmp_path):
+    extra = free_port()
+    server = LockgateProcess(args=["dev", "--no-discovery", "--in-memory", "--qstash-port", str(extra)],
+                             data_dir=None, log_path=tmp_path / "lockgate.log").start()
+    try:
+        client = QStash(DEV_TOKEN, base_url=f"http://127.0.0.1:{extra}")
+        assert client.signing_key.get().current == DEV_CURRENT_KEY
+        client.queue.upsert("shared")
+        assert QStash(DEV_TOKEN, base_url=server.url).queue.get("shared").parallelism == 1
+    finally:
+        server.stop()
