@@ -16,6 +16,7 @@ from starlette.routing import Route
 
 from lockgate.interfaces.errors import ApiError, json_response, read_body, read_json
 from lockgate.models import now_ms
+from lockgate.qstash import flow
 from lockgate.qstash.config import ConfigError, check_name, check_url, classify_destination, parse_config
 from lockgate.qstash.delivery import release_waiting
 from lockgate.qstash.models import LogState, UrlGroup
@@ -506,10 +507,34 @@ class QStashApi:
     async def get_flow_control(self, request: Request) -> Response:
         self._auth(request)
         key = request.path_params["key"]
-        info = await self.store.read(lambda tx: _flow_info(tx, key))
-        if info is None:
+        found = await self.store.read(lambda tx: (k := qops.get_flow_key(tx, key)) and flow.info(tx, k))
+        if not found:
             raise ApiError(404, f"flow-control key {key} not found")
-        return json_response(info)
+        return json_response(found)
+
+    async def list_flow_control(self, request: Request) -> Response:
+        self._auth(request)
+        search = request.query_params.get("search", "")
+        return json_response(await self.store.read(
+            lambda tx: [flow.info(tx, k) for k in qops.list_flow_keys(tx) if search in k.key]))
+
+    async def update_flow_control(self, request: Request) -> Response:
+        self._auth(request)
+        key, action = request.path_params["key"], request.path_params["action"]
+        if action not in ("pause", "resume", "pin", "unpin", "resetRate", "reset"):
+            raise ApiError(404, f"no flow-control action {action!r}")
+        params = dict(request.query_params)
+        for name in ("parallelism", "rate", "period"):
+            if action == "pin" and name in params and not params[name].isdigit():
+                raise ApiError(400, f"{name} must be a non-negative integer")
+        found = await self.store.write(lambda tx: flow.update(tx, key, action, params, now_ms()))
+        if found is None:
+            raise ApiError(404, f"flow-control key {key} not found")
+        if action in ("resume", "pin", "unpin", "resetRate", "reset"):
+            await self.store.write(lambda tx: release_waiting(tx, "flow_control_key", key, found.parallelism or 1,
+                                                              now_ms()))
+            self.qstash.wake()
+        return _ok()
 
     async def global_parallelism(self, request: Request) -> Response:
         self._auth(request)
@@ -551,7 +576,9 @@ class QStashApi:
             Route("/v2/topics/{group}/endpoints", self.remove_endpoints, methods=["DELETE"]),
             Route("/v2/keys", self.get_keys, methods=["GET"]),
             Route("/v2/keys/rotate", self.rotate_keys, methods=["POST"]),
+            Route("/v2/flowControl", self.list_flow_control, methods=["GET"]),
             Route("/v2/flowControl/{key}", self.get_flow_control, methods=["GET"]),
+            Route("/v2/flowControl/{key}/{action}", self.update_flow_control, methods=["POST"]),
             Route("/v2/globalParallelism", self.global_parallelism, methods=["GET"]),
         ]
 
@@ -561,16 +588,3 @@ def _upsert_queue(tx, name: str, parallelism: int, paused: bool) -> None:
     qops.upsert_queue(tx, name, parallelism=parallelism, paused=paused, now=now)
     if not paused:  # resumed or widened: let waiting messages go
         release_waiting(tx, "queue_name", name, parallelism, now)
-
-
-def _flow_info(tx, key: str) -> dict[str, Any] | None:
-    flow = qops.latest_flow_control(tx, key)
-    if flow is None:
-        return None
-    return {
-        "flowControlKey": key, "waitListSize": qops.waiting_count(tx, "flow_control_key", key),
-        "parallelismMax": flow.parallelism or 0,
-        "parallelismCount": qops.active_count(tx, "flow_control_key", key),
-        "rateMax": flow.rate or 0, "rateCount": 0, "ratePeriod": flow.period,
-        "ratePeriodStart": 0, "isPaused": False, "isPinnedParallelism": False, "isPinnedRate": False,
-    }

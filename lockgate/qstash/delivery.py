@@ -19,6 +19,7 @@ from yarl import URL
 
 from lockgate.models import Job
 from lockgate.protocol.qstash_signing import sign
+from lockgate.qstash import flow
 from lockgate.qstash.config import parse_config
 from lockgate.qstash.models import LogState, Message, MessageState
 from lockgate.qstash.publish import delivery_job_id, new_message_id, store_message
@@ -49,19 +50,18 @@ class Outcome:
         return self.status == 489 and "true" in flag
 
 
-def _admitted(tx: Tx, msg: Message, now: int) -> bool:
+def _admission(tx: Tx, msg: Message, now: int) -> tuple[bool, int | None]:
+    """(admitted, retry_at); retry_at None means: wait until a finishing message frees a slot."""
     if msg.queue_name:
         queue = qops.get_queue(tx, msg.queue_name, for_update=True)
         if queue is not None:
             if queue.paused or qops.active_count(tx, "queue_name", msg.queue_name) >= queue.parallelism:
-                return False
+                return False, None
             if msg.seq is not None and qops.earlier_pending_exists(tx, msg.queue_name, msg.seq, now):
-                return False
-    flow = msg.flow_control
-    if flow is not None and flow.parallelism:
-        if qops.active_count(tx, "flow_control_key", flow.key) >= flow.parallelism:
-            return False
-    return True
+                return False, None
+    if msg.flow_control is not None:
+        return flow.admit(tx, msg.flow_control.key, now)
+    return True, None
 
 
 def claim(tx: Tx, job: Job, *, now: int) -> Message | None:
@@ -71,8 +71,9 @@ def claim(tx: Tx, job: Job, *, now: int) -> Message | None:
         ops.release_job(tx, job)
         return None
     if msg.state == MessageState.PENDING.value:
-        if not _admitted(tx, msg, now):
-            ops.retry_job(tx, job, due_at=now + PARK_MS, attempt=job.attempt)
+        admitted, retry_at = _admission(tx, msg, now)
+        if not admitted:
+            ops.retry_job(tx, job, due_at=retry_at or now + PARK_MS, attempt=job.attempt)
             return None
         qops.update_message(tx, msg.message_id, state=MessageState.ACTIVE.value)
         msg.state = MessageState.ACTIVE.value
@@ -172,8 +173,9 @@ def free_slot(tx: Tx, msg: Message, now: int) -> None:
         queue = qops.get_queue(tx, msg.queue_name)
         if queue is not None and not queue.paused:
             lanes.append(("queue_name", msg.queue_name, queue.parallelism))
-    if msg.flow_control is not None and msg.flow_control.parallelism:
-        lanes.append(("flow_control_key", msg.flow_control.key, msg.flow_control.parallelism))
+    key = qops.get_flow_key(tx, msg.flow_control.key) if msg.flow_control is not None else None
+    if key is not None and not key.paused:
+        lanes.append(("flow_control_key", key.key, key.parallelism or 1))
     for column, value, width in lanes:
         release_waiting(tx, column, value, width, now)
 

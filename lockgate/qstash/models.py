@@ -44,6 +44,21 @@ class FlowControl:
 
 
 @dataclass(slots=True)
+class FlowKey:
+    """A flow-control key's live state (spec §3.6, §6.7)."""
+
+    key: str
+    parallelism: int | None = None
+    rate: int | None = None
+    period: int = 1
+    paused: bool = False
+    pinned_parallelism: bool = False
+    pinned_rate: bool = False
+    rate_count: int = 0
+    rate_period_start: int = 0  # ms
+
+
+@dataclass(slots=True)
 class PublishConfig:
     """Everything a publish request's headers configure, validated."""
 

@@ -10,6 +10,7 @@ import orjson
 
 from lockgate.models import Job, JobKind
 from lockgate.protocol.qstash_signing import random_b58
+from lockgate.qstash import flow
 from lockgate.qstash.config import ConfigError, classify_destination, due_at
 from lockgate.qstash.models import LogState, Message, PublishConfig
 from lockgate.qstash.render import event_json
@@ -77,6 +78,8 @@ def publish_in_tx(tx: Tx, req: PublishRequest, *, now: int) -> list[dict[str, An
     if req.queue:
         qops.ensure_queue(tx, req.queue, now)
     cfg = req.config
+    if cfg.flow_control is not None:
+        flow.note(tx, cfg.flow_control)
     results = []
     for url, endpoint_name in endpoints:
         headers = {k: list(v) for k, v in cfg.headers.items()}

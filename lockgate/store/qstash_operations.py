@@ -8,7 +8,7 @@ from typing import Any
 
 import orjson
 
-from lockgate.qstash.models import FINAL_STATES, FlowControl, Message, PublishConfig, Queue, Schedule, UrlGroup
+from lockgate.qstash.models import FINAL_STATES, FlowControl, FlowKey, Message, PublishConfig, Queue, Schedule, UrlGroup
 from lockgate.store.base import Tx
 
 
@@ -130,11 +130,34 @@ def active_total(tx: Tx) -> int:
     return tx.one("SELECT COUNT(*) AS n FROM qstash_messages WHERE state = 'active'")["n"]
 
 
-def latest_flow_control(tx: Tx, key: str) -> FlowControl | None:
-    """A key's settings are those of the latest message that named it."""
-    row = tx.one("SELECT spec FROM qstash_messages WHERE flow_control_key = ? ORDER BY seq DESC LIMIT 1", (key,))
-    flow = orjson.loads(row["spec"]).get("flow_control") if row else None
-    return FlowControl(**flow) if flow else None
+def _flow_from_row(row: Any) -> FlowKey:
+    return FlowKey(key=row["flow_key"], parallelism=row["parallelism"], rate=row["rate"], period=row["period"],
+                   paused=bool(row["paused"]), pinned_parallelism=bool(row["pinned_parallelism"]),
+                   pinned_rate=bool(row["pinned_rate"]), rate_count=row["rate_count"],
+                   rate_period_start=row["rate_period_start"])
+
+
+def get_flow_key(tx: Tx, key: str, *, for_update: bool = False) -> FlowKey | None:
+    lock = " FOR UPDATE" if for_update and tx.dialect == "postgres" else ""
+    row = tx.one(f"SELECT * FROM qstash_flow_control WHERE flow_key = ?{lock}", (key,))
+    return _flow_from_row(row) if row else None
+
+
+def list_flow_keys(tx: Tx) -> list[FlowKey]:
+    return [_flow_from_row(r) for r in tx.all("SELECT * FROM qstash_flow_control ORDER BY flow_key")]
+
+
+def save_flow_key(tx: Tx, f: FlowKey) -> None:
+    tx.execute(
+        "INSERT INTO qstash_flow_control (flow_key, parallelism, rate, period, paused, pinned_parallelism,"
+        " pinned_rate, rate_count, rate_period_start) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (flow_key)"
+        " DO UPDATE SET parallelism = excluded.parallelism, rate = excluded.rate, period = excluded.period,"
+        " paused = excluded.paused, pinned_parallelism = excluded.pinned_parallelism,"
+        " pinned_rate = excluded.pinned_rate, rate_count = excluded.rate_count,"
+        " rate_period_start = excluded.rate_period_start",
+        (f.key, f.parallelism, f.rate, f.period, int(f.paused), int(f.pinned_parallelism), int(f.pinned_rate),
+         f.rate_count, f.rate_period_start),
+    )
 
 
 def queue_lag(tx: Tx, name: str) -> int:

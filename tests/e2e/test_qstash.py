@@ -453,3 +453,42 @@ def test_qstash_port_serves_the_same_api(tmp_path):
         assert QStash(DEV_TOKEN, base_url=server.url).queue.get("shared").parallelism == 1
     finally:
         server.stop()
+
+
+def test_flow_control_parallelism_and_rate(client, recv):
+    key, name = unique("p"), unique("slow")
+    for i in range(4):
+        client.message.publish(url=recv.url(name), body=str(i), flow_control={"key": key, "parallelism": 1})
+    wait_until(lambda: client.flow_control.get(key).wait_list_size > 0, timeout=5)
+    hits = recv.wait_hits(name, 4, timeout=30)
+    spans = sorted((h["started"], h["ended"]) for h in hits)
+    assert all(a[1] <= b[0] for a, b in zip(spans, spans[1:])), "two deliveries of one key overlapped"
+
+    key, name = unique("r"), unique("ok")
+    for i in range(5):
+        client.message.publish(url=recv.url(name), body=str(i), flow_control={"key": key, "rate": 2, "period": "1s"})
+    starts = sorted(h["started"] for h in recv.wait_hits(name, 5, timeout=30))
+    assert all(c - a >= 0.8 for a, c in zip(starts, starts[2:])), starts
+
+
+def test_flow_control_admin(client, recv):
+    key = unique("k")
+    client.message.publish(url=recv.url(unique("ok")), body="x", delay="1h",
+                           flow_control={"key": key, "parallelism": 5})
+    client.flow_control.pause(key)
+    assert client.flow_control.get(key).is_paused is True
+    client.flow_control.resume(key)
+    assert client.flow_control.get(key).is_paused is False
+    client.flow_control.pin(key, {"parallelism": 3, "rate": 20, "period": 120})
+    info = client.flow_control.get(key)
+    assert (info.is_pinned_parallelism, info.is_pinned_rate) == (True, True)
+    assert (info.parallelism_max, info.rate_max, info.rate_period) == (3, 20, 120)
+    client.flow_control.unpin(key, {"parallelism": True})
+    info = client.flow_control.get(key)
+    assert (info.is_pinned_parallelism, info.is_pinned_rate) == (False, True)
+    client.flow_control.reset_rate(key)
+    assert client.flow_control.get(key).rate_count == 0
+    g = client.flow_control.get_global_parallelism()
+    assert isinstance(g.parallelism_max, int) and isinstance(g.parallelism_count, int)
+    with pytest.raises(QStashError, match="404"):
+        client.flow_control.get(unique("none"))

@@ -218,3 +218,16 @@ CREATE TABLE IF NOT EXISTS qstash_dedup (
     message_id TEXT NOT NULL,
     expires_at BIGINT NOT NULL
 );
+
+-- Flow-control keys: limits from the latest message unless pinned, and the current rate window.
+CREATE TABLE IF NOT EXISTS qstash_flow_control (
+    flow_key           TEXT PRIMARY KEY,
+    parallelism        INTEGER,
+    rate               INTEGER,
+    period             INTEGER NOT NULL DEFAULT 1, -- seconds
+    paused             INTEGER NOT NULL DEFAULT 0,
+    pinned_parallelism INTEGER NOT NULL DEFAULT 0,
+    pinned_rate        INTEGER NOT NULL DEFAULT 0,
+    rate_count         INTEGER NOT NULL DEFAULT 0,
+    rate_period_start  BIGINT NOT NULL DEFAULT 0
+);
