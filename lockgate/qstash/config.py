@@ -106,7 +106,8 @@ def parse_config(headers: Iterable[tuple[str, str]], *, now_ms: int, schedule: b
     for raw_name, value in headers:
         name = raw_name.lower()
         if name == "content-type":
-            cfg.headers["Content-Type"] = [value]
+            if value.strip():
+                cfg.headers["Content-Type"] = [value]
         elif name.startswith("upstash-forward-"):
             target = canonical_header(raw_name[len("upstash-forward-"):])
             if target == "Content-Type":
