@@ -495,3 +495,68 @@ def test_flow_control_admin(client, recv):
     assert isinstance(g.parallelism_max, int) and isinstance(g.parallelism_count, int)
     with pytest.raises(QStashError, match="404"):
         client.flow_control.get(unique("none"))
+
+
+def test_raw_forms_the_js_sdk_uses(client, recv, stack):
+    http = httpx.Client(base_url=stack[0].url, headers={"Authorization": f"Bearer {DEV_TOKEN}"})
+    name = unique("ok")
+    ids = [client.message.publish(url=recv.url(name), body=str(i), delay="1h", label="L" + name).message_id
+           for i in range(3)]
+    assert http.delete(f"/v2/messages/{ids[0]}").json() == {"cancelled": 1}
+    assert http.delete("/v2/messages", params=[("messageIds", ids[1]), ("messageIds", "nope")]).json() == {
+        "cancelled": 1}
+    other = client.message.publish(url=recv.url(name), body="o", delay="1h").message_id
+    assert http.delete("/v2/messages", params={"label": "L" + name}).json() == {"cancelled": 1}
+    assert client.message.get(other).message_id == other  # not labelled: left alone
+    client.message.cancel(other)
+    states = {e["state"] for e in http.get("/v2/events", params={"messageId": ids[0]}).json()["events"]}
+    assert states <= {"CREATED", "ACTIVE", "RETRY", "ERROR", "DELIVERED", "FAILED", "CANCEL_REQUESTED", "CANCELED"}
+    assert "CANCELED" in states
+
+    sid = client.schedule.create(destination=recv.url(name), cron="1 1 1 1 1")
+    assert http.post(f"/v2/schedules/{sid}/pause").status_code == 200
+    assert client.schedule.get(sid).paused is True
+    client.schedule.delete(sid)
+
+    r1 = http.post(f"/v2/publish/{recv.url(name)}", content=b"same",
+                   headers={"upstash-content-based-deduplication": "true", "upstash-delay": "1h"})
+    r2 = http.post(f"/v2/publish/{recv.url(name)}", content=b"same",
+                   headers={"Upstash-Content-Based-Deduplication": "True", "upstash-delay": "1h"})
+    assert r2.status_code == 202 and r2.json()["messageId"] == r1.json()["messageId"]
+    client.message.cancel(r1.json()["messageId"])
+
+    assert http.delete("/v2/dlq", params={"labeel": "x"}).status_code == 400
+
+
+def test_dlq_and_log_paging_end_with_no_cursor(client, recv, stack):
+    http = httpx.Client(base_url=stack[0].url, headers={"Authorization": f"Bearer {DEV_TOKEN}"})
+    name = unique("fail")
+    ids = [client.message.publish(url=recv.url(name), body=str(i), retries=0, label=name).message_id
+           for i in range(5)]
+    wait_until(lambda: len(client.dlq.list(filter={"label": name}).messages) == 5)
+    seen, cursor, pages = [], None, 0
+    while True:
+        page = client.dlq.list(cursor=cursor, count=2, filter={"label": name})
+        seen += [m.message_id for m in page.messages]
+        pages += 1
+        cursor = page.cursor
+        if cursor is None:
+            break
+    assert sorted(seen) == sorted(ids) and pages == 3
+    assert [m.message_id for m in client.dlq.list(filter={"message_id": ids[0]}, count=1).messages] == [ids[0]]
+
+    events, cursor = [], None
+    while True:
+        page = client.log.list(cursor=cursor, count=3, filter={"label": name})
+        events += page.logs
+        cursor = page.cursor
+        if cursor is None:
+            break
+    assert {e.message_id for e in events} == set(ids)
+    only = http.get("/v2/events", params=[("messageIds", ids[0]), ("messageIds", ids[1])]).json()["events"]
+    assert {e["messageId"] for e in only} == {ids[0], ids[1]}
+
+    entries = client.dlq.list(filter={"label": name}).messages
+    r = http.delete("/v2/dlq", params=[("dlqIds", entries[0].dlq_id), ("dlqIds", entries[1].dlq_id)])
+    assert r.json()["deleted"] == 2
+    assert len(client.dlq.list(filter={"label": name}).messages) == 3
