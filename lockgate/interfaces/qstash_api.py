@@ -16,10 +16,10 @@ from starlette.routing import Route
 
 from lockgate.interfaces.errors import ApiError, json_response, read_body, read_json
 from lockgate.models import now_ms
-from lockgate.qstash import flow
+from lockgate.qstash import admin, flow
 from lockgate.qstash.config import ConfigError, check_name, check_url, classify_destination, parse_config
 from lockgate.qstash.delivery import release_waiting
-from lockgate.qstash.models import LogState, UrlGroup
+from lockgate.qstash.models import LogState
 from lockgate.qstash.publish import NotFound, PublishRequest, is_deduplicated
 from lockgate.qstash.render import group_json, message_json, queue_json, schedule_json
 from lockgate.qstash.service import QStash
@@ -382,7 +382,7 @@ class QStashApi:
         except ConfigError as exc:
             raise ApiError(400, str(exc)) from None
         paused = bool(body.get("paused", False))
-        await self.store.write(lambda tx: _upsert_queue(tx, name, parallelism, paused))
+        await self.store.write(admin.upsert_queue, name, parallelism, paused, now_ms())
         self.qstash.wake()
         return _ok()
 
@@ -407,14 +407,10 @@ class QStashApi:
     async def pause_queue(self, request: Request) -> Response:
         self._auth(request)
         name, paused = request.path_params["name"], request.url.path.endswith("/pause")
-
-        def run(tx):
-            queue = qops.get_queue(tx, name)
-            if queue is None:
-                raise ApiError(404, f"queue {name} not found")
-            _upsert_queue(tx, name, queue.parallelism, paused)
-
-        await self.store.write(run)
+        try:
+            await self.store.write(admin.set_queue_paused, name, paused, now_ms())
+        except NotFound as exc:
+            raise ApiError(404, str(exc)) from None
         self.qstash.wake()
         return _ok()
 
@@ -439,39 +435,17 @@ class QStashApi:
                                   **({"name": str(e["name"])} if e.get("name") else {})})
         except ConfigError as exc:
             raise ApiError(400, str(exc)) from None
-
-        def run(tx):
-            now = now_ms()
-            group = qops.get_url_group(tx, name) or UrlGroup(name=name, endpoints=[], created_at=now, updated_at=now)
-            for new in endpoints:
-                group.endpoints = [e for e in group.endpoints
-                                   if e["url"] != new["url"] and (not new.get("name") or e.get("name") != new["name"])]
-                group.endpoints.append(new)
-            group.updated_at = now
-            qops.save_url_group(tx, group)
-
-        await self.store.write(run)
+        await self.store.write(admin.add_endpoints, name, endpoints, now_ms())
         return _ok()
 
     async def remove_endpoints(self, request: Request) -> Response:
         self._auth(request)
         name = request.path_params["group"]
         removing = await self._endpoints(request)
-
-        def run(tx):
-            group = qops.get_url_group(tx, name)
-            if group is None:
-                raise ApiError(404, f"url group {name} not found")
-            group.endpoints = [e for e in group.endpoints if not any(
-                (r.get("url") and r["url"] == e["url"]) or (r.get("name") and r["name"] == e.get("name"))
-                for r in removing)]
-            if group.endpoints:
-                group.updated_at = now_ms()
-                qops.save_url_group(tx, group)
-            else:
-                qops.delete_url_group(tx, name)
-
-        await self.store.write(run)
+        try:
+            await self.store.write(admin.remove_endpoints, name, removing, now_ms())
+        except NotFound as exc:
+            raise ApiError(404, str(exc)) from None
         return _ok()
 
     async def get_group(self, request: Request) -> Response:
@@ -581,10 +555,3 @@ class QStashApi:
             Route("/v2/flowControl/{key}/{action}", self.update_flow_control, methods=["POST"]),
             Route("/v2/globalParallelism", self.global_parallelism, methods=["GET"]),
         ]
-
-
-def _upsert_queue(tx, name: str, parallelism: int, paused: bool) -> None:
-    now = now_ms()
-    qops.upsert_queue(tx, name, parallelism=parallelism, paused=paused, now=now)
-    if not paused:  # resumed or widened: let waiting messages go
-        release_waiting(tx, "queue_name", name, parallelism, now)
