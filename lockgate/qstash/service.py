@@ -102,10 +102,7 @@ class QStash:
         def run(tx: Tx) -> list[dict[str, Any]]:
             out = []
             for dlq_id in dlq_ids:
-                entry = qops.get_dlq(tx, dlq_id)
-                if entry is None:
-                    continue
-                msg = qops.get_message(tx, entry["messageId"])
+                msg = qops.get_dlq_message(tx, dlq_id)  # the message row itself may be purged by now
                 if msg is None:
                     continue
                 cfg = PublishConfig(

@@ -203,10 +203,17 @@ def list_events(tx: Tx, filters: dict[str, list[Any]], *, from_ms: int | None, t
 def insert_dlq(tx: Tx, dlq_id: str, msg: Message, status: int, at: int, data: dict[str, Any]) -> None:
     tx.execute(
         "INSERT INTO qstash_dlq (dlq_id, message_id, url, queue_name, topic_name, schedule_id, label,"
-        " flow_control_key, caller_ip, response_status, created_at, data) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        " flow_control_key, caller_ip, response_status, created_at, data, spec)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (dlq_id, msg.message_id, msg.url, msg.queue_name, msg.topic_name, msg.schedule_id, msg.label,
-         msg.flow_control.key if msg.flow_control else None, msg.caller_ip, status, at, _json(data)),
+         msg.flow_control.key if msg.flow_control else None, msg.caller_ip, status, at, _json(data),
+         _json(message_spec(msg))),
     )
+
+
+def get_dlq_message(tx: Tx, dlq_id: str) -> Message | None:
+    row = tx.one("SELECT spec FROM qstash_dlq WHERE dlq_id = ?", (dlq_id,))
+    return message_from_spec(orjson.loads(row["spec"])) if row else None
 
 
 def dlq_count_at(tx: Tx, at: int) -> int:

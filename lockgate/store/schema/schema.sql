@@ -177,7 +177,8 @@ CREATE TABLE IF NOT EXISTS qstash_dlq (
     caller_ip       TEXT,
     response_status INTEGER NOT NULL,
     created_at      BIGINT NOT NULL,
-    data            TEXT NOT NULL
+    data            TEXT NOT NULL,          -- the entry as the API shows it
+    spec            TEXT NOT NULL           -- the failed message, to publish it again on retry
 );
 CREATE INDEX IF NOT EXISTS qstash_dlq_created ON qstash_dlq (created_at);
 
