@@ -17,7 +17,7 @@ from starlette.routing import Route
 from lockgate.interfaces.errors import ApiError, json_response, read_body, read_json
 from lockgate.models import now_ms
 from lockgate.qstash import admin, flow
-from lockgate.qstash.config import ConfigError, check_name, check_url, classify_destination, parse_config
+from lockgate.qstash.config import ConfigError, canonical_header, check_name, check_url, classify_destination, parse_config
 from lockgate.qstash.delivery import release_waiting
 from lockgate.qstash.models import LogState
 from lockgate.qstash.publish import NotFound, PublishRequest, is_deduplicated
@@ -31,6 +31,8 @@ MAX_BODY = 10 * 1024 * 1024
 _MESSAGE_FILTERS = {"messageId": "message_id", "messageIds": "message_id", "url": "url", "topicName": "topic_name",
                     "queueName": "queue_name", "scheduleId": "schedule_id", "label": "label",
                     "flowControlKey": "flow_control_key", "callerIp": "caller_ip", "callerIP": "caller_ip"}
+_NOT_FORWARDED = {"host", "authorization", "content-length", "content-type", "connection", "keep-alive",
+                  "transfer-encoding", "te", "trailer", "upgrade", "proxy-authorization", "proxy-connection"}
 _PAGING = {"cursor", "count", "fromDate", "toDate", "order"}
 
 
@@ -50,12 +52,13 @@ class QStashApi:
         if not token:
             raise ApiError(401, "the QStash API is not configured on this server: set QSTASH_TOKEN")
         header = request.headers.get("authorization", "")
-        given = header[7:].strip() if header.lower().startswith("bearer ") else None
-        if given is None:
-            given = request.query_params.get("qstash_token")
-        if not given:
+        # A webhook sender may carry its own Authorization; the query token then identifies us.
+        candidates = [header[7:].strip() if header.lower().startswith("bearer ") else "",
+                      request.query_params.get("qstash_token", "")]
+        candidates = [c for c in candidates if c]
+        if not candidates:
             raise ApiError(401, "missing token: send 'Authorization: Bearer <QSTASH_TOKEN>'")
-        if not hmac.compare_digest(given.encode(), token.encode()):
+        if not any(hmac.compare_digest(c.encode(), token.encode()) for c in candidates):
             raise ApiError(401, "invalid token")
 
     @staticmethod
@@ -94,6 +97,19 @@ class QStashApi:
     def _headers(request: Request) -> list[tuple[str, str]]:
         return [(k.decode("latin-1"), v.decode("latin-1")) for k, v in request.headers.raw]
 
+    def _webhook_headers(self, request: Request, config: list[tuple[str, str]]) -> dict[str, list[str]]:
+        """`Upstash-Header-Forward: true` (webhook mode) forwards the caller's own headers too."""
+        wanted = request.headers.get("upstash-header-forward", "") or dict(config).get("upstash-header-forward", "")
+        if wanted.lower() != "true":
+            return {}
+        out: dict[str, list[str]] = {}
+        for name, value in self._headers(request):
+            low = name.lower()
+            if low in _NOT_FORWARDED or low.startswith("upstash-"):
+                continue
+            out.setdefault(canonical_header(name), []).append(value)
+        return out
+
     async def _publish(self, request: Request, destination: str, config: list[tuple[str, str]],
                        queue: str | None) -> Response:
         self._auth(request)
@@ -102,8 +118,9 @@ class QStashApi:
             cfg = parse_config(self._headers(request) + config, now_ms=now_ms())
             if queue is not None:
                 check_name(queue, "queue name")
-            result = await self.qstash.publish(PublishRequest(destination=destination, body=body, config=cfg,
-                                                              queue=queue, caller_ip=self._caller_ip(request)))
+            result = await self.qstash.publish(PublishRequest(
+                destination=destination, body=body, config=cfg, queue=queue, caller_ip=self._caller_ip(request),
+                extra_headers=self._webhook_headers(request, config)))
         except ConfigError as exc:
             raise ApiError(400, str(exc)) from None
         except ValueError as exc:

@@ -561,3 +561,13 @@ def test_dlq_and_log_paging_end_with_no_cursor(client, recv, stack):
     r = http.delete("/v2/dlq", params=[("dlqIds", entries[0].dlq_id), ("dlqIds", entries[1].dlq_id)])
     assert r.json()["deleted"] == 2
     assert len(client.dlq.list(filter={"label": name}).messages) == 3
+
+
+def test_webhook_mode_forwards_the_callers_headers(stack, recv):
+    name = unique("ok")
+    r = httpx.post(f"{stack[0].url}/v2/publish/{recv.url(name)}?qstash_token={DEV_TOKEN}&upstash-header-forward=true",
+                   content=b"hook", headers={"X-Github-Event": "push", "Authorization": "Bearer secret"})
+    assert r.status_code == 200, r.text
+    (hit,) = recv.wait_hits(name, 1)
+    assert hit["headers"]["x-github-event"] == "push" and "secret" not in hit["headers"].get("authorization", "")
+    assert "upstash-header-forward" not in hit["url"]
