@@ -177,7 +177,7 @@ def waiting_count(tx: Tx, column: str, value: str) -> int:
 
 def add_event(tx: Tx, msg: Message, state: str, at: int, data: dict[str, Any]) -> None:
     tx.execute(
-        "INSERT INTO qstash_events (message_id, state, at, url, queue_name, topic_name, schedule_id, label, data)"
+        "INSERT INTO qstash_events (message_id, state, logged_at, url, queue_name, topic_name, schedule_id, label, data)"
         " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (msg.message_id, state, at, msg.url, msg.queue_name, msg.topic_name, msg.schedule_id, msg.label,
          _json(data)),
@@ -188,7 +188,7 @@ def list_events(tx: Tx, filters: dict[str, list[Any]], *, from_ms: int | None, t
                 before_seq: int | None, count: int) -> list[tuple[int, dict[str, Any]]]:
     clause, params = where(filters)
     sql = f"SELECT seq, data FROM qstash_events WHERE {clause}"
-    for cond, value in (("at >= ?", from_ms), ("at <= ?", to_ms), ("seq < ?", before_seq)):
+    for cond, value in (("logged_at >= ?", from_ms), ("logged_at <= ?", to_ms), ("seq < ?", before_seq)):
         if value is not None:
             sql += f" AND {cond}"
             params.append(value)

@@ -155,7 +155,7 @@ CREATE TABLE IF NOT EXISTS qstash_events (
     seq          INTEGER PRIMARY KEY,
     message_id   TEXT NOT NULL,
     state        TEXT NOT NULL,             -- CREATED, ACTIVE, RETRY, ERROR, DELIVERED, FAILED, CANCEL_REQUESTED, CANCELED
-    at           BIGINT NOT NULL,
+    logged_at    BIGINT NOT NULL,
     url          TEXT NOT NULL,
     queue_name   TEXT,
     topic_name   TEXT,
