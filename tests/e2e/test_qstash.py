@@ -571,3 +571,27 @@ def test_webhook_mode_forwards_the_callers_headers(stack, recv):
     (hit,) = recv.wait_hits(name, 1)
     assert hit["headers"]["x-github-event"] == "push" and "secret" not in hit["headers"].get("authorization", "")
     assert "upstash-header-forward" not in hit["url"]
+
+
+def test_kill9_mid_delivery_keeps_the_queue_moving(tmp_path):
+    data = tmp_path / "data"
+    port = free_port()
+    args = ["dev", "--no-discovery"]
+    server = LockgateProcess(args=args, data_dir=data, port=port, log_path=tmp_path / "lockgate.log",
+                             env=QSTASH_ENV).start()
+    recv = Receiver(tmp_path / "ledger.jsonl")
+    try:
+        client = QStash(DEV_TOKEN, base_url=server.url)
+        queue, name = unique("q"), unique("slow")
+        client.queue.upsert(queue, parallelism=1)
+        ids = [client.message.enqueue(queue=queue, url=recv.url(name), body=str(i)).message_id for i in range(3)]
+        wait_until(lambda: client.log.list(filter={"message_id": ids[0], "state": LogState.ACTIVE}).logs)
+        server.kill9()  # the first delivery is in flight and holds the queue's only slot
+        server = LockgateProcess(args=args, data_dir=data, port=port, log_path=tmp_path / "lockgate.log",
+                                 env=QSTASH_ENV).start()
+        wait_until(lambda: {h["headers"]["upstash-message-id"] for h in recv.hits(name)} == set(ids), timeout=30)
+        delivered = [h["headers"]["upstash-message-id"] for h in recv.hits(name)]
+        assert [i for i in delivered if i != ids[0]] == ids[1:]  # FIFO kept; only the interrupted one may repeat
+    finally:
+        recv.stop()
+        server.stop()
