@@ -68,6 +68,17 @@ def _int(value: str, what: str, *, low: int = 0, high: int | None = None) -> int
     return n
 
 
+def _redact_field(item: str) -> str:
+    if item.lower() == "body":
+        return "body"
+    if item.lower() in ("header", "headers"):
+        return "header"
+    match = re.fullmatch(r"(?i)headers?\[([^\]]+)\]", item)
+    if match:
+        return f"header[{canonical_header(match.group(1))}]"
+    raise ConfigError(f"invalid Upstash-Redact-Fields entry {item!r}: use body, header or header[<Name>]")
+
+
 def parse_flow_control(key: str, value: str | None) -> FlowControl:
     flow = FlowControl(key=key)
     seen = False
@@ -156,6 +167,8 @@ def parse_config(headers: Iterable[tuple[str, str]], *, now_ms: int, schedule: b
             flow_value = value
         elif name == "upstash-label":
             cfg.labels = [v.strip() for v in value.split(",") if v.strip()]
+        elif name == "upstash-redact-fields":
+            cfg.redact = [_redact_field(v.strip()) for v in value.split(",") if v.strip()]
         elif name == "upstash-cron" and schedule:
             cfg.cron = value.strip()
         elif name == "upstash-schedule-id" and schedule:

@@ -77,6 +77,7 @@ class PublishConfig:
     content_based_dedup: bool = False
     flow_control: FlowControl | None = None
     labels: list[str] = field(default_factory=list)
+    redact: list[str] = field(default_factory=list)  # "body", "header", "header[Name]"
     # schedule create only
     cron: str | None = None
     schedule_id: str | None = None
@@ -100,6 +101,7 @@ class Message:
     callback_headers: dict[str, str] = field(default_factory=dict)
     failure_callback_headers: dict[str, str] = field(default_factory=dict)
     labels: list[str] = field(default_factory=list)
+    redact: list[str] = field(default_factory=list)
     flow_control: FlowControl | None = None
     queue_name: str | None = None
     topic_name: str | None = None

@@ -91,6 +91,7 @@ def publish_in_tx(tx: Tx, req: PublishRequest, *, now: int) -> list[dict[str, An
             retry_delay_expr=cfg.retry_delay_expr, timeout_s=cfg.timeout_s, callback=cfg.callback,
             failure_callback=cfg.failure_callback, callback_headers=dict(cfg.callback_headers),
             failure_callback_headers=dict(cfg.failure_callback_headers), labels=list(cfg.labels),
+            redact=list(cfg.redact),
             flow_control=cfg.flow_control, queue_name=req.queue, topic_name=target if kind == "group" else None,
             endpoint_name=endpoint_name, schedule_id=req.schedule_id, caller_ip=req.caller_ip,
         )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 from typing import Any
 
 from lockgate.qstash.models import Message, Queue, Schedule, UrlGroup
@@ -30,6 +31,25 @@ def flow_fields(flow) -> dict[str, Any]:
     return {"flowControlKey": flow.key, "parallelism": flow.parallelism, "rate": flow.rate, "period": flow.period}
 
 
+def _redacted(value: bytes) -> str:
+    return "REDACTED:" + hashlib.sha256(value).hexdigest()
+
+
+def shown_headers(msg: Message) -> dict[str, list[str]]:
+    """Headers as the API shows them: redacted ones become a hash; delivery still uses the originals."""
+    every = "header" in msg.redact
+    names = {r[len("header["):-1] for r in msg.redact if r.startswith("header[")}
+    return {k: [_redacted(v.encode()) for v in vs] if every or k in names else vs for k, vs in msg.headers.items()}
+
+
+def shown_body(msg: Message, b64: bool = False) -> dict[str, str]:
+    if "body" in msg.redact and msg.body:
+        return {"body": _redacted(msg.body)}
+    if b64:
+        return {"body": base64.b64encode(msg.body).decode()} if msg.body else {}
+    return body_fields(msg.body)
+
+
 def message_json(msg: Message) -> dict[str, Any]:
     out = {
         "messageId": msg.message_id,
@@ -42,8 +62,8 @@ def message_json(msg: Message) -> dict[str, Any]:
         "endpointName": msg.endpoint_name,
         "queueName": msg.queue_name,
         "scheduleId": msg.schedule_id,
-        "header": msg.headers,
-        **body_fields(msg.body),
+        "header": shown_headers(msg),
+        **shown_body(msg),
         "callback": msg.callback,
         "failureCallback": msg.failure_callback,
         "callbackHeader": forwarded(msg.callback_headers),
@@ -69,8 +89,8 @@ def event_json(msg: Message, state: str, at: int, **extra: Any) -> dict[str, Any
         "endpointName": msg.endpoint_name,
         "queueName": msg.queue_name,
         "scheduleId": msg.schedule_id,
-        "header": msg.headers,
-        "body": base64.b64encode(msg.body).decode() if msg.body else None,
+        "header": shown_headers(msg),
+        **shown_body(msg, b64=True),
         "method": msg.method,
         "callback": msg.callback,
         "failureCallback": msg.failure_callback,

@@ -595,3 +595,18 @@ def test_kill9_mid_delivery_keeps_the_queue_moving(tmp_path):
     finally:
         recv.stop()
         server.stop()
+
+
+def test_redacted_fields_are_hidden_in_the_api_but_delivered(client, recv, stack):
+    name = unique("ok")
+    res = client.message.publish(url=recv.url(name), body="secret-body", delay="1s",
+                                 headers={"Authorization": "Bearer t", "X-Keep": "1"},
+                                 redact={"body": True, "header": ["Authorization"]})
+    msg = client.message.get(res.message_id)
+    assert msg.body.startswith("REDACTED:") and msg.headers["Authorization"][0].startswith("REDACTED:")
+    assert msg.headers["X-Keep"] == ["1"]
+    (hit,) = recv.wait_hits(name, 1)
+    assert body_of(hit) == b"secret-body" and hit["headers"]["authorization"] == "Bearer t"
+    events = httpx.get(f"{stack[0].url}/v2/events?messageId={res.message_id}",
+                       headers={"Authorization": f"Bearer {DEV_TOKEN}"}).json()["events"]
+    assert events and all(e["body"].startswith("REDACTED:") for e in events)
