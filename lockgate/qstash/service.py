@@ -24,6 +24,7 @@ log = logging.getLogger("lockgate.qstash")
 
 OWNER = "default"
 RETENTION_MS = 5 * 60_000  # finished messages stay readable this long
+LOG_RETENTION_MS = 7 * 86_400_000
 
 
 @dataclass(slots=True)
@@ -186,11 +187,12 @@ class QStash:
                                                           backoff_scale=self.options.backoff_scale))
 
     async def housekeeping(self) -> None:
-        """Drop finished messages once their grace period is over."""
+        """Drop finished messages once their grace period is over, and old log entries."""
         while True:
             await asyncio.sleep(60)
             try:
                 await self.store.write(qops.purge_finished_messages, now_ms() - RETENTION_MS)
+                await self.store.write(qops.purge_events, now_ms() - LOG_RETENTION_MS)
             except Exception:
                 log.exception("purging finished QStash messages failed")
 
