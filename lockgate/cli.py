@@ -41,11 +41,19 @@ def _run_server(settings: Settings, kind: str) -> None:
             )
         _fail(f"cannot listen on {settings.host}:{settings.port}: {exc.strerror}")
     port = sock.getsockname()[1]
+    sockets = [sock]
+    if settings.qstash_port is not None:
+        try:
+            sockets.append(bind_socket(settings.host, settings.qstash_port))
+        except OSError as exc:
+            _fail(f"cannot listen on {settings.host}:{settings.qstash_port} for --qstash-port: {exc.strerror}")
     app, engine = build_app(settings, kind=kind, own_port=port)
     store = engine.store.description
     click.echo(f"lockgate {kind} server listening on http://{settings.host}:{port} (store: {store})", err=True)
+    if len(sockets) > 1:
+        click.echo(f"QStash API also on http://{settings.host}:{sockets[1].getsockname()[1]}/v2", err=True)
     sys.stderr.flush()
-    serve(app, sock, log_level=settings.log_level)
+    serve(app, sockets, log_level=settings.log_level)
 
 
 @click.group()
@@ -68,9 +76,11 @@ def main() -> None:
 @click.option("--postgres-uri", default=None, help="Use this PostgreSQL database instead of SQLite.")
 @click.option("--workers", type=int, default=None, help="Calls to apps in flight at once (default 100).")
 @click.option("--log-level", default=None, help="debug, info, warning or error.")
+@click.option("--qstash-port", type=int, default=None,
+              help="Also serve the APIs on this port, e.g. 8080 where QStash dev settings point.")
 @click.option("--example", is_flag=True, default=False, help="Also serve the example app (examples/app.py).")
 def dev(sdk_urls, port, host, no_discovery, no_poll, poll_interval, retry_interval, config, data_dir, in_memory,
-        postgres_uri, workers, log_level, example) -> None:
+        postgres_uri, workers, log_level, qstash_port, example) -> None:
     """Run the development server on an embedded SQLite store (or --postgres-uri)."""
     if example:
         sdk_urls = (*sdk_urls, _start_example_app(port or 8288))
@@ -87,6 +97,7 @@ def dev(sdk_urls, port, host, no_discovery, no_poll, poll_interval, retry_interv
         "postgres_uri": postgres_uri,
         "workers": workers,
         "log_level": log_level,
+        "qstash_port": qstash_port,
     }
     _run_server(_load(config, flags), "dev")
 

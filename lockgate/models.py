@@ -40,6 +40,8 @@ class JobKind(StrEnum):
     WAKE = "wake"  # a step.sleep is over: record null for the step, then discover
     CRON = "cron"  # a cron tick: create the scheduled.timer event and its run
     WAIT_TIMEOUT = "wait_timeout"  # a waitForEvent or invoke gave up: resume with null / an error
+    QSTASH_DELIVERY = "qstash_delivery"  # deliver (or retry) one QStash message
+    QSTASH_SCHEDULE = "qstash_schedule"  # a QStash schedule's cron tick
 
 
 DISCOVERY_STEP = "step"

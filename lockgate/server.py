@@ -16,6 +16,9 @@ from starlette.routing import Route
 
 from lockgate.engine.engine import Engine, EngineOptions
 from lockgate.interfaces import graphql_api, inngest_api, rest_v1
+from lockgate.interfaces.qstash_api import QStashApi
+from lockgate.protocol.qstash_signing import DEV_CURRENT_KEY, DEV_NEXT_KEY, DEV_TOKEN, new_signing_key
+from lockgate.qstash.service import QStash, QStashOptions
 from lockgate.interfaces.auth import AccessPolicy
 from lockgate.interfaces.errors import ApiError, error_response
 from lockgate.settings import Settings
@@ -82,6 +85,7 @@ def build_app(settings: Settings, *, kind: str = "dev", store: Store | None = No
     # Dev mode stays open; production checks both kinds of key.
     cloud = kind == "cloud"
     access = AccessPolicy(signing_keys=keys if cloud else [], event_keys=list(settings.event_keys) if cloud else [])
+    engine.qstash = build_qstash(settings, store, engine, kind)
 
     @contextlib.asynccontextmanager
     async def lifespan(app) -> AsyncIterator[None]:
@@ -111,6 +115,7 @@ def build_app(settings: Settings, *, kind: str = "dev", store: Store | None = No
         *inngest_api.routes(engine, access),
         *rest_v1.routes(engine, access),
         *graphql_api.routes(engine, access),
+        *QStashApi(engine.qstash).routes(),
     ]
     app = Starlette(
         routes=routes,
@@ -119,6 +124,18 @@ def build_app(settings: Settings, *, kind: str = "dev", store: Store | None = No
     )
     app.state.engine = engine
     return ServerKindHeader(app, kind), engine
+
+
+def build_qstash(settings: Settings, store: Store, engine: Engine, kind: str) -> QStash:
+    # In dev, answer like the QStash local dev server so its preset .env values just work.
+    dev = kind == "dev"
+    options = QStashOptions(
+        token=settings.qstash_token or (DEV_TOKEN if dev else None),
+        current_signing_key=settings.qstash_current_signing_key or (DEV_CURRENT_KEY if dev else new_signing_key()),
+        next_signing_key=settings.qstash_next_signing_key or (DEV_NEXT_KEY if dev else new_signing_key()),
+        backoff_scale=settings.qstash_backoff_scale,
+    )
+    return QStash(store, options, engine.dispatcher.wake)
 
 
 def bind_socket(host: str, port: int) -> socket.socket:
@@ -135,7 +152,7 @@ def bind_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
-def serve(app, sock: socket.socket, *, log_level: str = "info") -> None:
+def serve(app, sock: socket.socket | list[socket.socket], *, log_level: str = "info") -> None:
     config = uvicorn.Config(
         app,
         log_level=log_level if log_level == "debug" else "warning",
@@ -149,4 +166,5 @@ def serve(app, sock: socket.socket, *, log_level: str = "info") -> None:
     # uvicorn drains requests and runs our shutdown (finish in-flight calls, hand back leases) on
     # SIGTERM, then re-raises the signal; a no-op handler here turns that into a clean exit 0.
     signal.signal(signal.SIGTERM, lambda *_: None)
-    server.run(sockets=[sock])  # not asyncio.run(serve()): that would skip the uvloop loop factory
+    # server.run, not asyncio.run(serve()): that would skip the uvloop loop factory.
+    server.run(sockets=sock if isinstance(sock, list) else [sock])

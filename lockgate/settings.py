@@ -51,6 +51,18 @@ class Settings:
     lease_timeout: float = _spec(120.0, env=("LOCKGATE_LEASE_TIMEOUT",),
                                  help="seconds before a dead replica's jobs are taken over")
     log_level: str = _spec("info", env=("LOCKGATE_LOG_LEVEL",), help="debug, info, warning or error")
+    qstash_port: int | None = _spec(None, env=("LOCKGATE_QSTASH_PORT", "QSTASH_DEV_PORT"),
+                                    help="also serve every API on this port (8080: where QStash dev settings look)")
+    qstash_token: str | None = _spec(None, env=("LOCKGATE_QSTASH_TOKEN", "QSTASH_TOKEN"), secret=True,
+                                     help="Bearer token of the QStash API (dev: the QStash dev server's)")
+    qstash_current_signing_key: str | None = _spec(None, env=("LOCKGATE_QSTASH_CURRENT_SIGNING_KEY",
+                                                              "QSTASH_CURRENT_SIGNING_KEY"), secret=True,
+                                                   help="signs QStash deliveries (dev: the dev server's)")
+    qstash_next_signing_key: str | None = _spec(None, env=("LOCKGATE_QSTASH_NEXT_SIGNING_KEY",
+                                                           "QSTASH_NEXT_SIGNING_KEY"), secret=True,
+                                                help="the next QStash signing key, for rotation")
+    qstash_backoff_scale: float = _spec(1.0, env=("LOCKGATE_QSTASH_BACKOFF_SCALE",),
+                                        help="shrinks QStash's default retry backoff (tests, dev)")
     sqlite_synchronous: str = _spec("NORMAL", env=("LOCKGATE_SQLITE_SYNCHRONOUS",),
                                     help="NORMAL survives killed processes; FULL also power loss")
 
@@ -108,8 +120,8 @@ class Settings:
 
 
 _BOOL_NAMES = {"in_memory", "discovery", "poll"}
-_INT_NAMES = {"port", "workers", "postgres_pool_size"}
-_FLOAT_NAMES = {"poll_interval", "retry_interval", "lease_timeout"}
+_INT_NAMES = {"port", "workers", "postgres_pool_size", "qstash_port"}
+_FLOAT_NAMES = {"poll_interval", "retry_interval", "lease_timeout", "qstash_backoff_scale"}
 _LIST_NAMES = {"sdk_urls", "event_keys"}
 
 

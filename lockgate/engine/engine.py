@@ -61,6 +61,7 @@ class Engine:
                                      lease_ms=self.options.lease_ms)
         self._background: list[asyncio.Task] = []
         self._reload_lock = asyncio.Lock()
+        self.qstash: Any = None  # lockgate.qstash.service.QStash, attached by the server
         self._known_urls: list[str] = []
         for url in self.options.sdk_urls:
             self._remember_url(url)
@@ -89,6 +90,8 @@ class Engine:
         self.store.listen({ops.JOBS_CHANNEL: self.dispatcher.wake, ops.FUNCTIONS_CHANNEL: self._functions_changed})
         await self.dispatcher.start()
         self._background.append(asyncio.create_task(self._sync_loop(), name="lockgate-sync"))
+        if self.qstash is not None:
+            self._background.append(asyncio.create_task(self.qstash.housekeeping(), name="lockgate-qstash"))
 
     async def stop(self) -> None:
         background = list(self._background)
@@ -163,6 +166,8 @@ class Engine:
             await self.store.write(lambda tx: admission.fire_timer(tx, ctx.registry, job, now=now_ms()))
         elif job.kind == JobKind.CRON.value:
             await self.store.write(lambda tx: cron.fire_cron(tx, ctx.registry, job, now=now_ms()))
+        elif job.kind in (JobKind.QSTASH_DELIVERY.value, JobKind.QSTASH_SCHEDULE.value) and self.qstash:
+            await self.qstash.handle_job(job, self.session)
         else:
             log.error("unknown job kind %r (job %s); dropping it", job.kind, job.id)
             await self.store.write(ops.release_job, job)

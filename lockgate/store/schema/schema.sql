@@ -198,3 +198,109 @@ CREATE TABLE IF NOT EXISTS flow_skips (
     at                BIGINT NOT NULL,
     PRIMARY KEY (event_internal_id, function_id)
 );
+
+-- QStash v2 surface. Deliveries are jobs (kind qstash_delivery) in the shared jobs table;
+-- these tables hold what the QStash API shows and filters on. `spec` is the full record as JSON.
+CREATE TABLE IF NOT EXISTS qstash_messages (
+    seq              INTEGER PRIMARY KEY,   -- FIFO order within a queue
+    message_id       TEXT NOT NULL UNIQUE,
+    state            TEXT NOT NULL,         -- pending | active | delivered | failed | canceled
+    url              TEXT NOT NULL,
+    queue_name       TEXT,
+    topic_name       TEXT,
+    schedule_id      TEXT,
+    label            TEXT,
+    flow_control_key TEXT,
+    caller_ip        TEXT,
+    retried          INTEGER NOT NULL DEFAULT 0,
+    cancel_requested INTEGER NOT NULL DEFAULT 0,
+    not_before       BIGINT NOT NULL,
+    created_at       BIGINT NOT NULL,
+    finished_at      BIGINT,
+    spec             TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS qstash_messages_queue ON qstash_messages (queue_name, state, seq);
+CREATE INDEX IF NOT EXISTS qstash_messages_flow ON qstash_messages (flow_control_key, state, seq);
+CREATE INDEX IF NOT EXISTS qstash_messages_state ON qstash_messages (state, finished_at);
+
+CREATE TABLE IF NOT EXISTS qstash_events (
+    seq          INTEGER PRIMARY KEY,
+    message_id   TEXT NOT NULL,
+    state        TEXT NOT NULL,             -- CREATED, ACTIVE, RETRY, ERROR, DELIVERED, FAILED, CANCEL_REQUESTED, CANCELED
+    logged_at    BIGINT NOT NULL,
+    url          TEXT NOT NULL,
+    queue_name   TEXT,
+    topic_name   TEXT,
+    schedule_id  TEXT,
+    label        TEXT,
+    data         TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS qstash_events_message ON qstash_events (message_id, seq);
+
+CREATE TABLE IF NOT EXISTS qstash_dlq (
+    dlq_id          TEXT PRIMARY KEY,
+    message_id      TEXT NOT NULL,
+    url             TEXT NOT NULL,
+    queue_name      TEXT,
+    topic_name      TEXT,
+    schedule_id     TEXT,
+    label           TEXT,
+    flow_control_key TEXT,
+    caller_ip       TEXT,
+    response_status INTEGER NOT NULL,
+    created_at      BIGINT NOT NULL,
+    data            TEXT NOT NULL,          -- the entry as the API shows it
+    spec            TEXT NOT NULL           -- the failed message, to publish it again on retry
+);
+CREATE INDEX IF NOT EXISTS qstash_dlq_created ON qstash_dlq (created_at);
+
+CREATE TABLE IF NOT EXISTS qstash_schedules (
+    schedule_id TEXT PRIMARY KEY,
+    paused      INTEGER NOT NULL DEFAULT 0,
+    created_at  BIGINT NOT NULL,
+    last_time   BIGINT,
+    next_time   BIGINT,
+    last_states TEXT NOT NULL DEFAULT '{}',
+    spec        TEXT NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS qstash_queues (
+    name        TEXT PRIMARY KEY,
+    parallelism INTEGER NOT NULL,
+    paused      INTEGER NOT NULL DEFAULT 0,
+    created_at  BIGINT NOT NULL,
+    updated_at  BIGINT NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS qstash_url_groups (
+    name       TEXT PRIMARY KEY,
+    endpoints  TEXT NOT NULL,               -- JSON list of {url, name?}
+    created_at BIGINT NOT NULL,
+    updated_at BIGINT NOT NULL
+);
+
+-- Signing keys survive restarts so rotation sticks.
+CREATE TABLE IF NOT EXISTS qstash_keys (
+    owner       TEXT PRIMARY KEY,
+    current_key TEXT NOT NULL,
+    next_key    TEXT NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS qstash_dedup (
+    dedup_key  TEXT PRIMARY KEY,
+    message_id TEXT NOT NULL,
+    expires_at BIGINT NOT NULL
+);
+
+-- Flow-control keys: limits from the latest message unless pinned, and the current rate window.
+CREATE TABLE IF NOT EXISTS qstash_flow_control (
+    flow_key           TEXT PRIMARY KEY,
+    parallelism        INTEGER,
+    rate               INTEGER,
+    period             INTEGER NOT NULL DEFAULT 1, -- seconds
+    paused             INTEGER NOT NULL DEFAULT 0,
+    pinned_parallelism INTEGER NOT NULL DEFAULT 0,
+    pinned_rate        INTEGER NOT NULL DEFAULT 0,
+    rate_count         INTEGER NOT NULL DEFAULT 0,
+    rate_period_start  BIGINT NOT NULL DEFAULT 0
+);
