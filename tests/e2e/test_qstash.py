@@ -59,7 +59,7 @@ def unique(name: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory):
+def stack(tmp_path_factory, backend):  # backend: one stack per store backend
     tmp = tmp_path_factory.mktemp("qstash")
     server = LockgateProcess(args=["dev", "--no-discovery", "--in-memory"], data_dir=None,
                              log_path=tmp / "lockgate.log", env=QSTASH_ENV).start()
