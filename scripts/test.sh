@@ -13,4 +13,6 @@ if command -v npm >/dev/null; then
 fi
 # Every backend test runs on PostgreSQL too; here an unreachable server is a failure, not a skip.
 export LOCKGATE_REQUIRE_POSTGRES=1
-exec .venv/bin/python -m pytest -q -p no:cacheprovider "$@"
+# Most e2e time is spent waiting on timers and subprocesses, so three workers; each test module
+# (and its servers) stays on one worker.
+exec .venv/bin/python -m pytest -q -p no:cacheprovider -n 3 --dist loadscope "$@"

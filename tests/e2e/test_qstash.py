@@ -431,8 +431,7 @@ def test_kill9_loses_no_accepted_message(tmp_path):
         ids = {client.message.publish(url=recv.url(name), body=str(i), delay="3s").message_id for i in range(20)}
         server.kill9()
         time.sleep(3.5)
-        server = LockgateProcess(args=["dev", "--no-discovery"], data_dir=data, port=port,
-                                 log_path=tmp_path / "lockgate.log", env=QSTASH_ENV).start()
+        server.start()  # same port, data dir and (on PostgreSQL) database
         hits = recv.wait_hits(name, 20, timeout=30)
         assert {h["headers"]["upstash-message-id"] for h in hits} == ids
         time.sleep(1)
@@ -587,8 +586,7 @@ def test_kill9_mid_delivery_keeps_the_queue_moving(tmp_path):
         ids = [client.message.enqueue(queue=queue, url=recv.url(name), body=str(i)).message_id for i in range(3)]
         wait_until(lambda: client.log.list(filter={"message_id": ids[0], "state": LogState.ACTIVE}).logs)
         server.kill9()  # the first delivery is in flight and holds the queue's only slot
-        server = LockgateProcess(args=args, data_dir=data, port=port, log_path=tmp_path / "lockgate.log",
-                                 env=QSTASH_ENV).start()
+        server.start()  # same port, data dir and (on PostgreSQL) database
         wait_until(lambda: {h["headers"]["upstash-message-id"] for h in recv.hits(name)} == set(ids), timeout=30)
         delivered = [h["headers"]["upstash-message-id"] for h in recv.hits(name)]
         assert [i for i in delivered if i != ids[0]] == ids[1:]  # FIFO kept; only the interrupted one may repeat
