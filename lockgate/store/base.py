@@ -8,6 +8,7 @@ so SQLite and PostgreSQL run the very same statements and the same test suite.
 from __future__ import annotations
 
 import abc
+import asyncio
 from typing import Any, Callable, TypeVar
 
 T = TypeVar("T")
@@ -55,6 +56,29 @@ class Store(abc.ABC):
         """Call callbacks[channel]() on the event loop when another process notifies that channel.
 
         One process needs nothing, so the default does nothing."""
+
+
+class ThreadedStore(Store):
+    """Writes queue up for the backend's writer thread(s), which group-commit them; reads run on
+    a small thread pool. Subclasses set `_loop`, `_writes` and `_reader_pool` and implement
+    `_read_in_thread`."""
+
+    _loop: Any = None
+    _writes: Any
+    _reader_pool: Any
+
+    async def write(self, fn: Callable[..., T], *args: Any) -> T:
+        assert self._loop is not None, "store is not open"
+        future = self._loop.create_future()
+        self._writes.put((fn, args, future))
+        return await future
+
+    async def read(self, fn: Callable[..., T], *args: Any) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._reader_pool, self._read_in_thread, fn, args)
+
+    @abc.abstractmethod
+    def _read_in_thread(self, fn: Callable[..., T], args: tuple) -> T: ...
 
 
 def settle_future(future: Any, result: Any, exc: BaseException | None) -> None:

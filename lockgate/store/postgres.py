@@ -29,7 +29,7 @@ from psycopg import errors as pg_errors
 from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from lockgate.store.base import Store, Tx, settle_future
+from lockgate.store.base import ThreadedStore, Tx, settle_future
 
 T = TypeVar("T")
 log = logging.getLogger("lockgate.store.postgres")
@@ -79,7 +79,7 @@ class _CommitUnknown(Exception):
     """The connection dropped during COMMIT: the writes may or may not be durable."""
 
 
-class PostgresStore(Store):
+class PostgresStore(ThreadedStore):
     def __init__(self, uri: str, *, pool_size: int = 8, max_batch: int = 256) -> None:
         self.uri = uri
         self._writers_n = max(1, pool_size // 2)
@@ -143,16 +143,6 @@ class PostgresStore(Store):
             await loop.run_in_executor(None, self._listener.join, 5)
         self._reader_pool.shutdown(wait=True)
         await loop.run_in_executor(None, self._pool.close)
-
-    async def write(self, fn: Callable[..., T], *args: Any) -> T:
-        assert self._loop is not None, "store is not open"
-        future = self._loop.create_future()
-        self._writes.put((fn, args, future))
-        return await future
-
-    async def read(self, fn: Callable[..., T], *args: Any) -> T:
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._reader_pool, self._read_in_thread, fn, args)
 
     def _read_in_thread(self, fn: Callable[..., T], args: tuple) -> T:
         deadline = time.monotonic() + RECONNECT_FOR_S

@@ -20,7 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from importlib import resources
 from typing import Any, Callable, TypeVar
 
-from lockgate.store.base import Store, Tx, settle_future
+from lockgate.store.base import ThreadedStore, Tx, settle_future
 
 T = TypeVar("T")
 
@@ -53,7 +53,7 @@ def _connect(path: str, *, synchronous: str) -> sqlite3.Connection:
     return conn
 
 
-class SQLiteStore(Store):
+class SQLiteStore(ThreadedStore):
     def __init__(
         self,
         data_dir: str | None,
@@ -107,16 +107,6 @@ class SQLiteStore(Store):
             conn.close()
         if self._tmpdir:
             shutil.rmtree(self._tmpdir, ignore_errors=True)
-
-    async def write(self, fn: Callable[..., T], *args: Any) -> T:
-        assert self._loop is not None, "store is not open"
-        future = self._loop.create_future()
-        self._writes.put((fn, args, future))
-        return await future
-
-    async def read(self, fn: Callable[..., T], *args: Any) -> T:
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._reader_pool, self._read_in_thread, fn, args)
 
     def _read_in_thread(self, fn: Callable[..., T], args: tuple) -> T:
         conn = getattr(self._local, "conn", None)
