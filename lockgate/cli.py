@@ -59,7 +59,7 @@ def _run_server(settings: Settings, kind: str) -> None:
 @click.group()
 @click.version_option(package_name="lockgate")
 def main() -> None:
-    """lockgate: durable execution for your apps — Inngest SDK protocol, QStash API, realtime."""
+    """lockgate: durable execution for your apps — Inngest SDK protocol and QStash API."""
 
 
 @main.command()
@@ -107,7 +107,7 @@ def dev(sdk_urls, port, host, no_discovery, no_poll, poll_interval, retry_interv
 @click.option("-p", "--port", type=int, default=None, help="Port for the APIs (default 8288; 0 picks a free one).")
 @click.option("--host", default=None, help="Address to listen on (default 127.0.0.1).")
 @click.option("--postgres-uri", default=None, help="PostgreSQL database shared by all replicas.")
-@click.option("--redis-uri", default=None, help="Redis for realtime fan-out across replicas (optional).")
+@click.option("--redis-uri", default=None, help="Redis, reserved for realtime fan-out across replicas (not used yet).")
 @click.option("--signing-key", default=None, help="Signs requests to apps; apps authenticate with it.")
 @click.option("--signing-key-fallback", default=None, help="Previous signing key, accepted while rotating.")
 @click.option("--event-key", "event_keys", multiple=True, help="Accepted event key (repeatable).")

@@ -32,7 +32,7 @@ class Settings:
     postgres_pool_size: int = _spec(8, env=("LOCKGATE_POSTGRES_POOL_SIZE",),
                                     help="connections each replica may hold (plus one for LISTEN)")
     redis_uri: str | None = _spec(None, env=("LOCKGATE_REDIS_URI", "INNGEST_REDIS_URI"), secret=True,
-                                  help="Redis for realtime fan-out across replicas (optional)")
+                                  help="Redis, reserved for realtime fan-out across replicas (not used yet)")
     sdk_urls: list[str] = _spec(list, env=("LOCKGATE_SDK_URL", "INNGEST_SDK_URL"), help="apps to sync")
     discovery: bool = _spec(True, env=("LOCKGATE_DISCOVERY",), help="look for apps on local ports")
     poll: bool = _spec(True, env=("LOCKGATE_POLL",), help="re-sync apps every poll interval")
