@@ -538,9 +538,10 @@ def release_job(tx: Tx, job: Job) -> bool:
 
 
 def retry_job(tx: Tx, job: Job, *, due_at: int, attempt: int) -> bool:
+    """Queue a leased job again at due_at, keeping its priority shift (rank_at - due_at)."""
     cur = tx.execute(
-        "UPDATE jobs SET attempt = ?, due_at = ?, rank_at = ?, lease_owner = NULL, lease_expires_at = NULL"
-        " WHERE id = ? AND lease_owner = ?",
+        "UPDATE jobs SET attempt = ?, due_at = ?, rank_at = ? + (rank_at - due_at), lease_owner = NULL,"
+        " lease_expires_at = NULL WHERE id = ? AND lease_owner = ?",
         (attempt, due_at, due_at, job.id, job.lease_owner),
     )
     return cur.rowcount == 1

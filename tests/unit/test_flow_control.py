@@ -107,3 +107,13 @@ def test_flow_config_parsing():
     ]:
         with pytest.raises(FlowConfigError, match=message.replace("[", r"\[").replace("]", r"\]")):
             parse_flow(bad)
+
+
+async def test_a_retried_call_keeps_its_priority(store):
+    urgent = Job(id="u:call:0", kind=JobKind.CALL.value, run_id="u", step_id="step", due_at=1000, rank_at=1000 - 60_000,
+                 created_at=1000)
+    await store.write(lambda tx: ops.enqueue(tx, [urgent]))
+    (leased,) = await store.write(lambda tx: ops.lease_due_jobs(tx, owner="w", now=1000, limit=5, lease_ms=10_000))
+    assert await store.write(lambda tx: ops.retry_job(tx, leased, due_at=5000, attempt=1))
+    (row,) = await store.read(lambda tx: ops.jobs_of_run(tx, "u"))
+    assert (row.due_at, row.rank_at, row.attempt) == (5000, 5000 - 60_000, 1)
