@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import queue
 from typing import Any, Callable, TypeVar
 
 T = TypeVar("T")
@@ -58,6 +59,9 @@ class Store(abc.ABC):
         One process needs nothing, so the default does nothing."""
 
 
+STOP_WRITER = object()  # queued once per writer thread to end it
+
+
 class ThreadedStore(Store):
     """Writes queue up for the backend's writer thread(s), which group-commit them; reads run on
     a small thread pool. Subclasses set `_loop`, `_writes` and `_reader_pool` and implement
@@ -66,6 +70,7 @@ class ThreadedStore(Store):
     _loop: Any = None
     _writes: Any
     _reader_pool: Any
+    _max_batch: int
 
     async def write(self, fn: Callable[..., T], *args: Any) -> T:
         assert self._loop is not None, "store is not open"
@@ -79,6 +84,24 @@ class ThreadedStore(Store):
 
     @abc.abstractmethod
     def _read_in_thread(self, fn: Callable[..., T], args: tuple) -> T: ...
+
+    def _take_batch(self) -> list | None:
+        """Block for the next write, then gather what else is queued (up to `_max_batch`) for one
+        commit. None when the writer should stop."""
+        item = self._writes.get()
+        if item is STOP_WRITER:
+            return None
+        batch = [item]
+        while len(batch) < self._max_batch:
+            try:
+                more = self._writes.get_nowait()
+            except queue.Empty:
+                break
+            if more is STOP_WRITER:
+                self._writes.put(STOP_WRITER)  # ends this writer (or a sibling) on its next round
+                break
+            batch.append(more)
+        return batch
 
 
 def settle_future(future: Any, result: Any, exc: BaseException | None) -> None:

@@ -29,12 +29,11 @@ from psycopg import errors as pg_errors
 from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from lockgate.store.base import ThreadedStore, Tx, settle_future
+from lockgate.store.base import STOP_WRITER, ThreadedStore, Tx, settle_future
 
 T = TypeVar("T")
 log = logging.getLogger("lockgate.store.postgres")
 
-_STOP = object()
 # Lock conflicts between replicas: the losing write is simply run again.
 _RETRYABLE = (pg_errors.DeadlockDetected, pg_errors.SerializationFailure, pg_errors.LockNotAvailable)
 RECONNECT_FOR_S = 120.0  # how long a write waits for the database to come back
@@ -134,7 +133,7 @@ class PostgresStore(ThreadedStore):
     async def close(self) -> None:
         self._stopping.set()
         for _ in self._writers:
-            self._writes.put(_STOP)
+            self._writes.put(STOP_WRITER)
         loop = asyncio.get_running_loop()
         for t in self._writers:
             await loop.run_in_executor(None, t.join)
@@ -193,20 +192,7 @@ class PostgresStore(ThreadedStore):
     # -- writer threads -------------------------------------------------------------
 
     def _writer_main(self) -> None:
-        while True:
-            item = self._writes.get()
-            if item is _STOP:
-                return
-            batch = [item]
-            while len(batch) < self._max_batch:
-                try:
-                    more = self._writes.get_nowait()
-                except queue.Empty:
-                    break
-                if more is _STOP:
-                    self._writes.put(_STOP)  # for this thread's next round
-                    break
-                batch.append(more)
+        while (batch := self._take_batch()) is not None:
             self._apply_with_retries(batch)
 
     def _apply_with_retries(self, batch: list) -> None:

@@ -20,11 +20,10 @@ from concurrent.futures import ThreadPoolExecutor
 from importlib import resources
 from typing import Any, Callable, TypeVar
 
-from lockgate.store.base import ThreadedStore, Tx, settle_future
+from lockgate.store.base import STOP_WRITER, ThreadedStore, Tx, settle_future
 
 T = TypeVar("T")
 
-_STOP = object()
 
 
 class SQLiteTx(Tx):
@@ -99,7 +98,7 @@ class SQLiteStore(ThreadedStore):
 
     async def close(self) -> None:
         if self._writer is not None:
-            self._writes.put(_STOP)
+            self._writes.put(STOP_WRITER)
             await asyncio.get_running_loop().run_in_executor(None, self._writer.join)
             self._writer = None
         self._reader_pool.shutdown(wait=True)
@@ -124,21 +123,7 @@ class SQLiteStore(ThreadedStore):
 
     def _writer_main(self, conn: sqlite3.Connection) -> None:
         tx = SQLiteTx(conn)
-        stopping = False
-        while not stopping:
-            item = self._writes.get()
-            if item is _STOP:
-                break
-            batch = [item]
-            while len(batch) < self._max_batch:
-                try:
-                    more = self._writes.get_nowait()
-                except queue.Empty:
-                    break
-                if more is _STOP:
-                    stopping = True
-                    break
-                batch.append(more)
+        while (batch := self._take_batch()) is not None:
             self._apply_batch(conn, tx, batch)
         conn.close()
 
