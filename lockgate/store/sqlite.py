@@ -16,10 +16,11 @@ import shutil
 import sqlite3
 import tempfile
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
-from importlib import resources
 from typing import Any, Callable, TypeVar
 
+from lockgate.store import migrations
 from lockgate.store.base import STOP_WRITER, ThreadedStore, Tx, settle_future
 
 T = TypeVar("T")
@@ -50,6 +51,22 @@ def _connect(path: str, *, synchronous: str) -> sqlite3.Connection:
     conn.execute("PRAGMA cache_size=-65536")
     conn.execute("PRAGMA temp_store=MEMORY")
     return conn
+
+
+def migrate_sqlite(conn: sqlite3.Connection) -> None:
+    """Apply pending migrations, each in its own transaction with its bookkeeping row."""
+    conn.execute(migrations.BOOKKEEPING)
+    for migration in migrations.pending(SQLiteTx(conn)):
+        # executescript takes no parameters; version and name are an int and a [a-z0-9_] word.
+        script = (f"BEGIN IMMEDIATE;\n{migration.sql}\n;\n"
+                  f"INSERT INTO schema_migrations (version, name, applied_at) VALUES "
+                  f"({migration.version}, '{migration.name}', {int(time.time() * 1000)});\nCOMMIT;")
+        try:
+            conn.executescript(script)
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
 
 
 class SQLiteStore(ThreadedStore):
@@ -91,8 +108,7 @@ class SQLiteStore(ThreadedStore):
     async def open(self) -> None:
         self._loop = asyncio.get_running_loop()
         conn = _connect(self.path, synchronous=self._synchronous)
-        schema = resources.files("lockgate.store").joinpath("schema/schema.sql").read_text()
-        conn.executescript(schema)
+        migrate_sqlite(conn)
         self._writer = threading.Thread(target=self._writer_main, args=(conn,), name="lockgate-sqlite-write", daemon=True)
         self._writer.start()
 
