@@ -13,7 +13,7 @@ import orjson
 from lockgate.engine import checkpoint, cron, interpreter, waits
 from lockgate.engine.flow import admission
 from lockgate.engine.dispatcher import LEASE_MS, Dispatcher
-from lockgate.engine.executor import Executor
+from lockgate.engine.executor import APP_KEEPALIVE_S, Executor, connection_reuse_trace
 from lockgate.engine.ingest import Handoff, ingest_in_tx, parse_events
 from lockgate.engine.registry import Registry
 from lockgate.engine.sync import DISCOVERY_PATHS, DISCOVERY_PORTS, Registration, SyncError, parse_registration
@@ -56,6 +56,7 @@ class Engine:
         self.registry = Registry()
         # aiohttp: its connection pool stays fast with hundreds of calls in flight.
         self.session: aiohttp.ClientSession | None = None
+        self._fresh_session: aiohttp.ClientSession | None = None  # one connection per request
         self.executor: Executor | None = None
         self.dispatcher = Dispatcher(store, self._handle_job, workers=self.options.workers,
                                      lease_ms=self.options.lease_ms)
@@ -77,11 +78,16 @@ class Engine:
     # -- lifecycle -----------------------------------------------------------------
 
     async def start(self) -> None:
+        timeout = aiohttp.ClientTimeout(total=self.options.request_timeout_s, sock_connect=10)
         self.session = aiohttp.ClientSession(
-            timeout=aiohttp.ClientTimeout(total=self.options.request_timeout_s, sock_connect=10),
-            connector=aiohttp.TCPConnector(limit=max(200, self.options.workers * 2), limit_per_host=0),
+            timeout=timeout,
+            connector=aiohttp.TCPConnector(limit=max(200, self.options.workers * 2), limit_per_host=0,
+                                           keepalive_timeout=APP_KEEPALIVE_S),
+            trace_configs=[connection_reuse_trace()],
         )
-        self.executor = Executor(self.session, signing_key=self.options.signing_key,
+        self._fresh_session = aiohttp.ClientSession(
+            timeout=timeout, connector=aiohttp.TCPConnector(force_close=True, limit=0))
+        self.executor = Executor(self.session, fresh_session=self._fresh_session, signing_key=self.options.signing_key,
                                  signing_key_fallback=self.options.signing_key_fallback,
                                  server_kind=self.options.server_kind)
         await self.reload_registry()
@@ -103,8 +109,9 @@ class Engine:
             await self.store.write(ops.release_leases_of, self.dispatcher.owner)
         except Exception:
             log.exception("could not hand back leased jobs; they return when their leases lapse")
-        if self.session is not None:
-            await self.session.close()
+        for session in (self.session, self._fresh_session):
+            if session is not None:
+                await session.close()
 
     def _functions_changed(self) -> None:
         """Another replica stored a sync: load its functions so events here trigger them too."""

@@ -140,7 +140,9 @@ def routes(engine: Engine, access: AccessPolicy) -> list[Route]:
             "waits": pending_waits,
             "calls_in_flight": engine.dispatcher.inflight,
             "calls": {"total": getattr(engine.executor, "calls", 0),
-                      "use_api": getattr(engine.executor, "calls_use_api", 0)},
+                      "use_api": getattr(engine.executor, "calls_use_api", 0),
+                      # failed calls to apps by reason (timeout, connection_refused, stale_connection, ...)
+                      "failed": dict(getattr(engine.executor, "failures", {}))},
             "store": {"kind": store.description, "commits": getattr(store, "commits", None),
                       "writes": getattr(store, "writes", None)},
         }
