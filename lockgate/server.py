@@ -77,6 +77,7 @@ def build_app(settings: Settings, *, kind: str = "dev", store: Store | None = No
             workers=settings.workers,
             own_port=own_port,
             lease_ms=int(settings.lease_timeout * 1000),
+            replica_name=settings.replica_name,
             # `start` replicas share a PostgreSQL store: never release another process's leases.
             # The dev server is one process by design, so a predecessor's leases lapse at once.
             single_node=kind == "dev" or not settings.postgres_uri,

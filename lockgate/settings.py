@@ -48,8 +48,11 @@ class Settings:
                                              help="previous signing key, accepted during rotation")
     event_keys: list[str] = _spec(list, env=("LOCKGATE_EVENT_KEY", "INNGEST_EVENT_KEY"), secret=True,
                                   help="accepted event keys (empty: any)")
-    lease_timeout: float = _spec(120.0, env=("LOCKGATE_LEASE_TIMEOUT",),
-                                 help="seconds before a dead replica's jobs are taken over")
+    lease_timeout: float = _spec(10.0, env=("LOCKGATE_LEASE_TIMEOUT",),
+                                 help="seconds a call's lease lasts without a heartbeat; a replica silent for half"
+                                      " of it is taken over")
+    replica_name: str | None = _spec(None, env=("LOCKGATE_REPLICA_NAME",),
+                                     help="this replica's name, stable across restarts (default host:port)")
     log_level: str = _spec("info", env=("LOCKGATE_LOG_LEVEL",), help="debug, info, warning or error")
     qstash_port: int | None = _spec(None, env=("LOCKGATE_QSTASH_PORT", "QSTASH_DEV_PORT"),
                                     help="also serve every API on this port (8080: where QStash dev settings look)")

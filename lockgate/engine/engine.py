@@ -16,6 +16,7 @@ from lockgate.engine.dispatcher import LEASE_MS, Dispatcher
 from lockgate.engine.executor import APP_KEEPALIVE_S, Executor, connection_reuse_trace
 from lockgate.engine.ingest import Handoff, ingest_in_tx, parse_events
 from lockgate.engine.registry import Registry
+from lockgate.engine.replicas import Membership, default_replica_name, replica_owner
 from lockgate.engine.sync import DISCOVERY_PATHS, DISCOVERY_PORTS, Registration, SyncError, parse_registration
 from lockgate.protocol.jsoncanon import canonical_json
 from lockgate.protocol.signing import sign_body
@@ -41,6 +42,7 @@ class EngineOptions:
     own_port: int | None = None
     lease_ms: int = LEASE_MS
     single_node: bool = True  # SQLite: leases of a previous process lapse at start-up
+    replica_name: str | None = None  # several replicas: stable across restarts (default host:port)
 
 
 @dataclass(slots=True)
@@ -58,7 +60,10 @@ class Engine:
         self.session: aiohttp.ClientSession | None = None
         self._fresh_session: aiohttp.ClientSession | None = None  # one connection per request
         self.executor: Executor | None = None
+        name = self.options.replica_name or default_replica_name(self.options.own_port)
         self.dispatcher = Dispatcher(store, self._handle_job, workers=self.options.workers,
+                                     lease_ms=self.options.lease_ms, owner=replica_owner(name))
+        self.membership = Membership(store, self.dispatcher, name=name, replicas=not self.options.single_node,
                                      lease_ms=self.options.lease_ms)
         self._background: list[asyncio.Task] = []
         self._reload_lock = asyncio.Lock()
@@ -93,6 +98,7 @@ class Engine:
         await self.reload_registry()
         if self.options.single_node:
             await self.store.write(ops.release_all_leases)
+        await self.membership.start()
         self.store.listen({ops.JOBS_CHANNEL: self.dispatcher.wake, ops.FUNCTIONS_CHANNEL: self._functions_changed})
         await self.dispatcher.start()
         self._background.append(asyncio.create_task(self._sync_loop(), name="lockgate-sync"))
@@ -109,6 +115,7 @@ class Engine:
             await self.store.write(ops.release_leases_of, self.dispatcher.owner)
         except Exception:
             log.exception("could not hand back leased jobs; they return when their leases lapse")
+        await self.membership.stop()
         for session in (self.session, self._fresh_session):
             if session is not None:
                 await session.close()
@@ -159,11 +166,12 @@ class Engine:
 
     # -- jobs ----------------------------------------------------------------------
 
-    async def _handle_job(self, job: Job, state: Any = None) -> None:
+    async def _handle_job(self, job: Job, state: Any = None) -> tuple[Job, Any] | None:
+        """Do one due job; returns a follow-up call of the same run for this worker to make next."""
         ctx = self.context
         if job.kind == JobKind.CALL.value:
-            await self._handle_call(job, ctx, state)
-        elif job.kind == JobKind.WAKE.value:
+            return await self._call_once(job, ctx, state)
+        if job.kind == JobKind.WAKE.value:
             settled = await self.store.write(lambda tx: interpreter.wake_sleep(tx, ctx, job, now=now_ms()))
             for next_job in settled.next_jobs:
                 self.dispatcher.adopt(next_job, settled.next_state)
@@ -179,14 +187,7 @@ class Engine:
             log.error("unknown job kind %r (job %s); dropping it", job.kind, job.id)
             await self.store.write(ops.release_job, job)
         self.dispatcher.wake()
-
-    async def _handle_call(self, job: Job, ctx: interpreter.EngineContext, state: Any = None) -> None:
-        """Call the app for this job; keep going while the run hands us its next call."""
-        while True:
-            state = await self._call_once(job, ctx, state)
-            if state is None:
-                return
-            job, state = state
+        return None
 
     async def _call_once(self, job: Job, ctx: interpreter.EngineContext, state: Any) -> Any:
         if state is None:

@@ -139,6 +139,7 @@ def routes(engine: Engine, access: AccessPolicy) -> list[Route]:
             "queue_depth": depth,
             "waits": pending_waits,
             "calls_in_flight": engine.dispatcher.inflight,
+            "replica": {"owner": engine.dispatcher.owner, "taken_over_jobs": engine.membership.taken_over},
             "calls": {"total": getattr(engine.executor, "calls", 0),
                       "use_api": getattr(engine.executor, "calls_use_api", 0),
                       # failed calls to apps by reason (timeout, connection_refused, stale_connection, ...)
