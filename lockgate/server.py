@@ -12,6 +12,7 @@ import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.middleware import Middleware
 from starlette.routing import Route
 
 from lockgate.engine.engine import Engine, EngineOptions
@@ -21,6 +22,7 @@ from lockgate.protocol.qstash_signing import DEV_CURRENT_KEY, DEV_NEXT_KEY, DEV_
 from lockgate.qstash.service import QStash, QStashOptions
 from lockgate.interfaces.auth import AccessPolicy
 from lockgate.interfaces.errors import ApiError, error_response
+from lockgate.interfaces.guard import EdgeGuard
 from lockgate.settings import Settings
 from lockgate.store.base import Store
 from lockgate.store.sqlite import SQLiteStore
@@ -62,6 +64,7 @@ class ServerKindHeader:
 
 def build_app(settings: Settings, *, kind: str = "dev", store: Store | None = None, own_port: int | None = None):
     store = store or build_store(settings)
+    limits = settings.limits()
     keys = [k for k in (settings.signing_key, settings.signing_key_fallback) if k]
     engine = Engine(
         store,
@@ -80,6 +83,7 @@ def build_app(settings: Settings, *, kind: str = "dev", store: Store | None = No
             # `start` replicas share a PostgreSQL store: never release another process's leases.
             # The dev server is one process by design, so a predecessor's leases lapse at once.
             single_node=kind == "dev" or not settings.postgres_uri,
+            limits=limits,
         ),
     )
     # Dev mode stays open; production checks both kinds of key.
@@ -115,10 +119,13 @@ def build_app(settings: Settings, *, kind: str = "dev", store: Store | None = No
         *inngest_api.routes(engine, access),
         *rest_v1.routes(engine, access),
         *graphql_api.routes(engine, access),
-        *QStashApi(engine.qstash).routes(),
+        *QStashApi(engine.qstash, limits).routes(),
     ]
+    largest_body = max(limits.max_request_bytes, limits.max_checkpoint_bytes, limits.max_qstash_body_bytes)
     app = Starlette(
         routes=routes,
+        # Inside Starlette's own error layer, so an unexpected exception ends here as a JSON 500.
+        middleware=[Middleware(EdgeGuard, max_body_bytes=largest_body)],
         lifespan=lifespan,
         exception_handlers={ApiError: on_api_error, 404: not_found, 405: method_not_allowed},
     )
