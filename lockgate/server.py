@@ -16,12 +16,12 @@ from starlette.middleware import Middleware
 from starlette.routing import Route
 
 from lockgate.engine.engine import Engine, EngineOptions
-from lockgate.interfaces import graphql_api, inngest_api, rest_v1
+from lockgate.interfaces import graphql_api, inngest_api, openapi, rest_v1
 from lockgate.interfaces.qstash_api import QStashApi
 from lockgate.protocol.qstash_signing import DEV_CURRENT_KEY, DEV_NEXT_KEY, DEV_TOKEN, new_signing_key
 from lockgate.qstash.service import QStash, QStashOptions
 from lockgate.interfaces.auth import AccessPolicy
-from lockgate.interfaces.errors import ApiError, error_response
+from lockgate.interfaces.errors import ApiError, error_response, json_response
 from lockgate.interfaces.guard import EdgeGuard
 from lockgate.settings import Settings
 from lockgate.store.base import Store
@@ -114,8 +114,14 @@ def build_app(settings: Settings, *, kind: str = "dev", store: Store | None = No
     async def root(request: Request) -> Response:
         return Response(f"lockgate {kind} server — store: {store.description}\n", media_type="text/plain")
 
+    api_document = openapi.document(limits)
+
+    async def openapi_json(request: Request) -> Response:
+        return json_response(api_document)
+
     routes = [
         Route("/", root, methods=["GET"]),
+        Route("/openapi.json", openapi_json, methods=["GET"]),
         *inngest_api.routes(engine, access),
         *rest_v1.routes(engine, access),
         *graphql_api.routes(engine, access),

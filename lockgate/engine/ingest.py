@@ -102,8 +102,9 @@ def _parse_one(raw: Any, index: int, *, seed: str | None, now: int, allow_intern
         raise EventValidationError(f"'v' must be a string of at most {MAX_NAME_LENGTH} printable characters", index)
     try:
         size = len(orjson.dumps(data)) + len(orjson.dumps(user))
-    except TypeError:  # nesting past what JSON encoding allows (the HTTP edge refuses it earlier)
-        raise EventValidationError("'data' or 'user' is nested too deeply", index) from None
+    except TypeError:  # only from callers inside the engine: the HTTP edge decoded this with orjson
+        raise EventValidationError("'data' or 'user' cannot be stored as JSON (nested too deeply, or an integer "
+                                   "beyond 64 bits)", index) from None
     if size > MAX_EVENT_BYTES:
         raise EventValidationError(f"event is {size} bytes; the limit is {MAX_EVENT_BYTES}", index)
     internal_id = ulid_from_seed(seed, index) or new_ulid()

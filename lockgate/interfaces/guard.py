@@ -52,8 +52,8 @@ class EdgeGuard:
             return await answer(400, "the path or query holds a NUL byte (%00); ids, names and URLs never do")
         declared = dict(scope.get("headers") or []).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_body_bytes:
-            return await answer(413, f"request body is {int(declared)} bytes; no route accepts more than "
-                                     f"{self.max_body_bytes}")
+            return await answer(413, f"request body is {int(declared)} bytes; the limit is {self.max_body_bytes} "
+                                     "(LOCKGATE_MAX_REQUEST_BYTES and its siblings)")
 
         async def tracked_send(message):
             nonlocal started
