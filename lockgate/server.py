@@ -12,15 +12,17 @@ import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.middleware import Middleware
 from starlette.routing import Route
 
 from lockgate.engine.engine import Engine, EngineOptions
-from lockgate.interfaces import graphql_api, inngest_api, rest_v1
+from lockgate.interfaces import graphql_api, inngest_api, openapi, rest_v1
 from lockgate.interfaces.qstash_api import QStashApi
 from lockgate.protocol.qstash_signing import DEV_CURRENT_KEY, DEV_NEXT_KEY, DEV_TOKEN, new_signing_key
 from lockgate.qstash.service import QStash, QStashOptions
 from lockgate.interfaces.auth import AccessPolicy
-from lockgate.interfaces.errors import ApiError, error_response
+from lockgate.interfaces.errors import ApiError, error_response, json_response
+from lockgate.interfaces.guard import EdgeGuard
 from lockgate.settings import Settings
 from lockgate.store.base import Store
 from lockgate.store.sqlite import SQLiteStore
@@ -62,6 +64,7 @@ class ServerKindHeader:
 
 def build_app(settings: Settings, *, kind: str = "dev", store: Store | None = None, own_port: int | None = None):
     store = store or build_store(settings)
+    limits = settings.limits()
     keys = [k for k in (settings.signing_key, settings.signing_key_fallback) if k]
     engine = Engine(
         store,
@@ -81,6 +84,7 @@ def build_app(settings: Settings, *, kind: str = "dev", store: Store | None = No
             # `start` replicas share a PostgreSQL store: never release another process's leases.
             # The dev server is one process by design, so a predecessor's leases lapse at once.
             single_node=kind == "dev" or not settings.postgres_uri,
+            limits=limits,
         ),
     )
     # Dev mode stays open; production checks both kinds of key.
@@ -111,15 +115,24 @@ def build_app(settings: Settings, *, kind: str = "dev", store: Store | None = No
     async def root(request: Request) -> Response:
         return Response(f"lockgate {kind} server — store: {store.description}\n", media_type="text/plain")
 
+    api_document = openapi.document(limits)
+
+    async def openapi_json(request: Request) -> Response:
+        return json_response(api_document)
+
     routes = [
         Route("/", root, methods=["GET"]),
+        Route("/openapi.json", openapi_json, methods=["GET"]),
         *inngest_api.routes(engine, access),
         *rest_v1.routes(engine, access),
         *graphql_api.routes(engine, access),
-        *QStashApi(engine.qstash).routes(),
+        *QStashApi(engine.qstash, limits).routes(),
     ]
+    largest_body = max(limits.max_request_bytes, limits.max_checkpoint_bytes, limits.max_qstash_body_bytes)
     app = Starlette(
         routes=routes,
+        # Inside Starlette's own error layer, so an unexpected exception ends here as a JSON 500.
+        middleware=[Middleware(EdgeGuard, max_body_bytes=largest_body)],
         lifespan=lifespan,
         exception_handlers={ApiError: on_api_error, 404: not_found, 405: method_not_allowed},
     )

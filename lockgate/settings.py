@@ -15,6 +15,8 @@ from typing import Any
 
 import yaml
 
+from lockgate.limits import DEFAULT as LIMITS, Limits
+
 
 def _spec(default: Any, *, env: tuple[str, ...] = (), help: str = "", secret: bool = False) -> Any:
     return field(default_factory=lambda: default() if callable(default) else default,
@@ -69,6 +71,28 @@ class Settings:
     sqlite_synchronous: str = _spec("NORMAL", env=("LOCKGATE_SQLITE_SYNCHRONOUS",),
                                     help="NORMAL survives killed processes; FULL also power loss")
 
+    # Input limits (lockgate/limits.py, README "Limits"): bad or huge input is refused before parsing.
+    max_request_bytes: int = _spec(LIMITS.max_request_bytes, env=("LOCKGATE_MAX_REQUEST_BYTES",),
+                                   help="largest events-API or app-sync body")
+    max_checkpoint_bytes: int = _spec(LIMITS.max_checkpoint_bytes, env=("LOCKGATE_MAX_CHECKPOINT_BYTES",),
+                                      help="largest JS step-checkpoint body")
+    max_qstash_body_bytes: int = _spec(LIMITS.max_qstash_body_bytes, env=("LOCKGATE_MAX_QSTASH_BODY_BYTES",),
+                                       help="largest QStash message body")
+    max_json_depth: int = _spec(LIMITS.max_json_depth, env=("LOCKGATE_MAX_JSON_DEPTH",),
+                                help="deepest nesting of objects/arrays in a JSON body")
+    max_event_id_length: int = _spec(LIMITS.max_event_id_length, env=("LOCKGATE_MAX_EVENT_ID_LENGTH",),
+                                     help="longest event id")
+    max_functions_per_sync: int = _spec(LIMITS.max_functions_per_sync, env=("LOCKGATE_MAX_FUNCTIONS_PER_SYNC",),
+                                        help="most functions one app may register")
+    max_graphql_bytes: int = _spec(LIMITS.max_graphql_bytes, env=("LOCKGATE_MAX_GRAPHQL_BYTES",),
+                                   help="largest /v0/gql request")
+    max_graphql_depth: int = _spec(LIMITS.max_graphql_depth, env=("LOCKGATE_MAX_GRAPHQL_DEPTH",),
+                                   help="deepest GraphQL selection")
+    max_graphql_aliases: int = _spec(LIMITS.max_graphql_aliases, env=("LOCKGATE_MAX_GRAPHQL_ALIASES",),
+                                     help="most aliases in one GraphQL query")
+    max_graphql_fields: int = _spec(LIMITS.max_graphql_fields, env=("LOCKGATE_MAX_GRAPHQL_FIELDS",),
+                                    help="most fields selected by one GraphQL query (its cost)")
+
     sources: dict[str, str] = field(default_factory=dict, repr=False)
 
     @classmethod
@@ -111,6 +135,9 @@ class Settings:
         setattr(self, name, _coerce(name, value, current))
         self.sources[name] = source
 
+    def limits(self) -> Limits:
+        return Limits(**{name: getattr(self, name) for name in Limits.names()})
+
     def describe(self) -> list[tuple[str, str, str]]:
         rows = []
         for f in fields(self):
@@ -123,7 +150,7 @@ class Settings:
 
 
 _BOOL_NAMES = {"in_memory", "discovery", "poll"}
-_INT_NAMES = {"port", "workers", "postgres_pool_size", "qstash_port"}
+_INT_NAMES = {"port", "workers", "postgres_pool_size", "qstash_port", *Limits.names()}
 _FLOAT_NAMES = {"poll_interval", "retry_interval", "lease_timeout", "qstash_backoff_scale"}
 _LIST_NAMES = {"sdk_urls", "event_keys"}
 

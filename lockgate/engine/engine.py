@@ -17,9 +17,11 @@ from lockgate.engine.executor import APP_KEEPALIVE_S, Executor, connection_reuse
 from lockgate.engine.ingest import Handoff, ingest_in_tx, parse_events
 from lockgate.engine.registry import Registry
 from lockgate.engine.replicas import Membership, default_replica_name, replica_owner
-from lockgate.engine.sync import DISCOVERY_PATHS, DISCOVERY_PORTS, Registration, SyncError, parse_registration
+from lockgate.engine.sync import (DISCOVERY_PATHS, DISCOVERY_PORTS, Registration, SyncError, is_app_url,
+                                  parse_registration)
 from lockgate.protocol.jsoncanon import canonical_json
 from lockgate.protocol.signing import sign_body
+from lockgate.limits import DEFAULT as DEFAULT_LIMITS, Limits
 from lockgate.models import Job, JobKind, RunStatus, now_ms
 from lockgate.store import operations as ops
 from lockgate.store.base import Store, Tx
@@ -43,6 +45,7 @@ class EngineOptions:
     lease_ms: int = LEASE_MS
     single_node: bool = True  # SQLite: leases of a previous process lapse at start-up
     replica_name: str | None = None  # several replicas: stable across restarts (default host:port)
+    limits: Limits = DEFAULT_LIMITS  # sizes clients may send (event ids, functions per sync, ...)
 
 
 @dataclass(slots=True)
@@ -144,7 +147,7 @@ class Engine:
     async def ingest(self, body: Any, *, seed: str | None = None) -> list[str]:
         """Validate, commit and match events; returns their internal ids. Raises EventValidationError."""
         now = now_ms()
-        events = parse_events(body, seed=seed, now=now)
+        events = parse_events(body, seed=seed, now=now, max_id_length=self.options.limits.max_event_id_length)
         registry = self.registry
         handoff = Handoff(owner=self.dispatcher.owner, lease_ms=self.dispatcher.lease_ms, limit=self.dispatcher.free_slots)
         result = await self.store.write(lambda tx: ingest_in_tx(tx, events, registry, now=now, handoff=handoff))
@@ -231,11 +234,11 @@ class Engine:
     async def register(self, body: Any, *, remote_url_hint: str | None = None) -> SyncOutcome:
         now = now_ms()
         try:
-            reg = parse_registration(body, now=now)
+            reg = parse_registration(body, now=now, max_functions=self.options.limits.max_functions_per_sync)
         except SyncError as exc:
             message = str(exc)
             url = body.get("url") if isinstance(body, dict) else None
-            if isinstance(url, str):
+            if is_app_url(url):  # remember why this app's sync failed (never for a malformed URL)
                 await self.store.write(lambda tx: ops.set_app_error(tx, url=url, error=message, at=now))
             return SyncOutcome(400, {"error": message, "status": 400})
         functions = await self.store.write(_store_registration, reg, now)

@@ -16,6 +16,7 @@ from lockgate.store import flow_operations as flow_ops
 from lockgate.store import operations as ops
 
 MAX_PAGE = 100
+INT64 = 2**63
 
 
 def _envelope(data) -> Response:
@@ -27,9 +28,12 @@ def _int_param(request: Request, name: str, default: int | None) -> int | None:
     if raw is None or raw == "":
         return default
     try:
-        return int(raw)
+        value = int(raw)
     except ValueError:
-        raise ApiError(400, f"query parameter '{name}' must be an integer, got {raw!r}") from None
+        raise ApiError(400, f"query parameter '{name}' must be an integer, got {raw[:40]!r}") from None
+    if not -INT64 <= value < INT64:
+        raise ApiError(400, f"query parameter '{name}' is out of range (64-bit integers only)")
+    return value
 
 
 def routes(engine: Engine, access: AccessPolicy) -> list[Route]:

@@ -30,7 +30,7 @@ from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from lockgate.store import migrations
-from lockgate.store.base import STOP_WRITER, ThreadedStore, Tx, settle_future
+from lockgate.store.base import STOP_WRITER, BatchBroken, ThreadedStore, Tx, settle_future
 
 T = TypeVar("T")
 log = logging.getLogger("lockgate.store.postgres")
@@ -234,6 +234,15 @@ class PostgresStore(ThreadedStore):
                 outcomes, again = self._apply_batch(batch)
             except _CommitUnknown as exc:
                 outcomes, again = [(future, None, exc.__cause__ or exc) for _, _, future in batch], []
+            except BatchBroken as exc:
+                # A write broke the shared transaction itself; nothing was committed. Apply each
+                # write alone so that only the bad one fails and its neighbours go through.
+                if len(batch) == 1:
+                    outcomes, again = [(batch[0][2], None, exc.__cause__ or exc)], []
+                else:
+                    for item in batch:
+                        self._apply_with_retries([item])
+                    return
             except Exception as exc:
                 if time.monotonic() > deadline:
                     outcomes, again = [(future, None, exc) for _, _, future in batch], []
@@ -265,10 +274,15 @@ class PostgresStore(ThreadedStore):
                     except Exception as exc:
                         if _is_connection_error(exc, conn):
                             raise
-                        if isolate:
-                            conn.execute("ROLLBACK TO SAVEPOINT one_write")
-                        else:
-                            conn.rollback()
+                        try:
+                            if isolate:
+                                conn.execute("ROLLBACK TO SAVEPOINT one_write")
+                            else:
+                                conn.rollback()
+                        except Exception as undo_error:
+                            if _is_connection_error(undo_error, conn):
+                                raise
+                            raise BatchBroken(str(undo_error)) from exc
                         if isinstance(exc, _RETRYABLE):
                             again.append(item)
                         else:
@@ -277,10 +291,12 @@ class PostgresStore(ThreadedStore):
                         if isolate:
                             conn.execute("RELEASE SAVEPOINT one_write")
                         outcomes.append((future, result, None))
-            except Exception:
+            except Exception as exc:
                 if not conn.closed:
                     conn.rollback()
-                raise
+                if isinstance(exc, BatchBroken) or _is_connection_error(exc, conn):
+                    raise
+                raise BatchBroken(str(exc)) from exc
             try:
                 conn.commit()
             except psycopg.Error as exc:
