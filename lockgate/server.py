@@ -15,6 +15,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from lockgate.engine.engine import Engine, EngineOptions
+from lockgate.engine.retention import Retention
 from lockgate.interfaces import graphql_api, inngest_api, rest_v1
 from lockgate.interfaces.qstash_api import QStashApi
 from lockgate.protocol.qstash_signing import DEV_CURRENT_KEY, DEV_NEXT_KEY, DEV_TOKEN, new_signing_key
@@ -80,6 +81,8 @@ def build_app(settings: Settings, *, kind: str = "dev", store: Store | None = No
             # `start` replicas share a PostgreSQL store: never release another process's leases.
             # The dev server is one process by design, so a predecessor's leases lapse at once.
             single_node=kind == "dev" or not settings.postgres_uri,
+            retention=Retention(seconds=settings.retention_seconds(kind),
+                                sweep_interval_s=settings.housekeeping_interval),
         ),
     )
     # Dev mode stays open; production checks both kinds of key.

@@ -16,6 +16,7 @@ from lockgate.engine.dispatcher import LEASE_MS, Dispatcher
 from lockgate.engine.executor import Executor
 from lockgate.engine.ingest import Handoff, ingest_in_tx, parse_events
 from lockgate.engine.registry import Registry
+from lockgate.engine.retention import Housekeeping, Retention
 from lockgate.engine.sync import DISCOVERY_PATHS, DISCOVERY_PORTS, Registration, SyncError, parse_registration
 from lockgate.protocol.jsoncanon import canonical_json
 from lockgate.protocol.signing import sign_body
@@ -41,6 +42,7 @@ class EngineOptions:
     own_port: int | None = None
     lease_ms: int = LEASE_MS
     single_node: bool = True  # SQLite: leases of a previous process lapse at start-up
+    retention: Retention = field(default_factory=lambda: Retention(seconds=0))
 
 
 @dataclass(slots=True)
@@ -60,6 +62,7 @@ class Engine:
         self.dispatcher = Dispatcher(store, self._handle_job, workers=self.options.workers,
                                      lease_ms=self.options.lease_ms)
         self._background: list[asyncio.Task] = []
+        self.housekeeping = Housekeeping(store, self.options.retention)
         self._reload_lock = asyncio.Lock()
         self.qstash: Any = None  # lockgate.qstash.service.QStash, attached by the server
         self._known_urls: list[str] = []
@@ -90,6 +93,7 @@ class Engine:
         self.store.listen({ops.JOBS_CHANNEL: self.dispatcher.wake, ops.FUNCTIONS_CHANNEL: self._functions_changed})
         await self.dispatcher.start()
         self._background.append(asyncio.create_task(self._sync_loop(), name="lockgate-sync"))
+        self._background.append(asyncio.create_task(self.housekeeping.run_forever(), name="lockgate-housekeeping"))
         if self.qstash is not None:
             self._background.append(asyncio.create_task(self.qstash.housekeeping(), name="lockgate-qstash"))
 
