@@ -84,6 +84,14 @@ def _prepare_schema(settings: Settings) -> None:
     """Migrate before serving, so a schema problem is one clear line rather than a failed start-up."""
     if settings.in_memory and not settings.postgres_uri:
         return  # a fresh private store: opening it applies every migration
+    if not settings.postgres_uri:
+        from lockgate.store.sqlite import DataDirInUse, data_dir_lock
+
+        try:
+            with data_dir_lock(settings.data_dir, purpose="a server"):
+                pass
+        except DataDirInUse as exc:
+            _fail(str(exc))
     _, applied = _migrate(settings, apply=True)
     for migration in applied:
         click.echo(f"applied schema migration {migration.label}", err=True)
@@ -255,6 +263,51 @@ def migrate(check, postgres_uri, data_dir, config) -> None:
                    " (or start the server, which applies them).", err=True)
         sys.exit(1)
     click.echo(f"The {target} is up to date.", err=True)
+
+
+def _sqlite_only(settings: Settings, command: str) -> None:
+    if settings.postgres_uri:
+        _fail(f"`lockgate {command}` works on a SQLite data folder; for PostgreSQL use pg_dump and pg_restore"
+              " (see lockgate/store/README.md, section Backups).")
+
+
+@main.command()
+@click.argument("path", type=click.Path(dir_okay=False))
+@click.option("--data-dir", default=None, help="SQLite data folder to back up (default .lockgate).")
+@click.option("--config", "config", type=click.Path(), default=None, help="Config file (JSON, YAML or TOML).")
+def backup(path, data_dir, config) -> None:
+    """Copy a SQLite data folder's database to PATH, consistently, while the server runs."""
+    from lockgate.store.sqlite_backup import BackupError, backup as take_backup
+
+    settings = _load(config, {"data_dir": data_dir})
+    _sqlite_only(settings, "backup")
+    try:
+        done = take_backup(settings.data_dir, path)
+    except BackupError as exc:
+        _fail(str(exc))
+        return
+    click.echo(f"backed up {done['runs']} run(s), {done['bytes']} bytes, to {done['path']} in {done['seconds']}s")
+
+
+@main.command()
+@click.argument("path", type=click.Path(dir_okay=False))
+@click.option("--data-dir", default=None, help="SQLite data folder to restore into (default .lockgate).")
+@click.option("--config", "config", type=click.Path(), default=None, help="Config file (JSON, YAML or TOML).")
+def restore(path, data_dir, config) -> None:
+    """Replace a SQLite data folder's database with the backup at PATH (stop the server first)."""
+    from lockgate.store.sqlite import DataDirInUse
+    from lockgate.store.sqlite_backup import BackupError, restore as put_back
+
+    settings = _load(config, {"data_dir": data_dir})
+    _sqlite_only(settings, "restore")
+    try:
+        done = put_back(path, settings.data_dir)
+    except (BackupError, DataDirInUse) as exc:
+        _fail(str(exc))
+        return
+    if done["previous"]:
+        click.echo(f"the database it replaced is kept at {done['previous']}")
+    click.echo(f"restored {path} into {done['path']}; start the server to resume its runs")
 
 
 @main.command("config")

@@ -10,6 +10,7 @@ a lone write under light load commits at once. WAL mode lets readers run beside 
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import logging
 import os
 import queue
@@ -18,7 +19,8 @@ import sqlite3
 import tempfile
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Callable, TypeVar
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator, TypeVar
 
 from lockgate.store import migrations
 from lockgate.store.base import STOP_WRITER, ThreadedStore, Tx, settle_future
@@ -26,6 +28,28 @@ from lockgate.store.base import STOP_WRITER, ThreadedStore, Tx, settle_future
 T = TypeVar("T")
 log = logging.getLogger("lockgate.store.sqlite")
 DB_FILE = "lockgate.db"
+LOCK_FILE = "lockgate.lock"
+
+
+class DataDirInUse(RuntimeError):
+    """Another lockgate process holds the data folder."""
+
+
+@contextmanager
+def data_dir_lock(data_dir: str, *, purpose: str) -> Iterator[None]:
+    """One process owns a data folder at a time: a server while it runs, a restore while it
+    replaces the database. The OS drops the lock when its holder dies, even by kill -9."""
+    os.makedirs(data_dir, exist_ok=True)
+    fd = os.open(os.path.join(data_dir, LOCK_FILE), os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise DataDirInUse(f"another lockgate process is using the data folder {data_dir} ({purpose} needs it"
+                               " alone): stop that server first, or pick another --data-dir") from None
+        yield
+    finally:
+        os.close(fd)
 
 
 class SQLiteTx(Tx):
@@ -115,6 +139,7 @@ class SQLiteStore(ThreadedStore):
         self._local = threading.local()
         self._reader_conns: list[sqlite3.Connection] = []
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._owner: Any = None  # the data folder's lock, held while open
         self.commits = 0  # transactions committed, for metrics and benchmarks
         self.writes = 0  # write functions applied
 
@@ -124,11 +149,15 @@ class SQLiteStore(ThreadedStore):
 
     async def open(self) -> None:
         self._loop = asyncio.get_running_loop()
+        if self._tmpdir is None:
+            self._owner = data_dir_lock(os.path.dirname(self.path), purpose="a server")
+            self._owner.__enter__()
         conn = _connect(self.path, synchronous=self._synchronous)
         try:
             _, applied = migrate_sqlite(conn, where=f"the SQLite database {self.path}")
         except BaseException:
             conn.close()
+            self._release_data_dir()
             raise
         for migration in applied:
             log.info("applied schema migration %s", migration.label)
@@ -145,6 +174,12 @@ class SQLiteStore(ThreadedStore):
             conn.close()
         if self._tmpdir:
             shutil.rmtree(self._tmpdir, ignore_errors=True)
+        self._release_data_dir()
+
+    def _release_data_dir(self) -> None:
+        if self._owner is not None:
+            self._owner.__exit__(None, None, None)
+            self._owner = None
 
     def _read_in_thread(self, fn: Callable[..., T], args: tuple) -> T:
         conn = getattr(self._local, "conn", None)
