@@ -17,6 +17,7 @@ from starlette.routing import Route
 
 from lockgate.engine.engine import Engine, EngineOptions
 from lockgate.interfaces import graphql_api, inngest_api, openapi, rest_v1
+from lockgate.engine.retention import Retention
 from lockgate.interfaces.qstash_api import QStashApi
 from lockgate.protocol.qstash_signing import DEV_CURRENT_KEY, DEV_NEXT_KEY, DEV_TOKEN, new_signing_key
 from lockgate.qstash.service import QStash, QStashOptions
@@ -85,6 +86,8 @@ def build_app(settings: Settings, *, kind: str = "dev", store: Store | None = No
             # The dev server is one process by design, so a predecessor's leases lapse at once.
             single_node=kind == "dev" or not settings.postgres_uri,
             limits=limits,
+            retention=Retention(seconds=settings.retention_seconds(kind),
+                                sweep_interval_s=settings.housekeeping_interval),
         ),
     )
     # Dev mode stays open; production checks both kinds of key.

@@ -92,6 +92,11 @@ class Settings:
                                      help="most aliases in one GraphQL query")
     max_graphql_fields: int = _spec(LIMITS.max_graphql_fields, env=("LOCKGATE_MAX_GRAPHQL_FIELDS",),
                                     help="most fields selected by one GraphQL query (its cost)")
+    retention: str | None = _spec(None, env=("LOCKGATE_RETENTION",),
+                                  help="how long finished runs and their events are kept, e.g. 7d, 24h; 0 keeps"
+                                       " forever (default 7d for start, 24h for dev)")
+    housekeeping_interval: float = _spec(60.0, env=("LOCKGATE_HOUSEKEEPING_INTERVAL",),
+                                         help="seconds between retention and expiry sweeps")
 
     sources: dict[str, str] = field(default_factory=dict, repr=False)
 
@@ -137,6 +142,18 @@ class Settings:
 
     def limits(self) -> Limits:
         return Limits(**{name: getattr(self, name) for name in Limits.names()})
+    def retention_seconds(self, kind: str) -> float:
+        """The retention period in seconds for a server of this kind ("dev" or "cloud"); 0 is forever."""
+        from lockgate.protocol.timeparse import parse_duration
+
+        text = self.retention if self.retention is not None else ("24h" if kind == "dev" else "7d")
+        try:
+            seconds = parse_duration(str(text))
+        except ValueError:
+            raise ValueError(f"retention {text!r} is not a duration: use e.g. 7d, 24h, 30m, or 0 to keep forever")
+        if seconds < 0:
+            raise ValueError(f"retention {text!r} is negative: use e.g. 7d, or 0 to keep forever")
+        return seconds
 
     def describe(self) -> list[tuple[str, str, str]]:
         rows = []
@@ -151,7 +168,7 @@ class Settings:
 
 _BOOL_NAMES = {"in_memory", "discovery", "poll"}
 _INT_NAMES = {"port", "workers", "postgres_pool_size", "qstash_port", *Limits.names()}
-_FLOAT_NAMES = {"poll_interval", "retry_interval", "lease_timeout", "qstash_backoff_scale"}
+_FLOAT_NAMES = {"poll_interval", "retry_interval", "lease_timeout", "qstash_backoff_scale", "housekeeping_interval"}
 _LIST_NAMES = {"sdk_urls", "event_keys"}
 
 

@@ -19,6 +19,7 @@ from lockgate.engine.registry import Registry
 from lockgate.engine.replicas import Membership, default_replica_name, replica_owner
 from lockgate.engine.sync import (DISCOVERY_PATHS, DISCOVERY_PORTS, Registration, SyncError, is_app_url,
                                   parse_registration)
+from lockgate.engine.retention import Housekeeping, Retention
 from lockgate.protocol.jsoncanon import canonical_json
 from lockgate.protocol.signing import sign_body
 from lockgate.limits import DEFAULT as DEFAULT_LIMITS, Limits
@@ -46,6 +47,7 @@ class EngineOptions:
     single_node: bool = True  # SQLite: leases of a previous process lapse at start-up
     replica_name: str | None = None  # several replicas: stable across restarts (default host:port)
     limits: Limits = DEFAULT_LIMITS  # sizes clients may send (event ids, functions per sync, ...)
+    retention: Retention = field(default_factory=lambda: Retention(seconds=0))
 
 
 @dataclass(slots=True)
@@ -69,6 +71,7 @@ class Engine:
         self.membership = Membership(store, self.dispatcher, name=name, replicas=not self.options.single_node,
                                      lease_ms=self.options.lease_ms)
         self._background: list[asyncio.Task] = []
+        self.housekeeping = Housekeeping(store, self.options.retention)
         self._reload_lock = asyncio.Lock()
         self.qstash: Any = None  # lockgate.qstash.service.QStash, attached by the server
         self._known_urls: list[str] = []
@@ -105,6 +108,7 @@ class Engine:
         self.store.listen({ops.JOBS_CHANNEL: self.dispatcher.wake, ops.FUNCTIONS_CHANNEL: self._functions_changed})
         await self.dispatcher.start()
         self._background.append(asyncio.create_task(self._sync_loop(), name="lockgate-sync"))
+        self._background.append(asyncio.create_task(self.housekeeping.run_forever(), name="lockgate-housekeeping"))
         if self.qstash is not None:
             self._background.append(asyncio.create_task(self.qstash.housekeeping(), name="lockgate-qstash"))
 

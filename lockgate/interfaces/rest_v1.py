@@ -148,13 +148,19 @@ def routes(engine: Engine, access: AccessPolicy) -> list[Route]:
                       "use_api": getattr(engine.executor, "calls_use_api", 0),
                       # failed calls to apps by reason (timeout, connection_refused, stale_connection, ...)
                       "failed": dict(getattr(engine.executor, "failures", {}))},
+            "retention": engine.options.retention.describe(),
             "store": {"kind": store.description, "commits": getattr(store, "commits", None),
                       "writes": getattr(store, "writes", None)},
         }
         return _envelope(body)
 
+    async def retention(request: Request) -> Response:
+        access.check_api(request)
+        return _envelope(engine.options.retention.describe())
+
     return [
         Route("/v1/stats", stats, methods=["GET"]),
+        Route("/v1/retention", retention, methods=["GET"]),
         Route("/v1/events", list_events, methods=["GET"]),
         Route("/v1/events/{event_id}", get_event, methods=["GET"]),
         Route("/v1/events/{event_id}/runs", event_runs, methods=["GET"]),
