@@ -50,6 +50,11 @@ class Settings:
                                   help="accepted event keys (empty: any)")
     lease_timeout: float = _spec(120.0, env=("LOCKGATE_LEASE_TIMEOUT",),
                                  help="seconds before a dead replica's jobs are taken over")
+    connect_lease_interval: int = _spec(5, env=("LOCKGATE_CONNECT_LEASE_INTERVAL",),
+                                        help="seconds between a Connect worker's lease extensions; a call is"
+                                             " retried after four missed")
+    connect_heartbeat_interval: int = _spec(10, env=("LOCKGATE_CONNECT_HEARTBEAT_INTERVAL",),
+                                            help="seconds between Connect heartbeats; silent for three: gone")
     log_level: str = _spec("info", env=("LOCKGATE_LOG_LEVEL",), help="debug, info, warning or error")
     qstash_port: int | None = _spec(None, env=("LOCKGATE_QSTASH_PORT", "QSTASH_DEV_PORT"),
                                     help="also serve every API on this port (8080: where QStash dev settings look)")
@@ -120,7 +125,8 @@ class Settings:
 
 
 _BOOL_NAMES = {"in_memory", "discovery", "poll"}
-_INT_NAMES = {"port", "workers", "postgres_pool_size", "qstash_port"}
+_INT_NAMES = {"port", "workers", "postgres_pool_size", "qstash_port", "connect_lease_interval",
+              "connect_heartbeat_interval"}
 _FLOAT_NAMES = {"poll_interval", "retry_interval", "lease_timeout", "qstash_backoff_scale"}
 _LIST_NAMES = {"sdk_urls", "event_keys"}
 

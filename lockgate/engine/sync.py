@@ -47,14 +47,22 @@ def _get_ci(body: dict, *names: str) -> Any:
     return None
 
 
-def parse_registration(body: Any, *, now: int) -> Registration:
+# Connect apps have no URL: their workers dial in (lockgate/connect/). Their functions carry the
+# SDK's `wss://connect?...` step URL, and the app is stored under this scheme.
+CONNECT_APP_SCHEME = "connect://"
+CONNECT_STEP_SCHEMES = ("ws://", "wss://")
+
+
+def parse_registration(body: Any, *, now: int, connect: bool = False) -> Registration:
+    """`connect`: the sync came over a Connect worker's handshake rather than /fn/register."""
     if not isinstance(body, dict):
         raise SyncError("the register body must be a JSON object")
     app_name = _get_ci(body, "appName")
     if not isinstance(app_name, str) or not app_name:
         raise SyncError("'appName' is required")
     url = body.get("url")
-    if not isinstance(url, str) or not url.startswith(("http://", "https://")):
+    app_schemes = (CONNECT_APP_SCHEME,) if connect else ("http://", "https://")
+    if not isinstance(url, str) or not url.startswith(app_schemes):
         raise SyncError("'url' must be an absolute http(s) URL")
     raw_functions = body.get("functions") or []
     if not isinstance(raw_functions, list):
@@ -62,7 +70,7 @@ def parse_registration(body: Any, *, now: int) -> Registration:
     functions = []
     seen: set[str] = set()
     for raw in raw_functions:
-        fn = _parse_function(raw, app_name, now)
+        fn = _parse_function(raw, app_name, now, connect)
         if fn.slug in seen:
             raise SyncError(f"function id {fn.slug!r} appears twice")
         seen.add(fn.slug)
@@ -82,7 +90,7 @@ def parse_registration(body: Any, *, now: int) -> Registration:
     return Registration(app=app, functions=functions, checksum=checksum)
 
 
-def _parse_function(raw: Any, app_name: str, now: int) -> Function:
+def _parse_function(raw: Any, app_name: str, now: int, connect: bool = False) -> Function:
     if not isinstance(raw, dict):
         raise SyncError("each function must be a JSON object")
     slug = raw.get("id")
@@ -96,8 +104,9 @@ def _parse_function(raw: Any, app_name: str, now: int) -> Function:
     step = next(iter(steps.values()))
     runtime = (step or {}).get("runtime") or {}
     url = runtime.get("url")
-    if not isinstance(url, str) or not url.startswith(("http://", "https://")):
-        raise SyncError(f"{where}: the step runtime needs an http(s) url")
+    step_schemes = CONNECT_STEP_SCHEMES if connect else ("http://", "https://")
+    if not isinstance(url, str) or not url.startswith(step_schemes):
+        raise SyncError(f"{where}: the step runtime needs an {'ws(s)' if connect else 'http(s)'} url")
     triggers = raw.get("triggers") or []
     if not isinstance(triggers, list):
         raise SyncError(f"{where}: 'triggers' must be a list")
