@@ -127,6 +127,8 @@ class Gateway:
         self.calls: dict[str, Call] = {}  # request id → call handed to a worker here
         self.relayed: dict[str, asyncio.Future] = {}  # request id → reply of a call relayed elsewhere
         self._capacity = asyncio.Event()  # set when a worker joins or frees a slot
+        self.relayed_out = 0  # calls sent to a worker on another replica
+        self.relayed_in = 0  # calls another replica sent to a worker here
         self._tasks: list[asyncio.Task] = []
         self._background: set[asyncio.Task] = set()
 
@@ -415,6 +417,7 @@ class Gateway:
         rid = request.request_id
         waiter = asyncio.get_running_loop().create_future()
         self.relayed[rid] = waiter
+        self.relayed_out += 1
         try:
             await self.store.write(cops.relay_request, rid, self.id, gateway_id, request.app_name,
                                    base64.b64encode(request.SerializeToString()).decode(), now_ms())
@@ -436,6 +439,7 @@ class Gateway:
 
     async def _serve_relayed(self, rid: str, encoded: str) -> None:
         request = pb.GatewayExecutorRequestData.FromString(base64.b64decode(encoded))
+        self.relayed_in += 1
         outcome = await self.call(request, relay=False)
         if isinstance(outcome, TransportError):
             text = RELAY_ERROR + outcome.message
@@ -466,6 +470,10 @@ class Gateway:
                     target.set_result(outcome)
         except Exception:
             log.exception("checking relayed Connect calls failed")
+
+    def stats(self) -> dict[str, Any]:
+        return {"workers": len(self.sessions), "calls_in_flight": len(self.calls),
+                "relayed_out": self.relayed_out, "relayed_in": self.relayed_in}
 
     # -- housekeeping --------------------------------------------------------------------
 

@@ -146,6 +146,7 @@ def routes(engine: Engine, access: AccessPolicy) -> list[Route]:
             "queue_depth": depth,
             "waits": pending_waits,
             "calls_in_flight": engine.dispatcher.inflight,
+            "connect": engine.connect.stats() if engine.connect else None,
             "calls": {"total": getattr(engine.executor, "calls", 0),
                       "use_api": getattr(engine.executor, "calls_use_api", 0)},
             "store": {"kind": store.description, "commits": getattr(store, "commits", None),

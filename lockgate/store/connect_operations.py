@@ -110,10 +110,13 @@ def claim_requests(tx: Tx, gateway_id: str, now: int) -> list[tuple[str, str]]:
     """Relayed calls addressed to this gateway and not yet handed to a worker: (request id, base64 request)."""
     rows = tx.all("SELECT request_id, request FROM connect_requests WHERE gateway_id = ? AND claimed_at IS NULL"
                   " AND request IS NOT NULL", (gateway_id,))
-    if rows:
-        tx.executemany("UPDATE connect_requests SET claimed_at = ? WHERE request_id = ?",
-                       [(now, r["request_id"]) for r in rows])
-    return [(r["request_id"], r["request"]) for r in rows]
+    claimed = []
+    for r in rows:  # conditional per row: two claims racing on one replica hand each call out once
+        cur = tx.execute("UPDATE connect_requests SET claimed_at = ? WHERE request_id = ? AND claimed_at IS NULL",
+                         (now, r["request_id"]))
+        if cur.rowcount:
+            claimed.append((r["request_id"], r["request"]))
+    return claimed
 
 
 def record_reply(tx: Tx, request_id: str, reply: str, now: int) -> None:

@@ -27,9 +27,10 @@ async def steps(ctx: inngest.Context) -> dict:
         return "one"
 
     async def two() -> str:
-        # `pause` seconds inside the step: long enough to kill the worker, or to outlive a heartbeat
-        record("step-start", run_id=ctx.run_id, step="two", worker=WORKER)
-        await asyncio.sleep(float(ctx.event.data.get("pause", 0)))
+        # `pause` seconds inside the step's first attempt: time to kill the worker, or to outlive a heartbeat
+        record("step-start", run_id=ctx.run_id, step="two", worker=WORKER, attempt=ctx.attempt)
+        if ctx.attempt == 0:
+            await asyncio.sleep(float(ctx.event.data.get("pause", 0)))
         record("step", run_id=ctx.run_id, step="two", worker=WORKER)
         return "two"
 
