@@ -15,6 +15,8 @@ from starlette.responses import Response
 from starlette.middleware import Middleware
 from starlette.routing import Route
 
+from lockgate.connect import routes as connect_routes
+from lockgate.connect.gateway import ConnectOptions
 from lockgate.engine.engine import Engine, EngineOptions
 from lockgate.interfaces import graphql_api, inngest_api, openapi, rest_v1
 from lockgate.engine.retention import Retention
@@ -94,15 +96,24 @@ def build_app(settings: Settings, *, kind: str = "dev", store: Store | None = No
     cloud = kind == "cloud"
     access = AccessPolicy(signing_keys=keys if cloud else [], event_keys=list(settings.event_keys) if cloud else [])
     engine.qstash = build_qstash(settings, store, engine, kind)
+    gateway = connect_routes.build_gateway(engine, ConnectOptions(
+        heartbeat_interval_s=settings.connect_heartbeat_interval,
+        extend_lease_interval_s=settings.connect_lease_interval,
+        signing_keys=keys if cloud else [],
+        single_node=engine.options.single_node,
+    ))
 
     @contextlib.asynccontextmanager
     async def lifespan(app) -> AsyncIterator[None]:
         await store.open()
         await engine.start()
+        await gateway.start()
         try:
             yield
         finally:
+            await gateway.drain()
             await engine.stop()
+            await gateway.stop()
             await store.close()
 
     async def on_api_error(request: Request, exc: Exception) -> Response:
@@ -130,6 +141,7 @@ def build_app(settings: Settings, *, kind: str = "dev", store: Store | None = No
         *rest_v1.routes(engine, access),
         *graphql_api.routes(engine, access),
         *QStashApi(engine.qstash, limits).routes(),
+        *connect_routes.routes(gateway, access),
     ]
     largest_body = max(limits.max_request_bytes, limits.max_checkpoint_bytes, limits.max_qstash_body_bytes)
     app = Starlette(
@@ -140,6 +152,7 @@ def build_app(settings: Settings, *, kind: str = "dev", store: Store | None = No
         exception_handlers={ApiError: on_api_error, 404: not_found, 405: method_not_allowed},
     )
     app.state.engine = engine
+    app.state.gateway = gateway
     return ServerKindHeader(app, kind), engine
 
 
@@ -169,6 +182,22 @@ def bind_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
+class _DrainingServer(uvicorn.Server):
+    """uvicorn closes WebSockets at once on shutdown: first tell Connect workers to reconnect elsewhere."""
+
+    def __init__(self, config: uvicorn.Config, gateway) -> None:
+        super().__init__(config)
+        self.gateway = gateway
+
+    async def shutdown(self, sockets=None) -> None:
+        if self.gateway is not None:
+            try:
+                await self.gateway.drain()
+            except Exception:
+                log.exception("draining Connect workers failed")
+        await super().shutdown(sockets=sockets)
+
+
 def serve(app, sock: socket.socket | list[socket.socket], *, log_level: str = "info") -> None:
     config = uvicorn.Config(
         app,
@@ -179,7 +208,7 @@ def serve(app, sock: socket.socket | list[socket.socket], *, log_level: str = "i
         lifespan="on",
         timeout_graceful_shutdown=15,
     )
-    server = uvicorn.Server(config)
+    server = _DrainingServer(config, getattr(getattr(app, "app", app).state, "gateway", None))
     # uvicorn drains requests and runs our shutdown (finish in-flight calls, hand back leases) on
     # SIGTERM, then re-raises the signal; a no-op handler here turns that into a clean exit 0.
     signal.signal(signal.SIGTERM, lambda *_: None)

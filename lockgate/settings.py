@@ -55,6 +55,11 @@ class Settings:
                                       " of it is taken over")
     replica_name: str | None = _spec(None, env=("LOCKGATE_REPLICA_NAME",),
                                      help="this replica's name, stable across restarts (default host:port)")
+    connect_lease_interval: int = _spec(5, env=("LOCKGATE_CONNECT_LEASE_INTERVAL",),
+                                        help="seconds between a Connect worker's lease extensions; a call is"
+                                             " retried after four missed")
+    connect_heartbeat_interval: int = _spec(10, env=("LOCKGATE_CONNECT_HEARTBEAT_INTERVAL",),
+                                            help="seconds between Connect heartbeats; silent for three: gone")
     log_level: str = _spec("info", env=("LOCKGATE_LOG_LEVEL",), help="debug, info, warning or error")
     qstash_port: int | None = _spec(None, env=("LOCKGATE_QSTASH_PORT", "QSTASH_DEV_PORT"),
                                     help="also serve every API on this port (8080: where QStash dev settings look)")
@@ -142,6 +147,7 @@ class Settings:
 
     def limits(self) -> Limits:
         return Limits(**{name: getattr(self, name) for name in Limits.names()})
+
     def retention_seconds(self, kind: str) -> float:
         """The retention period in seconds for a server of this kind ("dev" or "cloud"); 0 is forever."""
         from lockgate.protocol.timeparse import parse_duration
@@ -167,7 +173,8 @@ class Settings:
 
 
 _BOOL_NAMES = {"in_memory", "discovery", "poll"}
-_INT_NAMES = {"port", "workers", "postgres_pool_size", "qstash_port", *Limits.names()}
+_INT_NAMES = {"port", "workers", "postgres_pool_size", "qstash_port", "connect_lease_interval",
+              "connect_heartbeat_interval", *Limits.names()}
 _FLOAT_NAMES = {"poll_interval", "retry_interval", "lease_timeout", "qstash_backoff_scale", "housekeeping_interval"}
 _LIST_NAMES = {"sdk_urls", "event_keys"}
 

@@ -74,7 +74,9 @@ class Engine:
         self.housekeeping = Housekeeping(store, self.options.retention)
         self._reload_lock = asyncio.Lock()
         self.qstash: Any = None  # lockgate.qstash.service.QStash, attached by the server
+        self.connect: Any = None  # lockgate.connect.gateway.Gateway, attached by the server
         self._known_urls: list[str] = []
+        self.listeners: dict[str, Any] = {}  # more store notification channels (Connect relays)
         for url in self.options.sdk_urls:
             self._remember_url(url)
 
@@ -101,11 +103,13 @@ class Engine:
         self.executor = Executor(self.session, fresh_session=self._fresh_session, signing_key=self.options.signing_key,
                                  signing_key_fallback=self.options.signing_key_fallback,
                                  server_kind=self.options.server_kind)
+        self.executor.connect = self.connect
         await self.reload_registry()
         if self.options.single_node:
             await self.store.write(ops.release_all_leases)
         await self.membership.start()
-        self.store.listen({ops.JOBS_CHANNEL: self.dispatcher.wake, ops.FUNCTIONS_CHANNEL: self._functions_changed})
+        self.store.listen({ops.JOBS_CHANNEL: self.dispatcher.wake, ops.FUNCTIONS_CHANNEL: self._functions_changed,
+                           **self.listeners})
         await self.dispatcher.start()
         self._background.append(asyncio.create_task(self._sync_loop(), name="lockgate-sync"))
         self._background.append(asyncio.create_task(self.housekeeping.run_forever(), name="lockgate-housekeeping"))
@@ -235,10 +239,11 @@ class Engine:
         if url not in self._known_urls:
             self._known_urls.append(url)
 
-    async def register(self, body: Any, *, remote_url_hint: str | None = None) -> SyncOutcome:
+    async def register(self, body: Any, *, remote_url_hint: str | None = None, connect: bool = False) -> SyncOutcome:
         now = now_ms()
         try:
-            reg = parse_registration(body, now=now, max_functions=self.options.limits.max_functions_per_sync)
+            reg = parse_registration(body, now=now, max_functions=self.options.limits.max_functions_per_sync,
+                                     connect=connect)
         except SyncError as exc:
             message = str(exc)
             url = body.get("url") if isinstance(body, dict) else None
@@ -253,7 +258,8 @@ class Engine:
             async with self._reload_lock:
                 self.registry = Registry.build(functions)
             self.dispatcher.wake()
-        self._remember_url(reg.app.url)
+        if not connect:  # a Connect app has no URL to re-sync: its workers sync as they connect
+            self._remember_url(reg.app.url)
         return SyncOutcome(
             200, {"ok": True, "modified": modified, "app_id": reg.app.name, "sync_id": reg.checksum[:32], "status": 200}
         )

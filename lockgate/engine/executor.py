@@ -13,6 +13,8 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import aiohttp
 import orjson
 
+from lockgate.connect.gateway import connect_request, reply_as_http
+from lockgate.engine.sync import CONNECT_STEP_SCHEMES
 from lockgate.models import Function, Job, Run, now_ms
 from lockgate.protocol.event_ids import new_ulid
 from lockgate.protocol.execution_request import build_execution_body, execution_headers
@@ -65,13 +67,14 @@ class Executor:
         self.fresh_session = fresh_session or session
         self.signing_key = signing_key
         self.server_kind = server_kind
+        self.connect: Any = None  # lockgate.connect.gateway.Gateway, for apps whose workers dial in
         self.calls = 0  # requests made to apps, for /v1/stats
         self.calls_use_api = 0  # of which too large to carry their state inline
         self.failures: Counter[str] = Counter()  # failed calls by reason, for /v1/stats
         # Cloud mode trusts only answers signed with our key (or the one being rotated out).
         self.verify_keys = [k for k in (signing_key, signing_key_fallback) if k] if server_kind == "cloud" else []
 
-    def build_body(self, run: Run, fn: Function, job: Job, memos: dict[str, Any]) -> bytes:
+    def build_body(self, run: Run, fn: Function, job: Job, memos: dict[str, Any], *, signed: bool = True) -> bytes:
         def body(use_api: bool) -> dict:
             return build_execution_body(
                 event=run.events[0],
@@ -90,7 +93,7 @@ class Executor:
 
         # A signed body must be canonical (the SDK re-canonicalises before it checks the HMAC);
         # an unsigned one need not be, and orjson is an order of magnitude faster.
-        encode = canonical_json if self.signing_key else orjson.dumps
+        encode = canonical_json if self.signing_key and signed else orjson.dumps
         data = encode(body(False))
         if len(data) > USE_API_THRESHOLD:
             data = encode(body(True))
@@ -98,6 +101,23 @@ class Executor:
         return data
 
     async def call(self, run: Run, fn: Function, job: Job, memos: dict[str, Any]) -> SdkResult:
+        """One call to the app, over whichever transport it is reached by: HTTP, or a Connect worker."""
+        if fn.url.startswith(CONNECT_STEP_SCHEMES):
+            data = self.build_body(run, fn, job, memos, signed=False)  # the WebSocket is authenticated instead
+            self.calls += 1
+            if self.connect is None:
+                return TransportError("this server has no Connect gateway, but the function is served over Connect")
+            request = connect_request(app_name=fn.app_name, function_id=fn.id, function_slug=fn.slug,
+                                      step_id=job.step_id or "step", run_id=run.run_id, job_id=job.id,
+                                      request_id=new_ulid(), body=data)
+            reply = await self.connect.call(request)
+            if isinstance(reply, TransportError):
+                return reply
+            status, headers, body = reply_as_http(reply)
+            return parse_sdk_response(status, headers, body, now_ms())
+        return await self._post(run, fn, job, memos)
+
+    async def _post(self, run: Run, fn: Function, job: Job, memos: dict[str, Any]) -> SdkResult:
         data = self.build_body(run, fn, job, memos)
         self.calls += 1
         signature = sign_body(data, self.signing_key) if self.signing_key else None
