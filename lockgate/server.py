@@ -19,6 +19,7 @@ from lockgate.interfaces import graphql_api, inngest_api, rest_v1
 from lockgate.interfaces.qstash_api import QStashApi
 from lockgate.protocol.qstash_signing import DEV_CURRENT_KEY, DEV_NEXT_KEY, DEV_TOKEN, new_signing_key
 from lockgate.qstash.service import QStash, QStashOptions
+from lockgate.realtime import RealtimeOptions, build_broker
 from lockgate.interfaces.auth import AccessPolicy
 from lockgate.interfaces.errors import ApiError, error_response
 from lockgate.settings import Settings
@@ -86,15 +87,23 @@ def build_app(settings: Settings, *, kind: str = "dev", store: Store | None = No
     cloud = kind == "cloud"
     access = AccessPolicy(signing_keys=keys if cloud else [], event_keys=list(settings.event_keys) if cloud else [])
     engine.qstash = build_qstash(settings, store, engine, kind)
+    engine.realtime = build_broker(store, redis_uri=settings.redis_uri, options=RealtimeOptions(
+        retention_s=settings.realtime_retention_seconds,
+        retention_messages=settings.realtime_retention_messages,
+        max_message_bytes=settings.realtime_max_message_bytes,
+        token_ttl_s=settings.realtime_token_ttl,
+    ))
 
     @contextlib.asynccontextmanager
     async def lifespan(app) -> AsyncIterator[None]:
         await store.open()
+        await engine.realtime.start()
         await engine.start()
         try:
             yield
         finally:
             await engine.stop()
+            await engine.realtime.stop()
             await store.close()
 
     async def on_api_error(request: Request, exc: Exception) -> Response:

@@ -18,6 +18,8 @@ from lockgate.engine.ingest import Handoff, ingest_in_tx, parse_events
 from lockgate.engine.registry import Registry
 from lockgate.engine.sync import DISCOVERY_PATHS, DISCOVERY_PORTS, Registration, SyncError, parse_registration
 from lockgate.protocol.jsoncanon import canonical_json
+from lockgate.realtime import Broker
+from lockgate.realtime.memory import InProcessBroker
 from lockgate.protocol.signing import sign_body
 from lockgate.models import Job, JobKind, RunStatus, now_ms
 from lockgate.store import operations as ops
@@ -62,6 +64,7 @@ class Engine:
         self._background: list[asyncio.Task] = []
         self._reload_lock = asyncio.Lock()
         self.qstash: Any = None  # lockgate.qstash.service.QStash, attached by the server
+        self.realtime: Broker = InProcessBroker()  # the server attaches the configured backend
         self._known_urls: list[str] = []
         for url in self.options.sdk_urls:
             self._remember_url(url)
