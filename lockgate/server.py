@@ -23,6 +23,7 @@ from lockgate.engine.retention import Retention
 from lockgate.interfaces.qstash_api import QStashApi
 from lockgate.protocol.qstash_signing import DEV_CURRENT_KEY, DEV_NEXT_KEY, DEV_TOKEN, new_signing_key
 from lockgate.qstash.service import QStash, QStashOptions
+from lockgate.realtime import RealtimeOptions, build_broker
 from lockgate.interfaces.auth import AccessPolicy
 from lockgate.interfaces.errors import ApiError, error_response, json_response
 from lockgate.interfaces.guard import EdgeGuard
@@ -102,10 +103,17 @@ def build_app(settings: Settings, *, kind: str = "dev", store: Store | None = No
         signing_keys=keys if cloud else [],
         single_node=engine.options.single_node,
     ))
+    engine.realtime = build_broker(store, redis_uri=settings.redis_uri, options=RealtimeOptions(
+        retention_s=settings.realtime_retention_seconds,
+        retention_messages=settings.realtime_retention_messages,
+        max_message_bytes=settings.realtime_max_message_bytes,
+        token_ttl_s=settings.realtime_token_ttl,
+    ))
 
     @contextlib.asynccontextmanager
     async def lifespan(app) -> AsyncIterator[None]:
         await store.open()
+        await engine.realtime.start()
         await engine.start()
         await gateway.start()
         try:
@@ -114,6 +122,7 @@ def build_app(settings: Settings, *, kind: str = "dev", store: Store | None = No
             await gateway.drain()
             await engine.stop()
             await gateway.stop()
+            await engine.realtime.stop()
             await store.close()
 
     async def on_api_error(request: Request, exc: Exception) -> Response:

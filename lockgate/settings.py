@@ -34,7 +34,15 @@ class Settings:
     postgres_pool_size: int = _spec(8, env=("LOCKGATE_POSTGRES_POOL_SIZE",),
                                     help="connections each replica may hold (plus one for LISTEN)")
     redis_uri: str | None = _spec(None, env=("LOCKGATE_REDIS_URI", "INNGEST_REDIS_URI"), secret=True,
-                                  help="Redis, reserved for realtime fan-out across replicas (not used yet)")
+                                  help="Redis Streams carry realtime messages across replicas")
+    realtime_retention_seconds: float = _spec(3600.0, env=("LOCKGATE_REALTIME_RETENTION_SECONDS",),
+                                              help="how long a realtime channel keeps messages for resuming")
+    realtime_retention_messages: int = _spec(10_000, env=("LOCKGATE_REALTIME_RETENTION_MESSAGES",),
+                                             help="most messages a realtime channel keeps for resuming")
+    realtime_max_message_bytes: int = _spec(512 * 1024, env=("LOCKGATE_REALTIME_MAX_MESSAGE_BYTES",),
+                                            help="largest realtime message accepted (413 above)")
+    realtime_token_ttl: float = _spec(3600.0, env=("LOCKGATE_REALTIME_TOKEN_TTL",),
+                                      help="seconds a realtime subscription token stays valid")
     sdk_urls: list[str] = _spec(list, env=("LOCKGATE_SDK_URL", "INNGEST_SDK_URL"), help="apps to sync")
     discovery: bool = _spec(True, env=("LOCKGATE_DISCOVERY",), help="look for apps on local ports")
     poll: bool = _spec(True, env=("LOCKGATE_POLL",), help="re-sync apps every poll interval")
@@ -174,8 +182,10 @@ class Settings:
 
 _BOOL_NAMES = {"in_memory", "discovery", "poll"}
 _INT_NAMES = {"port", "workers", "postgres_pool_size", "qstash_port", "connect_lease_interval",
-              "connect_heartbeat_interval", *Limits.names()}
-_FLOAT_NAMES = {"poll_interval", "retry_interval", "lease_timeout", "qstash_backoff_scale", "housekeeping_interval"}
+              "connect_heartbeat_interval", "realtime_retention_messages", "realtime_max_message_bytes",
+              *Limits.names()}
+_FLOAT_NAMES = {"poll_interval", "retry_interval", "lease_timeout", "qstash_backoff_scale", "housekeeping_interval",
+                "realtime_retention_seconds", "realtime_token_ttl"}
 _LIST_NAMES = {"sdk_urls", "event_keys"}
 
 

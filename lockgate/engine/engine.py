@@ -21,6 +21,8 @@ from lockgate.engine.sync import (DISCOVERY_PATHS, DISCOVERY_PORTS, Registration
                                   parse_registration)
 from lockgate.engine.retention import Housekeeping, Retention
 from lockgate.protocol.jsoncanon import canonical_json
+from lockgate.realtime import Broker
+from lockgate.realtime.memory import InProcessBroker
 from lockgate.protocol.signing import sign_body
 from lockgate.limits import DEFAULT as DEFAULT_LIMITS, Limits
 from lockgate.models import Job, JobKind, RunStatus, now_ms
@@ -75,6 +77,7 @@ class Engine:
         self._reload_lock = asyncio.Lock()
         self.qstash: Any = None  # lockgate.qstash.service.QStash, attached by the server
         self.connect: Any = None  # lockgate.connect.gateway.Gateway, attached by the server
+        self.realtime: Broker = InProcessBroker()  # the server attaches the configured backend
         self._known_urls: list[str] = []
         self.listeners: dict[str, Any] = {}  # more store notification channels (Connect relays)
         for url in self.options.sdk_urls:
