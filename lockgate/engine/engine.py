@@ -174,6 +174,20 @@ class Engine:
         self.dispatcher.wake()
         return run
 
+    async def fast_forward(self, run_id: str) -> list[Job] | None:
+        """Dev only: the run's pending sleeps and wait timeouts fire now. None: no such run."""
+        now = now_ms()
+
+        def advance(tx: Tx) -> list[Job] | None:
+            if ops.get_run(tx, run_id) is None:
+                return None
+            return ops.fast_forward_run(tx, run_id, now=now)
+
+        advanced = await self.store.write(advance)
+        if advanced:
+            self.dispatcher.wake()
+        return advanced
+
     async def checkpoint(self, run_id: str, body: Any) -> int:
         """Save steps a JS v4 SDK ran inside a call still in flight. Raises CheckpointError."""
         return await self.store.write(lambda tx: checkpoint.save_checkpoint(tx, run_id, body, now=now_ms()))
