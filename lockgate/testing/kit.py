@@ -169,9 +169,22 @@ class LockgateServer:
                 self.url = f"http://127.0.0.1:{int(match.group(1))}"
                 # keep reading the log so the server never blocks on a full pipe
                 threading.Thread(target=self._drain, daemon=True).start()
+                self._wait_healthy(deadline)
                 return self
         self.stop()
         raise LockgateError("lockgate dev did not start:\n" + "".join(self.log[-20:]))
+
+    def _wait_healthy(self, deadline: float) -> None:
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(self.url + "/health", timeout=1) as resp:
+                    if resp.status == 200:
+                        return
+            except OSError:
+                pass
+            time.sleep(0.01)
+        self.stop()
+        raise LockgateError("lockgate dev listens but /health never answered:\n" + "".join(self.log[-20:]))
 
     def _drain(self) -> None:
         for line in iter(self.proc.stderr.readline, b""):

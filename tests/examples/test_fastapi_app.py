@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import time
+import uuid
 
 import httpx
 import pytest
 
 from lockgate.testing import LockgateError
+
+
+def order_id() -> str:
+    # unique: the kit may be pointed at a long-lived server (LOCKGATE_TEST_SERVER)
+    return f"o-{uuid.uuid4().hex[:8]}"
 
 
 @pytest.fixture(scope="session")
@@ -30,23 +36,24 @@ def test_health_reports_the_functions_lockgate_synced(shop, lockgate):
 
 def test_an_order_is_charged_once_and_a_day_later_asks_for_a_review(shop, lockgate):
     http, app = shop
-    event_ids = http.post("/orders", json={"order_id": "o-1", "item": "mug", "quantity": 2}).json()["event_ids"]
+    oid = order_id()
+    event_ids = http.post("/orders", json={"order_id": oid, "item": "mug", "quantity": 2}).json()["event_ids"]
     started = time.monotonic()
     run = lockgate.wait_for_run(event_ids[0], status="Completed", fast_forward=True)
     assert time.monotonic() - started < 10  # the day-long sleep was skipped
     assert run.output == {"charged_cents": 2400, "stock_left": 98}
     assert [s["name"] for s in run.steps] == ["reserve-stock", "charge-card", "wait-for-delivery", "ask-for-review"]
-    assert [c for c in app.CHARGES if c["order_id"] == "o-1"] == [{"order_id": "o-1", "cents": 2400}]
+    assert [c for c in app.CHARGES if c["order_id"] == oid] == [{"order_id": oid, "cents": 2400}]
     # the event sent by the last step started the review function
     sent = lockgate.request("GET", "/v1/events?name=shop/review.requested")[1]["data"]
-    [review_event] = [e["id"] for e in sent if e["data"] == {"order_id": "o-1"}]
+    [review_event] = [e["id"] for e in sent if e["data"] == {"order_id": oid}]
     review = lockgate.wait_for_run(review_event, status="Completed")
-    assert review.output == "review requested for o-1"
+    assert review.output == f"review requested for {oid}"
 
 
 def test_without_fast_forward_the_run_sleeps(shop, lockgate):
     http, _ = shop
-    event_id = http.post("/orders", json={"order_id": "o-2", "item": "mug", "quantity": 1}).json()["event_ids"][0]
+    event_id = http.post("/orders", json={"order_id": order_id(), "item": "mug", "quantity": 1}).json()["event_ids"][0]
     with pytest.raises(LockgateError, match="fast_forward=True"):
         lockgate.wait_for_run(event_id, timeout=1.5)
     assert lockgate.wait_for_run(event_id, fast_forward=True).status == "Completed"
@@ -54,10 +61,11 @@ def test_without_fast_forward_the_run_sleeps(shop, lockgate):
 
 def test_out_of_stock_fails_once_without_retries_or_charge(shop, lockgate):
     http, app = shop
-    event_id = http.post("/orders", json={"order_id": "o-3", "item": "poster", "quantity": 9}).json()["event_ids"][0]
+    oid = order_id()
+    event_id = http.post("/orders", json={"order_id": oid, "item": "poster", "quantity": 9}).json()["event_ids"][0]
     run = lockgate.wait_for_run(event_id, status="Failed")
     assert "only 3 poster left" in run.error["message"]
-    assert not [c for c in app.CHARGES if c["order_id"] == "o-3"]
+    assert not [c for c in app.CHARGES if c["order_id"] == oid]
     with pytest.raises(LockgateError, match="ended Failed, not Completed"):
         lockgate.wait_for_run(event_id, status="Completed")
 
