@@ -228,11 +228,10 @@ class ServedApp:
 
 
 def point_sdk_at(url: str) -> dict[str, str | None]:
-    """Point the official SDKs (dev mode) at url; returns what to restore."""
-    names = ("INNGEST_DEV", "INNGEST_BASE_URL")
-    previous = {name: os.environ.get(name) for name in names}
-    for name in names:
-        os.environ[name] = url
+    """Point the official SDKs at url in dev mode (INNGEST_DEV is both switch and address); returns
+    what to restore."""
+    previous = {"INNGEST_DEV": os.environ.get("INNGEST_DEV")}
+    os.environ["INNGEST_DEV"] = url
     return previous
 
 
