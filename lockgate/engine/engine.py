@@ -253,6 +253,15 @@ class Engine:
             if is_app_url(url):  # remember why this app's sync failed (never for a malformed URL)
                 await self.store.write(lambda tx: ops.set_app_error(tx, url=url, error=message, at=now))
             return SyncOutcome(400, {"error": message, "status": 400})
+        if self.executor is not None and self.executor.verify_keys and _offers_trust_probe(body):
+            # Cloud mode: an app that would not check our signatures, or would sign its answers with
+            # another key, is refused now rather than failing every call of every run later.
+            problem = await self.executor.check_trust(reg.app.url)
+            if problem:
+                message = f"sync refused: {problem}"
+                log.warning("%s", message)
+                await self.store.write(lambda tx: ops.set_app_error(tx, url=reg.app.url, error=message, at=now))
+                return SyncOutcome(400, {"error": message, "status": 400})
         functions = await self.store.write(_store_registration, reg, now)
         modified = functions is not None
         if modified:
@@ -340,6 +349,11 @@ class Engine:
 
         results = await asyncio.gather(*(probe(p) for p in ports))
         return [url for urls in results for url in urls]
+
+
+def _offers_trust_probe(body: Any) -> bool:
+    capabilities = body.get("capabilities") if isinstance(body, dict) else None
+    return isinstance(capabilities, dict) and capabilities.get("trust_probe") == "v1"
 
 
 def _relayed_status(text: str) -> int:
