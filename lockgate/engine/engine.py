@@ -14,16 +14,20 @@ from lockgate.engine import checkpoint, cron, interpreter, waits
 from lockgate.engine.flow import admission
 from lockgate.engine.dispatcher import LEASE_MS, Dispatcher
 from lockgate.engine.executor import Executor
-from lockgate.engine.ingest import Handoff, ingest_in_tx, parse_events
+from lockgate.engine.ingest import Handoff, create_run_in_tx, ingest_in_tx, parse_events
 from lockgate.engine.registry import Registry
 from lockgate.engine.sync import DISCOVERY_PATHS, DISCOVERY_PORTS, Registration, SyncError, parse_registration
 from lockgate.protocol.jsoncanon import canonical_json
 from lockgate.protocol.signing import sign_body
-from lockgate.models import Job, JobKind, RunStatus, now_ms
+from lockgate.models import Event, Function, Job, JobKind, RunStatus, now_ms
+from lockgate.protocol.event_ids import new_ulid
+from lockgate.store import flow_operations as flow_ops
 from lockgate.store import operations as ops
 from lockgate.store.base import Store, Tx
 
 log = logging.getLogger("lockgate.engine")
+
+INVOKED_EVENT = "inngest/function.invoked"  # the event name Inngest gives a run started by hand
 
 
 @dataclass(slots=True)
@@ -41,6 +45,17 @@ class EngineOptions:
     own_port: int | None = None
     lease_ms: int = LEASE_MS
     single_node: bool = True  # SQLite: leases of a previous process lapse at start-up
+
+
+@dataclass(slots=True)
+class InvokeOutcome:
+    event_id: str  # the `inngest/function.invoked` event that carries the payload
+    run_id: str | None
+    skipped: str | None = None  # why flow control started no run (rate limit, singleton...)
+
+
+class FunctionNotFound(LookupError):
+    pass
 
 
 @dataclass(slots=True)
@@ -139,6 +154,44 @@ class Engine:
         if len(result.run_ids) > len(result.leased) or result.resumed or result.deferred:
             self.dispatcher.wake()
         return [e.internal_id for e in events]
+
+    # -- functions -----------------------------------------------------------------
+
+    async def list_functions(self) -> list[Function]:
+        """Every active function, read from the store (the replicas' shared truth)."""
+        return await self.store.read(ops.load_functions)
+
+    async def find_function(self, ref: str) -> Function | None:
+        """A function by internal id or slug."""
+        for fn in await self.list_functions():
+            if ref in (fn.id, fn.slug):
+                return fn
+        return None
+
+    async def invoke(self, ref: str, data: dict[str, Any] | None = None, *,
+                     user: dict[str, Any] | None = None) -> InvokeOutcome:
+        """Start one run of a function now with `data` as its event data, whatever its triggers
+        (cron functions too). Flow control applies as for any event. Raises FunctionNotFound."""
+        fn = await self.find_function(ref)
+        if fn is None:
+            raise FunctionNotFound(f"no function {ref!r}: GET /v1/functions lists the synced ones")
+        now = now_ms()
+        event_id = new_ulid()
+        event = Event(internal_id=event_id, id=event_id, name=INVOKED_EVENT, data=dict(data or {}),
+                      user=dict(user or {}), ts=now, received_at=now)
+        registry = self.registry
+
+        def start(tx: Tx) -> tuple[str | None, str | None]:
+            ops.insert_events(tx, [event])
+            run = create_run_in_tx(tx, fn, [event], now=now, registry=registry)
+            if run is not None:
+                return run.run_id, None
+            skips = flow_ops.skips_of_event(tx, event_id)
+            return None, skips[0]["reason"] if skips else "a run for this event already exists"
+
+        run_id, skipped = await self.store.write(start)
+        self.dispatcher.wake()
+        return InvokeOutcome(event_id=event_id, run_id=run_id, skipped=skipped)
 
     async def cancel_run(self, run_id: str, *, reason: str = "cancelled through the API") -> Any:
         ctx = self.context

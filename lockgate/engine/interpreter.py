@@ -126,7 +126,9 @@ def settle_call(
                 reason=f"attempt {job.attempt + 1} of {max_attempts} failed ({message}); next attempt at {iso_ms(due)}",
             )
             return Settled()
-        settled = finish_run(tx, ctx, run, RunStatus.FAILED, error=error, now=now, keep_job=job.id)
+        why = "not retriable" if not retriable else f"no retries left ({fn.retries} allowed)"
+        reason = f"attempt {job.attempt + 1} of {max_attempts} failed, {why}: {error_summary(error)}"
+        settled = finish_run(tx, ctx, run, RunStatus.FAILED, error=error, reason=reason, now=now, keep_job=job.id)
         ops.release_job(tx, job)
         return settled
     assert isinstance(result, OpsReturned)
@@ -348,6 +350,16 @@ def _apply_ops(
     return _hand_off(tx, ctx, run.run_id, new_jobs, now)
 
 
+def error_summary(error: Any) -> str:
+    """`Name: first line of the message`, for reasons and log lines."""
+    if isinstance(error, dict):
+        name, message = error.get("name") or "Error", str(error.get("message") or "")
+    else:
+        name, message = "Error", str(error or "")
+    first = message.strip().splitlines()[0] if message.strip() else "(no message)"
+    return f"{name}: {first}"
+
+
 def _mib(size: int) -> str:
     return f"{size / (1024 * 1024):.1f} MiB"
 
@@ -392,6 +404,8 @@ def finish_run(
     keep_job: str | None = None,
 ) -> Settled:
     """End a run, drop its queued work and emit the system events (which may start runs)."""
+    if reason is None and status is not RunStatus.COMPLETED:  # a run that did not complete says why
+        reason = f"{status.value.lower()}: {error_summary(error)}"
     fields: dict[str, Any] = {"status": status.value, "ended_at": now, "reason": reason, "pending_steps": []}
     if status is RunStatus.COMPLETED:
         fields["output"] = output

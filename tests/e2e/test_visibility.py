@@ -1,0 +1,108 @@
+"""Handles on a running server: functions listing, invoke (cron functions too), run filters,
+refused unknown parameters, run times in ISO, failure reasons, why an event started nothing."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+from tests.conftest import stack_fixture, wait_until
+
+stack = stack_fixture("tests.e2e.apps.visibility_app")
+
+
+def _fn(api, slug: str) -> dict:
+    return next(f for f in api.http.get("/v1/functions").json()["data"] if f["slug"] == slug)
+
+
+def test_functions_list_and_one_function_with_next_cron_fires(stack):
+    _, _, api = stack
+    listed = api.http.get("/v1/functions").json()["data"]
+    assert {f["slug"] for f in listed} == {"vis-generate-video", "vis-yearly-report", "vis-charge-card", "vis-nap"}
+    report = _fn(api, "vis-yearly-report")
+    assert report["triggers"] == [{"cron": "TZ=UTC 0 0 1 1 *"}]
+    year = datetime.now(timezone.utc).year
+    assert report["next_cron_fires"][:2] == [f"{year + 1}-01-01T00:00:00.000Z", f"{year + 2}-01-01T00:00:00.000Z"]
+    # One function, by slug or by id, with its whole configuration.
+    one = api.http.get("/v1/functions/vis-nap").json()["data"]
+    assert one["id"] == _fn(api, "vis-nap")["id"]
+    assert one["config"]["timeouts"] == {"finish": "1h"}
+    assert api.http.get(f"/v1/functions/{one['id']}").json()["data"]["slug"] == "vis-nap"
+    missing = api.http.get("/v1/functions/vis-nope")
+    assert missing.status_code == 404 and "GET /v1/functions" in missing.json()["error"]
+
+
+def test_invoke_runs_a_cron_function_now_with_a_payload(stack):
+    _, app, api = stack
+    answer = api.http.post("/v1/functions/vis-yearly-report/invoke", json={"data": {"year": 2031}})
+    assert answer.status_code == 201, answer.text
+    run_id = answer.json()["data"]["run_id"]
+    run = api.wait_for_end(run_id)
+    assert run["status"] == "Completed"
+    assert run["output"] == {"event": "inngest/function.invoked", "year": 2031}
+    assert [e["data"] for e in app.effects("report", run_id=run_id)] == [{"year": 2031}]
+    # An event function by id, with an empty body.
+    fn_id = _fn(api, "vis-generate-video")["id"]
+    empty = api.http.post(f"/v1/functions/{fn_id}/invoke")
+    assert api.wait_for_end(empty.json()["data"]["run_id"])["status"] == "Completed"
+
+
+def test_invoke_refuses_bad_input_and_unknown_functions(stack):
+    _, _, api = stack
+    for body, words in (([1], "JSON object"), ({"data": [1]}, "'data' must be a JSON object"),
+                        ({"payload": {}}, "JSON object")):
+        answer = api.http.post("/v1/functions/vis-generate-video/invoke", json=body)
+        assert answer.status_code == 400 and words in answer.json()["error"]
+    bad_json = api.http.post("/v1/functions/vis-generate-video/invoke", content=b"{not json")
+    assert bad_json.status_code == 400
+    unknown = api.http.post("/v1/functions/vis-missing/invoke", json={})
+    assert unknown.status_code == 404 and "vis-missing" in unknown.json()["error"]
+
+
+def test_run_filters_by_slug_status_and_time_and_refuse_unknown_params(stack):
+    _, _, api = stack
+    before = datetime.now(timezone.utc) - timedelta(seconds=1)
+    event_id = api.send({"name": "video/requested", "data": {"prompt": "filters"}}).json()["ids"][0]
+    run_id = api.wait_for_end(api.wait_for_runs(event_id)[0]["run_id"])["run_id"]
+    since = before.isoformat().replace("+00:00", "Z")
+    runs = api.http.get("/v1/runs", params={"slug": "vis-generate-video", "status": "completed",
+                                            "created_after": since}).json()["data"]
+    assert run_id in [r["run_id"] for r in runs]
+    assert {r["function_slug"] for r in runs} == {"vis-generate-video"}
+    assert all(r["status"] == "Completed" for r in runs)
+    assert api.http.get("/v1/runs", params={"slug": "vis-generate-video", "status": "Failed"}).json()["data"] == []
+    older = api.http.get("/v1/runs", params={"created_before": since, "slug": "vis-generate-video"}).json()["data"]
+    assert run_id not in [r["run_id"] for r in older]
+    typo = api.http.get("/v1/runs", params={"functon_id": "x"})
+    assert typo.status_code == 400 and "functon_id" in typo.json()["error"] and "function_slug" in typo.json()["error"]
+    bad_status = api.http.get("/v1/runs", params={"status": "done"})
+    assert bad_status.status_code == 400 and "Completed" in bad_status.json()["error"]
+    bad_time = api.http.get("/v1/runs", params={"created_after": "yesterday"})
+    assert bad_time.status_code == 400 and "ISO 8601" in bad_time.json()["error"]
+    assert api.http.get("/v1/events", params={"nam": "x"}).status_code == 400
+
+
+def test_a_failed_run_carries_its_reason(stack):
+    _, app, api = stack
+    event_id = api.send({"name": "card/charge", "data": {}}).json()["ids"][0]
+    run = api.wait_for_end(api.wait_for_runs(event_id)[0]["run_id"])
+    assert run["status"] == "Failed"
+    assert run["reason"] == ("attempt 2 of 2 failed, no retries left (1 allowed):"
+                             " RuntimeError: card declined by the provider")
+    assert len(app.effects("charge", run_id=run["run_id"])) == 2
+
+
+def test_a_sleeping_run_shows_when_it_wakes_and_its_deadline_in_iso(stack):
+    _, _, api = stack
+    event_id = api.send({"name": "nap/start"}).json()["ids"][0]
+    run_id = api.wait_for_runs(event_id)[0]["run_id"]
+    run = wait_until(lambda: (r := api.run(run_id))["wakes_at"] and r, what="the nap to start")
+    started = datetime.fromisoformat(run["run_started_at"].replace("Z", "+00:00"))
+    wakes = datetime.fromisoformat(run["wakes_at"].replace("Z", "+00:00"))
+    deadline = datetime.fromisoformat(run["deadlines"]["finish"].replace("Z", "+00:00"))
+    assert timedelta(minutes=9) < wakes - started <= timedelta(minutes=10, seconds=5)
+    assert deadline - started == timedelta(hours=1)
+    jobs = api.http.get(f"/v1/runs/{run_id}/jobs").json()["data"]
+    assert all(j["due"].endswith("Z") for j in jobs)
+    api.http.post(f"/v1/runs/{run_id}/cancel")
+    cancelled = api.wait_for_end(run_id)
+    assert cancelled["reason"] == "cancelled through the API"
