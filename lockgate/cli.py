@@ -10,6 +10,8 @@ import click
 
 from lockgate.settings import Settings
 
+log = logging.getLogger("lockgate.server")
+
 
 def _fail(message: str) -> None:
     click.echo(f"lockgate: {message}", err=True)
@@ -24,11 +26,20 @@ def _load(config: str | None, flags: dict) -> Settings:
         raise  # unreachable
 
 
-def _run_server(settings: Settings, kind: str) -> None:
+def _run_server(settings: Settings, kind: str, *, create_db: bool = False, example: bool = False) -> None:
     from lockgate.portinfo import port_holder
     from lockgate.server import bind_socket, build_app, serve
+    from lockgate.startup import StartupProblem, check_store
+    from lockgate.terminal import ALWAYS, setup_logging
 
-    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_logging(log_format=settings.log_format or ("rich" if kind == "dev" else "json"),
+                  level=settings.log_level, quiet=settings.quiet)
+    for warning in settings.warnings:
+        log.warning(warning)
+    try:
+        check_store(settings, create_db=create_db)
+    except StartupProblem as exc:
+        _fail(str(exc))
     try:
         sock = bind_socket(settings.host, settings.port)
     except OSError as exc:
@@ -47,13 +58,43 @@ def _run_server(settings: Settings, kind: str) -> None:
             sockets.append(bind_socket(settings.host, settings.qstash_port))
         except OSError as exc:
             _fail(f"cannot listen on {settings.host}:{settings.qstash_port} for --qstash-port: {exc.strerror}")
-    app, engine = build_app(settings, kind=kind, own_port=port)
-    store = engine.store.description
-    click.echo(f"lockgate {kind} server listening on http://{settings.host}:{port} (store: {store})", err=True)
-    if len(sockets) > 1:
-        click.echo(f"QStash API also on http://{settings.host}:{sockets[1].getsockname()[1]}/v2", err=True)
-    sys.stderr.flush()
-    serve(app, sockets, log_level=settings.log_level)
+    wait_for = []
+    if example:
+        wait_for.append(_start_example_app(port))
+        settings.sdk_urls = [*settings.sdk_urls, *wait_for]
+
+    def ready() -> None:
+        # Printed once the store is open and migrated and --example's app is synced: an event sent
+        # after this line finds its functions. Tools wait for this line (and parse the port from it).
+        log.info("lockgate %s server listening on http://%s:%s (store: %s)", kind, settings.host, port,
+                 engine.store.description, extra=ALWAYS)
+        if len(sockets) > 1:
+            log.info("QStash API also on http://%s:%s/v2", settings.host, sockets[1].getsockname()[1], extra=ALWAYS)
+
+    try:
+        app, engine = build_app(settings, kind=kind, own_port=port, on_ready=ready, wait_for_apps=wait_for)
+    except (OSError, ValueError) as exc:
+        _fail(f"cannot set up the store: {exc}")
+    try:
+        serve(app, sockets, log_level=settings.log_level)
+    except SystemExit:
+        if app.problem:
+            _fail(app.problem)
+        raise
+    if app.problem:
+        _fail(app.problem)
+
+
+def _terminal_options(command):
+    """Options shared by `dev` and `start`: how the activity log looks, and browser access."""
+    command = click.option("--cors-origin", "cors_origins", multiple=True,
+                           help="Let browser pages from this origin call the APIs (repeatable; * for any).")(command)
+    command = click.option("--log-format", type=click.Choice(["rich", "json"]), default=None,
+                           help="Terminal log: rich (readable, the dev default) or json (one object a line,"
+                                " the start default).")(command)
+    command = click.option("-q", "--quiet", is_flag=True, default=None,
+                           help="Log only warnings and errors (and the listening line).")(command)
+    return command
 
 
 @click.group()
@@ -79,11 +120,13 @@ def main() -> None:
 @click.option("--qstash-port", type=int, default=None,
               help="Also serve the APIs on this port, e.g. 8080 where QStash dev settings point.")
 @click.option("--example", is_flag=True, default=False, help="Also serve the example app (examples/app.py).")
+@click.option("--create-db", is_flag=True, default=False,
+              help="Create the --postgres-uri database when it does not exist yet.")
+@_terminal_options
 def dev(sdk_urls, port, host, no_discovery, no_poll, poll_interval, retry_interval, config, data_dir, in_memory,
-        postgres_uri, workers, log_level, qstash_port, example) -> None:
+        postgres_uri, workers, log_level, qstash_port, example, create_db, quiet, log_format,
+        cors_origins) -> None:
     """Run the development server on an embedded SQLite store (or --postgres-uri)."""
-    if example:
-        sdk_urls = (*sdk_urls, _start_example_app(port or 8288))
     flags = {
         "sdk_urls": list(sdk_urls) or None,
         "port": port,
@@ -98,8 +141,11 @@ def dev(sdk_urls, port, host, no_discovery, no_poll, poll_interval, retry_interv
         "workers": workers,
         "log_level": log_level,
         "qstash_port": qstash_port,
+        "quiet": quiet,
+        "log_format": log_format,
+        "cors_origins": list(cors_origins) or None,
     }
-    _run_server(_load(config, flags), "dev")
+    _run_server(_load(config, flags), "dev", create_db=create_db, example=example)
 
 
 @main.command()
@@ -117,8 +163,10 @@ def dev(sdk_urls, port, host, no_discovery, no_poll, poll_interval, retry_interv
 @click.option("--data-dir", default=None, help="SQLite directory, when no PostgreSQL URI is given.")
 @click.option("--workers", type=int, default=None, help="Calls to apps in flight at once (default 100).")
 @click.option("--log-level", default=None, help="debug, info, warning or error.")
+@_terminal_options
 def start(sdk_urls, port, host, postgres_uri, redis_uri, signing_key, signing_key_fallback, event_keys,
-          poll_interval, retry_interval, config, data_dir, workers, log_level) -> None:
+          poll_interval, retry_interval, config, data_dir, workers, log_level, quiet, log_format,
+          cors_origins) -> None:
     """Run the production server: keys required, replicas share one PostgreSQL database."""
     flags = {
         "sdk_urls": list(sdk_urls) or None,
@@ -134,6 +182,9 @@ def start(sdk_urls, port, host, postgres_uri, redis_uri, signing_key, signing_ke
         "data_dir": data_dir,
         "workers": workers,
         "log_level": log_level,
+        "quiet": quiet,
+        "log_format": log_format,
+        "cors_origins": list(cors_origins) or None,
     }
     settings = _load(config, flags)
     if settings.sources["discovery"] == "default":
@@ -168,7 +219,7 @@ def _start_example_app(server_port: int) -> str:
     )
     atexit.register(proc.terminate)
     url = f"http://127.0.0.1:{app_port}/api/inngest"
-    click.echo(f"example app serving at {url}", err=True)
+    log.info("example app (examples/app.py) starting at %s", url, extra={"url": url})
     return url
 
 
@@ -203,6 +254,8 @@ def show_config(config) -> None:
     width = max(len(name) for name, _, _ in settings.describe())
     for name, value, source in settings.describe():
         click.echo(f"{name.ljust(width)}  {value}  ({source})")
+    for warning in settings.warnings:
+        click.echo(f"warning: {warning}", err=True)
 
 
 if __name__ == "__main__":

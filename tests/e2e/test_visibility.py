@@ -7,7 +7,16 @@ from datetime import datetime, timedelta, timezone
 
 from tests.conftest import stack_fixture, wait_until
 
-stack = stack_fixture("tests.e2e.apps.visibility_app")
+stack = stack_fixture("tests.e2e.apps.visibility_app", server_args=["--cors-origin", "http://app.example",
+                                                                    "--cors-origin", "http://other.example"])
+
+
+def _log_lines(server, *needles: str) -> list[str]:
+    """Lines of the server's terminal log holding every needle (waits for at least one)."""
+    def found():
+        lines = server.log_path.read_text(errors="replace").splitlines()
+        return [line for line in lines if all(n in line for n in needles)]
+    return wait_until(found, timeout=10, what=f"a log line with {needles}")
 
 
 def _fn(api, slug: str) -> dict:
@@ -106,3 +115,56 @@ def test_a_sleeping_run_shows_when_it_wakes_and_its_deadline_in_iso(stack):
     api.http.post(f"/v1/runs/{run_id}/cancel")
     cancelled = api.wait_for_end(run_id)
     assert cancelled["reason"] == "cancelled through the API"
+
+
+def test_terminal_log_shows_sync_runs_failures_and_retries(stack):
+    server, _, api = stack
+    assert _log_lines(server, "INFO", "app vis synced: 4 function(s)")
+    ok = api.send({"name": "video/requested", "data": {"prompt": "log"}}).json()["ids"][0]
+    ok_run = api.wait_for_end(api.wait_for_runs(ok)[0]["run_id"])["run_id"]
+    bad = api.send({"name": "card/charge"}).json()["ids"][0]
+    bad_run = api.wait_for_end(api.wait_for_runs(bad)[0]["run_id"])["run_id"]
+    assert _log_lines(server, "run started", f"run={ok_run}", "fn=vis-generate-video")
+    assert _log_lines(server, "INFO", "run completed in", f"run={ok_run}", "fn=vis-generate-video")
+    [retry] = _log_lines(server, "WARN", "retrying: attempt 1 of 2 failed (card declined by the provider",
+                         f"run={bad_run}")
+    assert "attempt=1" in retry
+    [failed] = _log_lines(server, "WARN", "run failed after", f"run={bad_run}", "fn=vis-charge-card")
+    assert failed.split("run failed after ")[1].split(": ", 1)[1].startswith(
+        "attempt 2 of 2 failed, no retries left (1 allowed): RuntimeError: card declined by the provider  run=")
+
+
+def test_an_event_that_starts_nothing_says_why_with_a_did_you_mean(stack):
+    server, _, api = stack
+    typo = api.send({"name": "video/requestd", "data": {}}).json()["ids"][0]
+    event = api.http.get(f"/v1/events/{typo}").json()["data"]
+    assert event["started_nothing"] == "no function is triggered by 'video/requestd'; did you mean 'video/requested'?"
+    assert _log_lines(server, "event video/requestd started nothing", "did you mean 'video/requested'?",
+                      f"event={typo}")
+    matched = api.send({"name": "video/requested", "data": {}}).json()["ids"][0]
+    api.wait_for_runs(matched)
+    assert api.http.get(f"/v1/events/{matched}").json()["data"]["started_nothing"] is None
+
+
+def test_clear_4xx_for_a_missing_event_key_and_a_wrong_qstash_token(stack):
+    _, _, api = stack
+    for path in ("/e/", "/e"):
+        answer = api.http.post(path, json={"name": "video/requested"})
+        assert answer.status_code == 400
+        assert "event key is missing" in answer.json()["error"] and "/e/dev" in answer.json()["error"]
+    wrong = api.http.post("/v2/publish/https://example.com/hook", headers={"Authorization": "Bearer prod-token"},
+                          content=b"{}")
+    assert wrong.status_code == 401
+    assert "invalid token" in wrong.json()["error"] and "preset token" in wrong.json()["error"]
+    assert "production token from Upstash" in wrong.json()["error"]
+
+
+def test_cors_lets_the_named_origins_in(stack):
+    _, _, api = stack
+    for origin in ("http://app.example", "http://other.example"):
+        preflight = api.http.options("/v1/runs", headers={"Origin": origin, "Access-Control-Request-Method": "GET"})
+        assert preflight.status_code == 200 and preflight.headers["access-control-allow-origin"] == origin
+        answer = api.http.get("/v1/functions", headers={"Origin": origin})
+        assert answer.headers["access-control-allow-origin"] == origin
+    stranger = api.http.get("/v1/functions", headers={"Origin": "http://evil.example"})
+    assert "access-control-allow-origin" not in stranger.headers
