@@ -14,6 +14,7 @@ from lockgate.interfaces.auth import AccessPolicy
 from lockgate.interfaces.errors import ApiError, json_response, read_json
 from lockgate.interfaces.views import event_view, function_view, run_view, step_view
 from lockgate.models import RunStatus, now_ms
+from lockgate.protocol.signing import hashed_signing_key
 from lockgate.protocol.timeparse import iso_ms, parse_datetime_ms
 from lockgate.store import flow_operations as flow_ops
 from lockgate.store import operations as ops
@@ -231,6 +232,20 @@ def routes(engine: Engine, access: AccessPolicy) -> list[Route]:
             ]
         )
 
+    async def server_info(request: Request) -> Response:
+        """What `lockgate doctor` asks a running server: its mode, its store, its keys (hashed)."""
+        access.check_api(request)
+        _check_params(request, ())
+        options = engine.options
+        return _envelope({
+            "kind": options.server_kind,
+            "store": store.description,
+            # A fingerprint, not the hash itself: the full hash works as a bearer token.
+            "signing_key_fingerprint": hashed_signing_key(options.signing_key)[:12] if options.signing_key else None,
+            "event_keys_required": bool(access.event_keys),
+            "apps": [a.url for a in await store.read(ops.list_apps)],
+        })
+
     async def stats(request: Request) -> Response:
         access.check_api(request)
         _check_params(request, ())
@@ -251,6 +266,7 @@ def routes(engine: Engine, access: AccessPolicy) -> list[Route]:
 
     return [
         Route("/v1/stats", stats, methods=["GET"]),
+        Route("/v1/server", server_info, methods=["GET"]),
         Route("/v1/events", list_events, methods=["GET"]),
         Route("/v1/events/{event_id}", get_event, methods=["GET"]),
         Route("/v1/events/{event_id}/runs", event_runs, methods=["GET"]),

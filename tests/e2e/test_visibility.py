@@ -3,9 +3,12 @@ refused unknown parameters, run times in ISO, failure reasons, why an event star
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from datetime import datetime, timedelta, timezone
 
-from tests.conftest import stack_fixture, wait_until
+from tests.conftest import ROOT, Api, AppProcess, LockgateProcess, free_port, stack_fixture, start_stack, wait_until
 
 stack = stack_fixture("tests.e2e.apps.visibility_app", server_args=["--cors-origin", "http://app.example",
                                                                     "--cors-origin", "http://other.example"])
@@ -168,3 +171,51 @@ def test_cors_lets_the_named_origins_in(stack):
         assert answer.headers["access-control-allow-origin"] == origin
     stranger = api.http.get("/v1/functions", headers={"Origin": "http://evil.example"})
     assert "access-control-allow-origin" not in stranger.headers
+
+
+def test_doctor_asks_the_running_server_about_its_store_and_apps(stack, tmp_path):
+    server, app, _ = stack
+    # From an empty folder: no local store to guess from, the server tells.
+    report = subprocess.run([sys.executable, "-m", "lockgate", "doctor", "--port", str(server.port)],
+                            capture_output=True, text=True, timeout=60, cwd=tmp_path,
+                            env={**os.environ, "PYTHONPATH": str(ROOT)})
+    store = "PostgreSQL database" if server.postgres_uri else "in-memory SQLite"
+    assert f"the server's store: {store}" in report.stdout
+    assert f"app {app.url} answers and serves 4 function(s)" in report.stdout
+    assert "no SQLite store" not in report.stdout and "no apps to check" not in report.stdout
+    assert report.returncode == 0, report.stdout
+
+
+def test_app_health_follows_failed_calls_and_recovery(tmp_path):
+    server, app, api = start_stack(tmp_path, "tests.e2e.apps.visibility_app")
+    try:
+        app.stop()
+        api.send({"name": "video/requested", "data": {}})
+        error = wait_until(lambda: api.http.get("/v1/apps").json()["data"][0]["error"], what="the app's error")
+        assert f"could not reach the app at {app.url}" in error
+        app.start()
+        wait_until(lambda: api.http.get("/v1/apps").json()["data"][0]["error"] is None, what="the app to recover")
+        assert _log_lines(server, "WARN", "app unreachable", app.url)
+        assert _log_lines(server, "INFO", "app recovered", app.url)
+    finally:
+        app.stop()
+        server.stop()
+
+
+def test_a_sync_that_fails_because_the_app_points_elsewhere_names_the_fix(tmp_path):
+    app_port = free_port()
+    app_url = f"http://127.0.0.1:{app_port}/api/inngest"
+    server = LockgateProcess(args=["dev", "--no-discovery", "--in-memory", "--poll-interval", "0.5", "-u", app_url],
+                             data_dir=None, log_path=tmp_path / "lockgate.log").start()
+    # The app left at another server address (as at the SDK's default port when lockgate runs elsewhere).
+    app = AppProcess(module="tests.e2e.apps.visibility_app", port=app_port,
+                     server_url=f"http://127.0.0.1:{free_port()}", ledger=tmp_path / "ledger.jsonl").start()
+    try:
+        api = Api(server.url)
+        # (Until the app is up, the error says it cannot be reached; then the sync itself fails.)
+        error = wait_until(lambda: (a := api.http.get("/v1/apps").json()["data"]) and "refused the sync" in
+                           (a[0]["error"] or "") and a[0]["error"], what="the failed sync")
+        assert f"INNGEST_DEV={server.url} (or INNGEST_BASE_URL={server.url})" in error
+    finally:
+        app.stop()
+        server.stop()
