@@ -8,6 +8,7 @@ from starlette.routing import Route
 
 from lockgate.engine.cron import next_fire_times
 from lockgate.engine.engine import Engine, FunctionNotFound
+from lockgate.engine.sync import CONNECT_APP_SCHEME
 from lockgate.engine.flow.explain import explained
 from lockgate.engine.registry import why_nothing_started
 from lockgate.interfaces.auth import AccessPolicy
@@ -17,10 +18,11 @@ from lockgate.models import RunStatus, now_ms
 from lockgate.protocol.signing import hashed_signing_key
 from lockgate.protocol.timeparse import iso_ms, parse_datetime_ms
 from lockgate.store import flow_operations as flow_ops
+from lockgate.store import connect_operations as cops
 from lockgate.store import operations as ops
 
 MAX_PAGE = 100
-MAX_INVOKE_BYTES = 3 * 1024 * 1024  # as for one event
+INT64 = 2**63
 
 
 def _envelope(data) -> Response:
@@ -32,9 +34,12 @@ def _int_param(request: Request, name: str, default: int | None) -> int | None:
     if raw is None or raw == "":
         return default
     try:
-        return int(raw)
+        value = int(raw)
     except ValueError:
-        raise ApiError(400, f"query parameter '{name}' must be an integer, got {raw!r}") from None
+        raise ApiError(400, f"query parameter '{name}' must be an integer, got {raw[:40]!r}") from None
+    if not -INT64 <= value < INT64:
+        raise ApiError(400, f"query parameter '{name}' is out of range (64-bit integers only)")
+    return value
 
 
 def _check_params(request: Request, allowed: tuple[str, ...]) -> None:
@@ -52,7 +57,7 @@ def _time_param(request: Request, name: str) -> int | None:
     if raw is None or raw == "":
         return None
     if raw.isdigit():
-        return int(raw)
+        return _int_param(request, name, None)
     ms = parse_datetime_ms(raw)
     if ms is None:
         raise ApiError(400, f"query parameter '{name}' must be an ISO 8601 time (2026-01-31T12:00:00Z)"
@@ -191,7 +196,9 @@ def routes(engine: Engine, access: AccessPolicy) -> list[Route]:
     async def invoke_function(request: Request) -> Response:
         access.check_api(request)
         _check_params(request, ())
-        body = await read_json(request, limit=MAX_INVOKE_BYTES, empty_ok=True)
+        limits = engine.options.limits
+        body = await read_json(request, limit=limits.max_request_bytes, max_depth=limits.max_json_depth,
+                               empty_ok=True)
         if body is None:
             body = {}
         if not isinstance(body, dict) or not set(body) <= {"data", "user"}:
@@ -213,6 +220,9 @@ def routes(engine: Engine, access: AccessPolicy) -> list[Route]:
         _check_params(request, ())
         apps = await store.read(ops.list_apps)
         functions = await store.read(ops.load_functions)
+        # Connect workers (of any replica) heard from within three heartbeats
+        fresh = now_ms() - int(1000 * (engine.connect.options.silence_limit_s if engine.connect else 30))
+        workers = await store.read(cops.list_workers, fresh)
         return _envelope(
             [
                 {
@@ -222,6 +232,8 @@ def routes(engine: Engine, access: AccessPolicy) -> list[Route]:
                     "framework": a.framework,
                     "error": a.error,
                     "synced_at": a.synced_at,
+                    "connect": cops.worker_summary([w for w in workers if w.app_name == a.name])
+                    if a.url.startswith(CONNECT_APP_SCHEME) else None,
                     "functions": [
                         {"id": f.id, "slug": f.slug, "name": f.name, "triggers": f.triggers}
                         for f in functions
@@ -257,16 +269,26 @@ def routes(engine: Engine, access: AccessPolicy) -> list[Route]:
             "queue_depth": depth,
             "waits": pending_waits,
             "calls_in_flight": engine.dispatcher.inflight,
+            "replica": {"owner": engine.dispatcher.owner, "taken_over_jobs": engine.membership.taken_over},
+            "connect": engine.connect.stats() if engine.connect else None,
             "calls": {"total": getattr(engine.executor, "calls", 0),
-                      "use_api": getattr(engine.executor, "calls_use_api", 0)},
+                      "use_api": getattr(engine.executor, "calls_use_api", 0),
+                      # failed calls to apps by reason (timeout, connection_refused, stale_connection, ...)
+                      "failed": dict(getattr(engine.executor, "failures", {}))},
+            "retention": engine.options.retention.describe(),
             "store": {"kind": store.description, "commits": getattr(store, "commits", None),
                       "writes": getattr(store, "writes", None)},
         }
         return _envelope(body)
 
+    async def retention(request: Request) -> Response:
+        access.check_api(request)
+        return _envelope(engine.options.retention.describe())
+
     return [
         Route("/v1/stats", stats, methods=["GET"]),
         Route("/v1/server", server_info, methods=["GET"]),
+        Route("/v1/retention", retention, methods=["GET"]),
         Route("/v1/events", list_events, methods=["GET"]),
         Route("/v1/events/{event_id}", get_event, methods=["GET"]),
         Route("/v1/events/{event_id}/runs", event_runs, methods=["GET"]),
