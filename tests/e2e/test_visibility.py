@@ -29,7 +29,8 @@ def _fn(api, slug: str) -> dict:
 def test_functions_list_and_one_function_with_next_cron_fires(stack):
     _, _, api = stack
     listed = api.http.get("/v1/functions").json()["data"]
-    assert {f["slug"] for f in listed} == {"vis-generate-video", "vis-yearly-report", "vis-charge-card", "vis-nap"}
+    assert {f["slug"] for f in listed} == {"vis-generate-video", "vis-yearly-report", "vis-charge-card", "vis-nap",
+                                          "vis-await-payment"}
     report = _fn(api, "vis-yearly-report")
     assert report["triggers"] == [{"cron": "TZ=UTC 0 0 1 1 *"}]
     year = datetime.now(timezone.utc).year
@@ -122,7 +123,7 @@ def test_a_sleeping_run_shows_when_it_wakes_and_its_deadline_in_iso(stack):
 
 def test_terminal_log_shows_sync_runs_failures_and_retries(stack):
     server, _, api = stack
-    assert _log_lines(server, "INFO", "app vis synced: 4 function(s)")
+    assert _log_lines(server, "INFO", "app vis synced: 5 function(s)")
     ok = api.send({"name": "video/requested", "data": {"prompt": "log"}}).json()["ids"][0]
     ok_run = api.wait_for_end(api.wait_for_runs(ok)[0]["run_id"])["run_id"]
     bad = api.send({"name": "card/charge"}).json()["ids"][0]
@@ -135,6 +136,16 @@ def test_terminal_log_shows_sync_runs_failures_and_retries(stack):
     [failed] = _log_lines(server, "WARN", "run failed after", f"run={bad_run}", "fn=vis-charge-card")
     assert failed.split("run failed after ")[1].split(": ", 1)[1].startswith(
         "attempt 2 of 2 failed, no retries left (1 allowed): RuntimeError: card declined by the provider  run=")
+
+
+def test_the_log_says_which_run_an_event_resumed(stack):
+    server, _, api = stack
+    placed = api.send({"name": "order/placed", "data": {"order": "o-17"}}).json()["ids"][0]
+    run_id = api.wait_for_runs(placed)[0]["run_id"]
+    wait_until(lambda: "waiting for event order/paid" in (api.run(run_id)["explanation"] or ""), what="the wait")
+    paid = api.send({"name": "order/paid", "data": {"order": "o-17"}}).json()["ids"][0]
+    assert api.wait_for_end(run_id)["output"] is True
+    assert _log_lines(server, "event order/paid resumed a waiting run", f"run={run_id}", f"event={paid}")
 
 
 def test_an_event_that_starts_nothing_says_why_with_a_did_you_mean(stack):
@@ -181,7 +192,7 @@ def test_doctor_asks_the_running_server_about_its_store_and_apps(stack, tmp_path
                             env={**os.environ, "PYTHONPATH": str(ROOT)})
     store = "PostgreSQL database" if server.postgres_uri else "in-memory SQLite"
     assert f"the server's store: {store}" in report.stdout
-    assert f"app {app.url} answers and serves 4 function(s)" in report.stdout
+    assert f"app {app.url} answers and serves 5 function(s)" in report.stdout
     assert "no SQLite store" not in report.stdout and "no apps to check" not in report.stdout
     assert report.returncode == 0, report.stdout
 

@@ -1,4 +1,4 @@
-"""A small app for the visibility tests: a greeter, a cron job, a failing function, a sleeper."""
+"""A small app for the visibility tests: a greeter, a cron job, a failing function, a sleeper, a waiter."""
 
 from __future__ import annotations
 
@@ -42,5 +42,12 @@ async def nap(ctx: inngest.Context) -> str:
     return "rested"
 
 
+@client.create_function(fn_id="await-payment", trigger=inngest.TriggerEvent(event="order/placed"))
+async def await_payment(ctx: inngest.Context) -> bool:
+    paid = await ctx.step.wait_for_event("paid", event="order/paid", timeout=datetime.timedelta(minutes=5),
+                                         if_exp="async.data.order == event.data.order")
+    return paid is not None
+
+
 app = FastAPI()
-inngest.fast_api.serve(app, client, [generate_video, yearly_report, charge_card, nap])
+inngest.fast_api.serve(app, client, [generate_video, yearly_report, charge_card, nap, await_payment])
