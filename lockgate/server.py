@@ -23,6 +23,7 @@ from lockgate.qstash.service import QStash, QStashOptions
 from lockgate.interfaces.auth import AccessPolicy
 from lockgate.interfaces.errors import ApiError, error_response, json_response
 from lockgate.interfaces.guard import EdgeGuard
+from lockgate.outbound import OutboundPolicy, local_addresses, parse_networks
 from lockgate.settings import Settings
 from lockgate.store.base import Store
 from lockgate.store.sqlite import SQLiteStore
@@ -65,6 +66,7 @@ class ServerKindHeader:
 def build_app(settings: Settings, *, kind: str = "dev", store: Store | None = None, own_port: int | None = None):
     store = store or build_store(settings)
     limits = settings.limits()
+    outbound = outbound_policy(settings, kind, own_port)
     keys = [k for k in (settings.signing_key, settings.signing_key_fallback) if k]
     engine = Engine(
         store,
@@ -84,6 +86,7 @@ def build_app(settings: Settings, *, kind: str = "dev", store: Store | None = No
             # The dev server is one process by design, so a predecessor's leases lapse at once.
             single_node=kind == "dev" or not settings.postgres_uri,
             limits=limits,
+            outbound=outbound,
         ),
     )
     # Dev mode stays open; production checks both kinds of key.
@@ -112,6 +115,9 @@ def build_app(settings: Settings, *, kind: str = "dev", store: Store | None = No
         return error_response(405, f"{request.method} is not allowed on {request.url.path}")
 
     async def root(request: Request) -> Response:
+        # Production names its infrastructure (database host, port) only to callers holding the key.
+        if cloud and not access.allows_api(request):
+            return Response("lockgate server\n", media_type="text/plain")
         return Response(f"lockgate {kind} server — store: {store.description}\n", media_type="text/plain")
 
     api_document = openapi.document(limits)
@@ -137,6 +143,20 @@ def build_app(settings: Settings, *, kind: str = "dev", store: Store | None = No
     )
     app.state.engine = engine
     return ServerKindHeader(app, kind), engine
+
+
+def outbound_policy(settings: Settings, kind: str, own_port: int | None) -> OutboundPolicy:
+    mode = settings.outbound_policy or ("strict" if kind == "cloud" else "open")
+    if mode not in ("strict", "open"):
+        raise ValueError(f"outbound_policy must be 'strict' or 'open', got {mode!r}")
+    own_ports = {p for p in (own_port, settings.port, settings.qstash_port) if p}
+    return OutboundPolicy(
+        refuse_special=mode == "strict",
+        allow=parse_networks(settings.outbound_allow, "outbound_allow"),
+        deny=parse_networks(settings.outbound_deny, "outbound_deny"),
+        own_ports=frozenset(own_ports),
+        own_hosts=local_addresses(settings.host) if mode == "strict" else frozenset(),
+    )
 
 
 def build_qstash(settings: Settings, store: Store, engine: Engine, kind: str) -> QStash:

@@ -90,6 +90,20 @@ class Settings:
     max_graphql_fields: int = _spec(LIMITS.max_graphql_fields, env=("LOCKGATE_MAX_GRAPHQL_FIELDS",),
                                     help="most fields selected by one GraphQL query (its cost)")
 
+    # Outbound policy (lockgate/outbound.py, README "Outbound policy").
+    outbound_policy: str | None = _spec(None, env=("LOCKGATE_OUTBOUND_POLICY",),
+                                        help="strict (default in start): refuse link-local/metadata and lockgate's "
+                                             "own listeners; open (default in dev): only the lists apply")
+    outbound_allow: list[str] = _spec(list, env=("LOCKGATE_OUTBOUND_ALLOW",),
+                                      help="addresses/CIDR ranges always allowed (checked first)")
+    outbound_deny: list[str] = _spec(list, env=("LOCKGATE_OUTBOUND_DENY",), help="addresses/CIDR ranges refused")
+
+    # Keys from files keep them out of `ps` and shell history (read at start-up, whitespace trimmed).
+    signing_key_file: str | None = _spec(None, env=("LOCKGATE_SIGNING_KEY_FILE", "INNGEST_SIGNING_KEY_FILE"),
+                                         help="file holding the signing key")
+    event_key_file: str | None = _spec(None, env=("LOCKGATE_EVENT_KEY_FILE", "INNGEST_EVENT_KEY_FILE"),
+                                       help="file holding the event key(s), one per line or comma-separated")
+
     sources: dict[str, str] = field(default_factory=dict, repr=False)
 
     @classmethod
@@ -109,7 +123,21 @@ class Settings:
                     break
         if flags:
             settings._apply({k: v for k, v in flags.items() if v is not None}, "flag")
+        settings._read_key_files()
         return settings
+
+    def _read_key_files(self) -> None:
+        for path_field, key_field in (("signing_key_file", "signing_key"), ("event_key_file", "event_keys")):
+            path = getattr(self, path_field)
+            if not path:
+                continue
+            try:
+                text = Path(path).read_text().strip()
+            except OSError as exc:
+                raise ValueError(f"cannot read {path_field.replace('_', '-')} {path}: {exc.strerror}") from None
+            if not text:
+                raise ValueError(f"{path_field.replace('_', '-')} {path} is empty")
+            self._set(key_field, text.replace("\n", ",") if key_field == "event_keys" else text, f"file {path}")
 
     def _apply(self, values: dict[str, Any], source: str) -> None:
         known = {f.name for f in fields(self)} - {"sources"}
@@ -149,7 +177,7 @@ class Settings:
 _BOOL_NAMES = {"in_memory", "discovery", "poll"}
 _INT_NAMES = {"port", "workers", "postgres_pool_size", "qstash_port", *Limits.names()}
 _FLOAT_NAMES = {"poll_interval", "retry_interval", "lease_timeout", "qstash_backoff_scale"}
-_LIST_NAMES = {"sdk_urls", "event_keys"}
+_LIST_NAMES = {"sdk_urls", "event_keys", "outbound_allow", "outbound_deny"}
 
 
 def _coerce(name: str, value: Any, current: Any) -> Any:

@@ -22,6 +22,7 @@ from lockgate.protocol.jsoncanon import canonical_json
 from lockgate.protocol.signing import sign_body
 from lockgate.limits import DEFAULT as DEFAULT_LIMITS, Limits
 from lockgate.models import Job, JobKind, RunStatus, now_ms
+from lockgate.outbound import OutboundPolicy
 from lockgate.store import operations as ops
 from lockgate.store.base import Store, Tx
 
@@ -44,6 +45,7 @@ class EngineOptions:
     lease_ms: int = LEASE_MS
     single_node: bool = True  # SQLite: leases of a previous process lapse at start-up
     limits: Limits = DEFAULT_LIMITS  # sizes clients may send (event ids, functions per sync, ...)
+    outbound: OutboundPolicy = field(default_factory=OutboundPolicy)  # where calls to apps may go
 
 
 @dataclass(slots=True)
@@ -82,7 +84,8 @@ class Engine:
     async def start(self) -> None:
         self.session = aiohttp.ClientSession(
             timeout=aiohttp.ClientTimeout(total=self.options.request_timeout_s, sock_connect=10),
-            connector=aiohttp.TCPConnector(limit=max(200, self.options.workers * 2), limit_per_host=0),
+            connector=aiohttp.TCPConnector(limit=max(200, self.options.workers * 2), limit_per_host=0,
+                                           socket_factory=self.options.outbound.socket_factory),
         )
         self.executor = Executor(self.session, signing_key=self.options.signing_key,
                                  signing_key_fallback=self.options.signing_key_fallback,

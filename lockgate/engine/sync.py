@@ -18,6 +18,7 @@ from lockgate.expressions import ExpressionError, compile_expression
 from lockgate.models import App, Function
 from lockgate.protocol.cron import parse_cron
 from lockgate.protocol.jsoncanon import canonical_json
+from lockgate.outbound import credentials_problem
 from lockgate.protocol.text import has_control_chars
 from lockgate.protocol.timeparse import parse_duration
 
@@ -67,6 +68,9 @@ def _http_url(value: Any, what: str) -> str:
     assert url is not None
     if not url.startswith(("http://", "https://")):
         raise SyncError(f"{what} must be an absolute http(s) URL")
+    problem = credentials_problem(url)
+    if problem:
+        raise SyncError(f"{what}: {problem}")
     return url
 
 

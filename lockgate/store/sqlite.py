@@ -88,7 +88,9 @@ class SQLiteStore(ThreadedStore):
         else:
             self._tmpdir = None
             assert data_dir, "data_dir is required unless in_memory"
-            os.makedirs(data_dir, exist_ok=True)
+            # Events and step data are private: the folder is 0700 and every file in it 0600.
+            os.makedirs(data_dir, mode=0o700, exist_ok=True)
+            os.chmod(data_dir, 0o700)
         self.path = os.path.join(data_dir, "lockgate.db")
         self._synchronous = synchronous
         self._max_batch = max_batch
@@ -107,8 +109,13 @@ class SQLiteStore(ThreadedStore):
 
     async def open(self) -> None:
         self._loop = asyncio.get_running_loop()
+        if not os.path.exists(self.path):
+            os.close(os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600))
         conn = _connect(self.path, synchronous=self._synchronous)
         migrate_sqlite(conn)
+        for suffix in ("", "-wal", "-shm"):  # SQLite creates its side files from the process umask
+            if os.path.exists(self.path + suffix):
+                os.chmod(self.path + suffix, 0o600)
         self._writer = threading.Thread(target=self._writer_main, args=(conn,), name="lockgate-sqlite-write", daemon=True)
         self._writer.start()
 
