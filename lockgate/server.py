@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import signal
@@ -15,6 +16,7 @@ from starlette.responses import Response
 from starlette.middleware import Middleware
 from starlette.routing import Route
 
+from lockgate import memory
 from lockgate.engine.engine import Engine, EngineOptions
 from lockgate.interfaces import graphql_api, inngest_api, openapi, rest_v1
 from lockgate.interfaces.qstash_api import QStashApi
@@ -96,11 +98,14 @@ def build_app(settings: Settings, *, kind: str = "dev", store: Store | None = No
 
     @contextlib.asynccontextmanager
     async def lifespan(app) -> AsyncIterator[None]:
+        memory.tune_allocator()
         await store.open()
         await engine.start()
+        keeper = asyncio.create_task(memory.housekeeping(), name="lockgate-memory")
         try:
             yield
         finally:
+            keeper.cancel()
             await engine.stop()
             await store.close()
 

@@ -19,7 +19,10 @@ async def _serve(app: web.Application) -> tuple[web.AppRunner, int]:
 
 async def test_a_redirect_to_a_forbidden_address_is_not_followed():
     forbidden = web.Application()
-    forbidden.router.add_get("/", lambda request: web.Response(text="secret"))
+    async def secret(request):
+        return web.Response(text="secret")
+
+    forbidden.router.add_get("/", secret)
     forbidden_runner, forbidden_port = await _serve(forbidden)
     hop = web.Application()
 
