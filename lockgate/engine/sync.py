@@ -52,6 +52,13 @@ def _get_ci(body: dict, *names: str) -> Any:
     return None
 
 
+# Connect apps have no URL: their workers dial in (lockgate/connect/). Their functions carry the
+# SDK's `wss://connect?...` step URL, and the app is stored under this scheme.
+CONNECT_APP_SCHEME = "connect://"
+CONNECT_STEP_SCHEMES = ("ws://", "wss://")
+HTTP_SCHEMES = ("http://", "https://")
+
+
 def _text(value: Any, what: str, *, required: bool = True, limit: int = MAX_TEXT) -> str | None:
     """A printable string of at most `limit` characters (None allowed unless required)."""
     if value is None and not required:
@@ -63,11 +70,12 @@ def _text(value: Any, what: str, *, required: bool = True, limit: int = MAX_TEXT
     return value
 
 
-def _http_url(value: Any, what: str) -> str:
+def _url(value: Any, what: str, schemes: tuple[str, ...] = HTTP_SCHEMES) -> str:
     url = _text(value, what, limit=MAX_URL)
     assert url is not None
-    if not url.startswith(("http://", "https://")):
-        raise SyncError(f"{what} must be an absolute http(s) URL")
+    if not url.startswith(schemes):
+        kind = "http(s)" if schemes == HTTP_SCHEMES else " or ".join(s.rstrip("/:") for s in schemes)
+        raise SyncError(f"{what} must be an absolute {kind} URL")
     problem = credentials_problem(url)
     if problem:
         raise SyncError(f"{what}: {problem}")
@@ -76,17 +84,19 @@ def _http_url(value: Any, what: str) -> str:
 
 def is_app_url(value: Any) -> bool:
     try:
-        _http_url(value, "url")
+        _url(value, "url")
     except SyncError:
         return False
     return True
 
 
-def parse_registration(body: Any, *, now: int, max_functions: int = MAX_FUNCTIONS) -> Registration:
+def parse_registration(body: Any, *, now: int, max_functions: int = MAX_FUNCTIONS,
+                       connect: bool = False) -> Registration:
+    """`connect`: the sync came over a Connect worker's handshake rather than /fn/register."""
     if not isinstance(body, dict):
         raise SyncError("the register body must be a JSON object")
     app_name = _text(_get_ci(body, "appName"), "'appName'")
-    url = _http_url(body.get("url"), "'url'")
+    url = _url(body.get("url"), "'url'", (CONNECT_APP_SCHEME,) if connect else HTTP_SCHEMES)
     raw_functions = body.get("functions") or []
     if not isinstance(raw_functions, list):
         raise SyncError("'functions' must be a list")
@@ -96,7 +106,7 @@ def parse_registration(body: Any, *, now: int, max_functions: int = MAX_FUNCTION
     functions = []
     seen: set[str] = set()
     for raw in raw_functions:
-        fn = _parse_function(raw, app_name, now)
+        fn = _parse_function(raw, app_name, now, connect)
         if fn.slug in seen:
             raise SyncError(f"function id {fn.slug!r} appears twice")
         seen.add(fn.slug)
@@ -116,7 +126,7 @@ def parse_registration(body: Any, *, now: int, max_functions: int = MAX_FUNCTION
     return Registration(app=app, functions=functions, checksum=checksum)
 
 
-def _parse_function(raw: Any, app_name: str, now: int) -> Function:
+def _parse_function(raw: Any, app_name: str, now: int, connect: bool = False) -> Function:
     if not isinstance(raw, dict):
         raise SyncError("each function must be a JSON object")
     slug = raw.get("id")
@@ -131,7 +141,8 @@ def _parse_function(raw: Any, app_name: str, now: int) -> Function:
     step = next(iter(steps.values()))
     if not isinstance(step, dict) or not isinstance(step.get("runtime"), dict):
         raise SyncError(f"{where}: each step must be an object with a 'runtime' object")
-    url = _http_url(step["runtime"].get("url"), f"{where}: the step runtime's url")
+    url = _url(step["runtime"].get("url"), f"{where}: the step runtime's url",
+               CONNECT_STEP_SCHEMES if connect else HTTP_SCHEMES)
     triggers = raw.get("triggers") or []
     if not isinstance(triggers, list):
         raise SyncError(f"{where}: 'triggers' must be a list")

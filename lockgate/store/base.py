@@ -45,6 +45,10 @@ class Store(abc.ABC):
     async def write(self, fn: Callable[..., T], *args: Any) -> T:
         """Run fn(tx, *args) in a write transaction; returns once it is durable."""
 
+    async def write_urgent(self, fn: Callable[..., T], *args: Any) -> T:
+        """A small write that must not wait behind queued ones (heartbeats). By default, a write."""
+        return await self.write(fn, *args)
+
     @abc.abstractmethod
     async def read(self, fn: Callable[..., T], *args: Any) -> T:
         """Run fn(tx, *args) on a read-only snapshot."""
