@@ -78,8 +78,10 @@ def _run_server(settings: Settings, kind: str, *, create_db: bool = False, examp
 
     try:
         app, engine = build_app(settings, kind=kind, own_port=port, on_ready=ready, wait_for_apps=wait_for)
-    except (OSError, ValueError) as exc:
+    except OSError as exc:
         _fail(f"cannot set up the store: {exc}")
+    except ValueError as exc:  # a setting that only makes sense once combined (limits, outbound lists)
+        _fail(str(exc))
     try:
         serve(app, sockets, log_level=settings.log_level)
     except SystemExit:
@@ -201,6 +203,10 @@ def dev(sdk_urls, port, host, no_discovery, no_poll, poll_interval, retry_interv
 @click.option("--signing-key", default=None, help="Signs requests to apps; apps authenticate with it.")
 @click.option("--signing-key-fallback", default=None, help="Previous signing key, accepted while rotating.")
 @click.option("--event-key", "event_keys", multiple=True, help="Accepted event key (repeatable).")
+@click.option("--signing-key-file", type=click.Path(), default=None,
+              help="Read the signing key from this file (keeps it out of `ps`).")
+@click.option("--event-key-file", type=click.Path(), default=None,
+              help="Read the event key(s) from this file, one per line.")
 @click.option("--poll-interval", type=float, default=None, help="Seconds between sync rounds (default 5).")
 @click.option("--retry-interval", type=float, default=None, help="Fixed retry delay in seconds.")
 @click.option("--config", "config", type=click.Path(), default=None, help="Config file (JSON, YAML or TOML).")
@@ -213,8 +219,8 @@ def dev(sdk_urls, port, host, no_discovery, no_poll, poll_interval, retry_interv
               help="Keep finished runs and their events this long, e.g. 7d, 24h; 0 keeps forever.")
 @_terminal_options
 def start(sdk_urls, port, host, postgres_uri, redis_uri, signing_key, signing_key_fallback, event_keys,
-          poll_interval, retry_interval, config, data_dir, workers, log_level, replica_name, retention, quiet,
-          log_format, cors_origins) -> None:
+          signing_key_file, event_key_file, poll_interval, retry_interval, config, data_dir, workers, log_level,
+          replica_name, retention, quiet, log_format, cors_origins) -> None:
     """Run the production server: keys required, replicas share one PostgreSQL database."""
     flags = {
         "sdk_urls": list(sdk_urls) or None,
@@ -225,6 +231,8 @@ def start(sdk_urls, port, host, postgres_uri, redis_uri, signing_key, signing_ke
         "signing_key": signing_key,
         "signing_key_fallback": signing_key_fallback,
         "event_keys": list(event_keys) or None,
+        "signing_key_file": signing_key_file,
+        "event_key_file": event_key_file,
         "poll_interval": poll_interval,
         "retry_interval": retry_interval,
         "data_dir": data_dir,
@@ -237,6 +245,14 @@ def start(sdk_urls, port, host, postgres_uri, redis_uri, signing_key, signing_ke
         "retention": retention,
     }
     settings = _load(config, flags)
+    for name, flag in (("signing_key", "--signing-key"), ("signing_key_fallback", "--signing-key-fallback"),
+                       ("event_keys", "--event-key"), ("postgres_uri", "--postgres-uri")):
+        value = getattr(settings, name)
+        if name == "postgres_uri" and value and not _has_password(value):
+            continue
+        if settings.sources[name] == "flag" and value:
+            click.echo(f"lockgate: warning: {flag} on the command line is visible to every user of this machine "
+                       f"(ps, shell history); use {_SAFER[name]} instead", err=True)
     if settings.sources["discovery"] == "default":
         settings.discovery = False  # production apps are named, never guessed from local ports
     if settings.sources["poll"] == "default":
@@ -248,6 +264,21 @@ def start(sdk_urls, port, host, postgres_uri, redis_uri, signing_key, signing_ke
     except KeyProblem as exc:
         _fail(str(exc))
     _run_server(settings, "cloud")
+
+
+def _has_password(uri: str) -> bool:
+    from urllib.parse import urlsplit
+
+    try:
+        return bool(urlsplit(uri).password) or "password=" in uri
+    except ValueError:
+        return False
+
+
+_SAFER = {"signing_key": "--signing-key-file or INNGEST_SIGNING_KEY",
+          "signing_key_fallback": "INNGEST_SIGNING_KEY_FALLBACK",
+          "event_keys": "--event-key-file or INNGEST_EVENT_KEY",
+          "postgres_uri": "LOCKGATE_POSTGRES_URI (when it holds a password)"}
 
 
 def _start_example_app(server_port: int) -> str:

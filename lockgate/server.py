@@ -18,6 +18,7 @@ from starlette.responses import Response
 from starlette.middleware import Middleware
 from starlette.routing import Route
 
+from lockgate import memory
 from lockgate.connect import routes as connect_routes
 from lockgate.connect.gateway import ConnectOptions
 from lockgate.engine.engine import Engine, EngineOptions
@@ -30,6 +31,7 @@ from lockgate.realtime import RealtimeOptions, build_broker
 from lockgate.interfaces.auth import AccessPolicy
 from lockgate.interfaces.errors import ApiError, error_response, json_response
 from lockgate.interfaces.guard import EdgeGuard
+from lockgate.outbound import OutboundPolicy, local_addresses, parse_networks
 from lockgate.settings import Settings
 from lockgate.startup import StartupProblem
 from lockgate.store import operations as ops
@@ -75,6 +77,7 @@ def build_app(settings: Settings, *, kind: str = "dev", store: Store | None = No
               on_ready: Callable[[], None] | None = None, wait_for_apps: list[str] | None = None):
     store = store or build_store(settings)
     limits = settings.limits()
+    outbound = outbound_policy(settings, kind, own_port)
     keys = [k for k in (settings.signing_key, settings.signing_key_fallback) if k]
     engine = Engine(
         store,
@@ -96,6 +99,7 @@ def build_app(settings: Settings, *, kind: str = "dev", store: Store | None = No
             # The dev server is one process by design, so a predecessor's leases lapse at once.
             single_node=kind == "dev" or not settings.postgres_uri,
             limits=limits,
+            outbound=outbound,
             retention=Retention(seconds=settings.retention_seconds(kind),
                                 sweep_interval_s=settings.housekeeping_interval),
         ),
@@ -128,6 +132,9 @@ def build_app(settings: Settings, *, kind: str = "dev", store: Store | None = No
         return error_response(405, f"{request.method} is not allowed on {request.url.path}")
 
     async def root(request: Request) -> Response:
+        # Production names its infrastructure (database host, port) only to callers holding the key.
+        if cloud and not access.allows_api(request):
+            return Response("lockgate server\n", media_type="text/plain")
         return Response(f"lockgate {kind} server — store: {store.description}\n", media_type="text/plain")
 
     api_document = openapi.document(limits)
@@ -179,6 +186,7 @@ class Lifecycle:
         self.wait_for_apps = list(wait_for_apps or [])
         self.problem: str | None = None
         self._announce: asyncio.Task | None = None
+        self._memory_keeper: asyncio.Task | None = None
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "lifespan":
@@ -198,6 +206,7 @@ class Lifecycle:
             await send({"type": "lifespan.shutdown.complete"})
 
     async def startup(self) -> None:
+        memory.tune_allocator()
         store = self.engine.store
         await store.open()
         try:
@@ -210,6 +219,7 @@ class Lifecycle:
             await store.close()
             raise
         self._announce = asyncio.create_task(self._ready_when_synced(), name="lockgate-ready")
+        self._memory_keeper = asyncio.create_task(memory.housekeeping(), name="lockgate-memory")
 
     async def _ready_when_synced(self) -> None:
         deadline = time.monotonic() + 60
@@ -225,8 +235,9 @@ class Lifecycle:
             self.on_ready()
 
     async def shutdown(self) -> None:
-        if self._announce is not None:
-            self._announce.cancel()
+        for task in (self._announce, self._memory_keeper):
+            if task is not None:
+                task.cancel()
         log.info("shutting down: finishing calls in flight, handing back the rest")
         try:
             await self.gateway.drain()
@@ -267,6 +278,20 @@ def _reachable_host(host: str) -> str:
     if host in ("0.0.0.0", "::", ""):
         return "127.0.0.1"
     return f"[{host}]" if ":" in host else host
+
+
+def outbound_policy(settings: Settings, kind: str, own_port: int | None) -> OutboundPolicy:
+    mode = settings.outbound_policy or ("strict" if kind == "cloud" else "open")
+    if mode not in ("strict", "open"):
+        raise ValueError(f"outbound_policy must be 'strict' or 'open', got {mode!r}")
+    own_ports = {p for p in (own_port, settings.port, settings.qstash_port) if p}
+    return OutboundPolicy(
+        refuse_special=mode == "strict",
+        allow=parse_networks(settings.outbound_allow, "outbound_allow"),
+        deny=parse_networks(settings.outbound_deny, "outbound_deny"),
+        own_ports=frozenset(own_ports),
+        own_hosts=local_addresses(settings.host) if mode == "strict" else frozenset(),
+    )
 
 
 def build_qstash(settings: Settings, store: Store, engine: Engine, kind: str) -> QStash:

@@ -30,6 +30,7 @@ from lockgate.protocol.signing import sign_body
 from lockgate.limits import DEFAULT as DEFAULT_LIMITS, Limits
 from lockgate.models import DISCOVERY_STEP, Event, Function, Job, JobKind, Run, RunStatus, now_ms
 from lockgate.store import flow_operations as flow_ops
+from lockgate.outbound import OutboundPolicy
 from lockgate.store import operations as ops
 from lockgate.store.base import Store, Tx
 
@@ -59,6 +60,7 @@ class EngineOptions:
     single_node: bool = True  # SQLite: leases of a previous process lapse at start-up
     replica_name: str | None = None  # several replicas: stable across restarts (default host:port)
     limits: Limits = DEFAULT_LIMITS  # sizes clients may send (event ids, functions per sync, ...)
+    outbound: OutboundPolicy = field(default_factory=OutboundPolicy)  # where calls to apps may go
     retention: Retention = field(default_factory=lambda: Retention(seconds=0))
 
 
@@ -121,7 +123,8 @@ class Engine:
         self.session = aiohttp.ClientSession(
             timeout=timeout,
             connector=aiohttp.TCPConnector(limit=max(200, self.options.workers * 2), limit_per_host=0,
-                                           keepalive_timeout=APP_KEEPALIVE_S),
+                                           keepalive_timeout=APP_KEEPALIVE_S,
+                                           socket_factory=self.options.outbound.socket_factory),
             trace_configs=[connection_reuse_trace()],
         )
         self._fresh_session = aiohttp.ClientSession(
