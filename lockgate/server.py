@@ -93,6 +93,7 @@ def build_app(settings: Settings, *, kind: str = "dev", store: Store | None = No
         extend_lease_interval_s=settings.connect_lease_interval,
         signing_keys=keys if cloud else [],
         single_node=engine.options.single_node,
+        endpoint=settings.connect_gateway_url or _gateway_url(settings.host, own_port),
     ))
 
     @contextlib.asynccontextmanager
@@ -137,6 +138,15 @@ def build_app(settings: Settings, *, kind: str = "dev", store: Store | None = No
     app.state.engine = engine
     app.state.gateway = gateway
     return ServerKindHeader(app, kind), engine
+
+
+def _gateway_url(host: str, port: int | None) -> str:
+    """Where other replicas send this replica's Connect workers when they drain."""
+    if port is None:
+        return ""
+    if host in ("0.0.0.0", "::", ""):
+        host = socket.gethostname()
+    return f"ws://{'[' + host + ']' if ':' in host else host}:{port}{connect_routes.GATEWAY_PATH}"
 
 
 def build_qstash(settings: Settings, store: Store, engine: Engine, kind: str) -> QStash:

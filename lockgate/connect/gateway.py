@@ -54,6 +54,8 @@ class ConnectOptions:
     worker_wait_s: float = 30.0  # how long a call waits for a worker of its app to (re)connect
     signing_keys: list[str] = field(default_factory=list)  # empty: dev, no session tokens
     single_node: bool = True  # no other replica can hold a worker or a reply
+    endpoint: str = ""  # this replica's ws URL as other replicas hand it to workers
+    drain_wait_s: float = 5.0  # on shutdown, how long workers get to move to another replica
 
     @property
     def lease_ttl_s(self) -> float:
@@ -121,7 +123,7 @@ class Gateway:
         self.options = options
         self.sync_apps = sync_apps  # WORKER_CONNECT → the engine's app sync; returns an error or None
         self.id = f"gw-{uuid.uuid4().hex[:12]}"
-        self.endpoint = ""  # ws URL of this replica, learned from the first /v0/connect/start
+        self.endpoint = options.endpoint
         self.draining = False
         self.sessions: dict[str, Session] = {}
         self.calls: dict[str, Call] = {}  # request id → call handed to a worker here
@@ -135,6 +137,7 @@ class Gateway:
     # -- lifecycle ---------------------------------------------------------------------
 
     async def start(self) -> None:
+        await self._beat()
         self._tasks.append(asyncio.create_task(self._housekeeping(), name="lockgate-connect-housekeeping"))
 
     async def drain(self) -> None:
@@ -150,8 +153,13 @@ class Gateway:
                 await session.send(pb.frame(Kind.GATEWAY_CLOSING))
             except Exception:
                 pass
-        if self.sessions:
-            log.info("draining: asked %d Connect worker(s) to reconnect", len(self.sessions))
+        if not self.sessions:
+            return
+        log.info("draining: asked %d Connect worker(s) to reconnect", len(self.sessions))
+        # Keep answering /v0/connect/start for a moment: it points the workers at another replica.
+        deadline = time.monotonic() + self.options.drain_wait_s
+        while self.sessions and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
 
     async def stop(self) -> None:
         await self.drain()
@@ -176,9 +184,6 @@ class Gateway:
     # -- bootstrap (/v0/connect/start) -------------------------------------------------
 
     async def start_response(self, own_endpoint: str, exclude: list[str]) -> tuple[int, bytes | str]:
-        if not self.endpoint:
-            self.endpoint = own_endpoint
-            self._spawn(self._beat())
         endpoint, group = own_endpoint, self.id
         if self.draining or self.id in exclude:
             others = await self.store.read(cops.live_gateways, now_ms() - int(3 * BEAT_EVERY_S * 1000))

@@ -305,3 +305,31 @@ def test_call_reaches_a_worker_on_another_replica(tmp_path):
         stack.stop_workers()
         without.stop()
         with_worker.stop()
+
+
+def test_sigterm_of_a_replica_moves_its_workers_without_losing_the_call(tmp_path):
+    if harness.CURRENT_BACKEND.name != "postgres":
+        pytest.skip("replicas share a PostgreSQL database")
+    uri = harness.CURRENT_BACKEND.new_database()
+    leaving = prod_server(tmp_path, "replica-a", uri).start()
+    staying = prod_server(tmp_path, "replica-b", uri).start()
+    api_a = Api(leaving.url, signing_key=SIGNING_KEY)
+    api_b = Api(staying.url, signing_key=SIGNING_KEY)
+    stack = Stack(tmp_path, leaving, api_a)
+    try:
+        stack.worker("mover", **prod_env(leaving.url))
+        run = stack.run_of({"name": "connect/steps", "data": {"pause": 4}})
+        wait_until(lambda: ledger(stack.ledger, "step-start", run_id=run["run_id"]), what="step two to start")
+        leaving.proc.send_signal(signal.SIGTERM)
+        # a's /v0/connect/start sends the worker to b while a drains
+        wait_until(lambda: [w for w in connected(api_b, "connect-py") if w["status"] == "ready"], timeout=30,
+                   what="the worker to reconnect to replica b")
+        assert leaving.proc.wait(timeout=30) == 0
+        done = api_b.wait_for_end(run["run_id"], timeout=60)
+        assert done["status"] == "Completed", done
+        assert len(ledger(stack.ledger, "step-start", run_id=run["run_id"])) == 1  # the call in flight was kept
+        assert len(ledger(stack.ledger, "step", run_id=run["run_id"], step="two")) == 1
+    finally:
+        stack.stop_workers()
+        staying.stop()
+        leaving.stop()
