@@ -245,7 +245,10 @@ def ensure_node_sdk(sdk: str) -> Path:
 
 @dataclass
 class NodeAppProcess(AppProcess):
-    """tests/e2e/js_app/app.cjs under node, served by the official `inngest` JS SDK installed in js_app/<module>/."""
+    """tests/e2e/js_app/app.cjs (or `script`) under node, served by the official `inngest` JS SDK installed in
+    js_app/<module>/."""
+
+    script = "app.cjs"  # not a dataclass field: subclasses name another app file
 
     def start(self) -> "NodeAppProcess":
         env = {
@@ -258,7 +261,7 @@ class NodeAppProcess(AppProcess):
             "LEDGER_PATH": str(self.ledger),
             **self.extra_env,
         }
-        self.proc = subprocess.Popen(["node", str(JS_APP_DIR / "app.cjs")], cwd=JS_APP_DIR, env=env)
+        self.proc = subprocess.Popen(["node", str(JS_APP_DIR / self.script)], cwd=JS_APP_DIR, env=env)
         wait_until(lambda: httpx.get(self.url, timeout=1).status_code == 200, what=f"js app ({self.module})")
         return self
 

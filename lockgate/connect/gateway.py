@@ -44,7 +44,7 @@ ENV_ID = "lockgate"
 HANDSHAKE_TIMEOUT_S = 10.0
 ACK_TIMEOUT_S = 10.0  # a worker that does not acknowledge a request in time never started it
 BEAT_EVERY_S = 5.0  # this replica's and its workers' rows in the store
-RELAY_ERROR = "error:"  # prefix of a relayed outcome that is a transport error, not an SDKResponse
+RELAY_ERROR = "error:"  # prefix of a relayed outcome that is a transport error (`error:<reason>:<message>`)
 
 
 @dataclass(slots=True)
@@ -354,7 +354,7 @@ class Gateway:
                 return TransportError(
                     f"no Connect worker of app {app!r} is ready to take the call (waited"
                     f" {self.options.worker_wait_s:.0f}s): start one with connect(), or check that it reaches this"
-                    " server; the call is retried")
+                    " server; the call is retried", reason="connect_no_worker")
             self._capacity.clear()
             try:
                 await asyncio.wait_for(self._capacity.wait(), timeout=1.0)
@@ -414,7 +414,7 @@ class Gateway:
                         " connection; the call is retried", call.session.label(), rid, call.request.run_id)
             return TransportError(
                 f"the Connect {call.session.label()} stopped extending its lease on this call (it crashed or"
-                " lost its connection); the call is retried on a connected worker")
+                " lost its connection); the call is retried on a connected worker", reason="connect_lease_lost")
 
     # -- relaying between replicas -------------------------------------------------------
 
@@ -437,7 +437,7 @@ class Gateway:
                 fresh = now_ms() - int(3 * BEAT_EVERY_S * 1000)
                 if not await self.store.read(cops.gateway_alive, gateway_id, fresh):
                     return TransportError(f"the lockgate replica {gateway_id} that held the Connect worker for this"
-                                          " call stopped; the call is retried")
+                                          " call stopped; the call is retried", reason="connect_replica_lost")
         finally:
             self.relayed.pop(rid, None)
             self._spawn(self.store.write(cops.forget_requests, [rid]))
@@ -447,7 +447,7 @@ class Gateway:
         self.relayed_in += 1
         outcome = await self.call(request, relay=False)
         if isinstance(outcome, TransportError):
-            text = RELAY_ERROR + outcome.message
+            text = f"{RELAY_ERROR}{outcome.reason}:{outcome.message}"
         else:
             text = base64.b64encode(outcome.SerializeToString()).decode()
         await self.store.write(cops.record_reply, rid, text, now_ms())
@@ -517,7 +517,8 @@ class Gateway:
 
 def _decode_outcome(text: str) -> Any:
     if text.startswith(RELAY_ERROR):
-        return TransportError(text[len(RELAY_ERROR):])
+        reason, _, message = text[len(RELAY_ERROR):].partition(":")
+        return TransportError(message, reason=reason)
     return pb.SDKResponse.FromString(base64.b64decode(text))
 
 

@@ -126,6 +126,7 @@ class IngestResult:
     resumed: int = 0  # paused runs this batch of events woke up
     leased: list[tuple[Job, Run]] = field(default_factory=list)  # first calls handed straight to workers
     deferred: int = 0  # events held in a debounce or batch window (their timers need the dispatcher)
+    cancelled: int = 0  # runs cancelled by these events (their system events may start runs)
 
 
 @dataclass(slots=True)
@@ -218,6 +219,7 @@ def ingest_in_tx(
         reason = f"cancelled by event {event.name!r} (id {event.id})"
         interpreter.cancel_run(tx, interpreter.EngineContext(registry=registry), listener.run_id, now=now,
                                reason=reason)
+        result.cancelled += 1
 
     ops.insert_events(tx, events)
     result = IngestResult()
