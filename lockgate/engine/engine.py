@@ -10,7 +10,7 @@ from typing import Any
 import aiohttp
 import orjson
 
-from lockgate.engine import checkpoint, cron, interpreter, outbound_client, waits
+from lockgate.engine import checkpoint, cron, interpreter, outbound_client, signals, waits
 from lockgate.engine.flow import admission
 from lockgate.engine.dispatcher import LEASE_MS, Dispatcher
 from lockgate.engine.executor import APP_KEEPALIVE_S, Executor, connection_reuse_trace
@@ -173,6 +173,13 @@ class Engine:
         run = await self.store.write(lambda tx: interpreter.cancel_run(tx, ctx, run_id, now=now_ms(), reason=reason))
         self.dispatcher.wake()
         return run
+
+    async def send_signal(self, signal: str, data: Any) -> str | None:
+        """Resume the run waiting for this signal; its run id, or None when no run waits for it."""
+        run_id, jobs = await self.store.write(lambda tx: signals.deliver(tx, signal, data, now=now_ms()))
+        if jobs:
+            self.dispatcher.wake()
+        return run_id
 
     async def checkpoint(self, run_id: str, body: Any) -> int:
         """Save steps a JS v4 SDK ran inside a call still in flight. Raises CheckpointError."""

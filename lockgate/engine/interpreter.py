@@ -16,7 +16,7 @@ import orjson
 from lockgate.engine.flow.concurrency import lease_call
 from lockgate.engine.ingest import Handoff, create_run_in_tx, ingest_in_tx
 from lockgate.engine.resume import discovery_job, resume_step
-from lockgate.engine import waits
+from lockgate.engine import signals, waits
 from lockgate.engine.waits import FINISHED_EVENT, register_wait
 from lockgate.expressions import ExpressionError
 from lockgate.engine.registry import Registry
@@ -316,6 +316,25 @@ def _apply_ops(
             ops.insert_events(tx, [invoked])
             create_run_in_tx(tx, target, [invoked], now=now, correlation_id=correlation, registry=ctx.registry)
             ops.note_step_pending(tx, Step(run.run_id, op.id, kind, "invoking", op.display_name, started_at=now))
+        elif kind == signals.OP:
+            if op.id in stack or op.id in pending:
+                continue
+            opts = op.opts or {}
+            name = opts.get("signal") or op.name
+            if not isinstance(name, str) or not name:
+                return _fail(tx, ctx, run, job, f"step {op.display_name or op.id}: waitForSignal needs a signal name",
+                             now)
+            try:
+                expires = _deadline(opts.get("timeout"), now)
+                signals.wait_for_signal(tx, run_id=run.run_id, step_id=op.id, signal=name,
+                                        conflict=opts.get("conflict"), expires_at=expires,
+                                        display_name=op.display_name, now=now)
+            except ValueError as exc:
+                return _fail(tx, ctx, run, job, f"step {op.display_name or op.id}: bad timeout: {exc}", now)
+            except signals.SignalConflict as exc:
+                return _fail(tx, ctx, run, job, f"step {op.display_name or op.id}: {exc} (onConflict: fail)", now)
+            pending.append(op.id)
+            ops.note_step_pending(tx, Step(run.run_id, op.id, kind, "waiting", op.display_name, started_at=now))
         elif kind in outbound.OPS:
             if op.id in stack or op.id in pending:
                 continue

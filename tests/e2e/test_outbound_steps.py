@@ -8,7 +8,7 @@ import uuid
 
 import pytest
 
-from tests.conftest import NodeAppProcess, start_stack
+from tests.conftest import NodeAppProcess, start_stack, wait_until
 from tests.e2e.fake_provider import FakeProvider
 
 
@@ -114,3 +114,68 @@ def test_js_step_fetch_is_made_by_the_server(js):
     assert run["output"] == {"status": 200, "fake": "yes", "echo": {"hello": "world"}}
     steps = api.http.get(f"/v1/runs/{run['run_id']}/steps").json()["data"]
     assert [s["op"] for s in steps] == ["Gateway"]
+
+
+# -- step.waitForSignal and POST /v1/signals (JS v4) ---------------------------------------------
+
+
+def waiting_run(api, signal: str, **data) -> dict:
+    event_id = api.send({"name": "js-outbound/wait-signal", "data": {"signal": signal, **data}}).json()["ids"][0]
+    run = api.wait_for_runs(event_id)[0]
+    wait_until(lambda: any(s["status"] == "waiting" for s in
+                           api.http.get(f"/v1/runs/{run['run_id']}/steps").json()["data"]), what="the signal wait")
+    return run
+
+
+def test_signal_resumes_the_waiting_run(js):
+    _, _, api = js
+    signal = f"sig-{uuid.uuid4().hex}"
+    run = waiting_run(api, signal)
+    answer = api.http.post("/v1/signals", json={"signal": signal, "data": {"approved": True}})
+    assert answer.status_code == 200 and answer.json() == {"data": {"run_id": run["run_id"]}}
+    done = api.wait_for_end(run["run_id"])
+    assert done["status"] == "Completed", done
+    assert done["output"] == {"got": {"signal": signal, "data": {"approved": True}}}
+    again = api.http.post("/v1/signals", json={"signal": signal, "data": {}})
+    assert again.status_code == 404  # consumed: a signal resumes one wait once
+
+
+def test_signal_nobody_waits_for_and_sdk_send_signal(js):
+    _, _, api = js
+    signal = f"sig-{uuid.uuid4().hex}"
+    nobody = api.http.post("/v1/signals", json={"signal": signal})
+    assert nobody.status_code == 404 and "no run is waiting" in nobody.json()["error"]
+    # through the SDK: no waiter is "no run id"; a waiter gets resumed and its id comes back
+    assert run_of(api, "js-outbound/send-signal", {"signal": signal, "payload": 1})["output"] == {"runId": None}
+    waiter = waiting_run(api, signal)
+    sender = run_of(api, "js-outbound/send-signal", {"signal": signal, "payload": {"n": 7}})
+    assert sender["output"] == {"runId": waiter["run_id"]}
+    assert api.wait_for_end(waiter["run_id"])["output"] == {"got": {"signal": signal, "data": {"n": 7}}}
+
+
+def test_signal_wait_times_out_with_null(js):
+    _, _, api = js
+    signal = f"sig-{uuid.uuid4().hex}"
+    run = waiting_run(api, signal, timeout="2s")
+    done = api.wait_for_end(run["run_id"])
+    assert done["status"] == "Completed" and done["output"] == {"got": None}
+
+
+def test_signal_conflicts_replace_or_fail(js):
+    _, _, api = js
+    signal = f"sig-{uuid.uuid4().hex}"
+    first = waiting_run(api, signal, timeout="4s")
+    refused = run_of(api, "js-outbound/wait-signal", {"signal": signal, "conflict": "fail"})
+    assert refused["status"] == "Failed" and "already waiting for signal" in refused["error"]["message"]
+    second = waiting_run(api, signal, conflict="replace")
+    answer = api.http.post("/v1/signals", json={"signal": signal, "data": "to the newest"})
+    assert answer.json()["data"]["run_id"] == second["run_id"]
+    assert api.wait_for_end(second["run_id"])["output"] == {"got": {"signal": signal, "data": "to the newest"}}
+    assert api.wait_for_end(first["run_id"])["output"] == {"got": None}  # replaced: it lapses at its timeout
+
+
+def test_bad_signal_requests_get_400(js):
+    _, _, api = js
+    for body in ({}, {"signal": ""}, [1]):
+        answer = api.http.post("/v1/signals", json=body)
+        assert answer.status_code == 400 and "signal" in answer.json()["error"]

@@ -1,5 +1,6 @@
-// The JS v4 SDK's server-side steps: `step.ai.infer` and `step.fetch` (the `Gateway` op), pointed at a
-// fake provider (FAKE_PROVIDER_URL). Served over node:http like app.cjs; LEDGER_PATH records effects.
+// JS v4 SDK steps the server carries out: `step.ai.infer` and `step.fetch` (the `Gateway` op), pointed at
+// a fake provider (FAKE_PROVIDER_URL), and `step.waitForSignal` / `step.sendSignal`. Served over
+// node:http like app.cjs; LEDGER_PATH records effects.
 "use strict";
 
 const crypto = require("node:crypto");
@@ -42,7 +43,27 @@ const fetcher = inngest.createFunction(
   },
 );
 
-const handler = serve({ client: inngest, functions: [infer, fetcher] });
+const signalWaiter = inngest.createFunction(
+  { id: "signal-waiter", retries: 0, triggers: [{ event: "js-outbound/wait-signal" }] },
+  async ({ event, step }) => {
+    const got = await step.waitForSignal("await-signal", {
+      signal: event.data.signal,
+      timeout: event.data.timeout || "1m",
+      onConflict: event.data.conflict || "replace",
+    });
+    return { got };
+  },
+);
+
+const signalSender = inngest.createFunction(
+  { id: "signal-sender", retries: 0, triggers: [{ event: "js-outbound/send-signal" }] },
+  async ({ event, step }) => {
+    const sent = await step.sendSignal("send", { signal: event.data.signal, data: event.data.payload });
+    return { runId: sent.runId ?? null };
+  },
+);
+
+const handler = serve({ client: inngest, functions: [infer, fetcher, signalWaiter, signalSender] });
 const server = http.createServer((req, res) => handler(req, res));
 server.listen(Number(process.env.PORT), "127.0.0.1");
 process.on("SIGTERM", () => server.close(() => process.exit(0)));
