@@ -82,8 +82,13 @@ _discovery_job = discovery_job
 
 
 def _lease_still_ours(tx: Tx, job: Job) -> bool:
-    row = tx.one("SELECT lease_owner FROM jobs WHERE id = ?", (job.id,))
-    return row is not None and row["lease_owner"] == job.lease_owner
+    """True when this worker still holds the job; also takes the job's attempt as stored, which a
+    checkpoint during the call may have reset (lockgate/engine/checkpoint.py)."""
+    row = tx.one("SELECT lease_owner, attempt FROM jobs WHERE id = ?", (job.id,))
+    if row is None or row["lease_owner"] != job.lease_owner:
+        return False
+    job.attempt = row["attempt"]
+    return True
 
 
 def settle_call(

@@ -179,3 +179,4 @@ def test_bad_signal_requests_get_400(js):
     for body in ({}, {"signal": ""}, [1]):
         answer = api.http.post("/v1/signals", json=body)
         assert answer.status_code == 400 and "signal" in answer.json()["error"]
+
