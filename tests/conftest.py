@@ -246,7 +246,10 @@ def ensure_node_sdk(sdk: str) -> Path:
 
 @dataclass
 class NodeAppProcess(AppProcess):
-    """tests/e2e/js_app/app.cjs under node, served by the official `inngest` JS SDK installed in js_app/<module>/."""
+    """tests/e2e/js_app/app.cjs (or `script`) under node, served by the official `inngest` JS SDK installed in
+    js_app/<module>/."""
+
+    script = "app.cjs"  # not a dataclass field: subclasses name another app file
 
     def start(self) -> "NodeAppProcess":
         env = {
@@ -260,7 +263,7 @@ class NodeAppProcess(AppProcess):
             **self.extra_env,
         }
         env = {k: v for k, v in env.items() if v is not None}  # None unsets a variable
-        self.proc = subprocess.Popen(["node", str(JS_APP_DIR / "app.cjs")], cwd=JS_APP_DIR, env=env)
+        self.proc = subprocess.Popen(["node", str(JS_APP_DIR / self.script)], cwd=JS_APP_DIR, env=env)
         # Any answer will do: a cloud-mode SDK refuses unsigned GETs with 401.
         wait_until(lambda: httpx.get(self.url, timeout=1).status_code < 500, what=f"js app ({self.module})")
         return self

@@ -10,7 +10,7 @@ from typing import Any
 import aiohttp
 import orjson
 
-from lockgate.engine import checkpoint, cron, interpreter, waits
+from lockgate.engine import checkpoint, cron, interpreter, outbound_client, signals, waits
 from lockgate.engine.flow import admission
 from lockgate.engine.dispatcher import LEASE_MS, Dispatcher
 from lockgate.engine.executor import APP_KEEPALIVE_S, Executor, connection_reuse_trace
@@ -190,7 +190,7 @@ class Engine:
         result = await self.store.write(lambda tx: ingest_in_tx(tx, events, registry, now=now, handoff=handoff))
         for job, run in result.leased:
             self.dispatcher.adopt(job, (run, {}))
-        if len(result.run_ids) > len(result.leased) or result.resumed or result.deferred:
+        if len(result.run_ids) > len(result.leased) or result.resumed or result.deferred or result.cancelled:
             self.dispatcher.wake()
         for event in result.unmatched:
             if event_log.isEnabledFor(logging.INFO):
@@ -247,6 +247,13 @@ class Engine:
             run_log.info("run cancelled: %s", reason, extra={"run_id": run_id, "function": run.function_slug})
         return run
 
+    async def send_signal(self, signal: str, data: Any) -> str | None:
+        """Resume the run waiting for this signal; its run id, or None when no run waits for it."""
+        run_id, jobs = await self.store.write(lambda tx: signals.deliver(tx, signal, data, now=now_ms()))
+        if jobs:
+            self.dispatcher.wake()
+        return run_id
+
     async def checkpoint(self, run_id: str, body: Any) -> int:
         """Save steps a JS v4 SDK ran inside a call still in flight. Raises CheckpointError."""
         return await self.store.write(lambda tx: checkpoint.save_checkpoint(tx, run_id, body, now=now_ms()))
@@ -262,6 +269,8 @@ class Engine:
             settled = await self.store.write(lambda tx: interpreter.wake_sleep(tx, ctx, job, now=now_ms()))
             for next_job in settled.next_jobs:
                 self.dispatcher.adopt(next_job, settled.next_state)
+        elif job.kind == JobKind.OUTBOUND.value:
+            await self._handle_outbound(job, ctx)
         elif job.kind == JobKind.WAIT_TIMEOUT.value:
             await self.store.write(lambda tx: waits.expire_wait(tx, job, now=now_ms()))
         elif job.kind in admission.JOB_KINDS:  # debounce/batch windows, start/finish timeouts
@@ -275,6 +284,24 @@ class Engine:
             await self.store.write(ops.release_job, job)
         self.dispatcher.wake()
         return None
+
+    async def _handle_outbound(self, job: Job, ctx: interpreter.EngineContext) -> None:
+        """Make the request a step asked the server to make (step.ai.infer, step.fetch), then resume the run."""
+        run = await self.store.read(ops.get_run, job.run_id)
+        fn = None if run is None else (ctx.registry.by_id.get(run.function_id)
+                                       or await self.store.read(ops.get_function, run.function_id))
+        if run is None or fn is None or RunStatus(run.status).is_final:
+            await self.store.write(ops.release_job, job)
+            return
+        payload = job.payload or {}
+        result = await outbound_client.perform(self.session, payload.get("op", ""), payload.get("opts"))
+        if result.error is not None:
+            log.warning("step %s of run %s: %s", payload.get("display_name") or job.step_id, job.run_id,
+                        result.error["message"])
+        settled = await self.store.write(
+            lambda tx: interpreter.settle_outbound(tx, ctx, job, fn, result, now=now_ms()))
+        for next_job in settled.next_jobs:
+            self.dispatcher.adopt(next_job, settled.next_state)
 
     async def _call_once(self, job: Job, ctx: interpreter.EngineContext, state: Any) -> Any:
         if state is None:
@@ -290,7 +317,7 @@ class Engine:
         if fn is None:
             fn = await self.store.read(ops.get_function, run.function_id)
         if fn is None:
-            error = {"name": "Error", "message": f"function {run.function_slug} no longer exists"}
+            error = interpreter.server_error(f"function {run.function_slug} no longer exists")
             await self.store.write(
                 lambda tx: interpreter.finish_run(tx, ctx, run, RunStatus.FAILED, error=error, now=now_ms(), keep_job=None)
             )

@@ -128,6 +128,7 @@ class IngestResult:
     deferred: int = 0  # events held in a debounce or batch window (their timers need the dispatcher)
     resumed_runs: list[tuple[str, Event]] = field(default_factory=list)  # (run id, the event that resumed it)
     unmatched: list[Event] = field(default_factory=list)  # events no function's trigger matched
+    cancelled: int = 0  # runs cancelled by these events (their system events may start runs)
 
 
 @dataclass(slots=True)
@@ -220,6 +221,7 @@ def ingest_in_tx(
         reason = f"cancelled by event {event.name!r} (id {event.id})"
         interpreter.cancel_run(tx, interpreter.EngineContext(registry=registry), listener.run_id, now=now,
                                reason=reason)
+        result.cancelled += 1
 
     ops.insert_events(tx, events)
     result = IngestResult()
