@@ -176,6 +176,23 @@ class LockgateProcess:
                 self.proc.wait()
 
 
+def query_store(server: "LockgateProcess", sql: str) -> list[tuple]:
+    """Rows straight from a server's store (its SQLite file or PostgreSQL database)."""
+    if server.postgres_uri:
+        import psycopg
+
+        with psycopg.connect(server.postgres_uri) as conn:
+            return [tuple(r) for r in conn.execute(sql)]
+    import sqlite3
+
+    assert server.data_dir is not None, "an in-memory server's store cannot be read from outside"
+    conn = sqlite3.connect(server.data_dir / "lockgate.db")
+    try:
+        return [tuple(r) for r in conn.execute(sql)]
+    finally:
+        conn.close()
+
+
 @dataclass
 class AppProcess:
     """An SDK app (FastAPI + official inngest SDK) under uvicorn, in its own process."""

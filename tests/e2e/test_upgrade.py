@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from lockgate.store import migrations
-from tests.conftest import ROOT, Api, AppProcess, LockgateProcess, free_port, wait_until
+from tests.conftest import ROOT, Api, AppProcess, LockgateProcess, free_port, query_store, wait_until
 
 FIRST_RELEASE = "a900062ef6ad41a15eef1a1e2cef528fb749c2e8"  # "Store: versioned migrations", 0001_core only
 
@@ -36,18 +36,7 @@ def first_release_checkout(where: Path) -> Path:
 
 
 def schema_versions(server: LockgateProcess) -> list[int]:
-    if server.postgres_uri:
-        import psycopg
-
-        with psycopg.connect(server.postgres_uri) as conn:
-            return [r[0] for r in conn.execute("SELECT version FROM schema_migrations ORDER BY version")]
-    import sqlite3
-
-    conn = sqlite3.connect(server.data_dir / "lockgate.db")
-    try:
-        return [r[0] for r in conn.execute("SELECT version FROM schema_migrations ORDER BY version")]
-    finally:
-        conn.close()
+    return [r[0] for r in query_store(server, "SELECT version FROM schema_migrations ORDER BY version")]
 
 
 def test_runs_in_every_state_finish_after_upgrading_from_the_first_release(tmp_path, backend):
