@@ -161,10 +161,12 @@ def dev(sdk_urls, port, host, no_discovery, no_poll, poll_interval, retry_interv
 @click.option("--data-dir", default=None, help="SQLite directory, when no PostgreSQL URI is given.")
 @click.option("--workers", type=int, default=None, help="Calls to apps in flight at once (default 100).")
 @click.option("--log-level", default=None, help="debug, info, warning or error.")
+@click.option("--replica-name", default=None,
+              help="Name of this replica, kept across restarts (default host:port): a restart takes back its calls.")
 @click.option("--retention", default=None,
               help="Keep finished runs and their events this long, e.g. 7d, 24h; 0 keeps forever.")
 def start(sdk_urls, port, host, postgres_uri, redis_uri, signing_key, signing_key_fallback, event_keys,
-          poll_interval, retry_interval, config, data_dir, workers, log_level, retention) -> None:
+          poll_interval, retry_interval, config, data_dir, workers, log_level, replica_name, retention) -> None:
     """Run the production server: keys required, replicas share one PostgreSQL database."""
     flags = {
         "sdk_urls": list(sdk_urls) or None,
@@ -179,6 +181,7 @@ def start(sdk_urls, port, host, postgres_uri, redis_uri, signing_key, signing_ke
         "retry_interval": retry_interval,
         "data_dir": data_dir,
         "workers": workers,
+        "replica_name": replica_name,
         "log_level": log_level,
         "retention": retention,
     }

@@ -4,7 +4,8 @@ Writes are group-committed like on SQLite, but by a few writer threads at once
 (PostgreSQL takes concurrent writers): each thread takes whatever writes are queued,
 applies each inside its own savepoint and commits them together. Reads run on a small
 thread pool. The pool is bounded, so a replica never holds more than `pool_size`
-connections plus one for LISTEN.
+connections, plus one for LISTEN and one for urgent writes (heartbeats), which must not
+wait behind a burst of queued writes.
 
 A restart of the database does not lose work: a write whose transaction failed with a
 connection error before COMMIT was never applied and is retried on a fresh connection;
@@ -29,7 +30,7 @@ from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from lockgate.store import migrations
-from lockgate.store.base import STOP_WRITER, ThreadedStore, Tx, settle_future
+from lockgate.store.base import STOP_WRITER, BatchBroken, ThreadedStore, Tx, settle_future
 
 T = TypeVar("T")
 log = logging.getLogger("lockgate.store.postgres")
@@ -130,6 +131,8 @@ class PostgresStore(ThreadedStore):
         self._listener: threading.Thread | None = None
         self._stopping = threading.Event()
         self._origin = uuid.uuid4().hex  # tags our NOTIFYs so our own listener skips them
+        self._urgent_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lockgate-pg-urgent")
+        self._urgent_conn: psycopg.Connection | None = None
         self.commits = 0
         self.writes = 0
 
@@ -172,6 +175,9 @@ class PostgresStore(ThreadedStore):
         if self._listener is not None:
             await loop.run_in_executor(None, self._listener.join, 5)
         self._reader_pool.shutdown(wait=True)
+        self._urgent_pool.shutdown(wait=True)
+        if self._urgent_conn is not None:
+            self._urgent_conn.close()
         await loop.run_in_executor(None, self._pool.close)
 
     def _read_in_thread(self, fn: Callable[..., T], args: tuple) -> T:
@@ -190,6 +196,28 @@ class PostgresStore(ThreadedStore):
                     raise
                 log.warning("PostgreSQL read failed (%s); retrying", exc.__class__.__name__)
                 time.sleep(0.5)
+
+    async def write_urgent(self, fn: Callable[..., T], *args: Any) -> T:
+        assert self._loop is not None, "store is not open"
+        return await self._loop.run_in_executor(self._urgent_pool, self._urgent_in_thread, fn, args)
+
+    def _urgent_in_thread(self, fn: Callable[..., T], args: tuple) -> T:
+        """One transaction on the urgent lane's own connection; a broken one is replaced next time."""
+        conn = self._urgent_conn
+        if conn is None or conn.closed or conn.broken:
+            conn = self._urgent_conn = psycopg.connect(self.uri, autocommit=False, row_factory=dict_row,
+                                                       connect_timeout=5)
+        try:
+            result = fn(PostgresTx(conn, self._origin), *args)
+            conn.commit()
+            return result
+        except BaseException:
+            if not conn.closed:
+                try:
+                    conn.rollback()
+                except psycopg.Error:
+                    conn.close()
+            raise
 
     # -- wake-ups between replicas -------------------------------------------------
 
@@ -233,6 +261,15 @@ class PostgresStore(ThreadedStore):
                 outcomes, again = self._apply_batch(batch)
             except _CommitUnknown as exc:
                 outcomes, again = [(future, None, exc.__cause__ or exc) for _, _, future in batch], []
+            except BatchBroken as exc:
+                # A write broke the shared transaction itself; nothing was committed. Apply each
+                # write alone so that only the bad one fails and its neighbours go through.
+                if len(batch) == 1:
+                    outcomes, again = [(batch[0][2], None, exc.__cause__ or exc)], []
+                else:
+                    for item in batch:
+                        self._apply_with_retries([item])
+                    return
             except Exception as exc:
                 if time.monotonic() > deadline:
                     outcomes, again = [(future, None, exc) for _, _, future in batch], []
@@ -264,10 +301,15 @@ class PostgresStore(ThreadedStore):
                     except Exception as exc:
                         if _is_connection_error(exc, conn):
                             raise
-                        if isolate:
-                            conn.execute("ROLLBACK TO SAVEPOINT one_write")
-                        else:
-                            conn.rollback()
+                        try:
+                            if isolate:
+                                conn.execute("ROLLBACK TO SAVEPOINT one_write")
+                            else:
+                                conn.rollback()
+                        except Exception as undo_error:
+                            if _is_connection_error(undo_error, conn):
+                                raise
+                            raise BatchBroken(str(undo_error)) from exc
                         if isinstance(exc, _RETRYABLE):
                             again.append(item)
                         else:
@@ -276,10 +318,12 @@ class PostgresStore(ThreadedStore):
                         if isolate:
                             conn.execute("RELEASE SAVEPOINT one_write")
                         outcomes.append((future, result, None))
-            except Exception:
+            except Exception as exc:
                 if not conn.closed:
                     conn.rollback()
-                raise
+                if isinstance(exc, BatchBroken) or _is_connection_error(exc, conn):
+                    raise
+                raise BatchBroken(str(exc)) from exc
             try:
                 conn.commit()
             except psycopg.Error as exc:

@@ -23,7 +23,7 @@ from contextlib import contextmanager
 from typing import Any, Callable, Iterator, TypeVar
 
 from lockgate.store import migrations
-from lockgate.store.base import STOP_WRITER, ThreadedStore, Tx, settle_future
+from lockgate.store.base import STOP_WRITER, BatchBroken, ThreadedStore, Tx, settle_future
 
 T = TypeVar("T")
 log = logging.getLogger("lockgate.store.sqlite")
@@ -210,8 +210,11 @@ class SQLiteStore(ThreadedStore):
                 try:
                     result = fn(tx, *args)
                 except BaseException as exc:  # reported to the caller, neighbours still commit
-                    conn.execute("ROLLBACK TO one_write")
-                    conn.execute("RELEASE one_write")
+                    try:
+                        conn.execute("ROLLBACK TO one_write")
+                        conn.execute("RELEASE one_write")
+                    except sqlite3.Error:
+                        raise BatchBroken("a write ended the shared transaction") from exc
                     outcomes.append((future, None, exc))
                 else:
                     conn.execute("RELEASE one_write")
@@ -222,7 +225,14 @@ class SQLiteStore(ThreadedStore):
         except BaseException as exc:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
-            outcomes = [(future, None, exc) for _, _, future in batch]
+            if len(batch) > 1:
+                # A write broke the shared transaction itself (its savepoint could not contain it).
+                # Nothing was committed: apply each write alone, so only the bad one fails.
+                for item in batch:
+                    self._apply_batch(conn, tx, [item])
+                return
+            failure = exc.__cause__ if isinstance(exc, BatchBroken) and exc.__cause__ else exc
+            outcomes = [(future, None, failure) for _, _, future in batch]
         assert self._loop is not None
         for future, result, exc in outcomes:
             self._loop.call_soon_threadsafe(settle_future, future, result, exc)
