@@ -50,19 +50,19 @@ def test_finished_work_is_deleted_and_what_is_open_stays_small(stack):
     wait_until(lambda: len(app.effects("noop")) == 30 and len(app.effects("idem")) == 3
                and len(app.effects("debounced")) == 4 and sum(e["n"] for e in app.effects("batched")) == 12
                and len(app.effects("rate")) == 10 and len(app.effects("wait-before")) == 4,
-               timeout=60, what="every function to have run")
+               timeout=120, what="every function to have run")
     waiter_runs = [api.wait_for_runs(e)[0]["run_id"] for e in waiting]
 
     # Everything finished goes once it is 2 s old; only the four waiting runs remain.
-    wait_until(lambda: sizes(server)["runs"] == 4, timeout=30, what="finished runs to be deleted")
-    wait_until(lambda: sizes(server)["events"] == 4, timeout=30, what="their events to be deleted")
+    wait_until(lambda: sizes(server)["runs"] == 4, timeout=90, what="finished runs to be deleted")
+    wait_until(lambda: sizes(server)["events"] == 4, timeout=90, what="their events to be deleted")
     left = sizes(server)
     assert left["run_triggers"] == 4 and left["waits"] == 4
     assert left["steps"] <= 8  # each waiter: its first step, and the wait it is parked on
     assert left["jobs"] == 4  # the waits' timeouts
     assert left["flow_windows"] == 0  # debounce and batch windows closed when they fired
     assert left["flow_runs"] == 0
-    wait_until(lambda: sizes(server)["flow_buckets"] == 0, what="rate-limit buckets to lapse")
+    wait_until(lambda: sizes(server)["flow_buckets"] == 0, timeout=60, what="rate-limit buckets to lapse")
     # Event-id dedupe (one key per function an event triggered: 77 here) and idempotency keys (3
     # distinct) live 24 h by the protocol; the sweep deletes them after (tests/unit/test_retention.py).
     assert sizes(server)["unique_keys"] == 77 + 3
@@ -73,4 +73,4 @@ def test_finished_work_is_deleted_and_what_is_open_stays_small(stack):
     # A kept run still resumes on its event, and is deleted once it too has been finished 2 s.
     assert api.send({"name": "ops/go", "data": {"id": "keep-0"}}).status_code == 200
     assert api.wait_for_end(waiter_runs[0])["status"] == "Completed"
-    wait_until(lambda: sizes(server)["runs"] == 3, timeout=30, what="the resumed run to be deleted in turn")
+    wait_until(lambda: sizes(server)["runs"] == 3, timeout=90, what="the resumed run to be deleted in turn")
