@@ -40,6 +40,8 @@ sys.path.insert(0, str(ROOT))
 
 from bench.run import lockgate_light, pct  # noqa: E402
 from lockgate.store import operations as ops  # noqa: E402
+from lockgate.store.postgres import PostgresTx  # noqa: E402
+from lockgate.store.sqlite import SQLiteTx, _connect  # noqa: E402
 from tests.conftest import AppProcess, LockgateProcess, free_port, wait_until  # noqa: E402
 
 DAY_MS = 86_400_000
@@ -262,13 +264,9 @@ def dashboard_queries(data_dir: Path, postgres_uri: str | None, functions: dict[
         import psycopg
         from psycopg.rows import dict_row
 
-        from lockgate.store.postgres import PostgresTx
-
         conn = psycopg.connect(postgres_uri, autocommit=True, row_factory=dict_row)
         tx = PostgresTx(conn)
     else:
-        from lockgate.store.sqlite import SQLiteTx, _connect
-
         conn = _connect(str(data_dir / "lockgate.db"), synchronous="NORMAL")
         tx = SQLiteTx(conn)
     deep_seq = tx.one("SELECT MAX(seq) AS s FROM events")["s"] // 2
