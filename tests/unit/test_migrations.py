@@ -125,3 +125,18 @@ def test_migrate_check_exits_non_zero_while_migrations_are_pending(backend, tmp_
     _mark_newer(backend, target)
     newer = _cli("--check", *where)
     assert newer.returncode == 2 and "newer lockgate" in newer.stderr
+
+
+def test_a_server_refuses_to_start_on_a_newer_database_and_says_why(backend, tmp_path):
+    target, _ = _first_release_schema(backend, tmp_path)
+    assert _cli(*(["--postgres-uri", target] if backend.name == "postgres" else ["--data-dir", target])).returncode == 0
+    _mark_newer(backend, target)
+    if backend.name == "postgres":  # the production server, as replicas run it
+        args = ["start", "--postgres-uri", target, "--signing-key", "signkey-prod-" + "ab" * 32, "--event-key", "k"]
+    else:
+        args = ["dev", "--data-dir", target]
+    started = subprocess.run([sys.executable, "-m", "lockgate", *args, "--port", "0", "-u", "http://127.0.0.1:9/x"],
+                             cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert started.returncode == 2
+    assert "migrated by a newer lockgate (migration 9999_from_the_future" in started.stderr
+    assert "Traceback" not in started.stderr
