@@ -97,7 +97,11 @@ class Raw:
 
 
 def column_bytes(raw: Raw, table: str, where: str, params: tuple) -> dict[str, float]:
-    size = "pg_column_size({})" if raw.pg else "LENGTH(CAST({} AS BLOB))"
+    # SQLite stores an integer in 1-8 bytes by magnitude (a ms timestamp in 6), text as its bytes.
+    size = "pg_column_size({})" if raw.pg else (
+        "CASE typeof({0}) WHEN 'null' THEN 0 WHEN 'real' THEN 8 WHEN 'integer' THEN CASE WHEN abs({0}) < 128"
+        " THEN 1 WHEN abs({0}) < 32768 THEN 2 WHEN abs({0}) < 2147483648 THEN 4 WHEN abs({0}) < 140737488355328"
+        " THEN 6 ELSE 8 END ELSE LENGTH(CAST({0} AS BLOB)) END")
     cols = raw.columns(table)
     exprs = ", ".join(f"AVG(COALESCE({size.format(c)}, 0))" for c in cols)
     values = raw.all(f"SELECT {exprs} FROM {table} WHERE {where}", params)[0]
