@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from tests.conftest import Api, query_store, start_stack, wait_until
+from tests.conftest import query_store, start_stack, wait_until
 
 TABLES = ["runs", "steps", "run_triggers", "events", "jobs", "waits", "flow_windows", "flow_buckets",
           "unique_keys", "flow_runs"]

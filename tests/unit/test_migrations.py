@@ -12,7 +12,6 @@ import threading
 import psycopg
 import pytest
 
-from lockgate.models import Event
 from lockgate.store import migrations
 from lockgate.store import operations as ops
 from lockgate.store.postgres import PostgresStore, migrate_uri, postgres_ddl
