@@ -366,12 +366,15 @@ def backup(path, data_dir, config) -> None:
 
     settings = _load(config, {"data_dir": data_dir})
     _sqlite_only(settings, "backup")
+
+    def report(done: dict) -> None:  # printed before writes resume: what was acknowledged until now is in it
+        click.echo(f"backed up {done['runs']} run(s), {done['bytes']} bytes, to {done['path']} in {done['seconds']}s")
+        sys.stdout.flush()
+
     try:
-        done = take_backup(settings.data_dir, path)
+        take_backup(settings.data_dir, path, on_done=report)
     except BackupError as exc:
         _fail(str(exc))
-        return
-    click.echo(f"backed up {done['runs']} run(s), {done['bytes']} bytes, to {done['path']} in {done['seconds']}s")
 
 
 @main.command()
