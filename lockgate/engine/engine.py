@@ -10,7 +10,7 @@ from typing import Any
 import aiohttp
 import orjson
 
-from lockgate.engine import checkpoint, cron, interpreter, waits
+from lockgate.engine import checkpoint, cron, interpreter, progress, waits
 from lockgate.engine.flow import admission
 from lockgate.engine.dispatcher import LEASE_MS, Dispatcher
 from lockgate.engine.executor import Executor
@@ -21,7 +21,7 @@ from lockgate.protocol.jsoncanon import canonical_json
 from lockgate.realtime import Broker
 from lockgate.realtime.memory import InProcessBroker
 from lockgate.protocol.signing import sign_body
-from lockgate.models import Job, JobKind, RunStatus, now_ms
+from lockgate.models import DISCOVERY_STEP, Job, JobKind, RunStatus, now_ms
 from lockgate.store import operations as ops
 from lockgate.store.base import Store, Tx
 
@@ -65,6 +65,7 @@ class Engine:
         self._reload_lock = asyncio.Lock()
         self.qstash: Any = None  # lockgate.qstash.service.QStash, attached by the server
         self.realtime: Broker = InProcessBroker()  # the server attaches the configured backend
+        self.progress = progress.ProgressPublisher(self.realtime, self._app_of)
         self._known_urls: list[str] = []
         for url in self.options.sdk_urls:
             self._remember_url(url)
@@ -91,6 +92,8 @@ class Engine:
         if self.options.single_node:
             await self.store.write(ops.release_all_leases)
         self.store.listen({ops.JOBS_CHANNEL: self.dispatcher.wake, ops.FUNCTIONS_CHANNEL: self._functions_changed})
+        self.progress.broker = self.realtime
+        self.progress.start()
         await self.dispatcher.start()
         self._background.append(asyncio.create_task(self._sync_loop(), name="lockgate-sync"))
         if self.qstash is not None:
@@ -106,6 +109,7 @@ class Engine:
             await self.store.write(ops.release_leases_of, self.dispatcher.owner)
         except Exception:
             log.exception("could not hand back leased jobs; they return when their leases lapse")
+        await self.progress.stop()
         if self.session is not None:
             await self.session.close()
 
@@ -136,7 +140,7 @@ class Engine:
         events = parse_events(body, seed=seed, now=now)
         registry = self.registry
         handoff = Handoff(owner=self.dispatcher.owner, lease_ms=self.dispatcher.lease_ms, limit=self.dispatcher.free_slots)
-        result = await self.store.write(lambda tx: ingest_in_tx(tx, events, registry, now=now, handoff=handoff))
+        result = await self._write(lambda tx: ingest_in_tx(tx, events, registry, now=now, handoff=handoff))
         for job, run in result.leased:
             self.dispatcher.adopt(job, (run, {}))
         if len(result.run_ids) > len(result.leased) or result.resumed or result.deferred:
@@ -145,13 +149,36 @@ class Engine:
 
     async def cancel_run(self, run_id: str, *, reason: str = "cancelled through the API") -> Any:
         ctx = self.context
-        run = await self.store.write(lambda tx: interpreter.cancel_run(tx, ctx, run_id, now=now_ms(), reason=reason))
+        run = await self._write(lambda tx: interpreter.cancel_run(tx, ctx, run_id, now=now_ms(), reason=reason))
         self.dispatcher.wake()
         return run
 
     async def checkpoint(self, run_id: str, body: Any) -> int:
         """Save steps a JS v4 SDK ran inside a call still in flight. Raises CheckpointError."""
-        return await self.store.write(lambda tx: checkpoint.save_checkpoint(tx, run_id, body, now=now_ms()))
+        return await self._write(lambda tx: checkpoint.save_checkpoint(tx, run_id, body, now=now_ms()))
+
+    # -- run progress ----------------------------------------------------------------
+
+    async def _write(self, fn: Any) -> Any:
+        """A store write whose progress notes are published once it committed."""
+        collected, notes = progress.collecting(fn)
+        result = await self.store.write(collected)
+        if notes:
+            self.progress.publish(notes)
+        return result
+
+    def _announce_call(self, run: Any, job: Job) -> None:
+        if job.step_id != DISCOVERY_STEP:
+            # A planned step (parallel or v4's one-step-per-call) is about to run.
+            step = progress.step_info(job.step_id, None, "StepPlanned", job.attempt)
+            self.progress.publish([("step.started", run.run_id, run.function_slug, RunStatus.RUNNING.value,
+                                    {"step": step})])
+        elif not run.stack and job.attempt == 0 and not run.pending_steps:
+            self.progress.publish([("run.started", run.run_id, run.function_slug, RunStatus.RUNNING.value, {})])
+
+    def _app_of(self, slug: str) -> str | None:
+        fn = self.registry.by_slug.get(slug)
+        return fn.app_name if fn else None
 
     # -- jobs ----------------------------------------------------------------------
 
@@ -160,15 +187,15 @@ class Engine:
         if job.kind == JobKind.CALL.value:
             await self._handle_call(job, ctx, state)
         elif job.kind == JobKind.WAKE.value:
-            settled = await self.store.write(lambda tx: interpreter.wake_sleep(tx, ctx, job, now=now_ms()))
+            settled = await self._write(lambda tx: interpreter.wake_sleep(tx, ctx, job, now=now_ms()))
             for next_job in settled.next_jobs:
                 self.dispatcher.adopt(next_job, settled.next_state)
         elif job.kind == JobKind.WAIT_TIMEOUT.value:
-            await self.store.write(lambda tx: waits.expire_wait(tx, job, now=now_ms()))
+            await self._write(lambda tx: waits.expire_wait(tx, job, now=now_ms()))
         elif job.kind in admission.JOB_KINDS:  # debounce/batch windows, start/finish timeouts
-            await self.store.write(lambda tx: admission.fire_timer(tx, ctx.registry, job, now=now_ms()))
+            await self._write(lambda tx: admission.fire_timer(tx, ctx.registry, job, now=now_ms()))
         elif job.kind == JobKind.CRON.value:
-            await self.store.write(lambda tx: cron.fire_cron(tx, ctx.registry, job, now=now_ms()))
+            await self._write(lambda tx: cron.fire_cron(tx, ctx.registry, job, now=now_ms()))
         elif job.kind in (JobKind.QSTASH_DELIVERY.value, JobKind.QSTASH_SCHEDULE.value) and self.qstash:
             await self.qstash.handle_job(job, self.session)
         else:
@@ -199,13 +226,14 @@ class Engine:
             fn = await self.store.read(ops.get_function, run.function_id)
         if fn is None:
             error = {"name": "Error", "message": f"function {run.function_slug} no longer exists"}
-            await self.store.write(
+            await self._write(
                 lambda tx: interpreter.finish_run(tx, ctx, run, RunStatus.FAILED, error=error, now=now_ms(), keep_job=None)
             )
             return
+        self._announce_call(run, job)
         started = now_ms()
         result = await self.executor.call(run, fn, job, memos)
-        settled = await self.store.write(
+        settled = await self._write(
             lambda tx: interpreter.settle_call(tx, ctx, job, fn, result, started_at=started, now=now_ms())
         )
         if not settled.next_jobs:
