@@ -149,6 +149,7 @@ def build_app(settings: Settings, *, kind: str = "dev", store: Store | None = No
         *inngest_api.routes(engine, access),
         *rest_v1.routes(engine, access),
         *graphql_api.routes(engine, access),
+        *realtime_api.routes(engine, access, signing_keys=keys),
         *QStashApi(engine.qstash, limits).routes(),
         *connect_routes.routes(gateway, access),
     ]

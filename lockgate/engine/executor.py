@@ -115,9 +115,9 @@ class Executor:
                 return reply
             status, headers, body = reply_as_http(reply)
             return parse_sdk_response(status, headers, body, now_ms())
-        return await self._post(run, fn, job, memos)
+        return await self._call_over_http(run, fn, job, memos)
 
-    async def _post(self, run: Run, fn: Function, job: Job, memos: dict[str, Any]) -> SdkResult:
+    async def _call_over_http(self, run: Run, fn: Function, job: Job, memos: dict[str, Any]) -> SdkResult:
         data = self.build_body(run, fn, job, memos)
         self.calls += 1
         signature = sign_body(data, self.signing_key) if self.signing_key else None
