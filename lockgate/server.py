@@ -22,7 +22,7 @@ from lockgate import memory
 from lockgate.connect import routes as connect_routes
 from lockgate.connect.gateway import ConnectOptions
 from lockgate.engine.engine import Engine, EngineOptions
-from lockgate.interfaces import graphql_api, inngest_api, openapi, rest_v1
+from lockgate.interfaces import graphql_api, inngest_api, openapi, realtime_api, rest_v1
 from lockgate.engine.retention import Retention
 from lockgate.interfaces.qstash_api import QStashApi
 from lockgate.protocol.qstash_signing import DEV_CURRENT_KEY, DEV_NEXT_KEY, DEV_TOKEN, new_signing_key
@@ -149,6 +149,7 @@ def build_app(settings: Settings, *, kind: str = "dev", store: Store | None = No
         *inngest_api.routes(engine, access),
         *rest_v1.routes(engine, access),
         *graphql_api.routes(engine, access),
+        *realtime_api.routes(engine, access, signing_keys=keys),
         *QStashApi(engine.qstash, limits).routes(),
         *connect_routes.routes(gateway, access),
     ]

@@ -11,7 +11,7 @@ from typing import Any
 
 import orjson
 
-from lockgate.engine import cancellation
+from lockgate.engine import cancellation, progress
 from lockgate.engine.flow.concurrency import lease_call
 from lockgate.engine.flow.config import flow_of
 from lockgate.engine.registry import Registry
@@ -200,6 +200,7 @@ def create_run_in_tx(
     timers = admission.prepare_run(tx, fn, run, job, now) if shaped else []
     ops.insert_run(tx, run)
     ops.enqueue(tx, [job, *timers])
+    progress.note("run.queued", run)
     if len(events) == 1:  # batched runs get no cancel listeners
         cancellation.register_listeners(tx, fn, run, now=now)
     if handoff is not None and result is not None and len(result.leased) < handoff.limit:

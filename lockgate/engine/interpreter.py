@@ -16,7 +16,7 @@ import orjson
 from lockgate.engine.flow.concurrency import lease_call
 from lockgate.engine.ingest import Handoff, create_run_in_tx, ingest_in_tx
 from lockgate.engine.resume import discovery_job, resume_step
-from lockgate.engine import signals, waits
+from lockgate.engine import progress, signals, waits
 from lockgate.engine.waits import FINISHED_EVENT, register_wait
 from lockgate.expressions import ExpressionError
 from lockgate.engine.registry import Registry
@@ -130,6 +130,8 @@ def settle_call(
             message = _first_line(error.get("message") if isinstance(error, dict) else error)
             reason = f"attempt {job.attempt + 1} of {max_attempts} failed ({message}); next attempt at {iso_ms(due)}"
             ops.update_run(tx, run.run_id, reason=reason)
+            progress.note("step.retried", run, step=progress.step_info(job.step_id, None, "Call", job.attempt),
+                          error=error, until=progress.until(due), reason=reason)
             return Settled(retry_reason=reason)
         why = "not retriable" if not retriable else f"no retries left ({fn.retries} allowed)"
         reason = f"attempt {job.attempt + 1} of {max_attempts} failed, {why}: {error_summary(error)}"
@@ -181,6 +183,8 @@ def _apply_ops(
                     reason = (f"step {op.display_name or op.id} attempt {job.attempt + 1} of {max_attempts} failed"
                               f" ({message}); next attempt at {iso_ms(due)}")
                     ops.update_run(tx, run.run_id, reason=reason)
+                    progress.note("step.retried", run, step=progress.step_info(op.id, op.display_name, kind, job.attempt),
+                                  error=op.error, until=progress.until(due), reason=reason)
                     return Settled(retry_reason=reason)
             if kind in ("StepRun", "Step"):
                 memo: Any = op.data if kind == "Step" else {"data": op.data}
@@ -211,6 +215,11 @@ def _apply_ops(
             )
             if recorded:
                 stack.append(op.id)
+                step = progress.step_info(op.id, op.display_name, kind, job.attempt)
+                if status == "completed":
+                    progress.note("step.finished", run, step=step, output=op.data)
+                else:
+                    progress.note("step.failed", run, step=step, error=op.error)
             if op.id in pending:
                 pending.remove(op.id)
             completed_any = True
@@ -254,6 +263,8 @@ def _apply_ops(
                 )
             )
             ops.note_step_pending(tx, Step(run.run_id, op.id, "Sleep", "sleeping", op.display_name, started_at=now))
+            progress.note("run.sleeping", run, step=progress.step_info(op.id, op.display_name, kind),
+                          until=progress.until(wake_at))
         elif kind == "WaitForEvent":
             if op.id in stack or op.id in pending:
                 continue
@@ -281,6 +292,9 @@ def _apply_ops(
             register_wait(tx, wait, now=now)  # even a never-true condition ends at its timeout
             ops.note_step_pending(tx, Step(run.run_id, op.id, "WaitForEvent", "waiting", op.display_name,
                                            started_at=now))
+            progress.note("run.waiting", run, step=progress.step_info(op.id, op.display_name, kind),
+                          until=progress.until(expires),
+                          waiting_for=wait.event_name + (f" if {wait.expression}" if wait.expression else ""))
         elif kind == "InvokeFunction":
             if op.id in stack or op.id in pending:
                 continue
@@ -319,6 +333,8 @@ def _apply_ops(
             ops.insert_events(tx, [invoked])
             create_run_in_tx(tx, target, [invoked], now=now, correlation_id=correlation, registry=ctx.registry)
             ops.note_step_pending(tx, Step(run.run_id, op.id, kind, "invoking", op.display_name, started_at=now))
+            progress.note("run.waiting", run, step=progress.step_info(op.id, op.display_name, kind),
+                          until=progress.until(expires), waiting_for=f"function {target.slug} (invoked)")
         elif kind == signals.OP:
             if op.id in stack or op.id in pending:
                 continue
@@ -505,6 +521,9 @@ def finish_run(
     elif status is RunStatus.CANCELLED:
         events.append(system_event("inngest/function.cancelled", dict(base), now=now, event_id=run.run_id))
     result = ingest_in_tx(tx, events, ctx.registry, now=now)
+    kind = {RunStatus.COMPLETED: "run.finished", RunStatus.FAILED: "run.failed"}.get(status, "run.cancelled")
+    progress.note(kind, run, status=status.value, output=output if status is RunStatus.COMPLETED else None,
+                  error=error, reason=reason)
     return Settled(run_finished=status.value, reason=reason, new_runs=result.run_ids)
 
 

@@ -42,7 +42,9 @@ def routes(engine: Engine, access: AccessPolicy) -> list[Route]:
         return json_response(outcome.body, status=outcome.status)
 
     async def health(request: Request) -> Response:
-        return json_response({"status": 200, "message": "OK"})
+        # Liveness stays 200; a realtime backend outage is reported beside it (doctor reads it).
+        realtime = {"backend": engine.realtime.name, "problem": engine.realtime.problem}
+        return json_response({"status": 200, "message": "OK", "realtime": realtime})
 
     async def run_batch(request: Request) -> Response:
         access.check_api(request)
