@@ -740,3 +740,17 @@ def test_execution_headers():
     }
     unsigned = execution_headers(run_id="r", step_id="abc", request_version=2, job_id="j", request_id="q", signature=None)
     assert "X-Inngest-Signature" not in unsigned and unsigned["X-Inngest-Req-Version"] == "2"
+
+
+def test_the_readme_prints_the_retry_table_the_code_uses():
+    import re
+    from pathlib import Path
+
+    from lockgate.protocol import backoff
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    line = next(line for line in readme.splitlines() if line.startswith("Retry delays: "))
+    units = {"s": 1, "m": 60, "h": 3600}
+    printed = [int(n) * units[u] for n, u in re.findall(r"(\d+) ([smh])\b", line.split(", each plus")[0])]
+    assert tuple(printed) == backoff._TABLE_S
+    assert f"0–{backoff._JITTER_S} s of random jitter" in line
