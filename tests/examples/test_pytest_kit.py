@@ -7,6 +7,8 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
+
 APP = '''
 import datetime
 import inngest, inngest.fast_api
@@ -55,3 +57,16 @@ def test_without_an_app_the_kit_says_how_to_name_one(tmp_path):
     done = run_pytest(tmp_path, "")
     assert done.returncode != 0
     assert "lockgate_app = " in done.stdout + done.stderr and "lockgate_app_target" in done.stdout + done.stderr
+
+
+def test_sync_of_a_url_registers_the_app_or_says_why_not(lockgate_server, lockgate_app):
+    # what `lockgate_app = "http://…"` does: PUT the serve URL, then check lockgate has its functions
+    from lockgate.testing import LockgateClient, LockgateError
+    from lockgate.testing.kit import free_port
+
+    client = LockgateClient(lockgate_server)
+    synced = client.sync(lockgate_app)
+    assert synced["name"] == "shop" and len(synced["functions"]) == 3
+    nowhere = f"http://127.0.0.1:{free_port()}/api/inngest"
+    with pytest.raises(LockgateError, match=f"could not reach the app at {nowhere}"):
+        client.sync(nowhere)
