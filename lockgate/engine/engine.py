@@ -399,9 +399,10 @@ class Engine:
             if is_app_url(url):  # remember why this app's sync failed (never for a malformed URL)
                 await self.store.write(lambda tx: ops.set_app_error(tx, url=url, error=message, at=now))
             return SyncOutcome(400, {"error": message, "status": 400})
-        if self.executor is not None and self.executor.verify_keys and _offers_trust_probe(body):
+        if self.executor is not None and self.executor.verify_keys and not connect and _offers_trust_probe(body):
             # Cloud mode: an app that would not check our signatures, or would sign its answers with
             # another key, is refused now rather than failing every call of every run later.
+            # (A Connect worker is authenticated by its WebSocket handshake instead.)
             problem = await self.executor.check_trust(reg.app.url)
             if problem:
                 message = f"sync refused: {problem}"
