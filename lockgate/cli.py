@@ -117,8 +117,10 @@ def dev(sdk_urls, port, host, no_discovery, no_poll, poll_interval, retry_interv
 @click.option("--data-dir", default=None, help="SQLite directory, when no PostgreSQL URI is given.")
 @click.option("--workers", type=int, default=None, help="Calls to apps in flight at once (default 100).")
 @click.option("--log-level", default=None, help="debug, info, warning or error.")
+@click.option("--dashboard-password", default=None,
+              help="Admin password for the dashboard (the token from `lockgate dashboard-token` works too).")
 def start(sdk_urls, port, host, postgres_uri, redis_uri, signing_key, signing_key_fallback, event_keys,
-          poll_interval, retry_interval, config, data_dir, workers, log_level) -> None:
+          poll_interval, retry_interval, config, data_dir, workers, log_level, dashboard_password) -> None:
     """Run the production server: keys required, replicas share one PostgreSQL database."""
     flags = {
         "sdk_urls": list(sdk_urls) or None,
@@ -134,6 +136,7 @@ def start(sdk_urls, port, host, postgres_uri, redis_uri, signing_key, signing_ke
         "data_dir": data_dir,
         "workers": workers,
         "log_level": log_level,
+        "dashboard_password": dashboard_password,
     }
     settings = _load(config, flags)
     if settings.sources["discovery"] == "default":
@@ -147,6 +150,19 @@ def start(sdk_urls, port, host, postgres_uri, redis_uri, signing_key, signing_ke
     except KeyProblem as exc:
         _fail(str(exc))
     _run_server(settings, "cloud")
+
+
+@main.command("dashboard-token")
+@click.option("--signing-key", default=None, help="The server's signing key (default: INNGEST_SIGNING_KEY).")
+@click.option("--config", "config", type=click.Path(), default=None, help="Config file (JSON, YAML or TOML).")
+def dashboard_token_command(signing_key, config) -> None:
+    """Print the dashboard login token of a `lockgate start` server with this signing key."""
+    from lockgate.interfaces.dashboard.session import dashboard_token
+
+    settings = _load(config, {"signing_key": signing_key})
+    if not settings.signing_key:
+        _fail("no signing key: pass --signing-key or set INNGEST_SIGNING_KEY (the server's key)")
+    click.echo(dashboard_token(settings.signing_key))
 
 
 def _start_example_app(server_port: int) -> str:

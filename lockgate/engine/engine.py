@@ -10,7 +10,7 @@ from typing import Any
 import aiohttp
 import orjson
 
-from lockgate.engine import checkpoint, cron, interpreter, waits
+from lockgate.engine import checkpoint, cron, health, interpreter, operator, waits
 from lockgate.engine.flow import admission
 from lockgate.engine.dispatcher import LEASE_MS, Dispatcher
 from lockgate.engine.executor import Executor
@@ -20,6 +20,7 @@ from lockgate.engine.sync import DISCOVERY_PATHS, DISCOVERY_PORTS, Registration,
 from lockgate.protocol.jsoncanon import canonical_json
 from lockgate.protocol.signing import sign_body
 from lockgate.models import Job, JobKind, RunStatus, now_ms
+from lockgate.store import health_operations as health_ops
 from lockgate.store import operations as ops
 from lockgate.store.base import Store, Tx
 
@@ -99,6 +100,10 @@ class Engine:
             task.cancel()
         await asyncio.gather(*background, return_exceptions=True)
         await self.dispatcher.stop()
+        try:
+            await self.store.write(health_ops.forget_replica, self.dispatcher.owner)
+        except Exception:
+            log.warning("could not remove this replica from the replicas table; it ages out in a minute")
         try:  # calls cut short by the grace period go back to the queue now, not at lease expiry
             await self.store.write(ops.release_leases_of, self.dispatcher.owner)
         except Exception:
@@ -127,10 +132,10 @@ class Engine:
 
     # -- events --------------------------------------------------------------------
 
-    async def ingest(self, body: Any, *, seed: str | None = None) -> list[str]:
+    async def ingest(self, body: Any, *, seed: str | None = None, allow_internal: bool = False) -> list[str]:
         """Validate, commit and match events; returns their internal ids. Raises EventValidationError."""
         now = now_ms()
-        events = parse_events(body, seed=seed, now=now)
+        events = parse_events(body, seed=seed, now=now, allow_internal=allow_internal)
         registry = self.registry
         handoff = Handoff(owner=self.dispatcher.owner, lease_ms=self.dispatcher.lease_ms, limit=self.dispatcher.free_slots)
         result = await self.store.write(lambda tx: ingest_in_tx(tx, events, registry, now=now, handoff=handoff))
@@ -145,6 +150,74 @@ class Engine:
         run = await self.store.write(lambda tx: interpreter.cancel_run(tx, ctx, run_id, now=now_ms(), reason=reason))
         self.dispatcher.wake()
         return run
+
+    # -- operator actions (dashboard and REST) ----------------------------------------
+
+    async def rerun(self, run_id: str) -> Any:
+        """A new run of the same function and events, from the start. Raises operator.OperatorError."""
+        registry = self.registry
+        run = await self.store.write(lambda tx: operator.rerun_in_tx(tx, registry, run_id, now=now_ms()))
+        self.dispatcher.wake()
+        return run
+
+    async def cancel_runs(self, run_ids: list[str], *, reason: str) -> int:
+        """Bulk cancel, 100 runs per transaction; returns how many were still running."""
+        ctx, cancelled = self.context, 0
+        for start in range(0, len(run_ids), 100):
+            chunk = run_ids[start:start + 100]
+
+            def cancel_chunk(tx: Tx) -> int:
+                now = now_ms()
+                done = 0
+                for run_id in chunk:
+                    before = interpreter.cancel_run(tx, ctx, run_id, now=now, reason=reason)
+                    done += before is not None and not RunStatus(before.status).is_final
+                return done
+
+            cancelled += await self.store.write(cancel_chunk)
+        self.dispatcher.wake()
+        return cancelled
+
+    async def rerun_runs(self, run_ids: list[str]) -> list[str]:
+        """Bulk rerun, 100 runs per transaction; returns the new run ids (skipping runs that cannot rerun)."""
+        registry, started = self.registry, []
+        for start in range(0, len(run_ids), 100):
+            chunk = run_ids[start:start + 100]
+
+            def rerun_chunk(tx: Tx) -> list[str]:
+                now, ids = now_ms(), []
+                for run_id in chunk:
+                    try:
+                        ids.append(operator.rerun_in_tx(tx, registry, run_id, now=now).run_id)
+                    except operator.OperatorError as exc:
+                        log.warning("bulk rerun skipped run %s: %s", run_id, exc)
+                return ids
+
+            started += await self.store.write(rerun_chunk)
+        self.dispatcher.wake()
+        return started
+
+    async def replay_event(self, internal_id: str) -> str:
+        """Send a stored event again as a new event; returns the new event's internal id."""
+        event = await self.store.read(ops.get_event, internal_id)
+        if event is None:
+            raise operator.OperatorError(404, f"event {internal_id} not found")
+        body = {"name": event.name, "data": event.data, "user": event.user, "v": event.v}
+        return (await self.ingest(body, allow_internal=True))[0]
+
+    async def add_app(self, url: str) -> str | None:
+        """Sync an app by URL now (and on every later sync round); returns the error, if any."""
+        return await self.sync_url(url)
+
+    async def remove_app(self, name: str) -> bool:
+        app = await self.store.read(ops.get_app, name)
+        if app is None:
+            return False
+        if app.url in self._known_urls:  # or the next sync round would bring it back
+            self._known_urls.remove(app.url)
+        removed = await self.store.write(lambda tx: operator.remove_app_in_tx(tx, name, now=now_ms()))
+        await self.reload_registry()
+        return removed
 
     async def checkpoint(self, run_id: str, body: Any) -> int:
         """Save steps a JS v4 SDK ran inside a call still in flight. Raises CheckpointError."""
@@ -273,8 +346,10 @@ class Engine:
 
     async def _sync_loop(self) -> None:
         first = True
+        started_at = now_ms()
         while True:
             try:
+                await health.heartbeat(self, started_at)
                 if not self.options.single_node:  # safety net beside the replicas' notifications
                     await self.reload_registry()
                 apps = await self.store.read(ops.list_apps)

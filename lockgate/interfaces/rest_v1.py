@@ -6,10 +6,12 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from lockgate.engine import health, run_search
 from lockgate.engine.engine import Engine
-from lockgate.engine.flow.explain import explained
+from lockgate.engine.flow.explain import annotate, explained
 from lockgate.interfaces.auth import AccessPolicy
-from lockgate.interfaces.errors import ApiError, json_response
+from lockgate.interfaces.errors import ApiError, json_response, read_json
+from lockgate.interfaces.run_filters import parse_run_filter
 from lockgate.interfaces.views import event_view, run_view, step_view
 from lockgate.models import now_ms
 from lockgate.store import flow_operations as flow_ops
@@ -98,13 +100,69 @@ def routes(engine: Engine, access: AccessPolicy) -> list[Route]:
     async def list_runs(request: Request) -> Response:
         access.check_api(request)
         limit = max(1, min(_int_param(request, "limit", 50) or 50, MAX_PAGE))
-        runs = await store.read(
-            lambda tx: explained(ops.list_runs)(
-                tx, status=request.query_params.get("status"), function_id=request.query_params.get("function_id"),
-                limit=limit,
-            )
-        )
-        return _envelope([run_view(r) for r in runs])
+        wanted = parse_run_filter(request.query_params)
+        page = await store.read(lambda tx: find_runs(tx, wanted, request.query_params.get("cursor"), limit))
+        return json_response({"data": [run_view(r) for r in page.runs],
+                              "metadata": {"fetched_at": now_ms(), "cursor": page.next_cursor,
+                                           "scanned": page.scanned, "partial": page.partial}})
+
+    async def count_runs(request: Request) -> Response:
+        access.check_api(request)
+        wanted = parse_run_filter(request.query_params)
+        counts = await store.read(lambda tx: run_search.count_runs(tx, wanted.query(tx)))
+        return _envelope({"total": counts.total, "by_status": counts.by_status, "complete": counts.complete})
+
+    async def rerun_run(request: Request) -> Response:
+        access.check_api(request)
+        return _envelope(run_view(await engine.rerun(request.path_params["run_id"])))
+
+    async def bulk(request: Request) -> Response:
+        """POST /v1/runs/cancel or /v1/runs/rerun with a JSON filter (the /v1/runs query parameters)."""
+        access.check_api(request)
+        body = await read_json(request, limit=64 * 1024)
+        if not isinstance(body, dict) or not (set(body) & {"status", "function", "function_id", "app", "from",
+                                                           "to", "if", "all"}):
+            raise ApiError(400, "send a JSON object with a filter (status, function, app, from, to, if), or"
+                                " {\"all\": true} to act on every run")
+        wanted = parse_run_filter({k: v for k, v in body.items() if k != "all"})
+        cancelling = request.url.path.endswith("/cancel")
+        ids = await store.read(lambda tx: run_search.select_run_ids(tx, wanted.query(tx), unfinished_only=cancelling))
+        if cancelling:
+            done = await engine.cancel_runs(ids, reason="cancelled in bulk through the API")
+            return _envelope({"matched": len(ids), "cancelled": done})
+        started = await engine.rerun_runs(ids)
+        return _envelope({"matched": len(ids), "started": started})
+
+    async def replay_event(request: Request) -> Response:
+        access.check_api(request)
+        return _envelope({"id": await engine.replay_event(request.path_params["event_id"])})
+
+    async def add_app(request: Request) -> Response:
+        access.check_api(request)
+        body = await read_json(request, limit=64 * 1024)
+        url = body.get("url") if isinstance(body, dict) else None
+        if not isinstance(url, str) or not url.startswith(("http://", "https://")):
+            raise ApiError(400, "send {\"url\": \"http://host:port/api/inngest\"}: the app's serve URL")
+        error = await engine.add_app(url)
+        if error:
+            raise ApiError(502, error)
+        return _envelope({"url": url, "synced": True})
+
+    async def resync_app(request: Request) -> Response:
+        access.check_api(request)
+        app = await store.read(ops.get_app, request.path_params["name"])
+        if app is None:
+            raise ApiError(404, f"app {request.path_params['name']} not found")
+        error = await engine.add_app(app.url)
+        if error:
+            raise ApiError(502, error)
+        return _envelope({"name": app.name, "synced": True})
+
+    async def remove_app(request: Request) -> Response:
+        access.check_api(request)
+        if not await engine.remove_app(request.path_params["name"]):
+            raise ApiError(404, f"app {request.path_params['name']} not found")
+        return _envelope({"removed": request.path_params["name"]})
 
     async def list_apps(request: Request) -> Response:
         access.check_api(request)
@@ -131,20 +189,7 @@ def routes(engine: Engine, access: AccessPolicy) -> list[Route]:
 
     async def stats(request: Request) -> Response:
         access.check_api(request)
-        counts = await store.read(ops.count_runs_by_status)
-        depth = await store.read(ops.queue_depth)
-        pending_waits = await store.read(ops.count_waits)
-        body = {
-            "runs": counts,
-            "queue_depth": depth,
-            "waits": pending_waits,
-            "calls_in_flight": engine.dispatcher.inflight,
-            "calls": {"total": getattr(engine.executor, "calls", 0),
-                      "use_api": getattr(engine.executor, "calls_use_api", 0)},
-            "store": {"kind": store.description, "commits": getattr(store, "commits", None),
-                      "writes": getattr(store, "writes", None)},
-        }
-        return _envelope(body)
+        return _envelope(await health.snapshot(engine))
 
     return [
         Route("/v1/stats", stats, methods=["GET"]),
@@ -152,6 +197,14 @@ def routes(engine: Engine, access: AccessPolicy) -> list[Route]:
         Route("/v1/events/{event_id}", get_event, methods=["GET"]),
         Route("/v1/events/{event_id}/runs", event_runs, methods=["GET"]),
         Route("/v1/runs", list_runs, methods=["GET"]),
+        Route("/v1/runs/count", count_runs, methods=["GET"]),
+        Route("/v1/runs/cancel", bulk, methods=["POST"]),
+        Route("/v1/runs/rerun", bulk, methods=["POST"]),
+        Route("/v1/runs/{run_id}/rerun", rerun_run, methods=["POST"]),
+        Route("/v1/events/{event_id}/replay", replay_event, methods=["POST"]),
+        Route("/v1/apps", add_app, methods=["POST"]),
+        Route("/v1/apps/{name:path}", remove_app, methods=["DELETE"]),
+        Route("/v1/apps/{name:path}/resync", resync_app, methods=["POST"]),
         Route("/v1/runs/{run_id}", get_run, methods=["GET"]),
         Route("/v1/runs/{run_id}", cancel_run, methods=["DELETE"]),
         Route("/v1/runs/{run_id}/cancel", cancel_run, methods=["POST"]),
@@ -159,3 +212,13 @@ def routes(engine: Engine, access: AccessPolicy) -> list[Route]:
         Route("/v1/runs/{run_id}/jobs", run_jobs, methods=["GET"]),
         Route("/v1/apps", list_apps, methods=["GET"]),
     ]
+
+
+def find_runs(tx, wanted, cursor: str | None, limit: int) -> run_search.RunPage:
+    """One page of runs with their explanations (REST and the dashboard share it)."""
+    try:
+        page = run_search.search_runs(tx, wanted.query(tx), cursor=cursor, limit=limit)
+    except run_search.RunQueryError as exc:
+        raise ApiError(400, str(exc)) from None
+    annotate(tx, page.runs)
+    return page
