@@ -189,3 +189,4 @@ class RunFilter:
     function_ids: list[str] = field(default_factory=list)  # internal ids, resolved from slugs or apps
     created_from: int | None = None  # ms, inclusive
     created_to: int | None = None  # ms, exclusive
+    events_contain: list[str] = field(default_factory=list)  # substrings of the stored trigger JSON (a pre-filter)

@@ -11,13 +11,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
-from lockgate.expressions import Expression, ExpressionError, compile_expression
+import orjson
+
+from lockgate.expressions import Expression, ExpressionError, compile_expression, equality_keys
 from lockgate.models import FINAL_STATUSES, Run, RunFilter, RunStatus
 from lockgate.store import operations as ops
 from lockgate.store.base import Tx
 
 SCAN_LIMIT = 5000  # rows one page may scan for an expression filter
-COUNT_SCAN_LIMIT = 20000  # rows a count may scan for an expression filter
+COUNT_SCAN_LIMIT = 10000  # rows a count may scan for an expression filter
 BULK_LIMIT = 10000  # runs one bulk action may touch
 _BATCH = 500
 
@@ -30,6 +32,10 @@ class RunQueryError(ValueError):
 class RunQuery:
     filter: RunFilter = field(default_factory=RunFilter)
     expression: Expression | None = None
+
+    def __post_init__(self) -> None:
+        if self.expression is not None and not self.filter.events_contain:
+            self.filter = replace(self.filter, events_contain=text_hints(self.expression.source))
 
     @property
     def source(self) -> str | None:
@@ -63,6 +69,18 @@ def compile_run_expression(source: str | None) -> Expression | None:
         raise RunQueryError(f"the run filter expression does not compile: {exc}") from None
 
 
+def text_hints(source: str) -> list[str]:
+    """Substrings the stored trigger JSON must contain for the expression to hold, so SQL can skip most
+    rows: `event.data.user_id == "u1"` needs `"user_id":"u1"` (the store writes compact JSON). Only
+    strings and booleans: numbers have several spellings (1, 1.0)."""
+    hints = []
+    for path, value in equality_keys(source, root="event"):
+        if isinstance(value, (str, bool)) and path.startswith("data."):
+            key = path.rsplit(".", 1)[1]
+            hints.append(orjson.dumps(key).decode() + ":" + orjson.dumps(value).decode())
+    return hints
+
+
 def encode_cursor(run: Run) -> str:
     return f"{run.created_at}.{run.run_id}"
 
@@ -76,23 +94,18 @@ def decode_cursor(cursor: str | None) -> tuple[int, str] | None:
     return int(created), run_id
 
 
-def _matches(query: RunQuery, run: Run) -> bool:
-    assert query.expression is not None
-    event = run.events[0] if run.events else {}
-    return query.expression.matches({"event": event})
-
-
 def _scan(tx: Tx, query: RunQuery, before: tuple[int, str] | None, budget: int):
-    """Yield (run, matched) newest first, at most `budget` rows."""
+    """Yield (created_at, run_id, status, matched) newest first, at most `budget` rows."""
     seen = 0
     while seen < budget:
-        batch = ops.page_runs(tx, query.filter, before=before, limit=min(_BATCH, budget - seen))
-        for run in batch:
+        batch = ops.scan_run_triggers(tx, query.filter, before=before, limit=min(_BATCH, budget - seen))
+        for created_at, run_id, status, event in batch:
             seen += 1
-            yield run, query.expression is None or _matches(query, run)
+            matched = query.expression is None or query.expression.matches({"event": event})
+            yield created_at, run_id, status, matched
         if len(batch) < _BATCH:
             return
-        before = (batch[-1].created_at, batch[-1].run_id)
+        before = (batch[-1][0], batch[-1][1])
 
 
 def search_runs(tx: Tx, query: RunQuery, *, cursor: str | None, limit: int) -> RunPage:
@@ -102,20 +115,21 @@ def search_runs(tx: Tx, query: RunQuery, *, cursor: str | None, limit: int) -> R
         more = len(runs) > limit
         runs = runs[:limit]
         return RunPage(runs, encode_cursor(runs[-1]) if more and runs else None, scanned=len(runs))
-    found: list[Run] = []
-    last: Run | None = None
+    found: list[str] = []
+    last: tuple[int, str] | None = None
     scanned = 0
-    for run, matched in _scan(tx, query, before, SCAN_LIMIT):
+    for created_at, run_id, _, matched in _scan(tx, query, before, SCAN_LIMIT):
         scanned += 1
-        last = run
+        last = (created_at, run_id)
         if matched:
-            found.append(run)
+            found.append(run_id)
             if len(found) == limit:
                 break
+    runs = [run for run in (ops.get_run(tx, run_id) for run_id in found) if run is not None]
     exhausted = scanned < SCAN_LIMIT and len(found) < limit
     if exhausted or last is None:
-        return RunPage(found, None, scanned)
-    return RunPage(found, encode_cursor(last), scanned, partial=len(found) < limit)
+        return RunPage(runs, None, scanned)
+    return RunPage(runs, f"{last[0]}.{last[1]}", scanned, partial=len(found) < limit)
 
 
 def count_runs(tx: Tx, query: RunQuery) -> RunCounts:
@@ -123,10 +137,10 @@ def count_runs(tx: Tx, query: RunQuery) -> RunCounts:
         return RunCounts(ops.count_runs(tx, query.filter))
     counts: dict[str, int] = {}
     scanned = 0
-    for run, matched in _scan(tx, query, None, COUNT_SCAN_LIMIT):
+    for _, _, status, matched in _scan(tx, query, None, COUNT_SCAN_LIMIT):
         scanned += 1
         if matched:
-            counts[run.status] = counts.get(run.status, 0) + 1
+            counts[status] = counts.get(status, 0) + 1
     return RunCounts(counts, complete=scanned < COUNT_SCAN_LIMIT)
 
 
@@ -165,9 +179,9 @@ def select_run_ids(tx: Tx, query: RunQuery, *, unfinished_only: bool) -> list[st
             return []
         query = RunQuery(replace(query.filter, statuses=statuses), query.expression)
     ids: list[str] = []
-    for run, matched in _scan(tx, query, None, BULK_LIMIT * 4 if query.expression else BULK_LIMIT):
+    for _, run_id, _, matched in _scan(tx, query, None, BULK_LIMIT * 4 if query.expression else BULK_LIMIT):
         if matched:
-            ids.append(run.run_id)
+            ids.append(run_id)
             if len(ids) == BULK_LIMIT:
                 break
     return ids

@@ -198,7 +198,7 @@ def list_events(
         params.append(name)
     if data_contains:  # a substring of the stored JSON payload (unindexed: the page limit bounds it)
         clauses.append("LOWER(data) LIKE ? ESCAPE '\\'")
-        params.append("%" + data_contains.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%")
+        params.append("%" + _like_escape(data_contains.lower()) + "%")
     if before_seq is not None:
         clauses.append("seq < ?")
         params.append(before_seq)
@@ -328,6 +328,10 @@ def _in(column: str, values: list[Any]) -> str:
     return f"{column} = ?" if len(values) == 1 else f"{column} IN ({', '.join('?' for _ in values)})"
 
 
+def _like_escape(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
 def _run_where(run_filter: RunFilter, before: tuple[int, str] | None = None) -> tuple[str, list[Any]]:
     clauses: list[str] = []
     params: list[Any] = []
@@ -343,6 +347,9 @@ def _run_where(run_filter: RunFilter, before: tuple[int, str] | None = None) -> 
     if run_filter.created_to is not None:
         clauses.append("created_at < ?")
         params.append(run_filter.created_to)
+    for text in run_filter.events_contain:
+        clauses.append("events LIKE ? ESCAPE '\\'")
+        params.append("%" + _like_escape(text) + "%")
     if before is not None:  # keyset: strictly older than the last row of the previous page
         clauses.append("(created_at < ? OR (created_at = ? AND run_id < ?))")
         params += [before[0], before[0], before[1]]
@@ -355,6 +362,20 @@ def page_runs(tx: Tx, run_filter: RunFilter, *, before: tuple[int, str] | None, 
     rows = tx.all(f"SELECT {_RUN_COLUMNS} FROM runs{where} ORDER BY created_at DESC, run_id DESC LIMIT ?",
                   (*params, limit))
     return [_run_from_row(r) for r in rows]
+
+
+def scan_run_triggers(tx: Tx, run_filter: RunFilter, *, before: tuple[int, str] | None,
+                      limit: int) -> list[tuple[int, str, str, Any]]:
+    """(created_at, run_id, status, first triggering event) newest first: the light rows an expression
+    filter is checked against before whole runs are loaded."""
+    where, params = _run_where(run_filter, before)
+    rows = tx.all(f"SELECT created_at, run_id, status, events FROM runs{where}"
+                  " ORDER BY created_at DESC, run_id DESC LIMIT ?", (*params, limit))
+    out = []
+    for r in rows:
+        events = orjson.loads(r["events"])
+        out.append((r["created_at"], r["run_id"], r["status"], events[0] if events else {}))
+    return out
 
 
 def count_runs(tx: Tx, run_filter: RunFilter) -> dict[str, int]:

@@ -26,7 +26,8 @@ shutting_down: Callable[[], bool] = lambda: False
 
 
 async def changes(engine: Any, run_id: str | None) -> AsyncIterator[None]:
-    """Yield once at start and then whenever the watched run (or any run, with None) changes."""
+    """Yield once at start (what changed between the page's render and this connection is not lost)
+    and then whenever the watched run (or any run, with None) changes."""
     if run_id is None:
         mark = lambda tx: ops.runs_change_mark(tx)  # noqa: E731
     else:
@@ -35,8 +36,7 @@ async def changes(engine: Any, run_id: str | None) -> AsyncIterator[None]:
     while True:
         current = await engine.store.read(mark)
         if current != last:
-            if last is not None:
-                yield None
+            yield None
             last = current
         await asyncio.sleep(POLL_S)
 
