@@ -47,6 +47,11 @@ def _run_server(settings: Settings, kind: str) -> None:
             sockets.append(bind_socket(settings.host, settings.qstash_port))
         except OSError as exc:
             _fail(f"cannot listen on {settings.host}:{settings.qstash_port} for --qstash-port: {exc.strerror}")
+    try:
+        settings.retention_seconds(kind)
+    except ValueError as exc:
+        _fail(str(exc))
+    _prepare_schema(settings)
     app, engine = build_app(settings, kind=kind, own_port=port)
     store = engine.store.description
     click.echo(f"lockgate {kind} server listening on http://{settings.host}:{port} (store: {store})", err=True)
@@ -54,6 +59,42 @@ def _run_server(settings: Settings, kind: str) -> None:
         click.echo(f"QStash API also on http://{settings.host}:{sockets[1].getsockname()[1]}/v2", err=True)
     sys.stderr.flush()
     serve(app, sockets, log_level=settings.log_level)
+
+
+def _migrate(settings: Settings, *, apply: bool):
+    """Bring the store's schema up to this release (or only look, when apply is False)."""
+    from lockgate.store import migrations
+
+    try:
+        if settings.postgres_uri:
+            from lockgate.store.postgres import migrate_uri
+
+            return migrate_uri(settings.postgres_uri, apply=apply)
+        from lockgate.store.sqlite import migrate_data_dir
+
+        return migrate_data_dir(settings.data_dir, apply=apply)
+    except migrations.SchemaTooNew as exc:
+        _fail(str(exc))
+    except ConnectionError as exc:
+        _fail(f"{exc}. Check --postgres-uri and that the database server is running.")
+    raise AssertionError("unreachable")
+
+
+def _prepare_schema(settings: Settings) -> None:
+    """Migrate before serving, so a schema problem is one clear line rather than a failed start-up."""
+    if settings.in_memory and not settings.postgres_uri:
+        return  # a fresh private store: opening it applies every migration
+    if not settings.postgres_uri:
+        from lockgate.store.sqlite import DataDirInUse, data_dir_lock
+
+        try:
+            with data_dir_lock(settings.data_dir, purpose="a server"):
+                pass
+        except DataDirInUse as exc:
+            _fail(str(exc))
+    _, applied = _migrate(settings, apply=True)
+    for migration in applied:
+        click.echo(f"applied schema migration {migration.label}", err=True)
 
 
 @click.group()
@@ -78,9 +119,11 @@ def main() -> None:
 @click.option("--log-level", default=None, help="debug, info, warning or error.")
 @click.option("--qstash-port", type=int, default=None,
               help="Also serve the APIs on this port, e.g. 8080 where QStash dev settings point.")
+@click.option("--retention", default=None,
+              help="Keep finished runs and their events this long, e.g. 7d, 24h; 0 keeps forever.")
 @click.option("--example", is_flag=True, default=False, help="Also serve the example app (examples/app.py).")
 def dev(sdk_urls, port, host, no_discovery, no_poll, poll_interval, retry_interval, config, data_dir, in_memory,
-        postgres_uri, workers, log_level, qstash_port, example) -> None:
+        postgres_uri, workers, log_level, qstash_port, retention, example) -> None:
     """Run the development server on an embedded SQLite store (or --postgres-uri)."""
     if example:
         sdk_urls = (*sdk_urls, _start_example_app(port or 8288))
@@ -98,6 +141,7 @@ def dev(sdk_urls, port, host, no_discovery, no_poll, poll_interval, retry_interv
         "workers": workers,
         "log_level": log_level,
         "qstash_port": qstash_port,
+        "retention": retention,
     }
     _run_server(_load(config, flags), "dev")
 
@@ -117,10 +161,15 @@ def dev(sdk_urls, port, host, no_discovery, no_poll, poll_interval, retry_interv
 @click.option("--data-dir", default=None, help="SQLite directory, when no PostgreSQL URI is given.")
 @click.option("--workers", type=int, default=None, help="Calls to apps in flight at once (default 100).")
 @click.option("--log-level", default=None, help="debug, info, warning or error.")
+@click.option("--replica-name", default=None,
+              help="Name of this replica, kept across restarts (default host:port): a restart takes back its calls.")
+@click.option("--retention", default=None,
+              help="Keep finished runs and their events this long, e.g. 7d, 24h; 0 keeps forever.")
 @click.option("--dashboard-password", default=None,
               help="Admin password for the dashboard (the token from `lockgate dashboard-token` works too).")
 def start(sdk_urls, port, host, postgres_uri, redis_uri, signing_key, signing_key_fallback, event_keys,
-          poll_interval, retry_interval, config, data_dir, workers, log_level, dashboard_password) -> None:
+          poll_interval, retry_interval, config, data_dir, workers, log_level, replica_name, retention,
+          dashboard_password) -> None:
     """Run the production server: keys required, replicas share one PostgreSQL database."""
     flags = {
         "sdk_urls": list(sdk_urls) or None,
@@ -135,8 +184,10 @@ def start(sdk_urls, port, host, postgres_uri, redis_uri, signing_key, signing_ke
         "retry_interval": retry_interval,
         "data_dir": data_dir,
         "workers": workers,
+        "replica_name": replica_name,
         "log_level": log_level,
         "dashboard_password": dashboard_password,
+        "retention": retention,
     }
     settings = _load(config, flags)
     if settings.sources["discovery"] == "default":
@@ -209,6 +260,74 @@ def doctor(sdk_urls, port, host, postgres_uri, data_dir, signing_key, config) ->
         click.echo(f"{report.problems} problem(s) found.", err=True)
         sys.exit(1)
     click.echo("No problems found.")
+
+
+@main.command()
+@click.option("--check", is_flag=True, default=False,
+              help="Only report; exit 1 when migrations are pending (2 when the database is newer).")
+@click.option("--postgres-uri", default=None, help="PostgreSQL database to migrate.")
+@click.option("--data-dir", default=None, help="SQLite data folder to migrate (default .lockgate).")
+@click.option("--config", "config", type=click.Path(), default=None, help="Config file (JSON, YAML or TOML).")
+def migrate(check, postgres_uri, data_dir, config) -> None:
+    """Apply the schema migrations this release ships (servers also do this when they start)."""
+    settings = _load(config, {"postgres_uri": postgres_uri, "data_dir": data_dir})
+    target = "PostgreSQL database" if settings.postgres_uri else f"SQLite data folder {settings.data_dir}"
+    state, applied = _migrate(settings, apply=not check)
+    for version, name in state.applied:
+        click.echo(f"applied  {version:04d}_{name}")
+    for migration in state.pending:
+        click.echo(f"{'applied ' if migration in applied else 'pending '} {migration.label}"
+                   f"{'  (now)' if migration in applied else ''}")
+    if check and state.pending:
+        click.echo(f"{len(state.pending)} migration(s) pending on the {target}: run `lockgate migrate`"
+                   " (or start the server, which applies them).", err=True)
+        sys.exit(1)
+    click.echo(f"The {target} is up to date.", err=True)
+
+
+def _sqlite_only(settings: Settings, command: str) -> None:
+    if settings.postgres_uri:
+        _fail(f"`lockgate {command}` works on a SQLite data folder; for PostgreSQL use pg_dump and pg_restore"
+              " (see lockgate/store/README.md, section Backups).")
+
+
+@main.command()
+@click.argument("path", type=click.Path(dir_okay=False))
+@click.option("--data-dir", default=None, help="SQLite data folder to back up (default .lockgate).")
+@click.option("--config", "config", type=click.Path(), default=None, help="Config file (JSON, YAML or TOML).")
+def backup(path, data_dir, config) -> None:
+    """Copy a SQLite data folder's database to PATH, consistently, while the server runs."""
+    from lockgate.store.sqlite_backup import BackupError, backup as take_backup
+
+    settings = _load(config, {"data_dir": data_dir})
+    _sqlite_only(settings, "backup")
+    try:
+        done = take_backup(settings.data_dir, path)
+    except BackupError as exc:
+        _fail(str(exc))
+        return
+    click.echo(f"backed up {done['runs']} run(s), {done['bytes']} bytes, to {done['path']} in {done['seconds']}s")
+
+
+@main.command()
+@click.argument("path", type=click.Path(dir_okay=False))
+@click.option("--data-dir", default=None, help="SQLite data folder to restore into (default .lockgate).")
+@click.option("--config", "config", type=click.Path(), default=None, help="Config file (JSON, YAML or TOML).")
+def restore(path, data_dir, config) -> None:
+    """Replace a SQLite data folder's database with the backup at PATH (stop the server first)."""
+    from lockgate.store.sqlite import DataDirInUse
+    from lockgate.store.sqlite_backup import BackupError, restore as put_back
+
+    settings = _load(config, {"data_dir": data_dir})
+    _sqlite_only(settings, "restore")
+    try:
+        done = put_back(path, settings.data_dir)
+    except (BackupError, DataDirInUse) as exc:
+        _fail(str(exc))
+        return
+    if done["previous"]:
+        click.echo(f"the database it replaced is kept at {done['previous']}")
+    click.echo(f"restored {path} into {done['path']}; start the server to resume its runs")
 
 
 @main.command("config")

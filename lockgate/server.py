@@ -12,17 +12,24 @@ import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.middleware import Middleware
+from starlette.routing import Route
 
+from lockgate.connect import routes as connect_routes
+from lockgate.connect.gateway import ConnectOptions
 from lockgate.engine.engine import Engine, EngineOptions
 from lockgate.engine.operator import OperatorError
-from lockgate.interfaces import dashboard, graphql_api, inngest_api, metrics, rest_v1
+from lockgate.engine.retention import Retention
+from lockgate.interfaces import dashboard, graphql_api, inngest_api, metrics, openapi, rest_v1
 from lockgate.interfaces.dashboard import live
 from lockgate.interfaces.dashboard.session import DashboardAuth
 from lockgate.interfaces.qstash_api import QStashApi
 from lockgate.protocol.qstash_signing import DEV_CURRENT_KEY, DEV_NEXT_KEY, DEV_TOKEN, new_signing_key
 from lockgate.qstash.service import QStash, QStashOptions
+from lockgate.realtime import RealtimeOptions, build_broker
 from lockgate.interfaces.auth import AccessPolicy
-from lockgate.interfaces.errors import ApiError, error_response
+from lockgate.interfaces.errors import ApiError, error_response, json_response
+from lockgate.interfaces.guard import EdgeGuard
 from lockgate.settings import Settings
 from lockgate.store.base import Store
 from lockgate.store.sqlite import SQLiteStore
@@ -64,6 +71,7 @@ class ServerKindHeader:
 
 def build_app(settings: Settings, *, kind: str = "dev", store: Store | None = None, own_port: int | None = None):
     store = store or build_store(settings)
+    limits = settings.limits()
     keys = [k for k in (settings.signing_key, settings.signing_key_fallback) if k]
     engine = Engine(
         store,
@@ -79,24 +87,45 @@ def build_app(settings: Settings, *, kind: str = "dev", store: Store | None = No
             workers=settings.workers,
             own_port=own_port,
             lease_ms=int(settings.lease_timeout * 1000),
+            replica_name=settings.replica_name,
             # `start` replicas share a PostgreSQL store: never release another process's leases.
             # The dev server is one process by design, so a predecessor's leases lapse at once.
             single_node=kind == "dev" or not settings.postgres_uri,
+            limits=limits,
+            retention=Retention(seconds=settings.retention_seconds(kind),
+                                sweep_interval_s=settings.housekeeping_interval),
         ),
     )
     # Dev mode stays open; production checks both kinds of key.
     cloud = kind == "cloud"
     access = AccessPolicy(signing_keys=keys if cloud else [], event_keys=list(settings.event_keys) if cloud else [])
     engine.qstash = build_qstash(settings, store, engine, kind)
+    gateway = connect_routes.build_gateway(engine, ConnectOptions(
+        heartbeat_interval_s=settings.connect_heartbeat_interval,
+        extend_lease_interval_s=settings.connect_lease_interval,
+        signing_keys=keys if cloud else [],
+        single_node=engine.options.single_node,
+    ))
+    engine.realtime = build_broker(store, redis_uri=settings.redis_uri, options=RealtimeOptions(
+        retention_s=settings.realtime_retention_seconds,
+        retention_messages=settings.realtime_retention_messages,
+        max_message_bytes=settings.realtime_max_message_bytes,
+        token_ttl_s=settings.realtime_token_ttl,
+    ))
 
     @contextlib.asynccontextmanager
     async def lifespan(app) -> AsyncIterator[None]:
         await store.open()
+        await engine.realtime.start()
         await engine.start()
+        await gateway.start()
         try:
             yield
         finally:
+            await gateway.drain()
             await engine.stop()
+            await gateway.stop()
+            await engine.realtime.stop()
             await store.close()
 
     async def on_api_error(request: Request, exc: Exception) -> Response:
@@ -122,21 +151,32 @@ def build_app(settings: Settings, *, kind: str = "dev", store: Store | None = No
         if cloud and not auth.session(request):
             access.check_api(request)
 
+    api_document = openapi.document(limits)
+
+    async def openapi_json(request: Request) -> Response:
+        return json_response(api_document)
+
     routes = [
         *dashboard.routes(engine, auth, kind=kind),
         *metrics.routes(engine, metrics_allowed),
+        Route("/openapi.json", openapi_json, methods=["GET"]),
         *inngest_api.routes(engine, access),
         *rest_v1.routes(engine, access),
         *graphql_api.routes(engine, access),
-        *QStashApi(engine.qstash).routes(),
+        *QStashApi(engine.qstash, limits).routes(),
+        *connect_routes.routes(gateway, access),
     ]
+    largest_body = max(limits.max_request_bytes, limits.max_checkpoint_bytes, limits.max_qstash_body_bytes)
     app = Starlette(
         routes=routes,
+        # Inside Starlette's own error layer, so an unexpected exception ends here as a JSON 500.
+        middleware=[Middleware(EdgeGuard, max_body_bytes=largest_body)],
         lifespan=lifespan,
         exception_handlers={ApiError: on_api_error, OperatorError: on_operator_error, 404: not_found,
                             405: method_not_allowed},
     )
     app.state.engine = engine
+    app.state.gateway = gateway
     return ServerKindHeader(app, kind), engine
 
 
@@ -166,6 +206,22 @@ def bind_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
+class _DrainingServer(uvicorn.Server):
+    """uvicorn closes WebSockets at once on shutdown: first tell Connect workers to reconnect elsewhere."""
+
+    def __init__(self, config: uvicorn.Config, gateway) -> None:
+        super().__init__(config)
+        self.gateway = gateway
+
+    async def shutdown(self, sockets=None) -> None:
+        if self.gateway is not None:
+            try:
+                await self.gateway.drain()
+            except Exception:
+                log.exception("draining Connect workers failed")
+        await super().shutdown(sockets=sockets)
+
+
 def serve(app, sock: socket.socket | list[socket.socket], *, log_level: str = "info") -> None:
     config = uvicorn.Config(
         app,
@@ -176,7 +232,7 @@ def serve(app, sock: socket.socket | list[socket.socket], *, log_level: str = "i
         lifespan="on",
         timeout_graceful_shutdown=15,
     )
-    server = uvicorn.Server(config)
+    server = _DrainingServer(config, getattr(getattr(app, "app", app).state, "gateway", None))
     live.shutting_down = lambda: server.should_exit  # open live pages end at once on shutdown
     # uvicorn drains requests and runs our shutdown (finish in-flight calls, hand back leases) on
     # SIGTERM, then re-raises the signal; a no-op handler here turns that into a clean exit 0.

@@ -15,6 +15,8 @@ from typing import Any
 
 import yaml
 
+from lockgate.limits import DEFAULT as LIMITS, Limits
+
 
 def _spec(default: Any, *, env: tuple[str, ...] = (), help: str = "", secret: bool = False) -> Any:
     return field(default_factory=lambda: default() if callable(default) else default,
@@ -32,7 +34,15 @@ class Settings:
     postgres_pool_size: int = _spec(8, env=("LOCKGATE_POSTGRES_POOL_SIZE",),
                                     help="connections each replica may hold (plus one for LISTEN)")
     redis_uri: str | None = _spec(None, env=("LOCKGATE_REDIS_URI", "INNGEST_REDIS_URI"), secret=True,
-                                  help="Redis, reserved for realtime fan-out across replicas (not used yet)")
+                                  help="Redis Streams carry realtime messages across replicas")
+    realtime_retention_seconds: float = _spec(3600.0, env=("LOCKGATE_REALTIME_RETENTION_SECONDS",),
+                                              help="how long a realtime channel keeps messages for resuming")
+    realtime_retention_messages: int = _spec(10_000, env=("LOCKGATE_REALTIME_RETENTION_MESSAGES",),
+                                             help="most messages a realtime channel keeps for resuming")
+    realtime_max_message_bytes: int = _spec(512 * 1024, env=("LOCKGATE_REALTIME_MAX_MESSAGE_BYTES",),
+                                            help="largest realtime message accepted (413 above)")
+    realtime_token_ttl: float = _spec(3600.0, env=("LOCKGATE_REALTIME_TOKEN_TTL",),
+                                      help="seconds a realtime subscription token stays valid")
     sdk_urls: list[str] = _spec(list, env=("LOCKGATE_SDK_URL", "INNGEST_SDK_URL"), help="apps to sync")
     discovery: bool = _spec(True, env=("LOCKGATE_DISCOVERY",), help="look for apps on local ports")
     poll: bool = _spec(True, env=("LOCKGATE_POLL",), help="re-sync apps every poll interval")
@@ -48,8 +58,16 @@ class Settings:
                                              help="previous signing key, accepted during rotation")
     event_keys: list[str] = _spec(list, env=("LOCKGATE_EVENT_KEY", "INNGEST_EVENT_KEY"), secret=True,
                                   help="accepted event keys (empty: any)")
-    lease_timeout: float = _spec(120.0, env=("LOCKGATE_LEASE_TIMEOUT",),
-                                 help="seconds before a dead replica's jobs are taken over")
+    lease_timeout: float = _spec(10.0, env=("LOCKGATE_LEASE_TIMEOUT",),
+                                 help="seconds a call's lease lasts without a heartbeat; a replica silent for half"
+                                      " of it is taken over")
+    replica_name: str | None = _spec(None, env=("LOCKGATE_REPLICA_NAME",),
+                                     help="this replica's name, stable across restarts (default host:port)")
+    connect_lease_interval: int = _spec(5, env=("LOCKGATE_CONNECT_LEASE_INTERVAL",),
+                                        help="seconds between a Connect worker's lease extensions; a call is"
+                                             " retried after four missed")
+    connect_heartbeat_interval: int = _spec(10, env=("LOCKGATE_CONNECT_HEARTBEAT_INTERVAL",),
+                                            help="seconds between Connect heartbeats; silent for three: gone")
     log_level: str = _spec("info", env=("LOCKGATE_LOG_LEVEL",), help="debug, info, warning or error")
     qstash_port: int | None = _spec(None, env=("LOCKGATE_QSTASH_PORT", "QSTASH_DEV_PORT"),
                                     help="also serve every API on this port (8080: where QStash dev settings look)")
@@ -68,6 +86,33 @@ class Settings:
                                                 " `lockgate dashboard-token` prints)")
     sqlite_synchronous: str = _spec("NORMAL", env=("LOCKGATE_SQLITE_SYNCHRONOUS",),
                                     help="NORMAL survives killed processes; FULL also power loss")
+
+    # Input limits (lockgate/limits.py, README "Limits"): bad or huge input is refused before parsing.
+    max_request_bytes: int = _spec(LIMITS.max_request_bytes, env=("LOCKGATE_MAX_REQUEST_BYTES",),
+                                   help="largest events-API or app-sync body")
+    max_checkpoint_bytes: int = _spec(LIMITS.max_checkpoint_bytes, env=("LOCKGATE_MAX_CHECKPOINT_BYTES",),
+                                      help="largest JS step-checkpoint body")
+    max_qstash_body_bytes: int = _spec(LIMITS.max_qstash_body_bytes, env=("LOCKGATE_MAX_QSTASH_BODY_BYTES",),
+                                       help="largest QStash message body")
+    max_json_depth: int = _spec(LIMITS.max_json_depth, env=("LOCKGATE_MAX_JSON_DEPTH",),
+                                help="deepest nesting of objects/arrays in a JSON body")
+    max_event_id_length: int = _spec(LIMITS.max_event_id_length, env=("LOCKGATE_MAX_EVENT_ID_LENGTH",),
+                                     help="longest event id")
+    max_functions_per_sync: int = _spec(LIMITS.max_functions_per_sync, env=("LOCKGATE_MAX_FUNCTIONS_PER_SYNC",),
+                                        help="most functions one app may register")
+    max_graphql_bytes: int = _spec(LIMITS.max_graphql_bytes, env=("LOCKGATE_MAX_GRAPHQL_BYTES",),
+                                   help="largest /v0/gql request")
+    max_graphql_depth: int = _spec(LIMITS.max_graphql_depth, env=("LOCKGATE_MAX_GRAPHQL_DEPTH",),
+                                   help="deepest GraphQL selection")
+    max_graphql_aliases: int = _spec(LIMITS.max_graphql_aliases, env=("LOCKGATE_MAX_GRAPHQL_ALIASES",),
+                                     help="most aliases in one GraphQL query")
+    max_graphql_fields: int = _spec(LIMITS.max_graphql_fields, env=("LOCKGATE_MAX_GRAPHQL_FIELDS",),
+                                    help="most fields selected by one GraphQL query (its cost)")
+    retention: str | None = _spec(None, env=("LOCKGATE_RETENTION",),
+                                  help="how long finished runs and their events are kept, e.g. 7d, 24h; 0 keeps"
+                                       " forever (default 7d for start, 24h for dev)")
+    housekeeping_interval: float = _spec(60.0, env=("LOCKGATE_HOUSEKEEPING_INTERVAL",),
+                                         help="seconds between retention and expiry sweeps")
 
     sources: dict[str, str] = field(default_factory=dict, repr=False)
 
@@ -111,6 +156,22 @@ class Settings:
         setattr(self, name, _coerce(name, value, current))
         self.sources[name] = source
 
+    def limits(self) -> Limits:
+        return Limits(**{name: getattr(self, name) for name in Limits.names()})
+
+    def retention_seconds(self, kind: str) -> float:
+        """The retention period in seconds for a server of this kind ("dev" or "cloud"); 0 is forever."""
+        from lockgate.protocol.timeparse import parse_duration
+
+        text = self.retention if self.retention is not None else ("24h" if kind == "dev" else "7d")
+        try:
+            seconds = parse_duration(str(text))
+        except ValueError:
+            raise ValueError(f"retention {text!r} is not a duration: use e.g. 7d, 24h, 30m, or 0 to keep forever")
+        if seconds < 0:
+            raise ValueError(f"retention {text!r} is negative: use e.g. 7d, or 0 to keep forever")
+        return seconds
+
     def describe(self) -> list[tuple[str, str, str]]:
         rows = []
         for f in fields(self):
@@ -123,8 +184,11 @@ class Settings:
 
 
 _BOOL_NAMES = {"in_memory", "discovery", "poll"}
-_INT_NAMES = {"port", "workers", "postgres_pool_size", "qstash_port"}
-_FLOAT_NAMES = {"poll_interval", "retry_interval", "lease_timeout", "qstash_backoff_scale"}
+_INT_NAMES = {"port", "workers", "postgres_pool_size", "qstash_port", "connect_lease_interval",
+              "connect_heartbeat_interval", "realtime_retention_messages", "realtime_max_message_bytes",
+              *Limits.names()}
+_FLOAT_NAMES = {"poll_interval", "retry_interval", "lease_timeout", "qstash_backoff_scale", "housekeeping_interval",
+                "realtime_retention_seconds", "realtime_token_ttl"}
 _LIST_NAMES = {"sdk_urls", "event_keys"}
 
 

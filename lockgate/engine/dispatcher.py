@@ -2,9 +2,10 @@
 
 It sleeps until the earliest job is due (or until someone calls `wake()` because
 work was just enqueued), leases as many due jobs as it has free worker slots, and
-starts one task per job. Leases are extended while a job runs, so a long call is
-not taken over by another replica; a crashed process simply stops extending and
-its jobs come due again when their leases lapse.
+starts one task per job. A task may go on with a follow-up job of the same run (the
+handler returns it). `holding()` lists the jobs the tasks hold right now: their leases
+are extended by the heartbeat (engine/replicas.py), so a long call is not taken over by
+another replica; a crashed process stops extending and its jobs come due again.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import asyncio
 import logging
 import os
 import socket
-from typing import Awaitable, Callable
+from typing import Any, Awaitable, Callable
 
 from lockgate.engine.flow.concurrency import lease_due
 from lockgate.models import Job, JobKind, now_ms
@@ -23,7 +24,6 @@ from lockgate.store.base import Store, Tx
 log = logging.getLogger("lockgate.dispatcher")
 
 LEASE_MS = 120_000
-HEARTBEAT_S = 30.0
 SAFETY_POLL_S = 30.0  # only a safety net; due work is dispatched on wake-up
 
 
@@ -36,23 +36,17 @@ def _lease_batch(tx: Tx, owner: str, now: int, limit: int, lease_ms: int) -> tup
     return jobs, ops.next_wakeup(tx)
 
 
-def _extend_leases(tx: Tx, owner: str, job_ids: list[str], until: int) -> None:
-    tx.executemany(
-        "UPDATE jobs SET lease_expires_at = ? WHERE id = ? AND lease_owner = ?",
-        [(until, jid, owner) for jid in job_ids],
-    )
-
-
 class Dispatcher:
-    def __init__(self, store: Store, handle: Callable[[Job, object], Awaitable[None]], *, workers: int = 100,
-                 lease_ms: int = LEASE_MS) -> None:
+    def __init__(self, store: Store, handle: Callable[[Job, Any], Awaitable[tuple[Job, Any] | None]], *,
+                 workers: int = 100, lease_ms: int = LEASE_MS, owner: str | None = None) -> None:
         self.store = store
         self.lease_ms = lease_ms  # how long a dead replica's jobs wait before another takes them
         self.handle = handle
         self.workers = workers
-        self.owner = f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
+        self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
         self._wake = asyncio.Event()
         self._inflight: dict[str, asyncio.Task] = {}
+        self._holding: dict[str, str] = {}  # task key (its first job) -> the job it holds now
         self._stopping = False
         self._tasks: list[asyncio.Task] = []
 
@@ -72,11 +66,12 @@ class Dispatcher:
     def inflight(self) -> int:
         return len(self._inflight)
 
+    def holding(self) -> list[str]:
+        """Ids of the jobs whose leases this process's tasks hold right now."""
+        return list(self._holding.values())
+
     async def start(self) -> None:
-        self._tasks = [
-            asyncio.create_task(self._loop(), name="lockgate-dispatch"),
-            asyncio.create_task(self._heartbeat(), name="lockgate-lease-heartbeat"),
-        ]
+        self._tasks = [asyncio.create_task(self._loop(), name="lockgate-dispatch")]
 
     async def stop(self, *, grace_s: float = 10.0) -> None:
         """Stop leasing, let in-flight jobs finish for a while, then abandon them to lease expiry."""
@@ -116,23 +111,19 @@ class Dispatcher:
                 pass
 
     async def _run_job(self, job: Job, state: object = None) -> None:
+        key = job.id
+        current: Job | None = job
         try:
-            await self.handle(job, state)
+            while current is not None:
+                self._holding[key] = current.id
+                follow_up = await self.handle(current, state)
+                current, state = follow_up if follow_up else (None, None)
         except asyncio.CancelledError:
             raise
         except Exception:
             # The lease lapses and the job is retried; log loudly, it is a bug or an outage.
-            log.exception("job %s failed inside the engine", job.id)
+            log.exception("job %s failed inside the engine", current.id if current else key)
         finally:
-            self._inflight.pop(job.id, None)
+            self._inflight.pop(key, None)
+            self._holding.pop(key, None)
             self._wake.set()
-
-    async def _heartbeat(self) -> None:
-        while not self._stopping:
-            await asyncio.sleep(min(HEARTBEAT_S, self.lease_ms / 4000))
-            ids = list(self._inflight)
-            if ids:
-                try:
-                    await self.store.write(_extend_leases, self.owner, ids, now_ms() + self.lease_ms)
-                except Exception:
-                    log.exception("extending leases failed")

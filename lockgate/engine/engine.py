@@ -10,17 +10,22 @@ from typing import Any
 import aiohttp
 import orjson
 
-from lockgate.engine import checkpoint, cron, health, interpreter, operator, waits
+from lockgate.engine import checkpoint, cron, interpreter, operator, waits
 from lockgate.engine.flow import admission
 from lockgate.engine.dispatcher import LEASE_MS, Dispatcher
-from lockgate.engine.executor import Executor
+from lockgate.engine.executor import APP_KEEPALIVE_S, Executor, connection_reuse_trace
 from lockgate.engine.ingest import Handoff, ingest_in_tx, parse_events
 from lockgate.engine.registry import Registry
-from lockgate.engine.sync import DISCOVERY_PATHS, DISCOVERY_PORTS, Registration, SyncError, parse_registration
+from lockgate.engine.replicas import Membership, default_replica_name, replica_owner
+from lockgate.engine.sync import (DISCOVERY_PATHS, DISCOVERY_PORTS, Registration, SyncError, is_app_url,
+                                  parse_registration)
+from lockgate.engine.retention import Housekeeping, Retention
 from lockgate.protocol.jsoncanon import canonical_json
+from lockgate.realtime import Broker
+from lockgate.realtime.memory import InProcessBroker
 from lockgate.protocol.signing import sign_body
+from lockgate.limits import DEFAULT as DEFAULT_LIMITS, Limits
 from lockgate.models import Job, JobKind, RunStatus, now_ms
-from lockgate.store import health_operations as health_ops
 from lockgate.store import operations as ops
 from lockgate.store.base import Store, Tx
 
@@ -42,6 +47,9 @@ class EngineOptions:
     own_port: int | None = None
     lease_ms: int = LEASE_MS
     single_node: bool = True  # SQLite: leases of a previous process lapse at start-up
+    replica_name: str | None = None  # several replicas: stable across restarts (default host:port)
+    limits: Limits = DEFAULT_LIMITS  # sizes clients may send (event ids, functions per sync, ...)
+    retention: Retention = field(default_factory=lambda: Retention(seconds=0))
 
 
 @dataclass(slots=True)
@@ -57,13 +65,21 @@ class Engine:
         self.registry = Registry()
         # aiohttp: its connection pool stays fast with hundreds of calls in flight.
         self.session: aiohttp.ClientSession | None = None
+        self._fresh_session: aiohttp.ClientSession | None = None  # one connection per request
         self.executor: Executor | None = None
+        name = self.options.replica_name or default_replica_name(self.options.own_port)
         self.dispatcher = Dispatcher(store, self._handle_job, workers=self.options.workers,
+                                     lease_ms=self.options.lease_ms, owner=replica_owner(name))
+        self.membership = Membership(store, self.dispatcher, name=name, replicas=not self.options.single_node,
                                      lease_ms=self.options.lease_ms)
         self._background: list[asyncio.Task] = []
+        self.housekeeping = Housekeeping(store, self.options.retention)
         self._reload_lock = asyncio.Lock()
         self.qstash: Any = None  # lockgate.qstash.service.QStash, attached by the server
+        self.connect: Any = None  # lockgate.connect.gateway.Gateway, attached by the server
+        self.realtime: Broker = InProcessBroker()  # the server attaches the configured backend
         self._known_urls: list[str] = []
+        self.listeners: dict[str, Any] = {}  # more store notification channels (Connect relays)
         for url in self.options.sdk_urls:
             self._remember_url(url)
 
@@ -78,19 +94,28 @@ class Engine:
     # -- lifecycle -----------------------------------------------------------------
 
     async def start(self) -> None:
+        timeout = aiohttp.ClientTimeout(total=self.options.request_timeout_s, sock_connect=10)
         self.session = aiohttp.ClientSession(
-            timeout=aiohttp.ClientTimeout(total=self.options.request_timeout_s, sock_connect=10),
-            connector=aiohttp.TCPConnector(limit=max(200, self.options.workers * 2), limit_per_host=0),
+            timeout=timeout,
+            connector=aiohttp.TCPConnector(limit=max(200, self.options.workers * 2), limit_per_host=0,
+                                           keepalive_timeout=APP_KEEPALIVE_S),
+            trace_configs=[connection_reuse_trace()],
         )
-        self.executor = Executor(self.session, signing_key=self.options.signing_key,
+        self._fresh_session = aiohttp.ClientSession(
+            timeout=timeout, connector=aiohttp.TCPConnector(force_close=True, limit=0))
+        self.executor = Executor(self.session, fresh_session=self._fresh_session, signing_key=self.options.signing_key,
                                  signing_key_fallback=self.options.signing_key_fallback,
                                  server_kind=self.options.server_kind)
+        self.executor.connect = self.connect
         await self.reload_registry()
         if self.options.single_node:
             await self.store.write(ops.release_all_leases)
-        self.store.listen({ops.JOBS_CHANNEL: self.dispatcher.wake, ops.FUNCTIONS_CHANNEL: self._functions_changed})
+        await self.membership.start()
+        self.store.listen({ops.JOBS_CHANNEL: self.dispatcher.wake, ops.FUNCTIONS_CHANNEL: self._functions_changed,
+                           **self.listeners})
         await self.dispatcher.start()
         self._background.append(asyncio.create_task(self._sync_loop(), name="lockgate-sync"))
+        self._background.append(asyncio.create_task(self.housekeeping.run_forever(), name="lockgate-housekeeping"))
         if self.qstash is not None:
             self._background.append(asyncio.create_task(self.qstash.housekeeping(), name="lockgate-qstash"))
 
@@ -100,16 +125,14 @@ class Engine:
             task.cancel()
         await asyncio.gather(*background, return_exceptions=True)
         await self.dispatcher.stop()
-        try:
-            await self.store.write(health_ops.forget_replica, self.dispatcher.owner)
-        except Exception:
-            log.warning("could not remove this replica from the replicas table; it ages out in a minute")
         try:  # calls cut short by the grace period go back to the queue now, not at lease expiry
             await self.store.write(ops.release_leases_of, self.dispatcher.owner)
         except Exception:
             log.exception("could not hand back leased jobs; they return when their leases lapse")
-        if self.session is not None:
-            await self.session.close()
+        await self.membership.stop()
+        for session in (self.session, self._fresh_session):
+            if session is not None:
+                await session.close()
 
     def _functions_changed(self) -> None:
         """Another replica stored a sync: load its functions so events here trigger them too."""
@@ -135,7 +158,8 @@ class Engine:
     async def ingest(self, body: Any, *, seed: str | None = None, allow_internal: bool = False) -> list[str]:
         """Validate, commit and match events; returns their internal ids. Raises EventValidationError."""
         now = now_ms()
-        events = parse_events(body, seed=seed, now=now, allow_internal=allow_internal)
+        events = parse_events(body, seed=seed, now=now, allow_internal=allow_internal,
+                              max_id_length=self.options.limits.max_event_id_length)
         registry = self.registry
         handoff = Handoff(owner=self.dispatcher.owner, lease_ms=self.dispatcher.lease_ms, limit=self.dispatcher.free_slots)
         result = await self.store.write(lambda tx: ingest_in_tx(tx, events, registry, now=now, handoff=handoff))
@@ -225,11 +249,12 @@ class Engine:
 
     # -- jobs ----------------------------------------------------------------------
 
-    async def _handle_job(self, job: Job, state: Any = None) -> None:
+    async def _handle_job(self, job: Job, state: Any = None) -> tuple[Job, Any] | None:
+        """Do one due job; returns a follow-up call of the same run for this worker to make next."""
         ctx = self.context
         if job.kind == JobKind.CALL.value:
-            await self._handle_call(job, ctx, state)
-        elif job.kind == JobKind.WAKE.value:
+            return await self._call_once(job, ctx, state)
+        if job.kind == JobKind.WAKE.value:
             settled = await self.store.write(lambda tx: interpreter.wake_sleep(tx, ctx, job, now=now_ms()))
             for next_job in settled.next_jobs:
                 self.dispatcher.adopt(next_job, settled.next_state)
@@ -245,14 +270,7 @@ class Engine:
             log.error("unknown job kind %r (job %s); dropping it", job.kind, job.id)
             await self.store.write(ops.release_job, job)
         self.dispatcher.wake()
-
-    async def _handle_call(self, job: Job, ctx: interpreter.EngineContext, state: Any = None) -> None:
-        """Call the app for this job; keep going while the run hands us its next call."""
-        while True:
-            state = await self._call_once(job, ctx, state)
-            if state is None:
-                return
-            job, state = state
+        return None
 
     async def _call_once(self, job: Job, ctx: interpreter.EngineContext, state: Any) -> Any:
         if state is None:
@@ -293,14 +311,15 @@ class Engine:
         if url not in self._known_urls:
             self._known_urls.append(url)
 
-    async def register(self, body: Any, *, remote_url_hint: str | None = None) -> SyncOutcome:
+    async def register(self, body: Any, *, remote_url_hint: str | None = None, connect: bool = False) -> SyncOutcome:
         now = now_ms()
         try:
-            reg = parse_registration(body, now=now)
+            reg = parse_registration(body, now=now, max_functions=self.options.limits.max_functions_per_sync,
+                                     connect=connect)
         except SyncError as exc:
             message = str(exc)
             url = body.get("url") if isinstance(body, dict) else None
-            if isinstance(url, str):
+            if is_app_url(url):  # remember why this app's sync failed (never for a malformed URL)
                 await self.store.write(lambda tx: ops.set_app_error(tx, url=url, error=message, at=now))
             return SyncOutcome(400, {"error": message, "status": 400})
         functions = await self.store.write(_store_registration, reg, now)
@@ -311,7 +330,8 @@ class Engine:
             async with self._reload_lock:
                 self.registry = Registry.build(functions)
             self.dispatcher.wake()
-        self._remember_url(reg.app.url)
+        if not connect:  # a Connect app has no URL to re-sync: its workers sync as they connect
+            self._remember_url(reg.app.url)
         return SyncOutcome(
             200, {"ok": True, "modified": modified, "app_id": reg.app.name, "sync_id": reg.checksum[:32], "status": 200}
         )
@@ -346,10 +366,8 @@ class Engine:
 
     async def _sync_loop(self) -> None:
         first = True
-        started_at = now_ms()
         while True:
             try:
-                await health.heartbeat(self, started_at)
                 if not self.options.single_node:  # safety net beside the replicas' notifications
                     await self.reload_registry()
                 apps = await self.store.read(ops.list_apps)

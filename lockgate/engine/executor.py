@@ -2,26 +2,47 @@
 
 from __future__ import annotations
 
+import asyncio
+import errno
 import logging
+from collections import Counter
+from types import SimpleNamespace
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
-
-import asyncio
 
 import aiohttp
 import orjson
 
+from lockgate.connect.gateway import connect_request, reply_as_http
+from lockgate.engine.sync import CONNECT_STEP_SCHEMES
 from lockgate.models import Function, Job, Run, now_ms
 from lockgate.protocol.event_ids import new_ulid
 from lockgate.protocol.execution_request import build_execution_body, execution_headers
 from lockgate.protocol.jsoncanon import canonical_json
-from lockgate.protocol.sdk_response import SdkResult, TransportError, parse_sdk_response
+from lockgate.protocol.sdk_response import FunctionErrored, SdkResult, TransportError, parse_sdk_response
 from lockgate.protocol.signing import sign_body, verify_signature
 
 log = logging.getLogger("lockgate.executor")
 
 # Above this the SDK is told to fetch events and step state itself (`use_api`).
 USE_API_THRESHOLD = 4 * 1024 * 1024
+
+# Idle connections to apps are closed after this long. App servers close theirs after 5 s
+# (uvicorn, Node's http) or less; closing ours first keeps a request from going out on a
+# connection the app is closing at that very moment.
+APP_KEEPALIVE_S = 4.0
+
+# Why a call to an app failed: the `reason` of its log record and its counter in /v1/stats.
+FAILURE_REASONS = {
+    "timeout": "the app did not answer in time",
+    "connection_refused": "nothing accepts connections at the app's address",
+    "connect_failed": "could not open a connection to the app",
+    "stale_connection": "the app closed a reused keep-alive connection as the request went out",
+    "connection_reset": "the connection broke before the app's answer was complete",
+    "bad_signature": "the signature of the request or of the answer did not match",
+    "http_status": "the app answered with an error status",
+    "bad_response": "the app's answer is not one an SDK gives",
+}
 
 
 def step_url(function_url: str, step_id: str) -> str:
@@ -36,19 +57,24 @@ class Executor:
         self,
         session: aiohttp.ClientSession,
         *,
+        fresh_session: aiohttp.ClientSession | None = None,
         signing_key: str | None = None,
         signing_key_fallback: str | None = None,
         server_kind: str = "dev",
     ) -> None:
         self.session = session
+        # A new connection per request: where a call goes once a reused connection proved stale.
+        self.fresh_session = fresh_session or session
         self.signing_key = signing_key
         self.server_kind = server_kind
+        self.connect: Any = None  # lockgate.connect.gateway.Gateway, for apps whose workers dial in
         self.calls = 0  # requests made to apps, for /v1/stats
         self.calls_use_api = 0  # of which too large to carry their state inline
+        self.failures: Counter[str] = Counter()  # failed calls by reason, for /v1/stats
         # Cloud mode trusts only answers signed with our key (or the one being rotated out).
         self.verify_keys = [k for k in (signing_key, signing_key_fallback) if k] if server_kind == "cloud" else []
 
-    def build_body(self, run: Run, fn: Function, job: Job, memos: dict[str, Any]) -> bytes:
+    def build_body(self, run: Run, fn: Function, job: Job, memos: dict[str, Any], *, signed: bool = True) -> bytes:
         def body(use_api: bool) -> dict:
             return build_execution_body(
                 event=run.events[0],
@@ -67,7 +93,7 @@ class Executor:
 
         # A signed body must be canonical (the SDK re-canonicalises before it checks the HMAC);
         # an unsigned one need not be, and orjson is an order of magnitude faster.
-        encode = canonical_json if self.signing_key else orjson.dumps
+        encode = canonical_json if self.signing_key and signed else orjson.dumps
         data = encode(body(False))
         if len(data) > USE_API_THRESHOLD:
             data = encode(body(True))
@@ -75,6 +101,23 @@ class Executor:
         return data
 
     async def call(self, run: Run, fn: Function, job: Job, memos: dict[str, Any]) -> SdkResult:
+        """One call to the app, over whichever transport it is reached by: HTTP, or a Connect worker."""
+        if fn.url.startswith(CONNECT_STEP_SCHEMES):
+            data = self.build_body(run, fn, job, memos, signed=False)  # the WebSocket is authenticated instead
+            self.calls += 1
+            if self.connect is None:
+                return TransportError("this server has no Connect gateway, but the function is served over Connect")
+            request = connect_request(app_name=fn.app_name, function_id=fn.id, function_slug=fn.slug,
+                                      step_id=job.step_id or "step", run_id=run.run_id, job_id=job.id,
+                                      request_id=new_ulid(), body=data)
+            reply = await self.connect.call(request)
+            if isinstance(reply, TransportError):
+                return reply
+            status, headers, body = reply_as_http(reply)
+            return parse_sdk_response(status, headers, body, now_ms())
+        return await self._post(run, fn, job, memos)
+
+    async def _post(self, run: Run, fn: Function, job: Job, memos: dict[str, Any]) -> SdkResult:
         data = self.build_body(run, fn, job, memos)
         self.calls += 1
         signature = sign_body(data, self.signing_key) if self.signing_key else None
@@ -88,18 +131,87 @@ class Executor:
         )
         headers["X-Inngest-Server-Kind"] = self.server_kind
         url = step_url(fn.url, job.step_id or "step")
+        result = await self._send(self.session, url, data, headers)
+        if isinstance(result, TransportError) and result.reason == "stale_connection":
+            # The app never saw this request (it closed the idle connection as it went out):
+            # send it again at once on a new connection, without using up an attempt.
+            self._failed(run, fn, job, result, retried=True)
+            result = await self._send(self.fresh_session, url, data, headers)
+        if isinstance(result, (TransportError, FunctionErrored)):
+            self._failed(run, fn, job, result)
+        return result
+
+    async def _send(self, session: aiohttp.ClientSession, url: str, data: bytes, headers: dict) -> SdkResult:
+        probe = SimpleNamespace(reused=False)  # set by the trace hook of `connection_reuse_trace`
+        answered = False
         try:
-            async with self.session.post(url, data=data, headers=headers) as response:
+            async with session.post(url, data=data, headers=headers, trace_request_ctx=probe) as response:
+                answered = True
                 body = await response.read()
                 if self.verify_keys and not verify_signature(
                     response.headers.get("X-Inngest-Signature"), body, self.verify_keys
                 ):
                     return TransportError(
                         f"the app at {url} answered without a valid X-Inngest-Signature: make sure it runs with"
-                        " the same signing key as this server (INNGEST_SIGNING_KEY)"
+                        " the same signing key as this server (INNGEST_SIGNING_KEY)",
+                        reason="bad_signature",
                     )
                 return parse_sdk_response(response.status, response.headers, body, now_ms())
         except asyncio.TimeoutError:
-            return TransportError(f"the app did not answer in time ({url})")
+            return TransportError(f"the app did not answer in time ({url})", reason="timeout")
         except aiohttp.ClientError as exc:
-            return TransportError(f"could not reach the app at {url}: {exc.__class__.__name__}: {exc}")
+            reason = _connection_failure(exc, reused=probe.reused, answered=answered)
+            return TransportError(f"could not reach the app at {url}: {exc.__class__.__name__}: {exc}", reason=reason)
+
+    def _failed(self, run: Run, fn: Function, job: Job, result: SdkResult, *, retried: bool = False) -> None:
+        """Count a failed call by reason and say why in the log (one warning per failed request)."""
+        if isinstance(result, FunctionErrored):
+            reason, detail = "http_status", f"HTTP {result.status}: {_first_line(result.error)}"
+        else:
+            reason, detail = result.reason, result.message
+        self.failures[reason] += 1
+        then = "sent again at once on a new connection (no attempt used)" if retried else "the run's retry policy applies"
+        log.warning(
+            "call to %s failed: %s (run %s, attempt %d): %s; %s",
+            fn.slug, FAILURE_REASONS.get(reason, reason), run.run_id, job.attempt, detail, then,
+            extra={"run_id": run.run_id, "function": fn.slug, "attempt": job.attempt, "reason": reason,
+                   "detail": detail, "url": fn.url, "retried_at_once": retried},
+        )
+
+
+def _connection_failure(exc: aiohttp.ClientError, *, reused: bool, answered: bool) -> str:
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        refused = isinstance(exc.os_error, ConnectionRefusedError) or exc.os_error.errno == errno.ECONNREFUSED
+        return "connection_refused" if refused else "connect_failed"
+    if isinstance(exc, aiohttp.ServerTimeoutError):
+        return "timeout"
+    dropped = isinstance(exc, (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError))
+    # Only a connection that had served earlier requests, and broke before any answer came back,
+    # was closed by the app while idle; a fresh one that breaks means the app failed mid-request.
+    if dropped and reused and not answered:
+        return "stale_connection"
+    return "connection_reset"
+
+
+def _first_line(error: Any) -> str:
+    """An error answer in one line: HTTP status aside, its name and the first line of its message."""
+    if isinstance(error, dict):
+        name, message = error.get("name"), error.get("message")
+        text = f"{name}: {message}" if name and message is not None else str(message if message is not None else error)
+    else:
+        text = str(error)
+    line = text.strip().splitlines()[0] if text.strip() else "(empty body)"
+    return line[:300]
+
+
+def connection_reuse_trace() -> aiohttp.TraceConfig:
+    """Tells `Executor._post` whether its request went out on a pooled (reused) connection."""
+
+    async def on_reuse(session: Any, context: Any, params: Any) -> None:
+        probe = context.trace_request_ctx
+        if probe is not None:
+            probe.reused = True
+
+    trace = aiohttp.TraceConfig()
+    trace.on_connection_reuseconn.append(on_reuse)
+    return trace

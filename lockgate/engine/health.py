@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import os
-import socket
 from importlib import metadata
 from typing import Any
 
 from lockgate.models import now_ms
 from lockgate.store import health_operations as hops
 from lockgate.store import operations as ops
+from lockgate.store import replica_operations as rops
 from lockgate.store.base import Tx
 
 WINDOW_MS = 15 * 60_000  # the chart's span
@@ -42,7 +41,7 @@ def _read(tx: Tx, now: int) -> dict[str, Any]:
         "functions": per_function,
         "throughput": _series(hops.throughput(tx, since=since, bucket_ms=BUCKET_MS), now),
         "started_last_15m": hops.runs_started_since(tx, since),
-        "replicas": hops.replicas(tx, now),
+        "replicas": rops.list_replicas(tx),  # `start` replicas sharing this database (none listed in dev)
     }
 
 
@@ -80,9 +79,3 @@ async def snapshot(engine: Any) -> dict[str, Any]:
         "at": now,
     })
     return figures
-
-
-async def heartbeat(engine: Any, started_at: int) -> None:
-    await engine.store.write(lambda tx: hops.heartbeat(
-        tx, owner=engine.dispatcher.owner, host=socket.gethostname(), pid=os.getpid(), version=version(),
-        started_at=started_at, now=now_ms()))

@@ -13,15 +13,11 @@ from lockgate.interfaces.auth import AccessPolicy
 from lockgate.interfaces.errors import ApiError, error_response, json_response, read_json
 from lockgate.store import operations as ops
 
-MAX_EVENTS_BODY = 16 * 1024 * 1024
-MAX_REGISTER_BODY = 16 * 1024 * 1024
-MAX_CHECKPOINT_BODY = 64 * 1024 * 1024  # several steps of up to 4 MiB each
-
-
 def routes(engine: Engine, access: AccessPolicy) -> list[Route]:
+    limits = engine.options.limits
     async def send_events(request: Request) -> Response:
         access.check_event_key(request.path_params["key"])
-        body = await read_json(request, limit=MAX_EVENTS_BODY)
+        body = await read_json(request, limit=limits.max_request_bytes, max_depth=limits.max_json_depth)
         try:
             ids = await engine.ingest(body, seed=request.headers.get("x-inngest-event-id-seed"))
         except EventValidationError as exc:
@@ -33,7 +29,7 @@ def routes(engine: Engine, access: AccessPolicy) -> list[Route]:
         expected = request.headers.get("x-inngest-expected-server-kind")
         if expected and expected != engine.options.server_kind:
             return error_response(400, f"Expected server kind {engine.options.server_kind}, got {expected}")
-        body = await read_json(request, limit=MAX_REGISTER_BODY)
+        body = await read_json(request, limit=limits.max_request_bytes, max_depth=limits.max_json_depth)
         outcome = await engine.register(body)
         return json_response(outcome.body, status=outcome.status)
 
@@ -53,7 +49,7 @@ def routes(engine: Engine, access: AccessPolicy) -> list[Route]:
     async def checkpoint_async(request: Request) -> Response:
         # JS v4 retries anything but 200 and 409, then returns the steps in its 206 instead.
         access.check_api(request)
-        body = await read_json(request, limit=MAX_CHECKPOINT_BODY)
+        body = await read_json(request, limit=limits.max_checkpoint_bytes, max_depth=limits.max_json_depth)
         try:
             saved = await engine.checkpoint(request.path_params["run_id"], body)
         except CheckpointError as exc:

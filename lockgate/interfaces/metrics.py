@@ -59,8 +59,8 @@ class SnapshotCollector(Collector):
             latency.add_metric([], last["mean_ms"] / 1000)
         yield finished
         yield latency
-        yield GaugeMetricFamily("lockgate_replicas", "Server processes that reported in the last minute",
-                                value=len(s["replicas"]))
+        yield GaugeMetricFamily("lockgate_replicas", "Replicas registered on this database (start mode; 1 in dev)",
+                                value=max(1, len(s["replicas"])))
         yield InfoMetricFamily("lockgate_build", "Version and store backend",
                                value={"version": s["version"], "store": s["store"]["kind"]})
 

@@ -8,6 +8,7 @@ from starlette.routing import Route
 
 from lockgate.engine import health, run_search
 from lockgate.engine.engine import Engine
+from lockgate.engine.sync import CONNECT_APP_SCHEME
 from lockgate.engine.flow.explain import annotate, explained
 from lockgate.interfaces.auth import AccessPolicy
 from lockgate.interfaces.errors import ApiError, json_response, read_json
@@ -15,9 +16,11 @@ from lockgate.interfaces.run_filters import parse_run_filter
 from lockgate.interfaces.views import event_view, run_view, step_view
 from lockgate.models import now_ms
 from lockgate.store import flow_operations as flow_ops
+from lockgate.store import connect_operations as cops
 from lockgate.store import operations as ops
 
 MAX_PAGE = 100
+INT64 = 2**63
 
 
 def _envelope(data) -> Response:
@@ -29,9 +32,12 @@ def _int_param(request: Request, name: str, default: int | None) -> int | None:
     if raw is None or raw == "":
         return default
     try:
-        return int(raw)
+        value = int(raw)
     except ValueError:
-        raise ApiError(400, f"query parameter '{name}' must be an integer, got {raw!r}") from None
+        raise ApiError(400, f"query parameter '{name}' must be an integer, got {raw[:40]!r}") from None
+    if not -INT64 <= value < INT64:
+        raise ApiError(400, f"query parameter '{name}' is out of range (64-bit integers only)")
+    return value
 
 
 def routes(engine: Engine, access: AccessPolicy) -> list[Route]:
@@ -168,6 +174,9 @@ def routes(engine: Engine, access: AccessPolicy) -> list[Route]:
         access.check_api(request)
         apps = await store.read(ops.list_apps)
         functions = await store.read(ops.load_functions)
+        # Connect workers (of any replica) heard from within three heartbeats
+        fresh = now_ms() - int(1000 * (engine.connect.options.silence_limit_s if engine.connect else 30))
+        workers = await store.read(cops.list_workers, fresh)
         return _envelope(
             [
                 {
@@ -177,6 +186,8 @@ def routes(engine: Engine, access: AccessPolicy) -> list[Route]:
                     "framework": a.framework,
                     "error": a.error,
                     "synced_at": a.synced_at,
+                    "connect": cops.worker_summary([w for w in workers if w.app_name == a.name])
+                    if a.url.startswith(CONNECT_APP_SCHEME) else None,
                     "functions": [
                         {"id": f.id, "slug": f.slug, "name": f.name, "triggers": f.triggers}
                         for f in functions
@@ -189,10 +200,23 @@ def routes(engine: Engine, access: AccessPolicy) -> list[Route]:
 
     async def stats(request: Request) -> Response:
         access.check_api(request)
-        return _envelope(await health.snapshot(engine))
+        body = await health.snapshot(engine)
+        body.update({
+            "replica": {"owner": engine.dispatcher.owner, "taken_over_jobs": engine.membership.taken_over},
+            "connect": engine.connect.stats() if engine.connect else None,
+            "retention": engine.options.retention.describe(),
+        })
+        # failed calls to apps by reason (timeout, connection_refused, stale_connection, ...)
+        body["calls"]["failed"] = dict(getattr(engine.executor, "failures", {}))
+        return _envelope(body)
+
+    async def retention(request: Request) -> Response:
+        access.check_api(request)
+        return _envelope(engine.options.retention.describe())
 
     return [
         Route("/v1/stats", stats, methods=["GET"]),
+        Route("/v1/retention", retention, methods=["GET"]),
         Route("/v1/events", list_events, methods=["GET"]),
         Route("/v1/events/{event_id}", get_event, methods=["GET"]),
         Route("/v1/events/{event_id}/runs", event_runs, methods=["GET"]),

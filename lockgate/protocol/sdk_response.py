@@ -50,6 +50,7 @@ class FunctionErrored:
     retriable: bool
     retry_at_ms: int | None = None
     request_version: int | None = None
+    status: int | None = None  # the HTTP status the app answered with
 
 
 @dataclass(slots=True)
@@ -57,6 +58,8 @@ class TransportError:
     message: str
     retriable: bool = True
     request_version: int | None = None
+    # Why the call failed, for logs and /v1/stats (see lockgate.engine.executor.FAILURE_REASONS).
+    reason: str = "bad_response"
 
 
 SdkResult = FunctionCompleted | OpsReturned | FunctionErrored | TransportError
@@ -166,6 +169,7 @@ def parse_sdk_response(status: int, headers: Mapping[str, str], body: bytes, now
             f"{SIGNING_KEY_MISMATCH}: the app rejected the request signature (HTTP 401); "
             "check that the app and this server use the same signing key",
             request_version=version,
+            reason="bad_signature",
         )
     if 200 <= status < 300:
         if not is_sdk:
@@ -185,7 +189,8 @@ def parse_sdk_response(status: int, headers: Mapping[str, str], body: bytes, now
     retry_at = parse_retry_after(retry_after, now_ms) if retry_after else None
     # A Retry-After always means "retry then"; otherwise only X-Inngest-No-Retry: true stops retries.
     retriable = retry_at is not None or not no_retry
-    return FunctionErrored(_error_body(body, status), retriable=retriable, retry_at_ms=retry_at, request_version=version)
+    return FunctionErrored(_error_body(body, status), retriable=retriable, retry_at_ms=retry_at, request_version=version,
+                           status=status)
 
 
 def _no_retry(headers: dict[str, str]) -> bool:

@@ -45,6 +45,10 @@ class Store(abc.ABC):
     async def write(self, fn: Callable[..., T], *args: Any) -> T:
         """Run fn(tx, *args) in a write transaction; returns once it is durable."""
 
+    async def write_urgent(self, fn: Callable[..., T], *args: Any) -> T:
+        """A small write that must not wait behind queued ones (heartbeats). By default, a write."""
+        return await self.write(fn, *args)
+
     @abc.abstractmethod
     async def read(self, fn: Callable[..., T], *args: Any) -> T:
         """Run fn(tx, *args) on a read-only snapshot."""
@@ -60,6 +64,11 @@ class Store(abc.ABC):
 
 
 STOP_WRITER = object()  # queued once per writer thread to end it
+
+
+class BatchBroken(Exception):
+    """A write's error could not be contained by its savepoint: the shared transaction is void.
+    Writer threads then apply the batch again one write at a time; `__cause__` is the write's error."""
 
 
 class ThreadedStore(Store):

@@ -6,9 +6,6 @@ from typing import Any
 
 from lockgate.store.base import Tx
 
-REPLICA_FRESH_MS = 60_000  # a process that has not reported for this long is shown as gone
-
-
 def throughput(tx: Tx, *, since: int, bucket_ms: int) -> list[dict[str, Any]]:
     """Runs finished per bucket since `since`, by status, with their mean duration in ms."""
     rows = tx.all(
@@ -40,22 +37,3 @@ def runs_by_function(tx: Tx) -> dict[str, dict[str, int]]:
     for r in tx.all("SELECT function_id, status, COUNT(*) AS n FROM runs GROUP BY function_id, status"):
         out.setdefault(r["function_id"], {})[r["status"]] = r["n"]
     return out
-
-
-def heartbeat(tx: Tx, *, owner: str, host: str, pid: int, version: str, started_at: int, now: int) -> None:
-    tx.execute(
-        "INSERT INTO replicas (owner, host, pid, version, started_at, seen_at) VALUES (?, ?, ?, ?, ?, ?)"
-        " ON CONFLICT (owner) DO UPDATE SET seen_at = excluded.seen_at, version = excluded.version",
-        (owner, host, pid, version, started_at, now),
-    )
-    tx.execute("DELETE FROM replicas WHERE seen_at < ?", (now - 86_400_000,))
-
-
-def forget_replica(tx: Tx, owner: str) -> None:
-    tx.execute("DELETE FROM replicas WHERE owner = ?", (owner,))
-
-
-def replicas(tx: Tx, now: int) -> list[dict[str, Any]]:
-    rows = tx.all("SELECT * FROM replicas WHERE seen_at >= ? ORDER BY started_at", (now - REPLICA_FRESH_MS,))
-    return [dict(owner=r["owner"], host=r["host"], pid=r["pid"], version=r["version"], started_at=r["started_at"],
-                 seen_at=r["seen_at"]) for r in rows]

@@ -11,12 +11,3 @@ CREATE INDEX IF NOT EXISTS runs_ended ON runs (ended_at);
 -- A run page links the runs it invoked (their correlation id is "<parent run id>.<step id>").
 CREATE INDEX IF NOT EXISTS runs_correlation ON runs (correlation_id);
 
--- Server processes seen lately (health page: replicas sharing this database, their versions).
-CREATE TABLE IF NOT EXISTS replicas (
-    owner      TEXT PRIMARY KEY,            -- the dispatcher's lease owner id
-    host       TEXT NOT NULL,
-    pid        INTEGER NOT NULL,
-    version    TEXT NOT NULL,
-    started_at BIGINT NOT NULL,
-    seen_at    BIGINT NOT NULL
-);
