@@ -6,6 +6,7 @@ transaction translates them). Engine code composes these inside one transaction.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any, Iterable
 
 import orjson
@@ -356,23 +357,42 @@ def _run_where(run_filter: RunFilter, before: tuple[int, str] | None = None) -> 
     return (" WHERE " + " AND ".join(clauses)) if clauses else "", params
 
 
+MAX_SPLIT = 32
+
+
+def _split(run_filter: RunFilter) -> list[RunFilter]:
+    """One filter per (status, function) pair when several are asked for: each pair is one range of an
+    index, where `IN (...)` plus `ORDER BY created_at` would make the database sort every matching row."""
+    statuses, functions = run_filter.statuses or [None], run_filter.function_ids or [None]
+    if len(statuses) * len(functions) == 1 or len(statuses) * len(functions) > MAX_SPLIT:
+        return [run_filter]
+    return [replace(run_filter, statuses=[s] if s else [], function_ids=[f] if f else [])
+            for s in statuses for f in functions]
+
+
 def page_runs(tx: Tx, run_filter: RunFilter, *, before: tuple[int, str] | None, limit: int) -> list[Run]:
     """Runs matching the filter, newest first, older than the `before` keyset position."""
-    where, params = _run_where(run_filter, before)
-    rows = tx.all(f"SELECT {_RUN_COLUMNS} FROM runs{where} ORDER BY created_at DESC, run_id DESC LIMIT ?",
-                  (*params, limit))
-    return [_run_from_row(r) for r in rows]
+    rows = []
+    for part in _split(run_filter):
+        where, params = _run_where(part, before)
+        rows += tx.all(f"SELECT {_RUN_COLUMNS} FROM runs{where} ORDER BY created_at DESC, run_id DESC LIMIT ?",
+                       (*params, limit))
+    rows.sort(key=lambda r: (r["created_at"], r["run_id"]), reverse=True)
+    return [_run_from_row(r) for r in rows[:limit]]
 
 
 def scan_run_triggers(tx: Tx, run_filter: RunFilter, *, before: tuple[int, str] | None,
                       limit: int) -> list[tuple[int, str, str, Any]]:
     """(created_at, run_id, status, first triggering event) newest first: the light rows an expression
     filter is checked against before whole runs are loaded."""
-    where, params = _run_where(run_filter, before)
-    rows = tx.all(f"SELECT created_at, run_id, status, events FROM runs{where}"
-                  " ORDER BY created_at DESC, run_id DESC LIMIT ?", (*params, limit))
+    rows = []
+    for part in _split(run_filter):
+        where, params = _run_where(part, before)
+        rows += tx.all(f"SELECT created_at, run_id, status, events FROM runs{where}"
+                       " ORDER BY created_at DESC, run_id DESC LIMIT ?", (*params, limit))
+    rows.sort(key=lambda r: (r["created_at"], r["run_id"]), reverse=True)
     out = []
-    for r in rows:
+    for r in rows[:limit]:
         events = orjson.loads(r["events"])
         out.append((r["created_at"], r["run_id"], r["status"], events[0] if events else {}))
     return out

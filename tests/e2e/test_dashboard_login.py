@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from tests.conftest import PYTHON, ROOT, Api, LockgateProcess
-from tests.e2e.browser import launch_browser
+from tests.e2e.browser import launch_browser, screenshot
 
 SIGNING_KEY = "signkey-prod-" + "5eed" * 16
 EVENT_KEY = "dash-event-key"
@@ -52,7 +52,7 @@ def sign_in(browser, server, secret: str):
     return context, page
 
 
-def test_pages_need_a_login_and_both_secrets_work(browser, server):
+def test_pages_need_a_login_and_both_secrets_work(browser, server, backend):
     anonymous = httpx.get(server.url + "/events", follow_redirects=False)
     assert anonymous.status_code == 303 and anonymous.headers["location"].startswith("/login?next=/events")
     assert httpx.get(server.url + "/ui/live").status_code == 401
@@ -61,6 +61,7 @@ def test_pages_need_a_login_and_both_secrets_work(browser, server):
 
     context, page = sign_in(browser, server, "not the password")
     assert "neither the admin password nor the dashboard token" in page.locator(".error").inner_text()
+    screenshot(page, "login", backend.name)
     context.close()
 
     for secret in (PASSWORD, dashboard_token()):
