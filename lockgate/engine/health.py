@@ -1,81 +1,75 @@
-"""One snapshot of how the server is doing: the Health page, `/v1/stats` and `/metrics` all read it."""
+"""App health: what `/v1/apps` says about each app, and the fix in words.
+
+An app's `error` is set when a sync fails, when a call to it fails at the transport level
+(refused, timed out, bad signature) and when the periodic check cannot reach it; a later
+successful sync or call clears it. Changes are logged once per transition ("unreachable",
+"recovered"), not once per failed call.
+"""
 
 from __future__ import annotations
 
-from importlib import metadata
-from typing import Any
+import logging
+from urllib.parse import urlsplit
 
 from lockgate.models import now_ms
-from lockgate.store import health_operations as hops
 from lockgate.store import operations as ops
-from lockgate.store import replica_operations as rops
-from lockgate.store.base import Tx
+from lockgate.store.base import Store
 
-WINDOW_MS = 15 * 60_000  # the chart's span
-BUCKET_MS = 60_000
+log = logging.getLogger("lockgate.apps")
 
 
-def version() -> str:
-    try:
-        return metadata.version("lockgate")
-    except metadata.PackageNotFoundError:
-        return "unknown"
+def unreachable_text(url: str, exc: BaseException) -> str:
+    parts = urlsplit(url)
+    cause = f"{exc.__class__.__name__}: {exc}" if str(exc) else exc.__class__.__name__
+    return (f"could not reach the app at {url} ({cause}). Is it running, and on port {parts.port or 80}?"
+            " Fix the URL with -u/--sdk-url, or start the app")
 
 
-def _read(tx: Tx, now: int) -> dict[str, Any]:
-    since = now - WINDOW_MS
-    oldest = hops.oldest_due_job(tx, now)
-    functions = {f.id: f for f in ops.load_functions(tx, include_archived=True)}
-    per_function = [
-        {"function_id": fid, "slug": functions[fid].slug if fid in functions else fid,
-         "app": functions[fid].app_name if fid in functions else None, "runs": counts}
-        for fid, counts in hops.runs_by_function(tx).items()
-    ]
-    per_function.sort(key=lambda f: f["slug"])
-    return {
-        "runs": ops.count_runs_by_status(tx),
-        "queue_depth": ops.queue_depth(tx),
-        "due_jobs": hops.due_job_count(tx, now),
-        "oldest_due_lateness_ms": 0 if oldest is None else now - oldest,
-        "waits": ops.count_waits(tx),
-        "functions": per_function,
-        "throughput": _series(hops.throughput(tx, since=since, bucket_ms=BUCKET_MS), now),
-        "started_last_15m": hops.runs_started_since(tx, since),
-        "replicas": rops.list_replicas(tx),  # `start` replicas sharing this database (none listed in dev)
-    }
+def refused_sync_text(url: str, status: int, body: str, *, own_url: str | None, signed: bool) -> str:
+    """Why an app answered our sync PUT with an error, and what to change."""
+    text = f"the app at {url} refused the sync with HTTP {status}: {body.strip()[:300]}"
+    lowered = body.lower()
+    if status == 401 or "signature" in lowered or "signing key" in lowered:
+        if signed:
+            return text + (". Its signing key differs from this server's: give the app the same"
+                           " INNGEST_SIGNING_KEY as lockgate's --signing-key")
+        return text + (". The app runs in cloud mode and wants signed requests: start it with INNGEST_DEV=1"
+                       " for `lockgate dev`, or use `lockgate start --signing-key` with the app's key")
+    if own_url:
+        # The SDK registers by calling back to its configured server; when that is not us it fails.
+        return text + (f". If the app could not reach lockgate to register, point it here: start it with"
+                       f" INNGEST_DEV={own_url} (or INNGEST_BASE_URL={own_url})")
+    return text
 
 
-def _series(rows: list[dict[str, Any]], now: int) -> list[dict[str, Any]]:
-    """One point per minute of the window (empty minutes included), oldest first."""
-    last = now // BUCKET_MS * BUCKET_MS
-    points = {last - i * BUCKET_MS: {"at": last - i * BUCKET_MS, "completed": 0, "failed": 0, "cancelled": 0,
-                                     "mean_ms": 0.0} for i in range(WINDOW_MS // BUCKET_MS)}
-    weights: dict[int, int] = {}
-    for r in rows:
-        point = points.get(r["bucket"])
-        if point is None:
-            continue
-        key = r["status"].lower()
-        if key in point:
-            point[key] += r["n"]
-        total = weights.get(r["bucket"], 0)
-        point["mean_ms"] = (point["mean_ms"] * total + r["mean_ms"] * r["n"]) / (total + r["n"])
-        weights[r["bucket"]] = total + r["n"]
-    return [points[k] for k in sorted(points)]
+def bad_call_text(url: str, message: str) -> str:
+    return f"calls to the app at {url} are failing: {message}"
 
 
-async def snapshot(engine: Any) -> dict[str, Any]:
-    now = now_ms()
-    store = engine.store
-    figures = await store.read(_read, now)
-    figures.update({
-        "calls_in_flight": engine.dispatcher.inflight,
-        "calls": {"total": getattr(engine.executor, "calls", 0),
-                  "use_api": getattr(engine.executor, "calls_use_api", 0)},
-        "store": {"kind": store.description, "commits": getattr(store, "commits", None),
-                  "writes": getattr(store, "writes", None)},
-        "version": version(),
-        "this_replica": engine.dispatcher.owner,
-        "at": now,
-    })
-    return figures
+class AppHealth:
+    """Keeps the apps' `error` column in step with what we see, logging each change once."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self._failing: dict[str, str] = {}  # url -> the last error recorded for it
+
+    def is_failing(self, url: str) -> bool:
+        return url in self._failing
+
+    async def failed(self, url: str, error: str, *, app: str | None = None) -> None:
+        if self._failing.get(url) == error:
+            return  # already recorded: no write and no log line per failed call
+        first = url not in self._failing
+        self._failing[url] = error
+        await self.store.write(lambda tx: ops.set_app_error(tx, url=url, error=error, at=now_ms()))
+        if first:
+            log.warning("app unreachable or refusing: %s", error, extra={"app": app, "url": url})
+
+    async def recovered(self, url: str, *, app: str | None = None, record: bool = True) -> None:
+        """A call or sync worked. `record=False` when the caller's own write already cleared the error."""
+        if url not in self._failing:
+            return
+        del self._failing[url]
+        if record:
+            await self.store.write(lambda tx: ops.set_app_error(tx, url=url, error=None, at=now_ms()))
+        log.info("app recovered: %s answers again", url, extra={"app": app, "url": url})

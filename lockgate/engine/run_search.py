@@ -85,9 +85,16 @@ def encode_cursor(run: Run) -> str:
     return f"{run.created_at}.{run.run_id}"
 
 
-def decode_cursor(cursor: str | None) -> tuple[int, str] | None:
+def decode_cursor(tx: Tx, cursor: str | None) -> tuple[int, str] | None:
+    """`<created_at>.<run_id>` (what pages hand out), or a bare run id: page on from that run."""
     if not cursor:
         return None
+    if "." not in cursor:
+        run = ops.get_run(tx, cursor)
+        if run is None:
+            raise RunQueryError(f"invalid cursor {cursor!r}: no run with that id; pass back the previous page's"
+                                " metadata.cursor")
+        return run.created_at, run.run_id
     created, _, run_id = cursor.partition(".")
     if not created.isdigit() or not run_id:
         raise RunQueryError(f"invalid cursor {cursor!r}: pass back the next_cursor of the previous page")
@@ -109,7 +116,7 @@ def _scan(tx: Tx, query: RunQuery, before: tuple[int, str] | None, budget: int):
 
 
 def search_runs(tx: Tx, query: RunQuery, *, cursor: str | None, limit: int) -> RunPage:
-    before = decode_cursor(cursor)
+    before = decode_cursor(tx, cursor)
     if query.expression is None:
         runs = ops.page_runs(tx, query.filter, before=before, limit=limit + 1)
         more = len(runs) > limit

@@ -15,7 +15,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from lockgate.engine import health
+from lockgate.engine import health_snapshot
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -69,7 +69,7 @@ def routes(engine: Any, allowed) -> list[Route]:
     async def metrics(request: Request) -> Response:
         allowed(request)
         registry = CollectorRegistry(auto_describe=False)
-        registry.register(SnapshotCollector(await health.snapshot(engine)))
+        registry.register(SnapshotCollector(await health_snapshot.snapshot(engine)))
         return Response(generate_latest(registry), media_type=CONTENT_TYPE)
 
     return [Route("/metrics", metrics, methods=["GET"])]

@@ -12,7 +12,9 @@ from lockgate.interfaces.errors import ApiError
 from lockgate.protocol.timeparse import parse_datetime_ms
 from lockgate.store.base import Tx
 
-FILTER_PARAMS = ("status", "function", "function_id", "app", "from", "to", "if")
+FILTER_PARAMS = ("status", "function", "function_id", "function_slug", "slug", "app", "from", "to",
+                 "created_after", "created_before", "if")
+RUN_FILTERS = (*FILTER_PARAMS, "cursor", "limit")  # what GET /v1/runs accepts; anything else is a 400
 
 
 @dataclass(slots=True)
@@ -66,8 +68,12 @@ def parse_run_filter(params: Mapping[str, Any]) -> RunFilterInput:
         expression = compile_run_expression(get("if"))
     except RunQueryError as exc:
         raise ApiError(400, str(exc)) from None
-    created_from, created_to = _time("from", get("from")), _time("to", get("to"))
-    raw = {"status": ",".join(statuses), "function": get("function") or get("function_id") or "",
-           "app": get("app") or "", "from": get("from") or "", "to": get("to") or "", "if": get("if") or ""}
+    # `function` takes a slug or an id; the other names are the REST API's aliases.
+    function = get("function") or get("function_id") or get("function_slug") or get("slug")
+    start_name = "from" if get("from") else "created_after"
+    end_name = "to" if get("to") else "created_before"
+    created_from, created_to = _time(start_name, get(start_name)), _time(end_name, get(end_name))
+    raw = {"status": ",".join(statuses), "function": function or "", "app": get("app") or "",
+           "from": get(start_name) or "", "to": get(end_name) or "", "if": get("if") or ""}
     return RunFilterInput(statuses=statuses, function=raw["function"] or None, app=raw["app"] or None,
                           created_from=created_from, created_to=created_to, expression=expression, raw=raw)

@@ -183,6 +183,12 @@ def get_event(tx: Tx, internal_id: str) -> Event | None:
     return _event_from_row(row) if row else None
 
 
+def _where(*conditions: tuple[str, Any]) -> tuple[str, list[Any]]:
+    """A WHERE clause of the conditions whose value is not None, and its parameters."""
+    used = [(sql, value) for sql, value in conditions if value is not None]
+    return (" WHERE " + " AND ".join(sql for sql, _ in used)) if used else "", [value for _, value in used]
+
+
 def list_events(
     tx: Tx,
     *,
@@ -193,23 +199,11 @@ def list_events(
     received_before: int | None = None,
     data_contains: str | None = None,
 ) -> list[tuple[int, Event]]:
-    clauses, params = [], []
-    if name:
-        clauses.append("name = ?")
-        params.append(name)
-    if data_contains:  # a substring of the stored JSON payload (unindexed: the page limit bounds it)
-        clauses.append("LOWER(data) LIKE ? ESCAPE '\\'")
-        params.append("%" + _like_escape(data_contains.lower()) + "%")
-    if before_seq is not None:
-        clauses.append("seq < ?")
-        params.append(before_seq)
-    if received_after is not None:
-        clauses.append("received_at >= ?")
-        params.append(received_after)
-    if received_before is not None:
-        clauses.append("received_at <= ?")
-        params.append(received_before)
-    where = (" WHERE " + " AND ".join(clauses)) if clauses else ""
+    contains = "%" + _like_escape(data_contains.lower()) + "%" if data_contains else None
+    # `contains`: a substring of the stored JSON payload (unindexed: the page limit bounds the scan)
+    where, params = _where(("name = ?", name or None), ("LOWER(data) LIKE ? ESCAPE '\\'", contains),
+                           ("seq < ?", before_seq), ("received_at >= ?", received_after),
+                           ("received_at <= ?", received_before))
     rows = tx.all(f"SELECT * FROM events{where} ORDER BY seq DESC LIMIT ?", (*params, limit))
     return [(r["seq"], _event_from_row(r)) for r in rows]
 
@@ -316,13 +310,6 @@ def runs_of_event(tx: Tx, internal_id: str) -> list[Run]:
         (internal_id,),
     )
     return [_run_from_row(r) for r in rows]
-
-
-def list_runs(
-    tx: Tx, *, status: str | None = None, function_id: str | None = None, limit: int = 50
-) -> list[Run]:
-    run_filter = RunFilter(statuses=[status] if status else [], function_ids=[function_id] if function_id else [])
-    return page_runs(tx, run_filter, before=None, limit=limit)
 
 
 def _in(column: str, values: list[Any]) -> str:

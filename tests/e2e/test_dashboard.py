@@ -305,3 +305,22 @@ def test_rest_rerun_replay_bulk_and_apps(stack):
     assert unreachable.status_code == 502 and "could not reach" in unreachable.json()["error"]
     assert api.http.delete("/v1/apps/no-such-app").status_code == 404
     assert api.http.post("/v1/apps/dash/resync").json()["data"]["synced"] is True
+
+
+def test_invoke_a_function_with_a_payload_and_see_why_an_event_started_nothing(page, stack):
+    _, _, api = stack
+    page.goto("/functions/dash-greet")
+    page.fill("#invoke-json", "{not json")
+    page.click("#invoke button")
+    assert "not valid JSON" in page.locator("#invoke-error").inner_text()
+    page.fill("#invoke-json", '{"data": {"name": "invoked"}}')
+    page.click("#invoke button")
+    page.wait_for_url(re.compile(r"/runs/[0-9A-Z]{26}"))
+    page.locator("h1 .badge", has_text="Completed").wait_for()
+    run = api.run(page.url.rsplit("/", 1)[1].split("?")[0])
+    assert run["output"] == {"message": "hello invoked"} and run["function_slug"] == "dash-greet"
+
+    typo = send(api, "dash/greeet", {"name": "typo"})
+    page.goto(f"/events/{typo}")
+    why = page.locator("#event-runs .explain").inner_text()
+    assert "dash/greeet" in why and "dash/greet" in why.replace("dash/greeet", "")

@@ -12,6 +12,7 @@ from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
 from lockgate.engine import run_search
+from lockgate.engine.engine import FunctionNotFound
 from lockgate.engine.ingest import EventValidationError
 from lockgate.engine.operator import OperatorError
 from lockgate.interfaces.dashboard.pages import Pages
@@ -58,6 +59,7 @@ class Actions:
             ("/ui/events/send", self.send_event),
             ("/ui/events/{event_id}/replay", self.replay_event),
             ("/ui/runs/bulk", self.bulk),
+            ("/ui/functions/{function_id}/invoke", self.invoke),
             ("/ui/runs/{run_id}/cancel", self.cancel_run),
             ("/ui/runs/{run_id}/rerun", self.rerun_run),
             ("/ui/apps/add", self.add_app),
@@ -176,6 +178,30 @@ class Actions:
         else:
             notice = f"started {len(await self.engine.rerun_runs(ids))} rerun(s)"
         return redirect(request, with_notice(back, notice))
+
+    # -- functions -------------------------------------------------------------------
+
+    async def invoke(self, request: Request, form: Any) -> Response:
+        """Start a run now with a JSON payload ({"data": ..., "user": ...}), as POST /v1/functions/{id}/invoke."""
+        ref, text = request.path_params["function_id"], str(form.get("payload") or "")
+        try:
+            body = orjson.loads(text) if text.strip() else {}
+        except orjson.JSONDecodeError as exc:
+            error = f"The payload is not valid JSON: {exc}"
+        else:
+            if not isinstance(body, dict) or not set(body) <= {"data", "user"} or not all(
+                    isinstance(body.get(k) or {}, dict) for k in ("data", "user")):
+                error = 'The payload must be a JSON object {"data": {...}, "user": {...}} (both optional).'
+            else:
+                try:
+                    outcome = await self.engine.invoke(ref, body.get("data"), user=body.get("user"))
+                except FunctionNotFound as exc:
+                    return self._failed(request, 404, "Function not found", str(exc))
+                if outcome.run_id:
+                    return redirect(request, with_notice(f"/runs/{outcome.run_id}", "invoked"))
+                error = f"No run was started: {outcome.skipped}"
+        return await Pages(self.engine, self.render).function(request, invoke_error=error, invoke_text=text,
+                                                              status=400)
 
     # -- apps ------------------------------------------------------------------------
 

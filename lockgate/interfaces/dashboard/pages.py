@@ -7,8 +7,9 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
-from lockgate.engine import health, run_search
+from lockgate.engine import health_snapshot, run_search
 from lockgate.engine.flow.explain import explained
+from lockgate.engine.registry import why_nothing_started
 from lockgate.interfaces.errors import ApiError
 from lockgate.interfaces.rest_v1 import find_runs
 from lockgate.interfaces.run_filters import RunFilterInput, parse_run_filter
@@ -146,23 +147,18 @@ class Pages:
             event = ops.get_event(tx, event_id)
             if event is None:
                 return None
-            return event, explained(ops.runs_of_event)(tx, event_id), flow_ops.skips_of_event(tx, event_id), \
-                bool(ops.list_apps(tx))
+            return event, explained(ops.runs_of_event)(tx, event_id), flow_ops.skips_of_event(tx, event_id)
 
         found = await self.store.read(read)
         if found is None:
             return self.render.page(request, "message.html", status=404, title="Event not found",
                                     message=f"No event with id {event_id}.")
-        event, runs, skipped, any_app = found
-        matching = self.engine.registry.match(event.payload())
+        event, runs, skipped = found
         why_nothing = None
-        if not runs and not skipped:
-            if not any_app:
-                why_nothing = "No app is synced yet: add one on the Apps page, then replay this event."
-            elif not matching:
-                why_nothing = f"No function is triggered by {event.name!r} (or its trigger's `if` did not match)."
-            else:
-                why_nothing = "A matching function exists but started no run for this event (a repeated event id?)."
+        if not runs and not skipped and not event.name.startswith("inngest/"):
+            registry = self.engine.registry
+            if not registry.match(event.payload()):  # as GET /v1/events/{id} says it
+                why_nothing = why_nothing_started(registry, event.name)
         return self.render.page(request, "event.html", event=event, runs=runs, skipped=skipped,
                                 why_nothing=why_nothing)
 
@@ -176,7 +172,8 @@ class Pages:
         views = [function_view(fn, counts.get(fn.id, {}), now) for fn in functions]
         return self.render.page(request, "functions.html", views=views, statuses=[s.value for s in RunStatus])
 
-    async def function(self, request: Request) -> Response:
+    async def function(self, request: Request, *, invoke_error: str | None = None, invoke_text: str | None = None,
+                       status: int = 200) -> Response:
         ref = request.path_params["function_id"]
 
         def read(tx):
@@ -194,8 +191,9 @@ class Pages:
             return self.render.page(request, "message.html", status=404, title="Function not found",
                                     message=f"No function {ref}.")
         fn, recent, counts = found
-        return self.render.page(request, "function.html", view=function_view(fn, counts.by_status, now_ms()),
-                                recent=recent, config=fn.config)
+        return self.render.page(request, "function.html", status=status,
+                                view=function_view(fn, counts.by_status, now_ms()), recent=recent, config=fn.config,
+                                invoke_error=invoke_error, invoke_text=invoke_text or '{\n  "data": {}\n}')
 
     async def apps(self, request: Request, *, error: str | None = None, notice: str | None = None,
                    status: int = 200) -> Response:
@@ -235,7 +233,7 @@ class Pages:
     # -- health ----------------------------------------------------------------------
 
     async def health(self, request: Request) -> Response:
-        snap = await health.snapshot(self.engine)
+        snap = await health_snapshot.snapshot(self.engine)
         points = snap["throughput"]
         peak = max([p["completed"] + p["failed"] + p["cancelled"] for p in points] + [1])
         peak_latency = max([p["mean_ms"] for p in points] + [1.0])
