@@ -230,6 +230,8 @@ def test_functions_apps_and_health_pages_show_the_stores_figures(page, stack):
     stats = api.http.get("/v1/stats").json()["data"]
     page.goto("/functions")
     assert page.locator("text=dash-greet").count() >= 1 and "dash/greet" in page.inner_text("table")
+    yearly = page.locator("tr", has=page.locator("a", has_text="yearly")).inner_text()
+    assert "cron 0 0 1 1 *" in yearly and re.search(r"next: \d{4}-01-01 00:00:00\.000 UTC", yearly)
     screenshot(page, "functions", page.backend_name)
     page.goto("/functions/dash-flaky")
     assert "Retries" in page.inner_text("dl.facts") and page.locator("table.runs tbody tr").count() >= 1

@@ -8,15 +8,16 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from lockgate.engine import health_snapshot, run_search
+from lockgate.engine.cron import next_fire_times
 from lockgate.engine.flow.explain import explained
 from lockgate.engine.registry import why_nothing_started
 from lockgate.interfaces.errors import ApiError
 from lockgate.interfaces.rest_v1 import find_runs
 from lockgate.interfaces.run_filters import RunFilterInput, parse_run_filter
 from lockgate.models import FINAL_STATUSES, JobKind, RunStatus, now_ms
-from lockgate.protocol.cron import parse_cron
 from lockgate.qstash.render import group_json, message_json, queue_json, schedule_json
 from lockgate.store import flow_operations as flow_ops
+from lockgate.store import health_operations as hops
 from lockgate.store import operations as ops
 from lockgate.store import qstash_operations as qops
 
@@ -26,28 +27,16 @@ FLOW_KEYS = ("concurrency", "throttle", "rateLimit", "debounce", "batchEvents", 
 QSTASH_TABS = ("messages", "logs", "dlq", "schedules", "queues", "groups")
 
 
-def next_fires(cron: str, now: int, count: int = 3) -> list[int]:
-    try:
-        schedule = parse_cron(cron)
-    except ValueError:
-        return []
-    fires, at = [], now
-    for _ in range(count):
-        at = schedule.next_after(at)
-        fires.append(at)
-    return fires
-
-
 def function_view(fn: Any, counts: dict[str, int], now: int) -> dict[str, Any]:
     triggers = []
     for trig in fn.triggers:
         if trig.get("cron"):
-            triggers.append({"cron": trig["cron"], "next": next_fires(trig["cron"], now)})
+            triggers.append({"cron": trig["cron"]})
         elif trig.get("event"):
             triggers.append({"event": trig["event"], "expression": trig.get("expression")})
     flow = {k: fn.config[k] for k in FLOW_KEYS if fn.config.get(k) not in (None, [], {})}
     return {"fn": fn, "triggers": triggers, "flow": flow, "retries": fn.retries, "counts": counts,
-            "total": sum(counts.values())}
+            "total": sum(counts.values()), "next_fires": next_fire_times(fn, now, count=3)}
 
 
 class Pages:
@@ -165,8 +154,6 @@ class Pages:
     # -- functions and apps ----------------------------------------------------------
 
     async def functions(self, request: Request) -> Response:
-        from lockgate.store import health_operations as hops
-
         functions, counts = await self.store.read(lambda tx: (ops.load_functions(tx), hops.runs_by_function(tx)))
         now = now_ms()
         views = [function_view(fn, counts.get(fn.id, {}), now) for fn in functions]

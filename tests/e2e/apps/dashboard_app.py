@@ -40,8 +40,13 @@ async def nap(ctx: inngest.Context) -> str:
     return "rested"
 
 
+@client.create_function(fn_id="yearly", trigger=inngest.TriggerCron(cron="0 0 1 1 *"))
+async def yearly(ctx: inngest.Context) -> str:
+    return "happy new year"
+
+
 app = FastAPI()
-inngest.fast_api.serve(app, client, [greet, flaky, nap])
+inngest.fast_api.serve(app, client, [greet, flaky, nap, yearly])
 
 
 @app.post("/deliveries/fail")
