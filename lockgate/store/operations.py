@@ -392,6 +392,12 @@ def count_runs(tx: Tx, run_filter: RunFilter) -> dict[str, int]:
                                                 params)}
 
 
+def list_runs(tx: Tx, *, status: str | None = None, function_id: str | None = None, limit: int = 50) -> list[Run]:
+    """Newest runs, of one status and/or one function (the REST API and the dashboard use page_runs)."""
+    run_filter = RunFilter(statuses=[status] if status else [], function_ids=[function_id] if function_id else [])
+    return page_runs(tx, run_filter, before=None, limit=limit)
+
+
 def function_ids_of(tx: Tx, *, slug_or_id: str | None = None, app_name: str | None = None) -> list[str]:
     """Resolve a function (slug or id) and/or an app to function ids, archived ones included."""
     clauses, params = [], []
