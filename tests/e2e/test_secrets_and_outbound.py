@@ -79,9 +79,11 @@ def test_keys_from_files_work_and_nothing_warns(prod):
 
 
 def test_a_key_on_the_command_line_draws_a_warning(tmp_path):
+    # The event key is malformed, so start-up stops right after the warnings.
     done = subprocess.run([sys.executable, "-m", "lockgate", "start", "--port", "0", "--signing-key", SIGNING_KEY,
-                           "--event-key", EVENT_KEY, "--data-dir", str(tmp_path), "--log-level", "nonsense"],
+                           "--event-key", "not a valid key!", "--data-dir", str(tmp_path)],
                           capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert done.returncode != 0
     assert "--signing-key on the command line is visible" in done.stderr
     assert "--signing-key-file" in done.stderr and "--event-key on the command line" in done.stderr
 
