@@ -158,6 +158,7 @@ def main() -> None:
 @click.option("--data-dir", default=None, help="Directory for the SQLite store (default .lockgate).")
 @click.option("--in-memory", is_flag=True, default=None, help="Keep nothing after exit.")
 @click.option("--postgres-uri", default=None, help="Use this PostgreSQL database instead of SQLite.")
+@click.option("--redis-uri", default=None, help="Redis: realtime messages ride Redis Streams (else in-process/PostgreSQL).")
 @click.option("--workers", type=int, default=None, help="Calls to apps in flight at once (default 100).")
 @click.option("--log-level", default=None, help="debug, info, warning or error.")
 @click.option("--qstash-port", type=int, default=None,
@@ -169,7 +170,7 @@ def main() -> None:
               help="Create the --postgres-uri database when it does not exist yet.")
 @_terminal_options
 def dev(sdk_urls, port, host, no_discovery, no_poll, poll_interval, retry_interval, config, data_dir, in_memory,
-        postgres_uri, workers, log_level, qstash_port, retention, example, create_db, quiet, log_format,
+        postgres_uri, redis_uri, workers, log_level, qstash_port, retention, example, create_db, quiet, log_format,
         cors_origins) -> None:
     """Run the development server on an embedded SQLite store (or --postgres-uri)."""
     flags = {
@@ -183,6 +184,7 @@ def dev(sdk_urls, port, host, no_discovery, no_poll, poll_interval, retry_interv
         "data_dir": data_dir,
         "in_memory": in_memory,
         "postgres_uri": postgres_uri,
+        "redis_uri": redis_uri,
         "workers": workers,
         "log_level": log_level,
         "qstash_port": qstash_port,
@@ -199,7 +201,7 @@ def dev(sdk_urls, port, host, no_discovery, no_poll, poll_interval, retry_interv
 @click.option("-p", "--port", type=int, default=None, help="Port for the APIs (default 8288; 0 picks a free one).")
 @click.option("--host", default=None, help="Address to listen on (default 127.0.0.1).")
 @click.option("--postgres-uri", default=None, help="PostgreSQL database shared by all replicas.")
-@click.option("--redis-uri", default=None, help="Redis, reserved for realtime fan-out across replicas (not used yet).")
+@click.option("--redis-uri", default=None, help="Redis: realtime messages ride Redis Streams across replicas.")
 @click.option("--signing-key", default=None, help="Signs requests to apps; apps authenticate with it.")
 @click.option("--signing-key-fallback", default=None, help="Previous signing key, accepted while rotating.")
 @click.option("--event-key", "event_keys", multiple=True, help="Accepted event key (repeatable).")
@@ -309,15 +311,16 @@ def _start_example_app(server_port: int) -> str:
 @click.option("-p", "--port", type=int, default=None, help="Port the server listens on (default 8288).")
 @click.option("--host", default=None, help="Address the server listens on.")
 @click.option("--postgres-uri", default=None, help="PostgreSQL database to check.")
+@click.option("--redis-uri", default=None, help="Redis used for realtime, to check.")
 @click.option("--data-dir", default=None, help="SQLite directory to check.")
 @click.option("--signing-key", default=None, help="Signing key the apps should hold.")
 @click.option("--config", "config", type=click.Path(), default=None, help="Config file (JSON, YAML or TOML).")
-def doctor(sdk_urls, port, host, postgres_uri, data_dir, signing_key, config) -> None:
+def doctor(sdk_urls, port, host, postgres_uri, redis_uri, data_dir, signing_key, config) -> None:
     """Check the port, the database and every app; say what to fix. Exits 1 on problems."""
     from lockgate import doctor as checks
 
     flags = {"sdk_urls": list(sdk_urls) or None, "port": port, "host": host, "postgres_uri": postgres_uri,
-             "data_dir": data_dir, "signing_key": signing_key}
+             "redis_uri": redis_uri, "data_dir": data_dir, "signing_key": signing_key}
     report = checks.run(_load(config, flags))
     for status, text in report.lines:
         click.echo(f"{status.ljust(4)}  {text}")
@@ -366,12 +369,15 @@ def backup(path, data_dir, config) -> None:
 
     settings = _load(config, {"data_dir": data_dir})
     _sqlite_only(settings, "backup")
+
+    def report(done: dict) -> None:  # printed before writes resume: what was acknowledged until now is in it
+        click.echo(f"backed up {done['runs']} run(s), {done['bytes']} bytes, to {done['path']} in {done['seconds']}s")
+        sys.stdout.flush()
+
     try:
-        done = take_backup(settings.data_dir, path)
+        take_backup(settings.data_dir, path, on_done=report)
     except BackupError as exc:
         _fail(str(exc))
-        return
-    click.echo(f"backed up {done['runs']} run(s), {done['bytes']} bytes, to {done['path']} in {done['seconds']}s")
 
 
 @main.command()

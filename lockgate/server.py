@@ -22,7 +22,7 @@ from lockgate import memory
 from lockgate.connect import routes as connect_routes
 from lockgate.connect.gateway import ConnectOptions
 from lockgate.engine.engine import Engine, EngineOptions
-from lockgate.interfaces import graphql_api, inngest_api, openapi, rest_v1
+from lockgate.interfaces import graphql_api, inngest_api, openapi, realtime_api, rest_v1
 from lockgate.engine.retention import Retention
 from lockgate.interfaces.qstash_api import QStashApi
 from lockgate.protocol.qstash_signing import DEV_CURRENT_KEY, DEV_NEXT_KEY, DEV_TOKEN, new_signing_key
@@ -113,6 +113,7 @@ def build_app(settings: Settings, *, kind: str = "dev", store: Store | None = No
         extend_lease_interval_s=settings.connect_lease_interval,
         signing_keys=keys if cloud else [],
         single_node=engine.options.single_node,
+        endpoint=settings.connect_gateway_url or _gateway_url(settings.host, own_port),
     ))
     engine.realtime = build_broker(store, redis_uri=settings.redis_uri, options=RealtimeOptions(
         retention_s=settings.realtime_retention_seconds,
@@ -148,6 +149,7 @@ def build_app(settings: Settings, *, kind: str = "dev", store: Store | None = No
         *inngest_api.routes(engine, access),
         *rest_v1.routes(engine, access),
         *graphql_api.routes(engine, access),
+        *realtime_api.routes(engine, access, signing_keys=keys),
         *QStashApi(engine.qstash, limits).routes(),
         *connect_routes.routes(gateway, access),
     ]
@@ -292,6 +294,15 @@ def outbound_policy(settings: Settings, kind: str, own_port: int | None) -> Outb
         own_ports=frozenset(own_ports),
         own_hosts=local_addresses(settings.host) if mode == "strict" else frozenset(),
     )
+
+
+def _gateway_url(host: str, port: int | None) -> str:
+    """Where other replicas send this replica's Connect workers when they drain."""
+    if port is None:
+        return ""
+    if host in ("0.0.0.0", "::", ""):
+        host = socket.gethostname()
+    return f"ws://{'[' + host + ']' if ':' in host else host}:{port}{connect_routes.GATEWAY_PATH}"
 
 
 def build_qstash(settings: Settings, store: Store, engine: Engine, kind: str) -> QStash:

@@ -69,6 +69,9 @@ class Settings:
                                              " retried after four missed")
     connect_heartbeat_interval: int = _spec(10, env=("LOCKGATE_CONNECT_HEARTBEAT_INTERVAL",),
                                             help="seconds between Connect heartbeats; silent for three: gone")
+    connect_gateway_url: str | None = _spec(None, env=("LOCKGATE_CONNECT_GATEWAY_URL",),
+                                            help="this replica's ws(s)://…/v0/connect URL as workers reach it"
+                                                 " (default: ws://<host>:<port>/v0/connect)")
     log_level: str = _spec("info", env=("LOCKGATE_LOG_LEVEL",), help="debug, info, warning or error")
     qstash_port: int | None = _spec(None, env=("LOCKGATE_QSTASH_PORT", "QSTASH_DEV_PORT"),
                                     help="also serve every API on this port (8080: where QStash dev settings look)")
