@@ -251,6 +251,20 @@ class Engine:
             run_log.info("run cancelled: %s", reason, extra={"run_id": run_id, "function": run.function_slug})
         return run
 
+    async def fast_forward(self, run_id: str) -> list[Job] | None:
+        """Dev only: the run's pending sleeps and wait timeouts fire now. None: no such run."""
+        now = now_ms()
+
+        def advance(tx: Tx) -> list[Job] | None:
+            if ops.get_run(tx, run_id) is None:
+                return None
+            return ops.fast_forward_run(tx, run_id, now=now)
+
+        advanced = await self.store.write(advance)
+        if advanced:
+            self.dispatcher.wake()
+        return advanced
+
     async def send_signal(self, signal: str, data: Any) -> str | None:
         """Resume the run waiting for this signal; its run id, or None when no run waits for it."""
         run_id, jobs = await self.store.write(lambda tx: signals.deliver(tx, signal, data, now=now_ms()))

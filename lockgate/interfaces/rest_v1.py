@@ -147,6 +147,17 @@ def routes(engine: Engine, access: AccessPolicy) -> list[Route]:
               "due": iso_ms(j.due_at)} for j in jobs]
         )
 
+    async def fast_forward(request: Request) -> Response:
+        # Tests (lockgate.testing) skip a run's sleeps and wait timeouts; never in production.
+        access.check_api(request)
+        if engine.options.server_kind != "dev":
+            raise ApiError(403, "fast-forward is a `lockgate dev` feature for tests; `lockgate start` keeps real time")
+        advanced = await engine.fast_forward(request.path_params["run_id"])
+        if advanced is None:
+            raise ApiError(404, "run not found")
+        return _envelope({"advanced": [{"kind": j.kind, "step_id": j.step_id, "was_due_at": j.due_at}
+                                       for j in advanced]})
+
     async def cancel_run(request: Request) -> Response:
         access.check_api(request)
         _check_params(request, ())
@@ -298,6 +309,7 @@ def routes(engine: Engine, access: AccessPolicy) -> list[Route]:
         Route("/v1/runs/{run_id}/cancel", cancel_run, methods=["POST"]),
         Route("/v1/runs/{run_id}/steps", run_steps, methods=["GET"]),
         Route("/v1/runs/{run_id}/jobs", run_jobs, methods=["GET"]),
+        Route("/v1/runs/{run_id}/fast-forward", fast_forward, methods=["POST"]),
         Route("/v1/apps", list_apps, methods=["GET"]),
         Route("/v1/functions", list_functions, methods=["GET"]),
         Route("/v1/functions/{function_id}", get_function, methods=["GET"]),

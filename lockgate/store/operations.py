@@ -544,6 +544,25 @@ def drop_run_jobs(tx: Tx, run_id: str, *, except_job: str | None = None) -> None
     tx.execute("DELETE FROM jobs WHERE run_id = ? AND id <> ?", (run_id, except_job or ""))
 
 
+# Timers a test may fast-forward: a step.sleep's wake-up and a waitForEvent/invoke deadline.
+FAST_FORWARD_KINDS = ("wake", "wait_timeout")
+
+
+def fast_forward_run(tx: Tx, run_id: str, *, now: int) -> list[Job]:
+    """Make the run's pending sleep and wait timers due now (keeping their priority shift)."""
+    rows = tx.all(
+        "SELECT * FROM jobs WHERE run_id = ? AND kind IN (?, ?) AND lease_owner IS NULL AND due_at > ?",
+        (run_id, *FAST_FORWARD_KINDS, now),
+    )
+    jobs = [_job_from_row(r) for r in rows]
+    for job in jobs:
+        tx.execute("UPDATE jobs SET due_at = ?, rank_at = ? + (rank_at - due_at) WHERE id = ? AND lease_owner IS NULL",
+                   (now, now, job.id))
+    if jobs:
+        notify_replicas(tx)
+    return jobs
+
+
 def jobs_of_run(tx: Tx, run_id: str) -> list[Job]:
     return [_job_from_row(r) for r in tx.all("SELECT * FROM jobs WHERE run_id = ? ORDER BY due_at", (run_id,))]
 
