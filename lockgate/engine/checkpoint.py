@@ -16,6 +16,7 @@ from typing import Any
 
 import orjson
 
+from lockgate.engine import progress
 from lockgate.engine.interpreter import MAX_STEP_OUTPUT_BYTES, MAX_STEPS_PER_RUN
 from lockgate.models import RunStatus, Step
 from lockgate.protocol.sdk_response import parse_op
@@ -77,6 +78,7 @@ def save_checkpoint(tx: Tx, run_id: str, body: Any, *, now: int) -> int:
         if ops.record_step(tx, step):
             stack.append(op.id)
             saved += 1
+            progress.note("step.finished", run, step=progress.step_info(op.id, op.display_name, op.op), output=op.data)
     if saved:
         ops.update_run(tx, run_id, stack=stack, reason=None)
         if qi_id:

@@ -16,7 +16,7 @@ import orjson
 from lockgate.engine.flow.concurrency import lease_call
 from lockgate.engine.ingest import Handoff, create_run_in_tx, ingest_in_tx
 from lockgate.engine.resume import discovery_job, resume_step
-from lockgate.engine import signals, waits
+from lockgate.engine import progress, signals, waits
 from lockgate.engine.waits import FINISHED_EVENT, register_wait
 from lockgate.expressions import ExpressionError
 from lockgate.engine.registry import Registry
@@ -58,6 +58,8 @@ class Settled:
 
     applied: bool = True
     run_finished: str | None = None
+    reason: str | None = None  # why the run did not complete, when it ended
+    retry_reason: str | None = None  # set when the call failed and will be retried
     new_runs: list[str] = field(default_factory=list)
     next_jobs: list[Job] = field(default_factory=list)  # leased follow-up calls of this run
     next_state: tuple[Run, dict[str, Any]] | None = None  # the run and its memos, for next_jobs
@@ -125,14 +127,15 @@ def settle_call(
         if retriable and job.attempt + 1 < max_attempts:
             due = retry_at if retry_at is not None else now + retry_delay_ms(job.attempt, ctx.retry_interval_s)
             ops.retry_job(tx, job, due_at=due, attempt=job.attempt + 1)
-            message = error.get("message") if isinstance(error, dict) else str(error)
-            ops.update_run(
-                tx,
-                run.run_id,
-                reason=f"attempt {job.attempt + 1} of {max_attempts} failed ({message}); next attempt at {iso_ms(due)}",
-            )
-            return Settled()
-        settled = finish_run(tx, ctx, run, RunStatus.FAILED, error=error, now=now, keep_job=job.id)
+            message = _first_line(error.get("message") if isinstance(error, dict) else error)
+            reason = f"attempt {job.attempt + 1} of {max_attempts} failed ({message}); next attempt at {iso_ms(due)}"
+            ops.update_run(tx, run.run_id, reason=reason)
+            progress.note("step.retried", run, step=progress.step_info(job.step_id, None, "Call", job.attempt),
+                          error=error, until=progress.until(due), reason=reason)
+            return Settled(retry_reason=reason)
+        why = "not retriable" if not retriable else f"no retries left ({fn.retries} allowed)"
+        reason = f"attempt {job.attempt + 1} of {max_attempts} failed, {why}: {error_summary(error)}"
+        settled = finish_run(tx, ctx, run, RunStatus.FAILED, error=error, reason=reason, now=now, keep_job=job.id)
         ops.release_job(tx, job)
         return settled
     assert isinstance(result, OpsReturned)
@@ -176,14 +179,13 @@ def _apply_ops(
                         Step(run.run_id, op.id, "StepError", "retrying", op.display_name, attempts=job.attempt + 1,
                              started_at=started_at),
                     )
-                    message = (op.error or {}).get("message") if isinstance(op.error, dict) else op.error
-                    ops.update_run(
-                        tx,
-                        run.run_id,
-                        reason=f"step {op.display_name or op.id} attempt {job.attempt + 1} of {max_attempts} failed"
-                        f" ({message}); next attempt at {iso_ms(due)}",
-                    )
-                    return Settled()
+                    message = _first_line((op.error or {}).get("message") if isinstance(op.error, dict) else op.error)
+                    reason = (f"step {op.display_name or op.id} attempt {job.attempt + 1} of {max_attempts} failed"
+                              f" ({message}); next attempt at {iso_ms(due)}")
+                    ops.update_run(tx, run.run_id, reason=reason)
+                    progress.note("step.retried", run, step=progress.step_info(op.id, op.display_name, kind, job.attempt),
+                                  error=op.error, until=progress.until(due), reason=reason)
+                    return Settled(retry_reason=reason)
             if kind in ("StepRun", "Step"):
                 memo: Any = op.data if kind == "Step" else {"data": op.data}
                 status = "completed"
@@ -213,6 +215,11 @@ def _apply_ops(
             )
             if recorded:
                 stack.append(op.id)
+                step = progress.step_info(op.id, op.display_name, kind, job.attempt)
+                if status == "completed":
+                    progress.note("step.finished", run, step=step, output=op.data)
+                else:
+                    progress.note("step.failed", run, step=step, error=op.error)
             if op.id in pending:
                 pending.remove(op.id)
             completed_any = True
@@ -256,6 +263,8 @@ def _apply_ops(
                 )
             )
             ops.note_step_pending(tx, Step(run.run_id, op.id, "Sleep", "sleeping", op.display_name, started_at=now))
+            progress.note("run.sleeping", run, step=progress.step_info(op.id, op.display_name, kind),
+                          until=progress.until(wake_at))
         elif kind == "WaitForEvent":
             if op.id in stack or op.id in pending:
                 continue
@@ -283,6 +292,9 @@ def _apply_ops(
             register_wait(tx, wait, now=now)  # even a never-true condition ends at its timeout
             ops.note_step_pending(tx, Step(run.run_id, op.id, "WaitForEvent", "waiting", op.display_name,
                                            started_at=now))
+            progress.note("run.waiting", run, step=progress.step_info(op.id, op.display_name, kind),
+                          until=progress.until(expires),
+                          waiting_for=wait.event_name + (f" if {wait.expression}" if wait.expression else ""))
         elif kind == "InvokeFunction":
             if op.id in stack or op.id in pending:
                 continue
@@ -321,6 +333,8 @@ def _apply_ops(
             ops.insert_events(tx, [invoked])
             create_run_in_tx(tx, target, [invoked], now=now, correlation_id=correlation, registry=ctx.registry)
             ops.note_step_pending(tx, Step(run.run_id, op.id, kind, "invoking", op.display_name, started_at=now))
+            progress.note("run.waiting", run, step=progress.step_info(op.id, op.display_name, kind),
+                          until=progress.until(expires), waiting_for=f"function {target.slug} (invoked)")
         elif kind == signals.OP:
             if op.id in stack or op.id in pending:
                 continue
@@ -383,6 +397,18 @@ def _apply_ops(
     )
     ops.release_job(tx, job)
     return _hand_off(tx, ctx, run.run_id, new_jobs, now)
+
+
+def _first_line(message: Any) -> str:
+    text = str(message or "").strip()
+    return text.splitlines()[0] if text else "(no message)"
+
+
+def error_summary(error: Any) -> str:
+    """`Name: first line of the message`, for reasons and log lines."""
+    if isinstance(error, dict):
+        return f"{error.get('name') or 'Error'}: {_first_line(error.get('message'))}"
+    return f"Error: {_first_line(error)}"
 
 
 def _mib(size: int) -> str:
@@ -462,6 +488,8 @@ def finish_run(
     keep_job: str | None = None,
 ) -> Settled:
     """End a run, drop its queued work and emit the system events (which may start runs)."""
+    if reason is None and status is not RunStatus.COMPLETED:  # a run that did not complete says why
+        reason = f"{status.value.lower()}: {error_summary(error)}"
     fields: dict[str, Any] = {"status": status.value, "ended_at": now, "reason": reason, "pending_steps": []}
     if status is RunStatus.COMPLETED:
         fields["output"] = output
@@ -493,7 +521,10 @@ def finish_run(
     elif status is RunStatus.CANCELLED:
         events.append(system_event("inngest/function.cancelled", dict(base), now=now, event_id=run.run_id))
     result = ingest_in_tx(tx, events, ctx.registry, now=now)
-    return Settled(run_finished=status.value, new_runs=result.run_ids)
+    kind = {RunStatus.COMPLETED: "run.finished", RunStatus.FAILED: "run.failed"}.get(status, "run.cancelled")
+    progress.note(kind, run, status=status.value, output=output if status is RunStatus.COMPLETED else None,
+                  error=error, reason=reason)
+    return Settled(run_finished=status.value, reason=reason, new_runs=result.run_ids)
 
 
 def cancel_run(tx: Tx, ctx: EngineContext, run_id: str, *, now: int, reason: str) -> Run | None:

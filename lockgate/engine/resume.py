@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from lockgate.engine import progress
 from lockgate.models import DISCOVERY_STEP, Job, JobKind, RunStatus, Step
 from lockgate.protocol.event_ids import new_ulid
 from lockgate.store import operations as ops
@@ -41,6 +42,8 @@ def resume_step(
                 position=len(stack), ended_at=now)
     if ops.record_step(tx, step):
         stack.append(step_id)
+        progress.note("run.resumed", run, status=RunStatus.RUNNING.value,
+                      step=progress.step_info(step_id, display_name, op), output=memo)
     if step_id in pending:
         pending.remove(step_id)
     jobs = [] if pending else [discovery_job(run_id, now)]
