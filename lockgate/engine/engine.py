@@ -10,7 +10,7 @@ from typing import Any
 import aiohttp
 import orjson
 
-from lockgate.engine import checkpoint, cron, interpreter, outbound_client, progress, signals, waits
+from lockgate.engine import checkpoint, cron, interpreter, progress, signals, step_requests, waits
 from lockgate.engine.flow import admission
 from lockgate.engine.dispatcher import LEASE_MS, Dispatcher
 from lockgate.engine.executor import APP_KEEPALIVE_S, Executor, connection_reuse_trace
@@ -310,8 +310,8 @@ class Engine:
             settled = await self._write(lambda tx: interpreter.wake_sleep(tx, ctx, job, now=now_ms()))
             for next_job in settled.next_jobs:
                 self.dispatcher.adopt(next_job, settled.next_state)
-        elif job.kind == JobKind.OUTBOUND.value:
-            await self._handle_outbound(job, ctx)
+        elif job.kind == JobKind.STEP_REQUEST.value:
+            await self._handle_step_request(job, ctx)
         elif job.kind == JobKind.WAIT_TIMEOUT.value:
             await self._write(lambda tx: waits.expire_wait(tx, job, now=now_ms()))
         elif job.kind in admission.JOB_KINDS:  # debounce/batch windows, start/finish timeouts
@@ -326,7 +326,7 @@ class Engine:
         self.dispatcher.wake()
         return None
 
-    async def _handle_outbound(self, job: Job, ctx: interpreter.EngineContext) -> None:
+    async def _handle_step_request(self, job: Job, ctx: interpreter.EngineContext) -> None:
         """Make the request a step asked the server to make (step.ai.infer, step.fetch), then resume the run."""
         run = await self.store.read(ops.get_run, job.run_id)
         fn = None if run is None else (ctx.registry.by_id.get(run.function_id)
@@ -335,12 +335,12 @@ class Engine:
             await self.store.write(ops.release_job, job)
             return
         payload = job.payload or {}
-        result = await outbound_client.perform(self.session, payload.get("op", ""), payload.get("opts"))
+        result = await step_requests.perform(self.session, payload.get("op", ""), payload.get("opts"))
         if result.error is not None:
             log.warning("step %s of run %s: %s", payload.get("display_name") or job.step_id, job.run_id,
                         result.error["message"])
         settled = await self.store.write(
-            lambda tx: interpreter.settle_outbound(tx, ctx, job, fn, result, now=now_ms()))
+            lambda tx: interpreter.settle_step_request(tx, ctx, job, fn, result, now=now_ms()))
         for next_job in settled.next_jobs:
             self.dispatcher.adopt(next_job, settled.next_state)
 
