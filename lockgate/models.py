@@ -184,3 +184,14 @@ class Job:
     lease_owner: str | None = None
     lease_expires_at: int | None = None
     created_at: int = 0
+
+
+@dataclass(slots=True)
+class RunFilter:
+    """Which runs a list, a count or a bulk action covers (SQL-side filters; see engine.run_search)."""
+
+    statuses: list[str] = field(default_factory=list)
+    function_ids: list[str] = field(default_factory=list)  # internal ids, resolved from slugs or apps
+    created_from: int | None = None  # ms, inclusive
+    created_to: int | None = None  # ms, exclusive
+    events_contain: list[str] = field(default_factory=list)  # substrings of the stored trigger JSON (a pre-filter)

@@ -85,6 +85,9 @@ class Settings:
                                                 help="the next QStash signing key, for rotation")
     qstash_backoff_scale: float = _spec(1.0, env=("LOCKGATE_QSTASH_BACKOFF_SCALE",),
                                         help="shrinks QStash's default retry backoff (tests, dev)")
+    dashboard_password: str | None = _spec(None, env=("LOCKGATE_DASHBOARD_PASSWORD",), secret=True,
+                                           help="admin password for the dashboard in `start` (besides the token"
+                                                " `lockgate dashboard-token` prints)")
     sqlite_synchronous: str = _spec("NORMAL", env=("LOCKGATE_SQLITE_SYNCHRONOUS",),
                                     help="NORMAL survives killed processes; FULL also power loss")
     quiet: bool = _spec(False, env=("LOCKGATE_QUIET",), help="log only warnings and errors")

@@ -10,7 +10,7 @@ from typing import Any
 import aiohttp
 import orjson
 
-from lockgate.engine import checkpoint, cron, interpreter, progress, signals, step_requests, waits
+from lockgate.engine import checkpoint, cron, interpreter, operator, progress, signals, step_requests, waits
 from lockgate.engine.flow import admission
 from lockgate.engine.dispatcher import LEASE_MS, Dispatcher
 from lockgate.engine.executor import APP_KEEPALIVE_S, Executor, connection_reuse_trace
@@ -185,10 +185,11 @@ class Engine:
 
     # -- events --------------------------------------------------------------------
 
-    async def ingest(self, body: Any, *, seed: str | None = None) -> list[str]:
+    async def ingest(self, body: Any, *, seed: str | None = None, allow_internal: bool = False) -> list[str]:
         """Validate, commit and match events; returns their internal ids. Raises EventValidationError."""
         now = now_ms()
-        events = parse_events(body, seed=seed, now=now, max_id_length=self.options.limits.max_event_id_length)
+        events = parse_events(body, seed=seed, now=now, allow_internal=allow_internal,
+                              max_id_length=self.options.limits.max_event_id_length)
         registry = self.registry
         handoff = Handoff(owner=self.dispatcher.owner, lease_ms=self.dispatcher.lease_ms, limit=self.dispatcher.free_slots)
         result = await self._write(lambda tx: ingest_in_tx(tx, events, registry, now=now, handoff=handoff))
@@ -264,6 +265,74 @@ class Engine:
         if advanced:
             self.dispatcher.wake()
         return advanced
+
+    # -- operator actions (dashboard and REST) ----------------------------------------
+
+    async def rerun(self, run_id: str) -> Any:
+        """A new run of the same function and events, from the start. Raises operator.OperatorError."""
+        registry = self.registry
+        run = await self._write(lambda tx: operator.rerun_in_tx(tx, registry, run_id, now=now_ms()))
+        self.dispatcher.wake()
+        return run
+
+    async def cancel_runs(self, run_ids: list[str], *, reason: str) -> int:
+        """Bulk cancel, 100 runs per transaction; returns how many were still running."""
+        ctx, cancelled = self.context, 0
+        for start in range(0, len(run_ids), 100):
+            chunk = run_ids[start:start + 100]
+
+            def cancel_chunk(tx: Tx) -> int:
+                now = now_ms()
+                done = 0
+                for run_id in chunk:
+                    before = interpreter.cancel_run(tx, ctx, run_id, now=now, reason=reason)
+                    done += before is not None and not RunStatus(before.status).is_final
+                return done
+
+            cancelled += await self._write(cancel_chunk)
+        self.dispatcher.wake()
+        return cancelled
+
+    async def rerun_runs(self, run_ids: list[str]) -> list[str]:
+        """Bulk rerun, 100 runs per transaction; returns the new run ids (skipping runs that cannot rerun)."""
+        registry, started = self.registry, []
+        for start in range(0, len(run_ids), 100):
+            chunk = run_ids[start:start + 100]
+
+            def rerun_chunk(tx: Tx) -> list[str]:
+                now, ids = now_ms(), []
+                for run_id in chunk:
+                    try:
+                        ids.append(operator.rerun_in_tx(tx, registry, run_id, now=now).run_id)
+                    except operator.OperatorError as exc:
+                        log.warning("bulk rerun skipped run %s: %s", run_id, exc)
+                return ids
+
+            started += await self._write(rerun_chunk)
+        self.dispatcher.wake()
+        return started
+
+    async def replay_event(self, internal_id: str) -> str:
+        """Send a stored event again as a new event; returns the new event's internal id."""
+        event = await self.store.read(ops.get_event, internal_id)
+        if event is None:
+            raise operator.OperatorError(404, f"event {internal_id} not found")
+        body = {"name": event.name, "data": event.data, "user": event.user, "v": event.v}
+        return (await self.ingest(body, allow_internal=True))[0]
+
+    async def add_app(self, url: str) -> str | None:
+        """Sync an app by URL now (and on every later sync round); returns the error, if any."""
+        return await self.sync_url(url)
+
+    async def remove_app(self, name: str) -> bool:
+        app = await self.store.read(ops.get_app, name)
+        if app is None:
+            return False
+        if app.url in self._known_urls:  # or the next sync round would bring it back
+            self._known_urls.remove(app.url)
+        removed = await self.store.write(lambda tx: operator.remove_app_in_tx(tx, name, now=now_ms()))
+        await self.reload_registry()
+        return removed
 
     async def send_signal(self, signal: str, data: Any) -> str | None:
         """Resume the run waiting for this signal; its run id, or None when no run waits for it."""

@@ -177,7 +177,7 @@ def _apply_ops(
                     ops.note_step_pending(
                         tx,
                         Step(run.run_id, op.id, "StepError", "retrying", op.display_name, attempts=job.attempt + 1,
-                             started_at=started_at),
+                             started_at=started_at, memo={"error": to_error_memo(op.error)}),
                     )
                     message = _first_line((op.error or {}).get("message") if isinstance(op.error, dict) else op.error)
                     reason = (f"step {op.display_name or op.id} attempt {job.attempt + 1} of {max_attempts} failed"
