@@ -10,7 +10,7 @@ from typing import Any
 import aiohttp
 import orjson
 
-from lockgate.engine import checkpoint, cron, interpreter, waits
+from lockgate.engine import checkpoint, cron, interpreter, outbound_client, progress, signals, waits
 from lockgate.engine.flow import admission
 from lockgate.engine.dispatcher import LEASE_MS, Dispatcher
 from lockgate.engine.executor import APP_KEEPALIVE_S, Executor, connection_reuse_trace
@@ -30,6 +30,7 @@ from lockgate.protocol.signing import sign_body
 from lockgate.limits import DEFAULT as DEFAULT_LIMITS, Limits
 from lockgate.models import DISCOVERY_STEP, Event, Function, Job, JobKind, Run, RunStatus, now_ms
 from lockgate.store import flow_operations as flow_ops
+from lockgate.outbound import OutboundPolicy
 from lockgate.store import operations as ops
 from lockgate.store.base import Store, Tx
 
@@ -59,6 +60,7 @@ class EngineOptions:
     single_node: bool = True  # SQLite: leases of a previous process lapse at start-up
     replica_name: str | None = None  # several replicas: stable across restarts (default host:port)
     limits: Limits = DEFAULT_LIMITS  # sizes clients may send (event ids, functions per sync, ...)
+    outbound: OutboundPolicy = field(default_factory=OutboundPolicy)  # where calls to apps may go
     retention: Retention = field(default_factory=lambda: Retention(seconds=0))
 
 
@@ -99,6 +101,7 @@ class Engine:
         self.qstash: Any = None  # lockgate.qstash.service.QStash, attached by the server
         self.connect: Any = None  # lockgate.connect.gateway.Gateway, attached by the server
         self.realtime: Broker = InProcessBroker()  # the server attaches the configured backend
+        self.progress = progress.ProgressPublisher(self.realtime, self._app_of)
         self._known_urls: list[str] = []
         self.health = AppHealth(store)
         self._app_urls: dict[str, str] = {}  # app name -> its URL, for health bookkeeping
@@ -121,7 +124,8 @@ class Engine:
         self.session = aiohttp.ClientSession(
             timeout=timeout,
             connector=aiohttp.TCPConnector(limit=max(200, self.options.workers * 2), limit_per_host=0,
-                                           keepalive_timeout=APP_KEEPALIVE_S),
+                                           keepalive_timeout=APP_KEEPALIVE_S,
+                                           socket_factory=self.options.outbound.socket_factory),
             trace_configs=[connection_reuse_trace()],
         )
         self._fresh_session = aiohttp.ClientSession(
@@ -136,6 +140,8 @@ class Engine:
         await self.membership.start()
         self.store.listen({ops.JOBS_CHANNEL: self.dispatcher.wake, ops.FUNCTIONS_CHANNEL: self._functions_changed,
                            **self.listeners})
+        self.progress.broker = self.realtime
+        self.progress.start()
         await self.dispatcher.start()
         self._background.append(asyncio.create_task(self._sync_loop(), name="lockgate-sync"))
         self._background.append(asyncio.create_task(self.housekeeping.run_forever(), name="lockgate-housekeeping"))
@@ -152,6 +158,7 @@ class Engine:
             await self.store.write(ops.release_leases_of, self.dispatcher.owner)
         except Exception:
             log.exception("could not hand back leased jobs; they return when their leases lapse")
+        await self.progress.stop()
         await self.membership.stop()
         for session in (self.session, self._fresh_session):
             if session is not None:
@@ -184,10 +191,10 @@ class Engine:
         events = parse_events(body, seed=seed, now=now, max_id_length=self.options.limits.max_event_id_length)
         registry = self.registry
         handoff = Handoff(owner=self.dispatcher.owner, lease_ms=self.dispatcher.lease_ms, limit=self.dispatcher.free_slots)
-        result = await self.store.write(lambda tx: ingest_in_tx(tx, events, registry, now=now, handoff=handoff))
+        result = await self._write(lambda tx: ingest_in_tx(tx, events, registry, now=now, handoff=handoff))
         for job, run in result.leased:
             self.dispatcher.adopt(job, (run, {}))
-        if len(result.run_ids) > len(result.leased) or result.resumed or result.deferred:
+        if len(result.run_ids) > len(result.leased) or result.resumed or result.deferred or result.cancelled:
             self.dispatcher.wake()
         for event in result.unmatched:
             event_log.info("event %s started nothing: %s", event.name, event.started_nothing,
@@ -237,15 +244,45 @@ class Engine:
 
     async def cancel_run(self, run_id: str, *, reason: str = "cancelled through the API") -> Any:
         ctx = self.context
-        run = await self.store.write(lambda tx: interpreter.cancel_run(tx, ctx, run_id, now=now_ms(), reason=reason))
+        run = await self._write(lambda tx: interpreter.cancel_run(tx, ctx, run_id, now=now_ms(), reason=reason))
         self.dispatcher.wake()
         if run is not None and not RunStatus(run.status).is_final:
             run_log.info("run cancelled: %s", reason, extra={"run_id": run_id, "function": run.function_slug})
         return run
 
+    async def send_signal(self, signal: str, data: Any) -> str | None:
+        """Resume the run waiting for this signal; its run id, or None when no run waits for it."""
+        run_id, jobs = await self.store.write(lambda tx: signals.deliver(tx, signal, data, now=now_ms()))
+        if jobs:
+            self.dispatcher.wake()
+        return run_id
+
     async def checkpoint(self, run_id: str, body: Any) -> int:
         """Save steps a JS v4 SDK ran inside a call still in flight. Raises CheckpointError."""
-        return await self.store.write(lambda tx: checkpoint.save_checkpoint(tx, run_id, body, now=now_ms()))
+        return await self._write(lambda tx: checkpoint.save_checkpoint(tx, run_id, body, now=now_ms()))
+
+    # -- run progress ----------------------------------------------------------------
+
+    async def _write(self, fn: Any) -> Any:
+        """A store write whose progress notes are published once it committed."""
+        collected, notes = progress.collecting(fn)
+        result = await self.store.write(collected)
+        if notes:
+            self.progress.publish(notes)
+        return result
+
+    def _announce_call(self, run: Any, job: Job) -> None:
+        if job.step_id != DISCOVERY_STEP:
+            # A planned step (parallel or v4's one-step-per-call) is about to run.
+            step = progress.step_info(job.step_id, None, "StepPlanned", job.attempt)
+            self.progress.publish([("step.started", run.run_id, run.function_slug, RunStatus.RUNNING.value,
+                                    {"step": step})])
+        elif not run.stack and job.attempt == 0 and not run.pending_steps:
+            self.progress.publish([("run.started", run.run_id, run.function_slug, RunStatus.RUNNING.value, {})])
+
+    def _app_of(self, slug: str) -> str | None:
+        fn = self.registry.by_slug.get(slug)
+        return fn.app_name if fn else None
 
     # -- jobs ----------------------------------------------------------------------
 
@@ -255,15 +292,17 @@ class Engine:
         if job.kind == JobKind.CALL.value:
             return await self._call_once(job, ctx, state)
         if job.kind == JobKind.WAKE.value:
-            settled = await self.store.write(lambda tx: interpreter.wake_sleep(tx, ctx, job, now=now_ms()))
+            settled = await self._write(lambda tx: interpreter.wake_sleep(tx, ctx, job, now=now_ms()))
             for next_job in settled.next_jobs:
                 self.dispatcher.adopt(next_job, settled.next_state)
+        elif job.kind == JobKind.OUTBOUND.value:
+            await self._handle_outbound(job, ctx)
         elif job.kind == JobKind.WAIT_TIMEOUT.value:
-            await self.store.write(lambda tx: waits.expire_wait(tx, job, now=now_ms()))
+            await self._write(lambda tx: waits.expire_wait(tx, job, now=now_ms()))
         elif job.kind in admission.JOB_KINDS:  # debounce/batch windows, start/finish timeouts
-            await self.store.write(lambda tx: admission.fire_timer(tx, ctx.registry, job, now=now_ms()))
+            await self._write(lambda tx: admission.fire_timer(tx, ctx.registry, job, now=now_ms()))
         elif job.kind == JobKind.CRON.value:
-            await self.store.write(lambda tx: cron.fire_cron(tx, ctx.registry, job, now=now_ms()))
+            await self._write(lambda tx: cron.fire_cron(tx, ctx.registry, job, now=now_ms()))
         elif job.kind in (JobKind.QSTASH_DELIVERY.value, JobKind.QSTASH_SCHEDULE.value) and self.qstash:
             await self.qstash.handle_job(job, self.session)
         else:
@@ -271,6 +310,24 @@ class Engine:
             await self.store.write(ops.release_job, job)
         self.dispatcher.wake()
         return None
+
+    async def _handle_outbound(self, job: Job, ctx: interpreter.EngineContext) -> None:
+        """Make the request a step asked the server to make (step.ai.infer, step.fetch), then resume the run."""
+        run = await self.store.read(ops.get_run, job.run_id)
+        fn = None if run is None else (ctx.registry.by_id.get(run.function_id)
+                                       or await self.store.read(ops.get_function, run.function_id))
+        if run is None or fn is None or RunStatus(run.status).is_final:
+            await self.store.write(ops.release_job, job)
+            return
+        payload = job.payload or {}
+        result = await outbound_client.perform(self.session, payload.get("op", ""), payload.get("opts"))
+        if result.error is not None:
+            log.warning("step %s of run %s: %s", payload.get("display_name") or job.step_id, job.run_id,
+                        result.error["message"])
+        settled = await self.store.write(
+            lambda tx: interpreter.settle_outbound(tx, ctx, job, fn, result, now=now_ms()))
+        for next_job in settled.next_jobs:
+            self.dispatcher.adopt(next_job, settled.next_state)
 
     async def _call_once(self, job: Job, ctx: interpreter.EngineContext, state: Any) -> Any:
         if state is None:
@@ -286,17 +343,18 @@ class Engine:
         if fn is None:
             fn = await self.store.read(ops.get_function, run.function_id)
         if fn is None:
-            error = {"name": "Error", "message": f"function {run.function_slug} no longer exists"}
-            await self.store.write(
+            error = interpreter.server_error(f"function {run.function_slug} no longer exists")
+            await self._write(
                 lambda tx: interpreter.finish_run(tx, ctx, run, RunStatus.FAILED, error=error, now=now_ms(), keep_job=None)
             )
             return
+        self._announce_call(run, job)
         started = now_ms()
         if job.step_id == DISCOVERY_STEP and job.attempt == 0 and not run.stack:
             run_log.info("run started", extra={"run_id": run.run_id, "function": fn.slug})
         result = await self.executor.call(run, fn, job, memos)
         await self._note_app_health(fn, result)
-        settled = await self.store.write(
+        settled = await self._write(
             lambda tx: interpreter.settle_call(tx, ctx, job, fn, result, started_at=started, now=now_ms())
         )
         _log_settled(run, fn, job, settled)
@@ -326,6 +384,15 @@ class Engine:
             if is_app_url(url):  # remember why this app's sync failed (never for a malformed URL)
                 await self.store.write(lambda tx: ops.set_app_error(tx, url=url, error=message, at=now))
             return SyncOutcome(400, {"error": message, "status": 400})
+        if self.executor is not None and self.executor.verify_keys and _offers_trust_probe(body):
+            # Cloud mode: an app that would not check our signatures, or would sign its answers with
+            # another key, is refused now rather than failing every call of every run later.
+            problem = await self.executor.check_trust(reg.app.url)
+            if problem:
+                message = f"sync refused: {problem}"
+                log.warning("%s", message)
+                await self.store.write(lambda tx: ops.set_app_error(tx, url=reg.app.url, error=message, at=now))
+                return SyncOutcome(400, {"error": message, "status": 400})
         functions = await self.store.write(_store_registration, reg, now)
         modified = functions is not None
         if modified:
@@ -447,6 +514,11 @@ class Engine:
 
         results = await asyncio.gather(*(probe(p) for p in ports))
         return [url for urls in results for url in urls]
+
+
+def _offers_trust_probe(body: Any) -> bool:
+    capabilities = body.get("capabilities") if isinstance(body, dict) else None
+    return isinstance(capabilities, dict) and capabilities.get("trust_probe") == "v1"
 
 
 def _log_settled(run: Run, fn: Function, job: Job, settled: interpreter.Settled) -> None:

@@ -105,6 +105,11 @@ def document(limits: Limits) -> dict[str, Any]:
                 body={"type": "object", "properties": {"fn_id": {"type": "string"}, "qi_id": {"type": "string"},
                                                        "steps": {"type": "array", "items": {"type": "object"}}}},
                 extra=("404", "409", "413"))},
+            "/v1/signals": {"post": _op(
+                "Resume the run waiting for a signal (step.waitForSignal); 404 when none waits",
+                body={"type": "object", "required": ["signal"],
+                      "properties": {"signal": {"type": "string", "minLength": 1}, "data": {}}},
+                extra=("404", "413"))},
         },
         "components": {"schemas": {"Error": {
             "type": "object", "required": ["error", "status"],
