@@ -58,6 +58,7 @@ class Event:
     received_at: int
     user: dict[str, Any] = field(default_factory=dict)
     v: str | None = None
+    started_nothing: str | None = None  # why no function ran for it, recorded at ingest
 
     def payload(self) -> dict[str, Any]:
         """The event as SDKs and expressions see it."""

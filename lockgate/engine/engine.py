@@ -16,7 +16,7 @@ from lockgate.engine.dispatcher import LEASE_MS, Dispatcher
 from lockgate.engine.executor import APP_KEEPALIVE_S, Executor, connection_reuse_trace
 from lockgate.engine.health import AppHealth, bad_call_text, refused_sync_text, unreachable_text
 from lockgate.engine.ingest import Handoff, create_run_in_tx, ingest_in_tx, parse_events
-from lockgate.engine.registry import Registry, why_nothing_started
+from lockgate.engine.registry import Registry
 from lockgate.engine.replicas import Membership, default_replica_name, replica_owner
 from lockgate.engine.sync import (DISCOVERY_PATHS, DISCOVERY_PORTS, Registration, SyncError, is_app_url,
                                   parse_registration)
@@ -198,9 +198,8 @@ class Engine:
         if len(result.run_ids) > len(result.leased) or result.resumed or result.deferred or result.cancelled:
             self.dispatcher.wake()
         for event in result.unmatched:
-            if event_log.isEnabledFor(logging.INFO):
-                event_log.info("event %s started nothing: %s", event.name, why_nothing_started(registry, event.name),
-                               extra={"event_id": event.internal_id})
+            event_log.info("event %s started nothing: %s", event.name, event.started_nothing,
+                           extra={"event_id": event.internal_id})
         for run_id, event in result.resumed_runs:
             event_log.info("event %s resumed a waiting run", event.name,
                            extra={"run_id": run_id, "event_id": event.internal_id})

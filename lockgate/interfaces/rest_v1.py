@@ -11,7 +11,6 @@ from lockgate.engine.cron import next_fire_times
 from lockgate.engine.engine import Engine, FunctionNotFound
 from lockgate.engine.sync import CONNECT_APP_SCHEME
 from lockgate.engine.flow.explain import annotate, explained
-from lockgate.engine.registry import why_nothing_started
 from lockgate.interfaces.auth import AccessPolicy
 from lockgate.interfaces.errors import ApiError, json_response, read_json
 from lockgate.interfaces.run_filters import RUN_FILTERS, parse_run_filter
@@ -84,12 +83,7 @@ def routes(engine: Engine, access: AccessPolicy) -> list[Route]:
             raise ApiError(404, "event not found")
         skipped = await store.read(flow_ops.skips_of_event, event.internal_id)
         # Functions this event matched but started no run for, and why (rate limit, singleton...).
-        view = {**event_view(event), "skipped": skipped, "started_nothing": None}
-        registry = engine.registry
-        if not skipped and not event.name.startswith("inngest/") and not registry.match(event.payload()):
-            if not await store.read(ops.runs_of_event, event.internal_id):
-                view["started_nothing"] = why_nothing_started(registry, event.name)
-        return _envelope(view)
+        return _envelope({**event_view(event), "skipped": skipped})
 
     async def event_runs(request: Request) -> Response:
         access.check_api(request)

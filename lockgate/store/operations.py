@@ -175,7 +175,12 @@ def _event_from_row(row: Any) -> Event:
         v=row["v"],
         ts=row["ts"],
         received_at=row["received_at"],
+        started_nothing=row["started_nothing"],
     )
+
+
+def note_started_nothing(tx: Tx, internal_id: str, why: str) -> None:
+    tx.execute("UPDATE events SET started_nothing = ? WHERE internal_id = ?", (why, internal_id))
 
 
 def get_event(tx: Tx, internal_id: str) -> Event | None:
