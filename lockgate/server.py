@@ -109,6 +109,7 @@ def build_app(settings: Settings, *, kind: str = "dev", store: Store | None = No
         max_message_bytes=settings.realtime_max_message_bytes,
         token_ttl_s=settings.realtime_token_ttl,
     ))
+    engine.progress.enabled = settings.realtime_progress
 
     @contextlib.asynccontextmanager
     async def lifespan(app) -> AsyncIterator[None]:
