@@ -12,6 +12,10 @@ from lockgate.store import operations as ops
 from lockgate.store.base import Tx
 
 
+# Steps finished outside a call whose memo may carry an error the SDK raises in the function.
+FAILABLE_OPS = ("InvokeFunction", "AIGateway", "Gateway")
+
+
 def discovery_job(run_id: str, now: int, *, due: int | None = None) -> Job:
     return Job(
         id=f"{run_id}:call:{new_ulid()}",
@@ -33,7 +37,7 @@ def resume_step(
     if run is None or RunStatus(run.status).is_final:
         return []
     stack, pending = list(run.stack), list(run.pending_steps)
-    failed = isinstance(memo, dict) and "error" in memo and op == "InvokeFunction"
+    failed = isinstance(memo, dict) and "error" in memo and op in FAILABLE_OPS
     step = Step(run_id, step_id, op, "failed" if failed else "completed", display_name, memo=memo,
                 position=len(stack), ended_at=now)
     if ops.record_step(tx, step):
