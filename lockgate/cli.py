@@ -10,6 +10,8 @@ import click
 
 from lockgate.settings import Settings
 
+log = logging.getLogger("lockgate.server")
+
 
 def _fail(message: str) -> None:
     click.echo(f"lockgate: {message}", err=True)
@@ -24,11 +26,20 @@ def _load(config: str | None, flags: dict) -> Settings:
         raise  # unreachable
 
 
-def _run_server(settings: Settings, kind: str) -> None:
+def _run_server(settings: Settings, kind: str, *, create_db: bool = False, example: bool = False) -> None:
     from lockgate.portinfo import port_holder
     from lockgate.server import bind_socket, build_app, serve
+    from lockgate.startup import StartupProblem, check_store
+    from lockgate.terminal import ALWAYS, setup_logging
 
-    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_logging(log_format=settings.log_format or ("rich" if kind == "dev" else "json"),
+                  level=settings.log_level, quiet=settings.quiet)
+    for warning in settings.warnings:
+        log.warning(warning)
+    try:
+        check_store(settings, create_db=create_db)
+    except StartupProblem as exc:
+        _fail(str(exc))
     try:
         sock = bind_socket(settings.host, settings.port)
     except OSError as exc:
@@ -47,13 +58,84 @@ def _run_server(settings: Settings, kind: str) -> None:
             sockets.append(bind_socket(settings.host, settings.qstash_port))
         except OSError as exc:
             _fail(f"cannot listen on {settings.host}:{settings.qstash_port} for --qstash-port: {exc.strerror}")
-    app, engine = build_app(settings, kind=kind, own_port=port)
-    store = engine.store.description
-    click.echo(f"lockgate {kind} server listening on http://{settings.host}:{port} (store: {store})", err=True)
-    if len(sockets) > 1:
-        click.echo(f"QStash API also on http://{settings.host}:{sockets[1].getsockname()[1]}/v2", err=True)
-    sys.stderr.flush()
-    serve(app, sockets, log_level=settings.log_level)
+    try:
+        settings.retention_seconds(kind)
+    except ValueError as exc:
+        _fail(str(exc))
+    _prepare_schema(settings)
+    wait_for = []
+    if example:
+        wait_for.append(_start_example_app(port))
+        settings.sdk_urls = [*settings.sdk_urls, *wait_for]
+
+    def ready() -> None:
+        # Printed once the store is open and migrated and --example's app is synced: an event sent
+        # after this line finds its functions. Tools wait for this line (and parse the port from it).
+        log.info("lockgate %s server listening on http://%s:%s (store: %s)", kind, settings.host, port,
+                 engine.store.description, extra=ALWAYS)
+        if len(sockets) > 1:
+            log.info("QStash API also on http://%s:%s/v2", settings.host, sockets[1].getsockname()[1], extra=ALWAYS)
+
+    try:
+        app, engine = build_app(settings, kind=kind, own_port=port, on_ready=ready, wait_for_apps=wait_for)
+    except (OSError, ValueError) as exc:
+        _fail(f"cannot set up the store: {exc}")
+    try:
+        serve(app, sockets, log_level=settings.log_level)
+    except SystemExit:
+        if app.problem:
+            _fail(app.problem)
+        raise
+    if app.problem:
+        _fail(app.problem)
+
+
+def _terminal_options(command):
+    """Options shared by `dev` and `start`: how the activity log looks, and browser access."""
+    command = click.option("--cors-origin", "cors_origins", multiple=True,
+                           help="Let browser pages from this origin call the APIs (repeatable; * for any).")(command)
+    command = click.option("--log-format", type=click.Choice(["rich", "json"]), default=None,
+                           help="Terminal log: rich (readable, the dev default) or json (one object a line,"
+                                " the start default).")(command)
+    command = click.option("-q", "--quiet", is_flag=True, default=None,
+                           help="Log only warnings and errors (and the listening line).")(command)
+    return command
+
+
+def _migrate(settings: Settings, *, apply: bool):
+    """Bring the store's schema up to this release (or only look, when apply is False)."""
+    from lockgate.store import migrations
+
+    try:
+        if settings.postgres_uri:
+            from lockgate.store.postgres import migrate_uri
+
+            return migrate_uri(settings.postgres_uri, apply=apply)
+        from lockgate.store.sqlite import migrate_data_dir
+
+        return migrate_data_dir(settings.data_dir, apply=apply)
+    except migrations.SchemaTooNew as exc:
+        _fail(str(exc))
+    except ConnectionError as exc:
+        _fail(f"{exc}. Check --postgres-uri and that the database server is running.")
+    raise AssertionError("unreachable")
+
+
+def _prepare_schema(settings: Settings) -> None:
+    """Migrate before serving, so a schema problem is one clear line rather than a failed start-up."""
+    if settings.in_memory and not settings.postgres_uri:
+        return  # a fresh private store: opening it applies every migration
+    if not settings.postgres_uri:
+        from lockgate.store.sqlite import DataDirInUse, data_dir_lock
+
+        try:
+            with data_dir_lock(settings.data_dir, purpose="a server"):
+                pass
+        except DataDirInUse as exc:
+            _fail(str(exc))
+    _, applied = _migrate(settings, apply=True)
+    for migration in applied:
+        log.info("applied schema migration %s", migration.label)
 
 
 @click.group()
@@ -78,12 +160,16 @@ def main() -> None:
 @click.option("--log-level", default=None, help="debug, info, warning or error.")
 @click.option("--qstash-port", type=int, default=None,
               help="Also serve the APIs on this port, e.g. 8080 where QStash dev settings point.")
+@click.option("--retention", default=None,
+              help="Keep finished runs and their events this long, e.g. 7d, 24h; 0 keeps forever.")
 @click.option("--example", is_flag=True, default=False, help="Also serve the example app (examples/app.py).")
+@click.option("--create-db", is_flag=True, default=False,
+              help="Create the --postgres-uri database when it does not exist yet.")
+@_terminal_options
 def dev(sdk_urls, port, host, no_discovery, no_poll, poll_interval, retry_interval, config, data_dir, in_memory,
-        postgres_uri, workers, log_level, qstash_port, example) -> None:
+        postgres_uri, workers, log_level, qstash_port, retention, example, create_db, quiet, log_format,
+        cors_origins) -> None:
     """Run the development server on an embedded SQLite store (or --postgres-uri)."""
-    if example:
-        sdk_urls = (*sdk_urls, _start_example_app(port or 8288))
     flags = {
         "sdk_urls": list(sdk_urls) or None,
         "port": port,
@@ -98,8 +184,12 @@ def dev(sdk_urls, port, host, no_discovery, no_poll, poll_interval, retry_interv
         "workers": workers,
         "log_level": log_level,
         "qstash_port": qstash_port,
+        "quiet": quiet,
+        "log_format": log_format,
+        "cors_origins": list(cors_origins) or None,
+        "retention": retention,
     }
-    _run_server(_load(config, flags), "dev")
+    _run_server(_load(config, flags), "dev", create_db=create_db, example=example)
 
 
 @main.command()
@@ -119,8 +209,12 @@ def dev(sdk_urls, port, host, no_discovery, no_poll, poll_interval, retry_interv
 @click.option("--log-level", default=None, help="debug, info, warning or error.")
 @click.option("--replica-name", default=None,
               help="Name of this replica, kept across restarts (default host:port): a restart takes back its calls.")
+@click.option("--retention", default=None,
+              help="Keep finished runs and their events this long, e.g. 7d, 24h; 0 keeps forever.")
+@_terminal_options
 def start(sdk_urls, port, host, postgres_uri, redis_uri, signing_key, signing_key_fallback, event_keys,
-          poll_interval, retry_interval, config, data_dir, workers, log_level, replica_name) -> None:
+          poll_interval, retry_interval, config, data_dir, workers, log_level, replica_name, retention, quiet,
+          log_format, cors_origins) -> None:
     """Run the production server: keys required, replicas share one PostgreSQL database."""
     flags = {
         "sdk_urls": list(sdk_urls) or None,
@@ -137,6 +231,10 @@ def start(sdk_urls, port, host, postgres_uri, redis_uri, signing_key, signing_ke
         "workers": workers,
         "replica_name": replica_name,
         "log_level": log_level,
+        "quiet": quiet,
+        "log_format": log_format,
+        "cors_origins": list(cors_origins) or None,
+        "retention": retention,
     }
     settings = _load(config, flags)
     if settings.sources["discovery"] == "default":
@@ -171,7 +269,7 @@ def _start_example_app(server_port: int) -> str:
     )
     atexit.register(proc.terminate)
     url = f"http://127.0.0.1:{app_port}/api/inngest"
-    click.echo(f"example app serving at {url}", err=True)
+    log.info("example app (examples/app.py) starting at %s", url, extra={"url": url})
     return url
 
 
@@ -198,6 +296,74 @@ def doctor(sdk_urls, port, host, postgres_uri, data_dir, signing_key, config) ->
     click.echo("No problems found.")
 
 
+@main.command()
+@click.option("--check", is_flag=True, default=False,
+              help="Only report; exit 1 when migrations are pending (2 when the database is newer).")
+@click.option("--postgres-uri", default=None, help="PostgreSQL database to migrate.")
+@click.option("--data-dir", default=None, help="SQLite data folder to migrate (default .lockgate).")
+@click.option("--config", "config", type=click.Path(), default=None, help="Config file (JSON, YAML or TOML).")
+def migrate(check, postgres_uri, data_dir, config) -> None:
+    """Apply the schema migrations this release ships (servers also do this when they start)."""
+    settings = _load(config, {"postgres_uri": postgres_uri, "data_dir": data_dir})
+    target = "PostgreSQL database" if settings.postgres_uri else f"SQLite data folder {settings.data_dir}"
+    state, applied = _migrate(settings, apply=not check)
+    for version, name in state.applied:
+        click.echo(f"applied  {version:04d}_{name}")
+    for migration in state.pending:
+        click.echo(f"{'applied ' if migration in applied else 'pending '} {migration.label}"
+                   f"{'  (now)' if migration in applied else ''}")
+    if check and state.pending:
+        click.echo(f"{len(state.pending)} migration(s) pending on the {target}: run `lockgate migrate`"
+                   " (or start the server, which applies them).", err=True)
+        sys.exit(1)
+    click.echo(f"The {target} is up to date.", err=True)
+
+
+def _sqlite_only(settings: Settings, command: str) -> None:
+    if settings.postgres_uri:
+        _fail(f"`lockgate {command}` works on a SQLite data folder; for PostgreSQL use pg_dump and pg_restore"
+              " (see lockgate/store/README.md, section Backups).")
+
+
+@main.command()
+@click.argument("path", type=click.Path(dir_okay=False))
+@click.option("--data-dir", default=None, help="SQLite data folder to back up (default .lockgate).")
+@click.option("--config", "config", type=click.Path(), default=None, help="Config file (JSON, YAML or TOML).")
+def backup(path, data_dir, config) -> None:
+    """Copy a SQLite data folder's database to PATH, consistently, while the server runs."""
+    from lockgate.store.sqlite_backup import BackupError, backup as take_backup
+
+    settings = _load(config, {"data_dir": data_dir})
+    _sqlite_only(settings, "backup")
+    try:
+        done = take_backup(settings.data_dir, path)
+    except BackupError as exc:
+        _fail(str(exc))
+        return
+    click.echo(f"backed up {done['runs']} run(s), {done['bytes']} bytes, to {done['path']} in {done['seconds']}s")
+
+
+@main.command()
+@click.argument("path", type=click.Path(dir_okay=False))
+@click.option("--data-dir", default=None, help="SQLite data folder to restore into (default .lockgate).")
+@click.option("--config", "config", type=click.Path(), default=None, help="Config file (JSON, YAML or TOML).")
+def restore(path, data_dir, config) -> None:
+    """Replace a SQLite data folder's database with the backup at PATH (stop the server first)."""
+    from lockgate.store.sqlite import DataDirInUse
+    from lockgate.store.sqlite_backup import BackupError, restore as put_back
+
+    settings = _load(config, {"data_dir": data_dir})
+    _sqlite_only(settings, "restore")
+    try:
+        done = put_back(path, settings.data_dir)
+    except (BackupError, DataDirInUse) as exc:
+        _fail(str(exc))
+        return
+    if done["previous"]:
+        click.echo(f"the database it replaced is kept at {done['previous']}")
+    click.echo(f"restored {path} into {done['path']}; start the server to resume its runs")
+
+
 @main.command("config")
 @click.option("--config", "config", type=click.Path(), default=None, help="Config file (JSON, YAML or TOML).")
 def show_config(config) -> None:
@@ -206,6 +372,8 @@ def show_config(config) -> None:
     width = max(len(name) for name, _, _ in settings.describe())
     for name, value, source in settings.describe():
         click.echo(f"{name.ljust(width)}  {value}  ({source})")
+    for warning in settings.warnings:
+        click.echo(f"warning: {warning}", err=True)
 
 
 if __name__ == "__main__":

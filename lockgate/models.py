@@ -130,6 +130,10 @@ class Run:
     cron: str | None = None
     correlation_id: str | None = None  # set when started by step.invoke
     has_output: bool = False
+    # Read-time only (filled in by engine.flow.explain, never stored): when the run next moves
+    # by itself (sleep over, retry, wait expiry) and its start/finish timeout deadlines.
+    wakes_at: int | None = None
+    deadlines: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass(slots=True)

@@ -2,30 +2,41 @@
 
 from __future__ import annotations
 
-import contextlib
+import asyncio
 import logging
 import signal
 import socket
-from typing import AsyncIterator
+import time
+from typing import Any, Callable
+from urllib.parse import urlsplit
 
 import uvicorn
 from starlette.applications import Starlette
+from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.middleware import Middleware
 from starlette.routing import Route
 
+from lockgate.connect import routes as connect_routes
+from lockgate.connect.gateway import ConnectOptions
 from lockgate.engine.engine import Engine, EngineOptions
-from lockgate.interfaces import graphql_api, inngest_api, rest_v1
+from lockgate.interfaces import graphql_api, inngest_api, openapi, rest_v1
+from lockgate.engine.retention import Retention
 from lockgate.interfaces.qstash_api import QStashApi
 from lockgate.protocol.qstash_signing import DEV_CURRENT_KEY, DEV_NEXT_KEY, DEV_TOKEN, new_signing_key
 from lockgate.qstash.service import QStash, QStashOptions
+from lockgate.realtime import RealtimeOptions, build_broker
 from lockgate.interfaces.auth import AccessPolicy
-from lockgate.interfaces.errors import ApiError, error_response
+from lockgate.interfaces.errors import ApiError, error_response, json_response
+from lockgate.interfaces.guard import EdgeGuard
 from lockgate.settings import Settings
+from lockgate.startup import StartupProblem
+from lockgate.store import operations as ops
 from lockgate.store.base import Store
 from lockgate.store.sqlite import SQLiteStore
 
-log = logging.getLogger("lockgate")
+log = logging.getLogger("lockgate.server")
 
 
 def build_store(settings: Settings) -> Store:
@@ -60,8 +71,10 @@ class ServerKindHeader:
         return await self.app(scope, receive, send_with_header)
 
 
-def build_app(settings: Settings, *, kind: str = "dev", store: Store | None = None, own_port: int | None = None):
+def build_app(settings: Settings, *, kind: str = "dev", store: Store | None = None, own_port: int | None = None,
+              on_ready: Callable[[], None] | None = None, wait_for_apps: list[str] | None = None):
     store = store or build_store(settings)
+    limits = settings.limits()
     keys = [k for k in (settings.signing_key, settings.signing_key_fallback) if k]
     engine = Engine(
         store,
@@ -76,27 +89,33 @@ def build_app(settings: Settings, *, kind: str = "dev", store: Store | None = No
             retry_interval_s=settings.retry_interval,
             workers=settings.workers,
             own_port=own_port,
+            own_url=None if own_port is None else f"http://{_reachable_host(settings.host)}:{own_port}",
             lease_ms=int(settings.lease_timeout * 1000),
             replica_name=settings.replica_name,
             # `start` replicas share a PostgreSQL store: never release another process's leases.
             # The dev server is one process by design, so a predecessor's leases lapse at once.
             single_node=kind == "dev" or not settings.postgres_uri,
+            limits=limits,
+            retention=Retention(seconds=settings.retention_seconds(kind),
+                                sweep_interval_s=settings.housekeeping_interval),
         ),
     )
     # Dev mode stays open; production checks both kinds of key.
     cloud = kind == "cloud"
     access = AccessPolicy(signing_keys=keys if cloud else [], event_keys=list(settings.event_keys) if cloud else [])
     engine.qstash = build_qstash(settings, store, engine, kind)
-
-    @contextlib.asynccontextmanager
-    async def lifespan(app) -> AsyncIterator[None]:
-        await store.open()
-        await engine.start()
-        try:
-            yield
-        finally:
-            await engine.stop()
-            await store.close()
+    gateway = connect_routes.build_gateway(engine, ConnectOptions(
+        heartbeat_interval_s=settings.connect_heartbeat_interval,
+        extend_lease_interval_s=settings.connect_lease_interval,
+        signing_keys=keys if cloud else [],
+        single_node=engine.options.single_node,
+    ))
+    engine.realtime = build_broker(store, redis_uri=settings.redis_uri, options=RealtimeOptions(
+        retention_s=settings.realtime_retention_seconds,
+        retention_messages=settings.realtime_retention_messages,
+        max_message_bytes=settings.realtime_max_message_bytes,
+        token_ttl_s=settings.realtime_token_ttl,
+    ))
 
     async def on_api_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, ApiError)
@@ -111,20 +130,143 @@ def build_app(settings: Settings, *, kind: str = "dev", store: Store | None = No
     async def root(request: Request) -> Response:
         return Response(f"lockgate {kind} server — store: {store.description}\n", media_type="text/plain")
 
+    api_document = openapi.document(limits)
+
+    async def openapi_json(request: Request) -> Response:
+        return json_response(api_document)
+
     routes = [
         Route("/", root, methods=["GET"]),
+        Route("/openapi.json", openapi_json, methods=["GET"]),
         *inngest_api.routes(engine, access),
         *rest_v1.routes(engine, access),
         *graphql_api.routes(engine, access),
-        *QStashApi(engine.qstash).routes(),
+        *QStashApi(engine.qstash, limits).routes(),
+        *connect_routes.routes(gateway, access),
     ]
+    largest_body = max(limits.max_request_bytes, limits.max_checkpoint_bytes, limits.max_qstash_body_bytes)
     app = Starlette(
         routes=routes,
-        lifespan=lifespan,
+        # Inside Starlette's own error layer, so an unexpected exception ends here as a JSON 500.
+        middleware=[Middleware(EdgeGuard, max_body_bytes=largest_body)],
         exception_handlers={ApiError: on_api_error, 404: not_found, 405: method_not_allowed},
     )
     app.state.engine = engine
-    return ServerKindHeader(app, kind), engine
+    app.state.gateway = gateway
+    served = ServerKindHeader(app, kind)
+    if settings.cors_origins:  # browser pages on these origins may call every API
+        served = CORSMiddleware(served, allow_origins=list(settings.cors_origins), allow_methods=["*"],
+                                allow_headers=["*"], expose_headers=["x-inngest-server-kind"])
+    lifecycle = Lifecycle(served, engine, gateway, on_ready=on_ready, wait_for_apps=wait_for_apps)
+    return lifecycle, engine
+
+
+class Lifecycle:
+    """Start-up and shutdown, run through uvicorn's lifespan protocol.
+
+    Start-up opens (and migrates) the store and starts the engine before the port is served.
+    `on_ready` (the "listening" line) is called only once the apps in `wait_for_apps` are
+    synced, so an event sent after it finds their functions. A failed start-up is kept in
+    `problem` as one line for the CLI to print, never logged as a traceback.
+    """
+
+    def __init__(self, app, engine: Engine, gateway: Any, *, on_ready: Callable[[], None] | None = None,
+                 wait_for_apps: list[str] | None = None) -> None:
+        self.app = app
+        self.engine = engine
+        self.gateway = gateway  # connect workers' WebSocket gateway
+        self.on_ready = on_ready
+        self.wait_for_apps = list(wait_for_apps or [])
+        self.problem: str | None = None
+        self._announce: asyncio.Task | None = None
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "lifespan":
+            return await self.app(scope, receive, send)
+        await receive()  # lifespan.startup
+        try:
+            await self.startup()
+        except Exception as exc:
+            self.problem = describe_startup_error(exc, self.engine.store)
+            await send({"type": "lifespan.startup.failed", "message": ""})
+            return
+        await send({"type": "lifespan.startup.complete"})
+        await receive()  # lifespan.shutdown
+        try:
+            await self.shutdown()
+        finally:
+            await send({"type": "lifespan.shutdown.complete"})
+
+    async def startup(self) -> None:
+        store = self.engine.store
+        await store.open()
+        try:
+            for url in self.wait_for_apps:
+                await _wait_for_port(url)
+            await self.engine.realtime.start()
+            await self.engine.start()
+            await self.gateway.start()
+        except BaseException:
+            await store.close()
+            raise
+        self._announce = asyncio.create_task(self._ready_when_synced(), name="lockgate-ready")
+
+    async def _ready_when_synced(self) -> None:
+        deadline = time.monotonic() + 60
+        for url in self.wait_for_apps:
+            while time.monotonic() < deadline:
+                app = await self.engine.store.read(ops.get_app_by_url, url)
+                if app is not None and app.synced_at and not app.error:
+                    break
+                await asyncio.sleep(0.05)
+            else:
+                log.warning("the app at %s did not sync within 60 s; serving anyway", url, extra={"url": url})
+        if self.on_ready is not None:
+            self.on_ready()
+
+    async def shutdown(self) -> None:
+        if self._announce is not None:
+            self._announce.cancel()
+        log.info("shutting down: finishing calls in flight, handing back the rest")
+        try:
+            await self.gateway.drain()
+            await self.engine.stop()
+            await self.gateway.stop()
+            await self.engine.realtime.stop()
+        finally:
+            await self.engine.store.close()
+        log.info("stopped")
+
+
+async def _wait_for_port(url: str, timeout: float = 30.0) -> None:
+    """Wait until an app we started ourselves (--example) accepts connections."""
+    parts = urlsplit(url)
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            _, writer = await asyncio.open_connection(parts.hostname, parts.port or 80)
+            writer.close()
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise StartupProblem(f"the app at {url} did not start within {timeout:.0f} s") from None
+            await asyncio.sleep(0.05)
+
+
+def describe_startup_error(exc: BaseException, store: Store) -> str:
+    """One line saying what failed at start-up and what to do about it."""
+    if isinstance(exc, StartupProblem):
+        return str(exc)
+    first = (str(exc).strip().splitlines() or [exc.__class__.__name__])[0]
+    return (f"could not open the store ({store.description}): {exc.__class__.__name__}: {first}."
+            " Check --postgres-uri / --data-dir, then start again (`lockgate doctor` checks the setup)")
+
+
+def _reachable_host(host: str) -> str:
+    """The address an app on this machine uses to reach a server bound to `host`."""
+    if host in ("0.0.0.0", "::", ""):
+        return "127.0.0.1"
+    return f"[{host}]" if ":" in host else host
 
 
 def build_qstash(settings: Settings, store: Store, engine: Engine, kind: str) -> QStash:
@@ -153,9 +295,26 @@ def bind_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
+class _DrainingServer(uvicorn.Server):
+    """uvicorn closes WebSockets at once on shutdown: first tell Connect workers to reconnect elsewhere."""
+
+    def __init__(self, config: uvicorn.Config, gateway) -> None:
+        super().__init__(config)
+        self.gateway = gateway
+
+    async def shutdown(self, sockets=None) -> None:
+        if self.gateway is not None:
+            try:
+                await self.gateway.drain()
+            except Exception:
+                log.exception("draining Connect workers failed")
+        await super().shutdown(sockets=sockets)
+
+
 def serve(app, sock: socket.socket | list[socket.socket], *, log_level: str = "info") -> None:
     config = uvicorn.Config(
         app,
+        log_config=None,  # lockgate.terminal formats uvicorn's records too
         log_level=log_level if log_level == "debug" else "warning",
         access_log=log_level == "debug",
         loop="uvloop",
@@ -163,7 +322,7 @@ def serve(app, sock: socket.socket | list[socket.socket], *, log_level: str = "i
         lifespan="on",
         timeout_graceful_shutdown=15,
     )
-    server = uvicorn.Server(config)
+    server = _DrainingServer(config, getattr(app, "gateway", None))  # the Lifecycle built by build_app
     # uvicorn drains requests and runs our shutdown (finish in-flight calls, hand back leases) on
     # SIGTERM, then re-raises the signal; a no-op handler here turns that into a clean exit 0.
     signal.signal(signal.SIGTERM, lambda *_: None)

@@ -6,6 +6,7 @@ Each value remembers where it came from, so `lockgate config` can say so.
 
 from __future__ import annotations
 
+import difflib
 import json
 import os
 import tomllib
@@ -14,6 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
+from lockgate.limits import DEFAULT as LIMITS, Limits
 
 
 def _spec(default: Any, *, env: tuple[str, ...] = (), help: str = "", secret: bool = False) -> Any:
@@ -32,7 +35,15 @@ class Settings:
     postgres_pool_size: int = _spec(8, env=("LOCKGATE_POSTGRES_POOL_SIZE",),
                                     help="connections each replica may hold (plus one for LISTEN)")
     redis_uri: str | None = _spec(None, env=("LOCKGATE_REDIS_URI", "INNGEST_REDIS_URI"), secret=True,
-                                  help="Redis, reserved for realtime fan-out across replicas (not used yet)")
+                                  help="Redis Streams carry realtime messages across replicas")
+    realtime_retention_seconds: float = _spec(3600.0, env=("LOCKGATE_REALTIME_RETENTION_SECONDS",),
+                                              help="how long a realtime channel keeps messages for resuming")
+    realtime_retention_messages: int = _spec(10_000, env=("LOCKGATE_REALTIME_RETENTION_MESSAGES",),
+                                             help="most messages a realtime channel keeps for resuming")
+    realtime_max_message_bytes: int = _spec(512 * 1024, env=("LOCKGATE_REALTIME_MAX_MESSAGE_BYTES",),
+                                            help="largest realtime message accepted (413 above)")
+    realtime_token_ttl: float = _spec(3600.0, env=("LOCKGATE_REALTIME_TOKEN_TTL",),
+                                      help="seconds a realtime subscription token stays valid")
     sdk_urls: list[str] = _spec(list, env=("LOCKGATE_SDK_URL", "INNGEST_SDK_URL"), help="apps to sync")
     discovery: bool = _spec(True, env=("LOCKGATE_DISCOVERY",), help="look for apps on local ports")
     poll: bool = _spec(True, env=("LOCKGATE_POLL",), help="re-sync apps every poll interval")
@@ -53,6 +64,11 @@ class Settings:
                                       " of it is taken over")
     replica_name: str | None = _spec(None, env=("LOCKGATE_REPLICA_NAME",),
                                      help="this replica's name, stable across restarts (default host:port)")
+    connect_lease_interval: int = _spec(5, env=("LOCKGATE_CONNECT_LEASE_INTERVAL",),
+                                        help="seconds between a Connect worker's lease extensions; a call is"
+                                             " retried after four missed")
+    connect_heartbeat_interval: int = _spec(10, env=("LOCKGATE_CONNECT_HEARTBEAT_INTERVAL",),
+                                            help="seconds between Connect heartbeats; silent for three: gone")
     log_level: str = _spec("info", env=("LOCKGATE_LOG_LEVEL",), help="debug, info, warning or error")
     qstash_port: int | None = _spec(None, env=("LOCKGATE_QSTASH_PORT", "QSTASH_DEV_PORT"),
                                     help="also serve every API on this port (8080: where QStash dev settings look)")
@@ -68,19 +84,53 @@ class Settings:
                                         help="shrinks QStash's default retry backoff (tests, dev)")
     sqlite_synchronous: str = _spec("NORMAL", env=("LOCKGATE_SQLITE_SYNCHRONOUS",),
                                     help="NORMAL survives killed processes; FULL also power loss")
+    quiet: bool = _spec(False, env=("LOCKGATE_QUIET",), help="log only warnings and errors")
+    log_format: str | None = _spec(None, env=("LOCKGATE_LOG_FORMAT",),
+                                   help="rich (readable, dev default) or json (one object a line, start default)")
+    cors_origins: list[str] = _spec(list, env=("LOCKGATE_CORS_ORIGINS",),
+                                    help="browser origins allowed to call the APIs (* for any)")
+
+    # Input limits (lockgate/limits.py, README "Limits"): bad or huge input is refused before parsing.
+    max_request_bytes: int = _spec(LIMITS.max_request_bytes, env=("LOCKGATE_MAX_REQUEST_BYTES",),
+                                   help="largest events-API or app-sync body")
+    max_checkpoint_bytes: int = _spec(LIMITS.max_checkpoint_bytes, env=("LOCKGATE_MAX_CHECKPOINT_BYTES",),
+                                      help="largest JS step-checkpoint body")
+    max_qstash_body_bytes: int = _spec(LIMITS.max_qstash_body_bytes, env=("LOCKGATE_MAX_QSTASH_BODY_BYTES",),
+                                       help="largest QStash message body")
+    max_json_depth: int = _spec(LIMITS.max_json_depth, env=("LOCKGATE_MAX_JSON_DEPTH",),
+                                help="deepest nesting of objects/arrays in a JSON body")
+    max_event_id_length: int = _spec(LIMITS.max_event_id_length, env=("LOCKGATE_MAX_EVENT_ID_LENGTH",),
+                                     help="longest event id")
+    max_functions_per_sync: int = _spec(LIMITS.max_functions_per_sync, env=("LOCKGATE_MAX_FUNCTIONS_PER_SYNC",),
+                                        help="most functions one app may register")
+    max_graphql_bytes: int = _spec(LIMITS.max_graphql_bytes, env=("LOCKGATE_MAX_GRAPHQL_BYTES",),
+                                   help="largest /v0/gql request")
+    max_graphql_depth: int = _spec(LIMITS.max_graphql_depth, env=("LOCKGATE_MAX_GRAPHQL_DEPTH",),
+                                   help="deepest GraphQL selection")
+    max_graphql_aliases: int = _spec(LIMITS.max_graphql_aliases, env=("LOCKGATE_MAX_GRAPHQL_ALIASES",),
+                                     help="most aliases in one GraphQL query")
+    max_graphql_fields: int = _spec(LIMITS.max_graphql_fields, env=("LOCKGATE_MAX_GRAPHQL_FIELDS",),
+                                    help="most fields selected by one GraphQL query (its cost)")
+    retention: str | None = _spec(None, env=("LOCKGATE_RETENTION",),
+                                  help="how long finished runs and their events are kept, e.g. 7d, 24h; 0 keeps"
+                                       " forever (default 7d for start, 24h for dev)")
+    housekeeping_interval: float = _spec(60.0, env=("LOCKGATE_HOUSEKEEPING_INTERVAL",),
+                                         help="seconds between retention and expiry sweeps")
 
     sources: dict[str, str] = field(default_factory=dict, repr=False)
+    warnings: list[str] = field(default_factory=list, repr=False)  # ignored keys, said at start-up
 
     @classmethod
     def load(cls, *, config_file: str | None = None, flags: dict[str, Any] | None = None,
              environ: dict[str, str] | None = None) -> "Settings":
         settings = cls()
         for f in fields(cls):
-            if f.name != "sources":
+            if f.name not in _BOOKKEEPING:
                 settings.sources[f.name] = "default"
+        env = os.environ if environ is None else environ
+        config_file = config_file or find_config_file(env)
         if config_file:
             settings._apply(_read_config_file(config_file), f"file {config_file}")
-        env = os.environ if environ is None else environ
         for f in fields(cls):
             for name in f.metadata.get("env", ()):
                 if name in env and env[name] != "":
@@ -91,19 +141,43 @@ class Settings:
         return settings
 
     def _apply(self, values: dict[str, Any], source: str) -> None:
-        known = {f.name for f in fields(self)} - {"sources"}
+        """Apply a config file's keys: lockgate's names and the Inngest CLI's. Keys lockgate does
+        not use are named in `warnings`, never fatal; a known key with a bad value is."""
+        known = {f.name for f in fields(self)} - _BOOKKEEPING
         for key, value in values.items():
-            name = key.replace("-", "_")
-            if name == "sdk_url":
-                name = "sdk_urls"
-            if name == "event_key":
-                name = "event_keys"
+            name = key.replace("-", "_").lower()
             if name == "database" and isinstance(value, dict):  # the Inngest dev server's shape
-                if value.get("url"):
-                    self._set("postgres_uri", value["url"], source)
+                for sub, sub_value in value.items():
+                    if sub == "url":
+                        self._set("postgres_uri", sub_value, source)
+                    elif sub in ("pool_size", "max_open_conns"):
+                        self._set("postgres_pool_size", sub_value, source)
+                    else:
+                        self.warnings.append(f"setting 'database.{sub}' in {source} is not used by lockgate;"
+                                             " ignored (database.url and database.pool_size are)")
+                continue
+            if name in _NEGATED:  # no-discovery: true -> discovery: false
+                target = _NEGATED[name]
+                self._set(target, not _coerce(target, value, True), source)
+                continue
+            if name in _ALIASES:
+                name = _ALIASES[name]
+                if name == "log_format":
+                    value = "json" if _coerce("quiet", value, False) else "rich"
+                elif name == "log_level" and key == "verbose":
+                    if not _coerce("quiet", value, False):
+                        continue
+                    value = "debug"
+            if name in _INNGEST_UNUSED:
+                self.warnings.append(f"setting {key!r} in {source} is an Inngest CLI setting lockgate does not"
+                                     f" use; ignored ({_INNGEST_UNUSED[name]})")
                 continue
             if name not in known:
-                raise ValueError(f"unknown setting {key!r} in {source}")
+                close = difflib.get_close_matches(name, sorted(known | set(_ALIASES) | set(_NEGATED)), n=1)
+                hint = f" (did you mean {close[0].replace('_', '-')!r}?)" if close else ""
+                self.warnings.append(f"unknown setting {key!r} in {source}: ignored{hint};"
+                                     " `lockgate config` lists every setting")
+                continue
             self._set(name, value, source)
 
     def _set(self, name: str, value: Any, source: str) -> None:
@@ -111,10 +185,26 @@ class Settings:
         setattr(self, name, _coerce(name, value, current))
         self.sources[name] = source
 
+    def limits(self) -> Limits:
+        return Limits(**{name: getattr(self, name) for name in Limits.names()})
+
+    def retention_seconds(self, kind: str) -> float:
+        """The retention period in seconds for a server of this kind ("dev" or "cloud"); 0 is forever."""
+        from lockgate.protocol.timeparse import parse_duration
+
+        text = self.retention if self.retention is not None else ("24h" if kind == "dev" else "7d")
+        try:
+            seconds = parse_duration(str(text))
+        except ValueError:
+            raise ValueError(f"retention {text!r} is not a duration: use e.g. 7d, 24h, 30m, or 0 to keep forever")
+        if seconds < 0:
+            raise ValueError(f"retention {text!r} is negative: use e.g. 7d, or 0 to keep forever")
+        return seconds
+
     def describe(self) -> list[tuple[str, str, str]]:
         rows = []
         for f in fields(self):
-            if f.name == "sources":
+            if f.name in _BOOKKEEPING:
                 continue
             value = getattr(self, f.name)
             shown = "****" if f.metadata.get("secret") and value else repr(value)
@@ -122,10 +212,51 @@ class Settings:
         return rows
 
 
-_BOOL_NAMES = {"in_memory", "discovery", "poll"}
-_INT_NAMES = {"port", "workers", "postgres_pool_size", "qstash_port"}
-_FLOAT_NAMES = {"poll_interval", "retry_interval", "lease_timeout", "qstash_backoff_scale"}
-_LIST_NAMES = {"sdk_urls", "event_keys"}
+_BOOKKEEPING = {"sources", "warnings"}
+_BOOL_NAMES = {"in_memory", "discovery", "poll", "quiet"}
+_INT_NAMES = {"port", "workers", "postgres_pool_size", "qstash_port", "connect_lease_interval",
+              "connect_heartbeat_interval", "realtime_retention_messages", "realtime_max_message_bytes",
+              *Limits.names()}
+_FLOAT_NAMES = {"poll_interval", "retry_interval", "lease_timeout", "qstash_backoff_scale", "housekeeping_interval",
+                "realtime_retention_seconds", "realtime_token_ttl"}
+_LIST_NAMES = {"sdk_urls", "event_keys", "cors_origins"}
+
+# The Inngest CLI's config-file keys (`inngest dev` / `inngest start`), as lockgate settings.
+_ALIASES = {
+    "sdk_url": "sdk_urls",
+    "event_key": "event_keys",
+    "queue_workers": "workers",
+    "postgres_max_open_conns": "postgres_pool_size",
+    "sqlite_dir": "data_dir",
+    "json": "log_format",
+    "verbose": "log_level",
+    "cors_origin": "cors_origins",
+}
+_NEGATED = {"no_discovery": "discovery", "no_poll": "poll"}
+_INNGEST_UNUSED = {
+    "tick": "lockgate sleeps until the next due job instead of ticking",
+    "no_ui": "the dashboard is served on the same port",
+    "connect_gateway_port": "connect workers reach lockgate on its API port",
+    "connect_gateway_grpc_port": "connect workers reach lockgate on its API port",
+    "connect_executor_grpc_port": "connect workers reach lockgate on its API port",
+    "postgres_max_idle_conns": "the pool keeps what it opened",
+    "postgres_conn_max_idle_time": "the pool recycles connections itself",
+    "postgres_conn_max_lifetime": "the pool recycles connections itself",
+    "persist": "lockgate dev always persists unless --in-memory",
+}
+
+CONFIG_FILE_NAMES = ("inngest.json", "inngest.yaml", "inngest.yml")
+
+
+def find_config_file(env: Any) -> str | None:
+    """As the Inngest CLI: INNGEST_CONFIG (or LOCKGATE_CONFIG), else inngest.json/.yaml/.yml here."""
+    for name in ("LOCKGATE_CONFIG", "INNGEST_CONFIG"):
+        if env.get(name):
+            return env[name]
+    for name in CONFIG_FILE_NAMES:
+        if os.path.isfile(name):
+            return name
+    return None
 
 
 def _coerce(name: str, value: Any, current: Any) -> Any:
@@ -152,12 +283,16 @@ def _read_config_file(path: str) -> dict[str, Any]:
     if not p.is_file():
         raise ValueError(f"config file {path} does not exist")
     text = p.read_text()
-    if p.suffix in (".yaml", ".yml"):
-        data = yaml.safe_load(text) or {}
-    elif p.suffix == ".toml":
-        data = tomllib.loads(text)
-    else:
-        data = json.loads(text)
+    try:
+        if p.suffix in (".yaml", ".yml"):
+            data = yaml.safe_load(text) or {}
+        elif p.suffix == ".toml":
+            data = tomllib.loads(text)
+        else:
+            data = json.loads(text)
+    except (yaml.YAMLError, tomllib.TOMLDecodeError, json.JSONDecodeError) as exc:
+        first = str(exc).strip().splitlines()[0]
+        raise ValueError(f"config file {path} is not valid {p.suffix.lstrip('.').upper() or 'JSON'}: {first}")
     if not isinstance(data, dict):
         raise ValueError(f"config file {path} must hold a mapping of settings")
     return data

@@ -17,12 +17,14 @@ from lockgate.engine.flow.config import flow_of
 from lockgate.engine.registry import Registry
 from lockgate.models import DISCOVERY_STEP, Event, Function, Job, JobKind, Run, RunStatus, Wait
 from lockgate.protocol.event_ids import new_ulid, ulid_from_seed
+from lockgate.protocol.text import has_control_chars
 from lockgate.store import operations as ops
 from lockgate.store.base import Tx
 
 MAX_EVENTS_PER_REQUEST = 5000
 MAX_EVENT_BYTES = 3 * 1024 * 1024
 MAX_NAME_LENGTH = 255
+MAX_ID_LENGTH = 512  # the default of LOCKGATE_MAX_EVENT_ID_LENGTH
 TS_MIN = 315532800000  # 1980-01-01
 TS_MAX = 4102444800000  # 2100-01-01
 RUN_DEDUPE_WINDOW_MS = 24 * 3600 * 1000
@@ -39,7 +41,7 @@ class EventValidationError(ValueError):
 
 
 def parse_events(
-    body: Any, *, seed: str | None, now: int, allow_internal: bool = False
+    body: Any, *, seed: str | None, now: int, allow_internal: bool = False, max_id_length: int = MAX_ID_LENGTH
 ) -> list[Event]:
     """Turn a decoded request body (one event or a list) into Event records, or raise."""
     items = body if isinstance(body, list) else [body]
@@ -49,11 +51,13 @@ def parse_events(
         raise EventValidationError(f"at most {MAX_EVENTS_PER_REQUEST} events per request, got {len(items)}")
     events = []
     for index, raw in enumerate(items):
-        events.append(_parse_one(raw, index, seed=seed, now=now, allow_internal=allow_internal))
+        events.append(_parse_one(raw, index, seed=seed, now=now, allow_internal=allow_internal,
+                                 max_id_length=max_id_length))
     return events
 
 
-def _parse_one(raw: Any, index: int, *, seed: str | None, now: int, allow_internal: bool) -> Event:
+def _parse_one(raw: Any, index: int, *, seed: str | None, now: int, allow_internal: bool,
+               max_id_length: int = MAX_ID_LENGTH) -> Event:
     if not isinstance(raw, dict):
         raise EventValidationError(f"an event must be a JSON object, got {type(raw).__name__}", index)
     name = raw.get("name")
@@ -61,6 +65,8 @@ def _parse_one(raw: Any, index: int, *, seed: str | None, now: int, allow_intern
         raise EventValidationError("'name' is required and must be a non-empty string", index)
     if len(name) > MAX_NAME_LENGTH:
         raise EventValidationError(f"'name' is longer than {MAX_NAME_LENGTH} characters", index)
+    if has_control_chars(name):
+        raise EventValidationError("'name' must not hold control characters (NUL, newline, ...)", index)
     if not allow_internal and name.lower().startswith(RESERVED_PREFIX):
         raise EventValidationError(f"event names starting with '{RESERVED_PREFIX}' are reserved: {name!r}", index)
     data = raw.get("data")
@@ -78,6 +84,11 @@ def _parse_one(raw: Any, index: int, *, seed: str | None, now: int, allow_intern
     producer_id = raw.get("id")
     if producer_id is not None and not isinstance(producer_id, str):
         raise EventValidationError("'id' must be a string", index)
+    if producer_id is not None and len(producer_id) > max_id_length:
+        raise EventValidationError(f"'id' is longer than {max_id_length} characters "
+                                   "(LOCKGATE_MAX_EVENT_ID_LENGTH)", index)
+    if producer_id is not None and has_control_chars(producer_id):
+        raise EventValidationError("'id' must not hold control characters (NUL, newline, ...)", index)
     ts = raw.get("ts")
     if ts is None or ts == 0:
         ts = now
@@ -87,9 +98,13 @@ def _parse_one(raw: Any, index: int, *, seed: str | None, now: int, allow_intern
     if not TS_MIN <= ts <= TS_MAX:
         raise EventValidationError("'ts' must lie between 1980-01-01 and 2100-01-01 (milliseconds)", index)
     v = raw.get("v")
-    if v is not None and not isinstance(v, str):
-        raise EventValidationError("'v' must be a string", index)
-    size = len(orjson.dumps(data)) + len(orjson.dumps(user))
+    if v is not None and (not isinstance(v, str) or len(v) > MAX_NAME_LENGTH or has_control_chars(v)):
+        raise EventValidationError(f"'v' must be a string of at most {MAX_NAME_LENGTH} printable characters", index)
+    try:
+        size = len(orjson.dumps(data)) + len(orjson.dumps(user))
+    except TypeError:  # only from callers inside the engine: the HTTP edge decoded this with orjson
+        raise EventValidationError("'data' or 'user' cannot be stored as JSON (nested too deeply, or an integer "
+                                   "beyond 64 bits)", index) from None
     if size > MAX_EVENT_BYTES:
         raise EventValidationError(f"event is {size} bytes; the limit is {MAX_EVENT_BYTES}", index)
     internal_id = ulid_from_seed(seed, index) or new_ulid()
@@ -111,6 +126,8 @@ class IngestResult:
     resumed: int = 0  # paused runs this batch of events woke up
     leased: list[tuple[Job, Run]] = field(default_factory=list)  # first calls handed straight to workers
     deferred: int = 0  # events held in a debounce or batch window (their timers need the dispatcher)
+    resumed_runs: list[tuple[str, Event]] = field(default_factory=list)  # (run id, the event that resumed it)
+    unmatched: list[Event] = field(default_factory=list)  # events no function's trigger matched
 
 
 @dataclass(slots=True)
@@ -207,9 +224,14 @@ def ingest_in_tx(
     ops.insert_events(tx, events)
     result = IngestResult()
     for event in events:
-        result.resumed += len(match_event(tx, event, now=now, cancel=cancel))
+        resumed = match_event(tx, event, now=now, cancel=cancel)
+        result.resumed += len(resumed)
+        result.resumed_runs.extend((job.run_id, event) for job in resumed if job.run_id)
         payload = event.payload()
-        for fn in registry.match(payload):
+        functions = registry.match(payload)
+        if not functions and not resumed:
+            result.unmatched.append(event)
+        for fn in functions:
             run = create_run_in_tx(tx, fn, [event], now=now, handoff=handoff, result=result, registry=registry)
             if run is not None:
                 result.run_ids.append(run.run_id)

@@ -57,6 +57,8 @@ class Settled:
 
     applied: bool = True
     run_finished: str | None = None
+    reason: str | None = None  # why the run did not complete, when it ended
+    retry_reason: str | None = None  # set when the call failed and will be retried
     new_runs: list[str] = field(default_factory=list)
     next_jobs: list[Job] = field(default_factory=list)  # leased follow-up calls of this run
     next_state: tuple[Run, dict[str, Any]] | None = None  # the run and its memos, for next_jobs
@@ -119,14 +121,13 @@ def settle_call(
         if retriable and job.attempt + 1 < max_attempts:
             due = retry_at if retry_at is not None else now + retry_delay_ms(job.attempt, ctx.retry_interval_s)
             ops.retry_job(tx, job, due_at=due, attempt=job.attempt + 1)
-            message = error.get("message") if isinstance(error, dict) else str(error)
-            ops.update_run(
-                tx,
-                run.run_id,
-                reason=f"attempt {job.attempt + 1} of {max_attempts} failed ({message}); next attempt at {iso_ms(due)}",
-            )
-            return Settled()
-        settled = finish_run(tx, ctx, run, RunStatus.FAILED, error=error, now=now, keep_job=job.id)
+            message = _first_line(error.get("message") if isinstance(error, dict) else error)
+            reason = f"attempt {job.attempt + 1} of {max_attempts} failed ({message}); next attempt at {iso_ms(due)}"
+            ops.update_run(tx, run.run_id, reason=reason)
+            return Settled(retry_reason=reason)
+        why = "not retriable" if not retriable else f"no retries left ({fn.retries} allowed)"
+        reason = f"attempt {job.attempt + 1} of {max_attempts} failed, {why}: {error_summary(error)}"
+        settled = finish_run(tx, ctx, run, RunStatus.FAILED, error=error, reason=reason, now=now, keep_job=job.id)
         ops.release_job(tx, job)
         return settled
     assert isinstance(result, OpsReturned)
@@ -170,14 +171,11 @@ def _apply_ops(
                         Step(run.run_id, op.id, "StepError", "retrying", op.display_name, attempts=job.attempt + 1,
                              started_at=started_at),
                     )
-                    message = (op.error or {}).get("message") if isinstance(op.error, dict) else op.error
-                    ops.update_run(
-                        tx,
-                        run.run_id,
-                        reason=f"step {op.display_name or op.id} attempt {job.attempt + 1} of {max_attempts} failed"
-                        f" ({message}); next attempt at {iso_ms(due)}",
-                    )
-                    return Settled()
+                    message = _first_line((op.error or {}).get("message") if isinstance(op.error, dict) else op.error)
+                    reason = (f"step {op.display_name or op.id} attempt {job.attempt + 1} of {max_attempts} failed"
+                              f" ({message}); next attempt at {iso_ms(due)}")
+                    ops.update_run(tx, run.run_id, reason=reason)
+                    return Settled(retry_reason=reason)
             if kind in ("StepRun", "Step"):
                 memo: Any = op.data if kind == "Step" else {"data": op.data}
                 status = "completed"
@@ -348,6 +346,18 @@ def _apply_ops(
     return _hand_off(tx, ctx, run.run_id, new_jobs, now)
 
 
+def _first_line(message: Any) -> str:
+    text = str(message or "").strip()
+    return text.splitlines()[0] if text else "(no message)"
+
+
+def error_summary(error: Any) -> str:
+    """`Name: first line of the message`, for reasons and log lines."""
+    if isinstance(error, dict):
+        return f"{error.get('name') or 'Error'}: {_first_line(error.get('message'))}"
+    return f"Error: {_first_line(error)}"
+
+
 def _mib(size: int) -> str:
     return f"{size / (1024 * 1024):.1f} MiB"
 
@@ -392,6 +402,8 @@ def finish_run(
     keep_job: str | None = None,
 ) -> Settled:
     """End a run, drop its queued work and emit the system events (which may start runs)."""
+    if reason is None and status is not RunStatus.COMPLETED:  # a run that did not complete says why
+        reason = f"{status.value.lower()}: {error_summary(error)}"
     fields: dict[str, Any] = {"status": status.value, "ended_at": now, "reason": reason, "pending_steps": []}
     if status is RunStatus.COMPLETED:
         fields["output"] = output
@@ -418,7 +430,7 @@ def finish_run(
     elif status is RunStatus.CANCELLED:
         events.append(system_event("inngest/function.cancelled", dict(base), now=now, event_id=run.run_id))
     result = ingest_in_tx(tx, events, ctx.registry, now=now)
-    return Settled(run_finished=status.value, new_runs=result.run_ids)
+    return Settled(run_finished=status.value, reason=reason, new_runs=result.run_ids)
 
 
 def cancel_run(tx: Tx, ctx: EngineContext, run_id: str, *, now: int, reason: str) -> Run | None:

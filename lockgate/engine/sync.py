@@ -18,9 +18,13 @@ from lockgate.expressions import ExpressionError, compile_expression
 from lockgate.models import App, Function
 from lockgate.protocol.cron import parse_cron
 from lockgate.protocol.jsoncanon import canonical_json
+from lockgate.protocol.text import has_control_chars
 from lockgate.protocol.timeparse import parse_duration
 
 MAX_TRIGGERS = 10
+MAX_FUNCTIONS = 500  # the default of LOCKGATE_MAX_FUNCTIONS_PER_SYNC
+MAX_TEXT = 255  # names, ids, SDK and framework labels
+MAX_URL = 2048
 
 # Where the Inngest dev server looks for apps on this machine (and so do we).
 DISCOVERY_PORTS = [80, 443, *range(3000, 3011), 4321, 5000, 5173, 8000, 8080, 8081, 8888, *range(8910, 8916), 8787]
@@ -47,22 +51,58 @@ def _get_ci(body: dict, *names: str) -> Any:
     return None
 
 
-def parse_registration(body: Any, *, now: int) -> Registration:
+# Connect apps have no URL: their workers dial in (lockgate/connect/). Their functions carry the
+# SDK's `wss://connect?...` step URL, and the app is stored under this scheme.
+CONNECT_APP_SCHEME = "connect://"
+CONNECT_STEP_SCHEMES = ("ws://", "wss://")
+HTTP_SCHEMES = ("http://", "https://")
+
+
+def _text(value: Any, what: str, *, required: bool = True, limit: int = MAX_TEXT) -> str | None:
+    """A printable string of at most `limit` characters (None allowed unless required)."""
+    if value is None and not required:
+        return None
+    if not isinstance(value, str) or (required and not value):
+        raise SyncError(f"{what} must be a{' non-empty' if required else ''} string")
+    if len(value) > limit or has_control_chars(value):
+        raise SyncError(f"{what} must be at most {limit} printable characters")
+    return value
+
+
+def _url(value: Any, what: str, schemes: tuple[str, ...] = HTTP_SCHEMES) -> str:
+    url = _text(value, what, limit=MAX_URL)
+    assert url is not None
+    if not url.startswith(schemes):
+        kind = "http(s)" if schemes == HTTP_SCHEMES else " or ".join(s.rstrip("/:") for s in schemes)
+        raise SyncError(f"{what} must be an absolute {kind} URL")
+    return url
+
+
+def is_app_url(value: Any) -> bool:
+    try:
+        _url(value, "url")
+    except SyncError:
+        return False
+    return True
+
+
+def parse_registration(body: Any, *, now: int, max_functions: int = MAX_FUNCTIONS,
+                       connect: bool = False) -> Registration:
+    """`connect`: the sync came over a Connect worker's handshake rather than /fn/register."""
     if not isinstance(body, dict):
         raise SyncError("the register body must be a JSON object")
-    app_name = _get_ci(body, "appName")
-    if not isinstance(app_name, str) or not app_name:
-        raise SyncError("'appName' is required")
-    url = body.get("url")
-    if not isinstance(url, str) or not url.startswith(("http://", "https://")):
-        raise SyncError("'url' must be an absolute http(s) URL")
+    app_name = _text(_get_ci(body, "appName"), "'appName'")
+    url = _url(body.get("url"), "'url'", (CONNECT_APP_SCHEME,) if connect else HTTP_SCHEMES)
     raw_functions = body.get("functions") or []
     if not isinstance(raw_functions, list):
         raise SyncError("'functions' must be a list")
+    if len(raw_functions) > max_functions:
+        raise SyncError(f"an app may register at most {max_functions} functions, got {len(raw_functions)} "
+                        "(LOCKGATE_MAX_FUNCTIONS_PER_SYNC)")
     functions = []
     seen: set[str] = set()
     for raw in raw_functions:
-        fn = _parse_function(raw, app_name, now)
+        fn = _parse_function(raw, app_name, now, connect)
         if fn.slug in seen:
             raise SyncError(f"function id {fn.slug!r} appears twice")
         seen.add(fn.slug)
@@ -73,8 +113,8 @@ def parse_registration(body: Any, *, now: int) -> Registration:
     app = App(
         name=app_name,
         url=url,
-        sdk=body.get("sdk"),
-        framework=body.get("framework"),
+        sdk=_text(body.get("sdk"), "'sdk'", required=False),
+        framework=_text(body.get("framework"), "'framework'", required=False),
         checksum=checksum,
         synced_at=now,
         created_at=now,
@@ -82,22 +122,23 @@ def parse_registration(body: Any, *, now: int) -> Registration:
     return Registration(app=app, functions=functions, checksum=checksum)
 
 
-def _parse_function(raw: Any, app_name: str, now: int) -> Function:
+def _parse_function(raw: Any, app_name: str, now: int, connect: bool = False) -> Function:
     if not isinstance(raw, dict):
         raise SyncError("each function must be a JSON object")
     slug = raw.get("id")
     if not isinstance(slug, str) or not slug:
         raise SyncError("a function has no 'id'")
+    _text(slug, "a function 'id'")
     where = f"function {slug!r}"
-    name = raw.get("name") or slug
+    name = _text(raw.get("name") or slug, f"{where}: 'name'")
     steps = raw.get("steps")
     if not isinstance(steps, dict) or len(steps) != 1:
         raise SyncError(f"{where}: 'steps' must hold exactly one entry")
     step = next(iter(steps.values()))
-    runtime = (step or {}).get("runtime") or {}
-    url = runtime.get("url")
-    if not isinstance(url, str) or not url.startswith(("http://", "https://")):
-        raise SyncError(f"{where}: the step runtime needs an http(s) url")
+    if not isinstance(step, dict) or not isinstance(step.get("runtime"), dict):
+        raise SyncError(f"{where}: each step must be an object with a 'runtime' object")
+    url = _url(step["runtime"].get("url"), f"{where}: the step runtime's url",
+               CONNECT_STEP_SCHEMES if connect else HTTP_SCHEMES)
     triggers = raw.get("triggers") or []
     if not isinstance(triggers, list):
         raise SyncError(f"{where}: 'triggers' must be a list")

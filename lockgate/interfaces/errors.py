@@ -8,6 +8,8 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
+from lockgate.limits import DEFAULT as DEFAULT_LIMITS, json_depth_exceeds
+
 
 class ApiError(Exception):
     def __init__(self, status: int, message: str, /, **extra: Any) -> None:
@@ -30,10 +32,11 @@ async def read_body(request: Request, *, limit: int) -> bytes:
     declared = request.headers.get("content-length")
     if declared is not None:
         try:
-            if int(declared) > limit:
-                raise ApiError(413, f"request body is {declared} bytes; the limit is {limit}")
+            too_large = int(declared) > limit
         except ValueError:
             raise ApiError(400, "invalid Content-Length header") from None
+        if too_large:
+            raise ApiError(413, f"request body is {declared} bytes; the limit is {limit}")
     chunks, size = [], 0
     async for chunk in request.stream():
         size += len(chunk)
@@ -43,13 +46,18 @@ async def read_body(request: Request, *, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-async def read_json(request: Request, *, limit: int, empty_ok: bool = False) -> Any:
+async def read_json(request: Request, *, limit: int, empty_ok: bool = False,
+                    max_depth: int = DEFAULT_LIMITS.max_json_depth) -> Any:
     body = await read_body(request, limit=limit)
     if not body.strip():
         if empty_ok:
             return None
         raise ApiError(400, "the request body is empty; expected JSON")
     try:
-        return orjson.loads(body)
+        value = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
         raise ApiError(400, f"the request body is not valid JSON: {exc}") from None
+    if json_depth_exceeds(value, max_depth):
+        raise ApiError(400, f"the JSON body nests objects or arrays deeper than {max_depth} levels "
+                            "(LOCKGATE_MAX_JSON_DEPTH)")
+    return value

@@ -6,10 +6,12 @@ trace lists one span per step whose output is fetched by id.
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 from typing import Any
 
 import orjson
-from graphql import build_schema, graphql
+from graphql import DocumentNode, build_schema, execute, validate
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -18,6 +20,7 @@ from lockgate.engine.engine import Engine
 from lockgate.engine.flow.explain import explained
 from lockgate.interfaces.auth import AccessPolicy
 from lockgate.interfaces.errors import ApiError, json_response, read_json
+from lockgate.interfaces.graphql_limits import QueryTooComplex, parse_bounded
 from lockgate.interfaces.views import explain, run_view
 from lockgate.store import operations as ops
 
@@ -135,22 +138,44 @@ class _Resolvers:
         return {"data": _dumps(memo), "error": None}
 
 
+GRAPHQL_TIMEOUT_S = 10.0  # resolvers only read the store; a query this slow is refused, not waited on
+
+
 def routes(engine: Engine, access: AccessPolicy | None = None) -> list[Route]:
     resolvers = _Resolvers(engine)
+    limits = engine.options.limits
+
+    def prepare(query: str) -> tuple[DocumentNode, list[dict]]:
+        """Bound, parse and validate: pure CPU work, run in a thread so the event loop keeps serving."""
+        document = parse_bounded(query, limits)
+        return document, [e.formatted for e in validate(SCHEMA, document)]
 
     async def gql(request: Request) -> Response:
         if access is not None:  # production guards /v0/* with the signing key, like the other APIs
             access.check_api(request)
-        body = await read_json(request, limit=1024 * 1024)
+        body = await read_json(request, limit=limits.max_graphql_bytes, max_depth=limits.max_json_depth)
         if not isinstance(body, dict) or not isinstance(body.get("query"), str):
             raise ApiError(400, "expected a JSON object with a 'query' string")
-        result = await graphql(
-            SCHEMA,
-            body["query"],
-            root_value=resolvers,
-            variable_values=body.get("variables") or {},
-            operation_name=body.get("operationName"),
-        )
+        variables = body.get("variables")
+        if variables is not None and not isinstance(variables, dict):
+            raise ApiError(400, "'variables' must be a JSON object")
+        operation = body.get("operationName")
+        if operation is not None and not isinstance(operation, str):
+            raise ApiError(400, "'operationName' must be a string")
+        try:
+            document, errors = await asyncio.to_thread(prepare, body["query"])
+        except QueryTooComplex as exc:
+            raise ApiError(400, str(exc)) from None
+        if errors:
+            return json_response({"data": None, "errors": errors})
+        try:
+            async with asyncio.timeout(GRAPHQL_TIMEOUT_S):
+                result = execute(SCHEMA, document, root_value=resolvers, variable_values=variables or {},
+                                 operation_name=operation)
+                if inspect.isawaitable(result):
+                    result = await result
+        except TimeoutError:
+            raise ApiError(503, f"the query took longer than {GRAPHQL_TIMEOUT_S:g}s; ask for less") from None
         payload: dict[str, Any] = {"data": result.data}
         if result.errors:
             payload["errors"] = [e.formatted for e in result.errors]

@@ -13,27 +13,31 @@ from lockgate.interfaces.auth import AccessPolicy
 from lockgate.interfaces.errors import ApiError, error_response, json_response, read_json
 from lockgate.store import operations as ops
 
-MAX_EVENTS_BODY = 16 * 1024 * 1024
-MAX_REGISTER_BODY = 16 * 1024 * 1024
-MAX_CHECKPOINT_BODY = 64 * 1024 * 1024  # several steps of up to 4 MiB each
-
-
 def routes(engine: Engine, access: AccessPolicy) -> list[Route]:
+    limits = engine.options.limits
     async def send_events(request: Request) -> Response:
         access.check_event_key(request.path_params["key"])
-        body = await read_json(request, limit=MAX_EVENTS_BODY)
+        body = await read_json(request, limit=limits.max_request_bytes, max_depth=limits.max_json_depth)
         try:
             ids = await engine.ingest(body, seed=request.headers.get("x-inngest-event-id-seed"))
         except EventValidationError as exc:
             return json_response({"ids": [], "status": 400, "error": str(exc)}, status=400)
         return json_response({"ids": ids, "status": 200})
 
+    async def send_events_without_key(request: Request) -> Response:
+        # 401 where keys are checked (start), 400 in dev where any key will do.
+        status = 401 if access.event_keys else 400
+        example = "one of the keys this server was started with (--event-key)" if access.event_keys else \
+            "any key in dev, e.g. /e/dev"
+        raise ApiError(status, f"the event key is missing from the URL: send events to POST /e/<event key> ({example});"
+                       " SDKs take it from INNGEST_EVENT_KEY")
+
     async def register(request: Request) -> Response:
         access.check_api(request)
         expected = request.headers.get("x-inngest-expected-server-kind")
         if expected and expected != engine.options.server_kind:
             return error_response(400, f"Expected server kind {engine.options.server_kind}, got {expected}")
-        body = await read_json(request, limit=MAX_REGISTER_BODY)
+        body = await read_json(request, limit=limits.max_request_bytes, max_depth=limits.max_json_depth)
         outcome = await engine.register(body)
         return json_response(outcome.body, status=outcome.status)
 
@@ -53,7 +57,7 @@ def routes(engine: Engine, access: AccessPolicy) -> list[Route]:
     async def checkpoint_async(request: Request) -> Response:
         # JS v4 retries anything but 200 and 409, then returns the steps in its 206 instead.
         access.check_api(request)
-        body = await read_json(request, limit=MAX_CHECKPOINT_BODY)
+        body = await read_json(request, limit=limits.max_checkpoint_bytes, max_depth=limits.max_json_depth)
         try:
             saved = await engine.checkpoint(request.path_params["run_id"], body)
         except CheckpointError as exc:
@@ -69,6 +73,8 @@ def routes(engine: Engine, access: AccessPolicy) -> list[Route]:
 
     return [
         Route("/e/{key}", send_events, methods=["POST"]),
+        Route("/e/", send_events_without_key, methods=["POST"]),
+        Route("/e", send_events_without_key, methods=["POST"]),
         Route("/fn/register", register, methods=["POST"]),
         Route("/health", health, methods=["GET"]),
         Route("/v0/runs/{run_id}/batch", run_batch, methods=["GET"]),

@@ -15,7 +15,9 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from lockgate.interfaces.errors import ApiError, json_response, read_body, read_json
+from lockgate.limits import DEFAULT as DEFAULT_LIMITS, Limits
 from lockgate.models import now_ms
+from lockgate.protocol.qstash_signing import DEV_TOKEN
 from lockgate.qstash import admin, flow
 from lockgate.qstash.config import ConfigError, canonical_header, check_name, check_url, classify_destination, parse_config
 from lockgate.qstash.delivery import release_waiting
@@ -24,8 +26,6 @@ from lockgate.qstash.publish import NotFound, PublishRequest, is_deduplicated
 from lockgate.qstash.render import group_json, message_json, queue_json, schedule_json
 from lockgate.qstash.service import QStash
 from lockgate.store import qstash_operations as qops
-
-MAX_BODY = 10 * 1024 * 1024
 
 # Query filters shared by bulk cancel, DLQ and logs: parameter → column.
 _MESSAGE_FILTERS = {"messageId": "message_id", "messageIds": "message_id", "url": "url", "topicName": "topic_name",
@@ -41,9 +41,11 @@ def _ok() -> Response:
 
 
 class QStashApi:
-    def __init__(self, qstash: QStash) -> None:
+    def __init__(self, qstash: QStash, limits: Limits = DEFAULT_LIMITS) -> None:
         self.qstash = qstash
         self.store = qstash.store
+        self.max_body = limits.max_qstash_body_bytes
+        self.max_depth = limits.max_json_depth
 
     # -- edge helpers --------------------------------------------------------------
 
@@ -59,7 +61,13 @@ class QStashApi:
         if not candidates:
             raise ApiError(401, "missing token: send 'Authorization: Bearer <QSTASH_TOKEN>'")
         if not any(hmac.compare_digest(c.encode(), token.encode()) for c in candidates):
-            raise ApiError(401, "invalid token")
+            dev = hmac.compare_digest(token.encode(), DEV_TOKEN.encode())
+            where = ("this dev server uses the QStash dev server's preset token (see the README's QStash .env)"
+                     if dev else "set QSTASH_TOKEN in the app to the token lockgate was started with"
+                     " (QSTASH_TOKEN / LOCKGATE_QSTASH_TOKEN)")
+            raise ApiError(401, f"invalid token: the Bearer token is not this server's QStash token; {where}."
+                           " A production token from Upstash does not work here: point QSTASH_URL at Upstash"
+                           " to use it")
 
     @staticmethod
     def _split_query(request: Request) -> tuple[list[tuple[str, str]], str]:
@@ -113,7 +121,7 @@ class QStashApi:
     async def _publish(self, request: Request, destination: str, config: list[tuple[str, str]],
                        queue: str | None) -> Response:
         self._auth(request)
-        body = await read_body(request, limit=MAX_BODY)
+        body = await read_body(request, limit=self.max_body)
         try:
             cfg = parse_config(self._headers(request) + config, now_ms=now_ms())
             if queue is not None:
@@ -141,7 +149,7 @@ class QStashApi:
 
     async def batch(self, request: Request) -> Response:
         self._auth(request)
-        items = await read_json(request, limit=MAX_BODY)
+        items = await read_json(request, limit=self.max_body, max_depth=self.max_depth)
         if not isinstance(items, list):
             raise ApiError(400, "the batch body must be a JSON array of messages")
         requests, now, caller = [], now_ms(), self._caller_ip(request)
@@ -214,7 +222,7 @@ class QStashApi:
     async def cancel_messages(self, request: Request) -> Response:
         self._auth(request)
         filters = self._filters(request, _MESSAGE_FILTERS)
-        body = await read_json(request, limit=MAX_BODY, empty_ok=True)
+        body = await read_json(request, limit=self.max_body, max_depth=self.max_depth, empty_ok=True)
         if isinstance(body, dict) and body.get("messageIds") is not None:
             ids = body["messageIds"]
             if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
@@ -281,7 +289,7 @@ class QStashApi:
         return _ok()
 
     async def _bulk_dlq_ids(self, request: Request) -> tuple[list[str], str | None]:
-        body = await read_json(request, limit=MAX_BODY, empty_ok=True)
+        body = await read_json(request, limit=self.max_body, max_depth=self.max_depth, empty_ok=True)
         if isinstance(body, dict) and body.get("dlqIds") is not None:
             ids = body["dlqIds"]
             if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
@@ -353,7 +361,7 @@ class QStashApi:
     async def create_schedule(self, request: Request) -> Response:
         self._auth(request)
         destination, config = self._destination(request, 3)
-        body = await read_body(request, limit=MAX_BODY)
+        body = await read_body(request, limit=self.max_body)
         try:
             cfg = parse_config(self._headers(request) + config, now_ms=now_ms(), schedule=True)
             schedule_id = await self.qstash.upsert_schedule(destination, body, cfg, self._caller_ip(request))
@@ -388,7 +396,7 @@ class QStashApi:
 
     async def upsert_queue(self, request: Request) -> Response:
         self._auth(request)
-        body = await read_json(request, limit=MAX_BODY)
+        body = await read_json(request, limit=self.max_body, max_depth=self.max_depth)
         if not isinstance(body, dict) or not isinstance(body.get("queueName"), str):
             raise ApiError(400, "expected a JSON object with a string 'queueName'")
         parallelism = body.get("parallelism", 1)
@@ -434,7 +442,7 @@ class QStashApi:
     # -- URL groups ----------------------------------------------------------------
 
     async def _endpoints(self, request: Request) -> list[dict[str, str]]:
-        body = await read_json(request, limit=MAX_BODY)
+        body = await read_json(request, limit=self.max_body, max_depth=self.max_depth)
         endpoints = body.get("endpoints") if isinstance(body, dict) else None
         if not isinstance(endpoints, list) or not all(isinstance(e, dict) for e in endpoints):
             raise ApiError(400, "expected a JSON object with an 'endpoints' list")

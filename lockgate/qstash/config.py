@@ -10,6 +10,7 @@ import re
 from typing import Iterable
 from urllib.parse import urlsplit
 
+from lockgate.protocol.text import has_control_chars
 from lockgate.qstash.models import FlowControl, PublishConfig
 from lockgate.qstash.retry import RetryDelayExpression
 
@@ -17,6 +18,9 @@ METHODS = ("GET", "POST", "PUT", "DELETE", "PATCH")
 NAME_RE = re.compile(r"^[A-Za-z0-9._-]+$")
 MAX_RETRIES = 100
 MAX_DELAY_MS = 365 * 86_400_000
+MAX_DURATION_MS = 10 * 365 * 86_400_000  # any duration header; beyond it the value is a mistake
+MAX_INT = 2**31 - 1  # counts and rates; keeps every stored integer well inside 64 bits
+MAX_UNIX_SECONDS = 253_402_300_799  # 9999-12-31T23:59:59Z
 _DURATION_PART = re.compile(r"(\d+)(ms|d|h|m|s)")
 _UNIT_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
 
@@ -28,11 +32,17 @@ class ConfigError(ValueError):
 def parse_duration_ms(value: str, what: str) -> int:
     """`10s`, `1d10h30m`, `1h30m3s`; a bare integer means seconds."""
     text = value.strip()
+    if len(text) > 64:
+        raise ConfigError(f"invalid {what}: longer than 64 characters")
     if re.fullmatch(r"\d+", text):
-        return int(text) * 1000
-    if not text or not re.fullmatch(f"(?:{_DURATION_PART.pattern})+", text):
+        total = int(text) * 1000
+    elif not text or not re.fullmatch(f"(?:{_DURATION_PART.pattern})+", text):
         raise ConfigError(f"invalid {what} {value!r}: use a duration such as 10s, 5m, 2h or 1d10h30m")
-    return sum(int(n) * _UNIT_MS[u] for n, u in _DURATION_PART.findall(text))
+    else:
+        total = sum(int(n) * _UNIT_MS[u] for n, u in _DURATION_PART.findall(text))
+    if total > MAX_DURATION_MS:
+        raise ConfigError(f"invalid {what} {value!r}: longer than 10 years")
+    return total
 
 
 def canonical_header(name: str) -> str:
@@ -46,6 +56,8 @@ def check_name(value: str, what: str) -> str:
 
 
 def check_url(value: str, what: str) -> str:
+    if len(value) > 4096 or has_control_chars(value):
+        raise ConfigError(f"invalid {what}: at most 4096 printable characters")
     if not value.lower().startswith(("http://", "https://")):
         raise ConfigError(f"invalid {what}: endpoint has invalid scheme, add http:// or https://")
     try:
@@ -57,14 +69,16 @@ def check_url(value: str, what: str) -> str:
     return value
 
 
-def _int(value: str, what: str, *, low: int = 0, high: int | None = None) -> int:
+def _int(value: str, what: str, *, low: int = 0, high: int = MAX_INT) -> int:
+    text = value.strip()
     try:
-        n = int(value.strip())
+        n = int(text) if len(text) <= 20 else None
     except ValueError:
-        raise ConfigError(f"invalid {what} {value!r}: expected an integer") from None
-    if n < low or (high is not None and n > high):
-        raise ConfigError(f"invalid {what} {n}: must be between {low} and {high}" if high is not None
-                          else f"invalid {what} {n}: must be at least {low}")
+        n = None
+    if n is None:
+        raise ConfigError(f"invalid {what} {value[:40]!r}: expected an integer between {low} and {high}")
+    if n < low or n > high:
+        raise ConfigError(f"invalid {what} {n}: must be between {low} and {high}")
     return n
 
 
@@ -144,7 +158,7 @@ def parse_config(headers: Iterable[tuple[str, str]], *, now_ms: int, schedule: b
         elif name == "upstash-not-before":
             if schedule:
                 raise ConfigError("Upstash-Not-Before is not accepted on schedules")
-            cfg.not_before_ms = _int(value, "Upstash-Not-Before (unix seconds)") * 1000
+            cfg.not_before_ms = _int(value, "Upstash-Not-Before (unix seconds)", high=MAX_UNIX_SECONDS) * 1000
         elif name == "upstash-retries":
             cfg.retries = _int(value, "Upstash-Retries", high=MAX_RETRIES)
         elif name == "upstash-retry-delay":

@@ -66,6 +66,11 @@ class Store(abc.ABC):
 STOP_WRITER = object()  # queued once per writer thread to end it
 
 
+class BatchBroken(Exception):
+    """A write's error could not be contained by its savepoint: the shared transaction is void.
+    Writer threads then apply the batch again one write at a time; `__cause__` is the write's error."""
+
+
 class ThreadedStore(Store):
     """Writes queue up for the backend's writer thread(s), which group-commit them; reads run on
     a small thread pool. Subclasses set `_loop`, `_writes` and `_reader_pool` and implement

@@ -10,21 +10,46 @@ a lone write under light load commits at once. WAL mode lets readers run beside 
 from __future__ import annotations
 
 import asyncio
+import fcntl
+import logging
 import os
 import queue
 import shutil
 import sqlite3
 import tempfile
 import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Callable, TypeVar
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator, TypeVar
 
 from lockgate.store import migrations
-from lockgate.store.base import STOP_WRITER, ThreadedStore, Tx, settle_future
+from lockgate.store.base import STOP_WRITER, BatchBroken, ThreadedStore, Tx, settle_future
 
 T = TypeVar("T")
+log = logging.getLogger("lockgate.store.sqlite")
+DB_FILE = "lockgate.db"
+LOCK_FILE = "lockgate.lock"
 
+
+class DataDirInUse(RuntimeError):
+    """Another lockgate process holds the data folder."""
+
+
+@contextmanager
+def data_dir_lock(data_dir: str, *, purpose: str) -> Iterator[None]:
+    """One process owns a data folder at a time: a server while it runs, a restore while it
+    replaces the database. The OS drops the lock when its holder dies, even by kill -9."""
+    os.makedirs(data_dir, exist_ok=True)
+    fd = os.open(os.path.join(data_dir, LOCK_FILE), os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise DataDirInUse(f"another lockgate process is using the data folder {data_dir} ({purpose} needs it"
+                               " alone): stop that server first, or pick another --data-dir") from None
+        yield
+    finally:
+        os.close(fd)
 
 
 class SQLiteTx(Tx):
@@ -53,20 +78,36 @@ def _connect(path: str, *, synchronous: str) -> sqlite3.Connection:
     return conn
 
 
-def migrate_sqlite(conn: sqlite3.Connection) -> None:
-    """Apply pending migrations, each in its own transaction with its bookkeeping row."""
+def migrate_sqlite(conn: sqlite3.Connection, *, where: str, apply: bool = True):
+    """Apply pending migrations, each in its own BEGIN IMMEDIATE transaction (which also keeps
+    a second process from migrating at the same time). Returns (status found, applied)."""
     conn.execute(migrations.BOOKKEEPING)
-    for migration in migrations.pending(SQLiteTx(conn)):
-        # executescript takes no parameters; version and name are an int and a [a-z0-9_] word.
-        script = (f"BEGIN IMMEDIATE;\n{migration.sql}\n;\n"
-                  f"INSERT INTO schema_migrations (version, name, applied_at) VALUES "
-                  f"({migration.version}, '{migration.name}', {int(time.time() * 1000)});\nCOMMIT;")
-        try:
-            conn.executescript(script)
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
+
+    def run_file(migration: migrations.Migration) -> None:
+        for statement in migrations.statements(migration.sql):
+            conn.execute(statement)
+
+    def rollback() -> None:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+
+    backend = migrations.Backend(begin=lambda: conn.execute("BEGIN IMMEDIATE"), run_file=run_file,
+                                 commit=lambda: conn.execute("COMMIT"), rollback=rollback)
+    return migrations.migrate(SQLiteTx(conn), backend, where=where, apply=apply)
+
+
+def migrate_data_dir(data_dir: str, *, apply: bool = True):
+    """`lockgate migrate` on a SQLite data folder (safe beside a running server)."""
+    path = os.path.join(data_dir, DB_FILE)
+    if not os.path.exists(path):
+        if not apply:  # nothing to look at: a new folder starts with every migration pending
+            return migrations.SchemaStatus(applied=[], pending=migrations.available(), unknown=[]), []
+        os.makedirs(data_dir, exist_ok=True)
+    conn = _connect(path, synchronous="NORMAL")
+    try:
+        return migrate_sqlite(conn, where=f"the SQLite database {path}", apply=apply)
+    finally:
+        conn.close()
 
 
 class SQLiteStore(ThreadedStore):
@@ -89,7 +130,7 @@ class SQLiteStore(ThreadedStore):
             self._tmpdir = None
             assert data_dir, "data_dir is required unless in_memory"
             os.makedirs(data_dir, exist_ok=True)
-        self.path = os.path.join(data_dir, "lockgate.db")
+        self.path = os.path.join(data_dir, DB_FILE)
         self._synchronous = synchronous
         self._max_batch = max_batch
         self._writes: queue.SimpleQueue = queue.SimpleQueue()
@@ -98,6 +139,7 @@ class SQLiteStore(ThreadedStore):
         self._local = threading.local()
         self._reader_conns: list[sqlite3.Connection] = []
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._owner: Any = None  # the data folder's lock, held while open
         self.commits = 0  # transactions committed, for metrics and benchmarks
         self.writes = 0  # write functions applied
 
@@ -107,8 +149,18 @@ class SQLiteStore(ThreadedStore):
 
     async def open(self) -> None:
         self._loop = asyncio.get_running_loop()
+        if self._tmpdir is None:
+            self._owner = data_dir_lock(os.path.dirname(self.path), purpose="a server")
+            self._owner.__enter__()
         conn = _connect(self.path, synchronous=self._synchronous)
-        migrate_sqlite(conn)
+        try:
+            _, applied = migrate_sqlite(conn, where=f"the SQLite database {self.path}")
+        except BaseException:
+            conn.close()
+            self._release_data_dir()
+            raise
+        for migration in applied:
+            log.info("applied schema migration %s", migration.label)
         self._writer = threading.Thread(target=self._writer_main, args=(conn,), name="lockgate-sqlite-write", daemon=True)
         self._writer.start()
 
@@ -122,6 +174,12 @@ class SQLiteStore(ThreadedStore):
             conn.close()
         if self._tmpdir:
             shutil.rmtree(self._tmpdir, ignore_errors=True)
+        self._release_data_dir()
+
+    def _release_data_dir(self) -> None:
+        if self._owner is not None:
+            self._owner.__exit__(None, None, None)
+            self._owner = None
 
     def _read_in_thread(self, fn: Callable[..., T], args: tuple) -> T:
         conn = getattr(self._local, "conn", None)
@@ -152,8 +210,11 @@ class SQLiteStore(ThreadedStore):
                 try:
                     result = fn(tx, *args)
                 except BaseException as exc:  # reported to the caller, neighbours still commit
-                    conn.execute("ROLLBACK TO one_write")
-                    conn.execute("RELEASE one_write")
+                    try:
+                        conn.execute("ROLLBACK TO one_write")
+                        conn.execute("RELEASE one_write")
+                    except sqlite3.Error:
+                        raise BatchBroken("a write ended the shared transaction") from exc
                     outcomes.append((future, None, exc))
                 else:
                     conn.execute("RELEASE one_write")
@@ -164,7 +225,14 @@ class SQLiteStore(ThreadedStore):
         except BaseException as exc:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
-            outcomes = [(future, None, exc) for _, _, future in batch]
+            if len(batch) > 1:
+                # A write broke the shared transaction itself (its savepoint could not contain it).
+                # Nothing was committed: apply each write alone, so only the bad one fails.
+                for item in batch:
+                    self._apply_batch(conn, tx, [item])
+                return
+            failure = exc.__cause__ if isinstance(exc, BatchBroken) and exc.__cause__ else exc
+            outcomes = [(future, None, failure) for _, _, future in batch]
         assert self._loop is not None
         for future, result, exc in outcomes:
             self._loop.call_soon_threadsafe(settle_future, future, result, exc)

@@ -77,6 +77,21 @@ async def test_a_failing_write_does_not_undo_its_neighbours_in_the_same_commit(s
     assert ids == {"a", "b"}
 
 
+async def test_a_write_that_breaks_the_shared_transaction_fails_alone(store):
+    """Even a write whose error its savepoint cannot contain (here it ends the transaction) costs
+    its neighbours nothing: the batch is applied again one write at a time."""
+    def breaks_the_transaction(tx):
+        tx.execute("ROLLBACK")
+        raise ValueError("bad input")
+
+    writes = [store.write(ops.enqueue, [_job(f"good{i}", 0)]) for i in range(20)]
+    writes.insert(10, store.write(breaks_the_transaction))
+    results = await asyncio.gather(*writes, return_exceptions=True)
+    assert isinstance(results[10], ValueError)
+    assert [r for i, r in enumerate(results) if i != 10] == [None] * 20
+    assert await store.read(ops.queue_depth) == 20
+
+
 async def test_concurrent_writes_are_group_committed(store):
     await asyncio.gather(*(store.write(ops.enqueue, [_job(f"j{i}", 0)]) for i in range(200)))
     assert await store.read(ops.queue_depth) == 200
