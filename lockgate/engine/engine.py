@@ -276,11 +276,12 @@ class Engine:
 
         Sleeps that are over (the bulk of a burst) take a few statements for the whole batch; the
         rarer kinds go one by one, each in a savepoint so one that fails leaves the others applied."""
-        wakes = ops.select_due_jobs(tx, now=now, limit=limit, kinds=(JobKind.WAKE.value,))
+        due = ops.select_due_jobs(tx, now=now, limit=limit, kinds=TIMER_KINDS)
+        wakes = [job for job in due if job.kind == JobKind.WAKE.value]
         if wakes:
             resume_sleeps(tx, wakes, now=now)
-        others = ops.lease_due_jobs(tx, owner=self.dispatcher.owner, now=now, limit=limit - len(wakes),
-                                    lease_ms=self.dispatcher.lease_ms, kinds=OTHER_TIMER_KINDS) if limit > len(wakes) else []
+        others = [job for job in due if job.kind != JobKind.WAKE.value]
+        ops.take_leases(tx, others, owner=self.dispatcher.owner, until=now + self.dispatcher.lease_ms)
         ctx = self.context
         ctx.handoff = None  # calls these timers queue are leased by the dispatcher right after
         for job in others:
@@ -511,8 +512,7 @@ def _relayed_status(text: str) -> int:
 
 
 # Jobs that need no call to an app; the dispatcher applies them in bulk (see _apply_due_timers).
-OTHER_TIMER_KINDS = (JobKind.WAIT_TIMEOUT.value, JobKind.CRON.value, *admission.JOB_KINDS)
-TIMER_KINDS = (JobKind.WAKE.value, *OTHER_TIMER_KINDS)
+TIMER_KINDS = (JobKind.WAKE.value, JobKind.WAIT_TIMEOUT.value, JobKind.CRON.value, *admission.JOB_KINDS)
 
 
 def _fire_timer(tx: Tx, ctx: interpreter.EngineContext, job: Job, now: int) -> None:

@@ -542,14 +542,18 @@ def select_due_jobs(tx: Tx, *, now: int, limit: int, kinds: tuple[str, ...] = ()
 def lease_due_jobs(tx: Tx, *, owner: str, now: int, limit: int, lease_ms: int,
                    kinds: tuple[str, ...] = (), other_than: tuple[str, ...] = ()) -> list[Job]:
     jobs = select_due_jobs(tx, now=now, limit=limit, kinds=kinds, other_than=other_than)
-    expires = now + lease_ms
-    tx.executemany(
-        "UPDATE jobs SET lease_owner = ?, lease_expires_at = ? WHERE id = ?",
-        [(owner, expires, j.id) for j in jobs],
-    )
-    for j in jobs:
-        j.lease_owner, j.lease_expires_at = owner, expires
+    take_leases(tx, jobs, owner=owner, until=now + lease_ms)
     return jobs
+
+
+def take_leases(tx: Tx, jobs: list[Job], *, owner: str, until: int) -> None:
+    """Lease jobs this transaction selected (and, on PostgreSQL, locked)."""
+    if not jobs:
+        return
+    condition, params = where_in(tx, "id", [j.id for j in jobs])
+    tx.execute(f"UPDATE jobs SET lease_owner = ?, lease_expires_at = ? WHERE {condition}", [owner, until, *params])
+    for j in jobs:
+        j.lease_owner, j.lease_expires_at = owner, until
 
 
 def delete_jobs(tx: Tx, job_ids: list[str]) -> None:
