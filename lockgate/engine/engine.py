@@ -12,11 +12,12 @@ import orjson
 
 from lockgate.engine import checkpoint, cron, interpreter, operator, progress, signals, step_requests, waits
 from lockgate.engine.flow import admission
-from lockgate.engine.dispatcher import LEASE_MS, Dispatcher
+from lockgate.engine.dispatcher import LEASE_MS, Dispatcher, Timers
 from lockgate.engine.executor import APP_KEEPALIVE_S, Executor, connection_reuse_trace
 from lockgate.engine.health import AppHealth, bad_call_text, refused_sync_text, unreachable_text
 from lockgate.engine.ingest import Handoff, create_run_in_tx, ingest_in_tx, parse_events
-from lockgate.engine.registry import Registry
+from lockgate.engine.registry import Registry, why_nothing_started
+from lockgate.engine.resume import resume_sleeps
 from lockgate.engine.replicas import Membership, default_replica_name, replica_owner
 from lockgate.engine.sync import (DISCOVERY_PATHS, DISCOVERY_PORTS, Registration, SyncError, is_app_url,
                                   parse_registration)
@@ -92,7 +93,8 @@ class Engine:
         self.executor: Executor | None = None
         name = self.options.replica_name or default_replica_name(self.options.own_port)
         self.dispatcher = Dispatcher(store, self._handle_job, workers=self.options.workers,
-                                     lease_ms=self.options.lease_ms, owner=replica_owner(name))
+                                     lease_ms=self.options.lease_ms, owner=replica_owner(name),
+                                     timers=Timers(TIMER_KINDS, self._apply_due_timers))
         self.membership = Membership(store, self.dispatcher, name=name, replicas=not self.options.single_node,
                                      lease_ms=self.options.lease_ms)
         self._background: list[asyncio.Task] = []
@@ -374,18 +376,14 @@ class Engine:
         ctx = self.context
         if job.kind == JobKind.CALL.value:
             return await self._call_once(job, ctx, state)
-        if job.kind == JobKind.WAKE.value:
+        if job.kind == JobKind.WAKE.value:  # one at a time only when the bulk path could not apply it
             settled = await self._write(lambda tx: interpreter.wake_sleep(tx, ctx, job, now=now_ms()))
             for next_job in settled.next_jobs:
                 self.dispatcher.adopt(next_job, settled.next_state)
         elif job.kind == JobKind.STEP_REQUEST.value:
             await self._handle_step_request(job, ctx)
-        elif job.kind == JobKind.WAIT_TIMEOUT.value:
-            await self._write(lambda tx: waits.expire_wait(tx, job, now=now_ms()))
-        elif job.kind in admission.JOB_KINDS:  # debounce/batch windows, start/finish timeouts
-            await self._write(lambda tx: admission.fire_timer(tx, ctx.registry, job, now=now_ms()))
-        elif job.kind == JobKind.CRON.value:
-            await self._write(lambda tx: cron.fire_cron(tx, ctx.registry, job, now=now_ms()))
+        elif job.kind in TIMER_KINDS:
+            await self._write(lambda tx: _fire_timer(tx, ctx, job, now_ms()))
         elif job.kind in (JobKind.QSTASH_DELIVERY.value, JobKind.QSTASH_SCHEDULE.value) and self.qstash:
             await self.qstash.handle_job(job, self.session)
         else:
@@ -411,6 +409,29 @@ class Engine:
             lambda tx: interpreter.settle_step_request(tx, ctx, job, fn, result, now=now_ms()))
         for next_job in settled.next_jobs:
             self.dispatcher.adopt(next_job, settled.next_state)
+
+    def _apply_due_timers(self, tx: Tx, now: int, limit: int) -> int:
+        """Apply up to `limit` due timers inside the dispatcher's leasing transaction; returns how many.
+
+        Sleeps that are over (the bulk of a burst) take a few statements for the whole batch; the
+        rarer kinds go one by one, each in a savepoint so one that fails leaves the others applied."""
+        due = ops.select_due_jobs(tx, now=now, limit=limit, kinds=TIMER_KINDS)
+        wakes = [job for job in due if job.kind == JobKind.WAKE.value]
+        if wakes:
+            resume_sleeps(tx, wakes, now=now)
+        others = [job for job in due if job.kind != JobKind.WAKE.value]
+        ops.take_leases(tx, others, owner=self.dispatcher.owner, until=now + self.dispatcher.lease_ms)
+        ctx = self.context
+        ctx.handoff = None  # calls these timers queue are leased by the dispatcher right after
+        for job in others:
+            tx.execute("SAVEPOINT one_timer")
+            try:
+                _fire_timer(tx, ctx, job, now)
+            except Exception:
+                log.exception("timer job %s (%s) failed; it is retried when its lease lapses", job.id, job.kind)
+                tx.execute("ROLLBACK TO SAVEPOINT one_timer")
+            tx.execute("RELEASE SAVEPOINT one_timer")
+        return len(wakes) + len(others)
 
     async def _call_once(self, job: Job, ctx: interpreter.EngineContext, state: Any) -> Any:
         if state is None:
@@ -628,6 +649,20 @@ def _relayed_status(text: str) -> int:
         return 0
     status = body.get("status") if isinstance(body, dict) else None
     return status if isinstance(status, int) and not isinstance(status, bool) else 0
+
+
+# Jobs that need no call to an app; the dispatcher applies them in bulk (see _apply_due_timers).
+TIMER_KINDS = (JobKind.WAKE.value, JobKind.WAIT_TIMEOUT.value, JobKind.CRON.value, *admission.JOB_KINDS)
+
+
+def _fire_timer(tx: Tx, ctx: interpreter.EngineContext, job: Job, now: int) -> None:
+    """Apply one leased timer job other than a sleep's wake-up."""
+    if job.kind == JobKind.WAIT_TIMEOUT.value:
+        waits.expire_wait(tx, job, now=now)
+    elif job.kind == JobKind.CRON.value:
+        cron.fire_cron(tx, ctx.registry, job, now=now)
+    else:  # debounce/batch windows, start/finish timeouts
+        admission.fire_timer(tx, ctx.registry, job, now=now)
 
 
 def _load_call_state(tx: Tx, run_id: str) -> tuple[Any, dict[str, Any]] | None:
