@@ -10,6 +10,8 @@ import click
 
 from lockgate.settings import Settings
 
+log = logging.getLogger("lockgate.server")
+
 
 def _fail(message: str) -> None:
     click.echo(f"lockgate: {message}", err=True)
@@ -24,11 +26,20 @@ def _load(config: str | None, flags: dict) -> Settings:
         raise  # unreachable
 
 
-def _run_server(settings: Settings, kind: str) -> None:
+def _run_server(settings: Settings, kind: str, *, create_db: bool = False, example: bool = False) -> None:
     from lockgate.portinfo import port_holder
     from lockgate.server import bind_socket, build_app, serve
+    from lockgate.startup import StartupProblem, check_store
+    from lockgate.terminal import ALWAYS, setup_logging
 
-    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_logging(log_format=settings.log_format or ("rich" if kind == "dev" else "json"),
+                  level=settings.log_level, quiet=settings.quiet)
+    for warning in settings.warnings:
+        log.warning(warning)
+    try:
+        check_store(settings, create_db=create_db)
+    except StartupProblem as exc:
+        _fail(str(exc))
     try:
         sock = bind_socket(settings.host, settings.port)
     except OSError as exc:
@@ -52,13 +63,45 @@ def _run_server(settings: Settings, kind: str) -> None:
     except ValueError as exc:
         _fail(str(exc))
     _prepare_schema(settings)
-    app, engine = build_app(settings, kind=kind, own_port=port)
-    store = engine.store.description
-    click.echo(f"lockgate {kind} server listening on http://{settings.host}:{port} (store: {store})", err=True)
-    if len(sockets) > 1:
-        click.echo(f"QStash API also on http://{settings.host}:{sockets[1].getsockname()[1]}/v2", err=True)
-    sys.stderr.flush()
-    serve(app, sockets, log_level=settings.log_level)
+    wait_for = []
+    if example:
+        wait_for.append(_start_example_app(port))
+        settings.sdk_urls = [*settings.sdk_urls, *wait_for]
+
+    def ready() -> None:
+        # Printed once the store is open and migrated and --example's app is synced: an event sent
+        # after this line finds its functions. Tools wait for this line (and parse the port from it).
+        log.info("lockgate %s server listening on http://%s:%s (store: %s)", kind, settings.host, port,
+                 engine.store.description, extra=ALWAYS)
+        if len(sockets) > 1:
+            log.info("QStash API also on http://%s:%s/v2", settings.host, sockets[1].getsockname()[1], extra=ALWAYS)
+
+    try:
+        app, engine = build_app(settings, kind=kind, own_port=port, on_ready=ready, wait_for_apps=wait_for)
+    except OSError as exc:
+        _fail(f"cannot set up the store: {exc}")
+    except ValueError as exc:  # a setting that only makes sense once combined (limits, outbound lists)
+        _fail(str(exc))
+    try:
+        serve(app, sockets, log_level=settings.log_level)
+    except SystemExit:
+        if app.problem:
+            _fail(app.problem)
+        raise
+    if app.problem:
+        _fail(app.problem)
+
+
+def _terminal_options(command):
+    """Options shared by `dev` and `start`: how the activity log looks, and browser access."""
+    command = click.option("--cors-origin", "cors_origins", multiple=True,
+                           help="Let browser pages from this origin call the APIs (repeatable; * for any).")(command)
+    command = click.option("--log-format", type=click.Choice(["rich", "json"]), default=None,
+                           help="Terminal log: rich (readable, the dev default) or json (one object a line,"
+                                " the start default).")(command)
+    command = click.option("-q", "--quiet", is_flag=True, default=None,
+                           help="Log only warnings and errors (and the listening line).")(command)
+    return command
 
 
 def _migrate(settings: Settings, *, apply: bool):
@@ -94,7 +137,7 @@ def _prepare_schema(settings: Settings) -> None:
             _fail(str(exc))
     _, applied = _migrate(settings, apply=True)
     for migration in applied:
-        click.echo(f"applied schema migration {migration.label}", err=True)
+        log.info("applied schema migration %s", migration.label)
 
 
 @click.group()
@@ -115,6 +158,7 @@ def main() -> None:
 @click.option("--data-dir", default=None, help="Directory for the SQLite store (default .lockgate).")
 @click.option("--in-memory", is_flag=True, default=None, help="Keep nothing after exit.")
 @click.option("--postgres-uri", default=None, help="Use this PostgreSQL database instead of SQLite.")
+@click.option("--redis-uri", default=None, help="Redis: realtime messages ride Redis Streams (else in-process/PostgreSQL).")
 @click.option("--workers", type=int, default=None, help="Calls to apps in flight at once (default 100).")
 @click.option("--log-level", default=None, help="debug, info, warning or error.")
 @click.option("--qstash-port", type=int, default=None,
@@ -122,11 +166,13 @@ def main() -> None:
 @click.option("--retention", default=None,
               help="Keep finished runs and their events this long, e.g. 7d, 24h; 0 keeps forever.")
 @click.option("--example", is_flag=True, default=False, help="Also serve the example app (examples/app.py).")
+@click.option("--create-db", is_flag=True, default=False,
+              help="Create the --postgres-uri database when it does not exist yet.")
+@_terminal_options
 def dev(sdk_urls, port, host, no_discovery, no_poll, poll_interval, retry_interval, config, data_dir, in_memory,
-        postgres_uri, workers, log_level, qstash_port, retention, example) -> None:
+        postgres_uri, redis_uri, workers, log_level, qstash_port, retention, example, create_db, quiet, log_format,
+        cors_origins) -> None:
     """Run the development server on an embedded SQLite store (or --postgres-uri)."""
-    if example:
-        sdk_urls = (*sdk_urls, _start_example_app(port or 8288))
     flags = {
         "sdk_urls": list(sdk_urls) or None,
         "port": port,
@@ -138,12 +184,16 @@ def dev(sdk_urls, port, host, no_discovery, no_poll, poll_interval, retry_interv
         "data_dir": data_dir,
         "in_memory": in_memory,
         "postgres_uri": postgres_uri,
+        "redis_uri": redis_uri,
         "workers": workers,
         "log_level": log_level,
         "qstash_port": qstash_port,
+        "quiet": quiet,
+        "log_format": log_format,
+        "cors_origins": list(cors_origins) or None,
         "retention": retention,
     }
-    _run_server(_load(config, flags), "dev")
+    _run_server(_load(config, flags), "dev", create_db=create_db, example=example)
 
 
 @main.command()
@@ -151,10 +201,14 @@ def dev(sdk_urls, port, host, no_discovery, no_poll, poll_interval, retry_interv
 @click.option("-p", "--port", type=int, default=None, help="Port for the APIs (default 8288; 0 picks a free one).")
 @click.option("--host", default=None, help="Address to listen on (default 127.0.0.1).")
 @click.option("--postgres-uri", default=None, help="PostgreSQL database shared by all replicas.")
-@click.option("--redis-uri", default=None, help="Redis, reserved for realtime fan-out across replicas (not used yet).")
+@click.option("--redis-uri", default=None, help="Redis: realtime messages ride Redis Streams across replicas.")
 @click.option("--signing-key", default=None, help="Signs requests to apps; apps authenticate with it.")
 @click.option("--signing-key-fallback", default=None, help="Previous signing key, accepted while rotating.")
 @click.option("--event-key", "event_keys", multiple=True, help="Accepted event key (repeatable).")
+@click.option("--signing-key-file", type=click.Path(), default=None,
+              help="Read the signing key from this file (keeps it out of `ps`).")
+@click.option("--event-key-file", type=click.Path(), default=None,
+              help="Read the event key(s) from this file, one per line.")
 @click.option("--poll-interval", type=float, default=None, help="Seconds between sync rounds (default 5).")
 @click.option("--retry-interval", type=float, default=None, help="Fixed retry delay in seconds.")
 @click.option("--config", "config", type=click.Path(), default=None, help="Config file (JSON, YAML or TOML).")
@@ -165,8 +219,10 @@ def dev(sdk_urls, port, host, no_discovery, no_poll, poll_interval, retry_interv
               help="Name of this replica, kept across restarts (default host:port): a restart takes back its calls.")
 @click.option("--retention", default=None,
               help="Keep finished runs and their events this long, e.g. 7d, 24h; 0 keeps forever.")
+@_terminal_options
 def start(sdk_urls, port, host, postgres_uri, redis_uri, signing_key, signing_key_fallback, event_keys,
-          poll_interval, retry_interval, config, data_dir, workers, log_level, replica_name, retention) -> None:
+          signing_key_file, event_key_file, poll_interval, retry_interval, config, data_dir, workers, log_level,
+          replica_name, retention, quiet, log_format, cors_origins) -> None:
     """Run the production server: keys required, replicas share one PostgreSQL database."""
     flags = {
         "sdk_urls": list(sdk_urls) or None,
@@ -177,15 +233,28 @@ def start(sdk_urls, port, host, postgres_uri, redis_uri, signing_key, signing_ke
         "signing_key": signing_key,
         "signing_key_fallback": signing_key_fallback,
         "event_keys": list(event_keys) or None,
+        "signing_key_file": signing_key_file,
+        "event_key_file": event_key_file,
         "poll_interval": poll_interval,
         "retry_interval": retry_interval,
         "data_dir": data_dir,
         "workers": workers,
         "replica_name": replica_name,
         "log_level": log_level,
+        "quiet": quiet,
+        "log_format": log_format,
+        "cors_origins": list(cors_origins) or None,
         "retention": retention,
     }
     settings = _load(config, flags)
+    for name, flag in (("signing_key", "--signing-key"), ("signing_key_fallback", "--signing-key-fallback"),
+                       ("event_keys", "--event-key"), ("postgres_uri", "--postgres-uri")):
+        value = getattr(settings, name)
+        if name == "postgres_uri" and value and not _has_password(value):
+            continue
+        if settings.sources[name] == "flag" and value:
+            click.echo(f"lockgate: warning: {flag} on the command line is visible to every user of this machine "
+                       f"(ps, shell history); use {_SAFER[name]} instead", err=True)
     if settings.sources["discovery"] == "default":
         settings.discovery = False  # production apps are named, never guessed from local ports
     if settings.sources["poll"] == "default":
@@ -197,6 +266,21 @@ def start(sdk_urls, port, host, postgres_uri, redis_uri, signing_key, signing_ke
     except KeyProblem as exc:
         _fail(str(exc))
     _run_server(settings, "cloud")
+
+
+def _has_password(uri: str) -> bool:
+    from urllib.parse import urlsplit
+
+    try:
+        return bool(urlsplit(uri).password) or "password=" in uri
+    except ValueError:
+        return False
+
+
+_SAFER = {"signing_key": "--signing-key-file or INNGEST_SIGNING_KEY",
+          "signing_key_fallback": "INNGEST_SIGNING_KEY_FALLBACK",
+          "event_keys": "--event-key-file or INNGEST_EVENT_KEY",
+          "postgres_uri": "LOCKGATE_POSTGRES_URI (when it holds a password)"}
 
 
 def _start_example_app(server_port: int) -> str:
@@ -218,7 +302,7 @@ def _start_example_app(server_port: int) -> str:
     )
     atexit.register(proc.terminate)
     url = f"http://127.0.0.1:{app_port}/api/inngest"
-    click.echo(f"example app serving at {url}", err=True)
+    log.info("example app (examples/app.py) starting at %s", url, extra={"url": url})
     return url
 
 
@@ -227,15 +311,16 @@ def _start_example_app(server_port: int) -> str:
 @click.option("-p", "--port", type=int, default=None, help="Port the server listens on (default 8288).")
 @click.option("--host", default=None, help="Address the server listens on.")
 @click.option("--postgres-uri", default=None, help="PostgreSQL database to check.")
+@click.option("--redis-uri", default=None, help="Redis used for realtime, to check.")
 @click.option("--data-dir", default=None, help="SQLite directory to check.")
 @click.option("--signing-key", default=None, help="Signing key the apps should hold.")
 @click.option("--config", "config", type=click.Path(), default=None, help="Config file (JSON, YAML or TOML).")
-def doctor(sdk_urls, port, host, postgres_uri, data_dir, signing_key, config) -> None:
+def doctor(sdk_urls, port, host, postgres_uri, redis_uri, data_dir, signing_key, config) -> None:
     """Check the port, the database and every app; say what to fix. Exits 1 on problems."""
     from lockgate import doctor as checks
 
     flags = {"sdk_urls": list(sdk_urls) or None, "port": port, "host": host, "postgres_uri": postgres_uri,
-             "data_dir": data_dir, "signing_key": signing_key}
+             "redis_uri": redis_uri, "data_dir": data_dir, "signing_key": signing_key}
     report = checks.run(_load(config, flags))
     for status, text in report.lines:
         click.echo(f"{status.ljust(4)}  {text}")
@@ -324,6 +409,8 @@ def show_config(config) -> None:
     width = max(len(name) for name, _, _ in settings.describe())
     for name, value, source in settings.describe():
         click.echo(f"{name.ljust(width)}  {value}  ({source})")
+    for warning in settings.warnings:
+        click.echo(f"warning: {warning}", err=True)
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 
+from lockgate.engine.sync import CONNECT_APP_SCHEME
 from lockgate.protocol.signing import hashed_signing_key, sign_body, validate_signing_key
 from lockgate.settings import Settings
 
@@ -163,14 +164,81 @@ def check_app(url: str, known_functions: int | None, settings: Settings, report:
                        f"re-sync it (`curl -X PUT {url}`), or look at the app's error in /v1/apps")
 
 
+def check_server(url: str, settings: Settings, report: Report) -> dict[str, int] | None:
+    """Ask the running server about its store, keys and apps. Returns {app url: synced function
+    count}, or None when the server would not tell (its API wants the signing key)."""
+    headers = {"Authorization": f"Bearer {settings.signing_key}"} if settings.signing_key else {}
+    try:
+        status, _, body = _http(url + "/v1/server", headers=headers)
+        if status == 401:
+            report.warn("the server guards its API: pass its key with --signing-key (or INNGEST_SIGNING_KEY) so"
+                        " doctor can read its store and apps")
+            return None
+        if status == 404:  # an older lockgate: fall back to reading the store directly
+            return None
+        info = json.loads(body)["data"]
+        _, _, body = _http(url + "/v1/apps", headers=headers)
+        apps = json.loads(body)["data"]
+    except (OSError, urllib.error.URLError, ValueError, KeyError) as exc:
+        report.warn(f"the server on {url} did not describe itself ({exc}); checking local files instead")
+        return None
+    report.ok(f"the server's store: {info['store']}")
+    if settings.signing_key and info.get("signing_key_fingerprint"):
+        ours = hashed_signing_key(settings.signing_key)[:12]
+        if ours != info["signing_key_fingerprint"]:
+            report.problem("the --signing-key given to doctor differs from the running server's: apps must hold"
+                           " the server's key")
+    for app in apps:
+        if app.get("error"):
+            report.problem(f"app {app['name']} ({app['url']}): {app['error']}")
+    if not apps:
+        report.warn("the server has no app synced yet: start your app pointed at it and name it with -u")
+    return {app["url"]: len(app["functions"]) for app in apps}
+
+
+def check_realtime(settings: Settings, server: str | None, report: Report) -> None:
+    """Redis (when configured) must answer; the running server says whether its broker is healthy."""
+    if settings.redis_uri:
+        import redis
+
+        from lockgate.realtime.redis_streams import redact
+
+        try:
+            redis.Redis.from_url(settings.redis_uri, socket_connect_timeout=3, socket_timeout=3).ping()
+        except redis.RedisError as exc:
+            report.problem(f"cannot reach Redis at {redact(settings.redis_uri)} ({exc.__class__.__name__}): realtime "
+                           "publishing fails until it is back; check --redis-uri / LOCKGATE_REDIS_URI")
+        else:
+            report.ok(f"Redis at {redact(settings.redis_uri)} answers (realtime messages)")
+    if server is None:
+        return
+    try:
+        _, _, body = _http(server + "/health")
+        realtime = json.loads(body).get("realtime") or {}
+    except (OSError, urllib.error.URLError, ValueError, AttributeError):
+        return
+    if realtime.get("problem"):
+        report.problem(f"the server's realtime broker ({realtime.get('backend')}) reports: {realtime['problem']}")
+    elif realtime.get("backend"):
+        report.ok(f"the server's realtime broker ({realtime['backend']}) is healthy")
+
+
 def run(settings: Settings) -> Report:
     report = Report()
     check_keys(settings, report)
-    check_port(settings, report)
-    known = dict(check_database(settings, report))
+    server = check_port(settings, report)
+    # A running server knows its own store and apps; local files are only a guess.
+    known = check_server(server, settings, report) if server else None
+    if known is None:
+        known = dict(check_database(settings, report))
+    check_realtime(settings, server, report)
     urls = list(dict.fromkeys([*settings.sdk_urls, *known]))
-    if not urls:
+    if not urls and not server:
         report.warn("no apps to check: pass their serve URLs with -u")
     for url in urls:
+        if url.startswith(CONNECT_APP_SCHEME):  # its workers dial in: nothing to call; /v1/apps lists them
+            report.ok(f"app {url.removeprefix(CONNECT_APP_SCHEME)} is served by Connect workers ({known.get(url)}"
+                      " function(s) synced)")
+            continue
         check_app(url, known.get(url), settings, report)
     return report

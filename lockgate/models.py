@@ -40,6 +40,7 @@ class JobKind(StrEnum):
     WAKE = "wake"  # a step.sleep is over: record null for the step, then discover
     CRON = "cron"  # a cron tick: create the scheduled.timer event and its run
     WAIT_TIMEOUT = "wait_timeout"  # a waitForEvent or invoke gave up: resume with null / an error
+    OUTBOUND = "outbound"  # a request the server makes for a step (step.ai.infer, step.fetch)
     QSTASH_DELIVERY = "qstash_delivery"  # deliver (or retry) one QStash message
     QSTASH_SCHEDULE = "qstash_schedule"  # a QStash schedule's cron tick
 
@@ -130,6 +131,10 @@ class Run:
     cron: str | None = None
     correlation_id: str | None = None  # set when started by step.invoke
     has_output: bool = False
+    # Read-time only (filled in by engine.flow.explain, never stored): when the run next moves
+    # by itself (sleep over, retry, wait expiry) and its start/finish timeout deadlines.
+    wakes_at: int | None = None
+    deadlines: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass(slots=True)

@@ -6,6 +6,7 @@ Each value remembers where it came from, so `lockgate config` can say so.
 
 from __future__ import annotations
 
+import difflib
 import json
 import os
 import tomllib
@@ -68,6 +69,9 @@ class Settings:
                                              " retried after four missed")
     connect_heartbeat_interval: int = _spec(10, env=("LOCKGATE_CONNECT_HEARTBEAT_INTERVAL",),
                                             help="seconds between Connect heartbeats; silent for three: gone")
+    connect_gateway_url: str | None = _spec(None, env=("LOCKGATE_CONNECT_GATEWAY_URL",),
+                                            help="this replica's ws(s)://…/v0/connect URL as workers reach it"
+                                                 " (default: ws://<host>:<port>/v0/connect)")
     log_level: str = _spec("info", env=("LOCKGATE_LOG_LEVEL",), help="debug, info, warning or error")
     qstash_port: int | None = _spec(None, env=("LOCKGATE_QSTASH_PORT", "QSTASH_DEV_PORT"),
                                     help="also serve every API on this port (8080: where QStash dev settings look)")
@@ -83,6 +87,11 @@ class Settings:
                                         help="shrinks QStash's default retry backoff (tests, dev)")
     sqlite_synchronous: str = _spec("NORMAL", env=("LOCKGATE_SQLITE_SYNCHRONOUS",),
                                     help="NORMAL survives killed processes; FULL also power loss")
+    quiet: bool = _spec(False, env=("LOCKGATE_QUIET",), help="log only warnings and errors")
+    log_format: str | None = _spec(None, env=("LOCKGATE_LOG_FORMAT",),
+                                   help="rich (readable, dev default) or json (one object a line, start default)")
+    cors_origins: list[str] = _spec(list, env=("LOCKGATE_CORS_ORIGINS",),
+                                    help="browser origins allowed to call the APIs (* for any)")
 
     # Input limits (lockgate/limits.py, README "Limits"): bad or huge input is refused before parsing.
     max_request_bytes: int = _spec(LIMITS.max_request_bytes, env=("LOCKGATE_MAX_REQUEST_BYTES",),
@@ -111,18 +120,34 @@ class Settings:
     housekeeping_interval: float = _spec(60.0, env=("LOCKGATE_HOUSEKEEPING_INTERVAL",),
                                          help="seconds between retention and expiry sweeps")
 
+    # Outbound policy (lockgate/outbound.py, README "Outbound policy").
+    outbound_policy: str | None = _spec(None, env=("LOCKGATE_OUTBOUND_POLICY",),
+                                        help="strict (default in start): refuse link-local/metadata and lockgate's "
+                                             "own listeners; open (default in dev): only the lists apply")
+    outbound_allow: list[str] = _spec(list, env=("LOCKGATE_OUTBOUND_ALLOW",),
+                                      help="addresses/CIDR ranges always allowed (checked first)")
+    outbound_deny: list[str] = _spec(list, env=("LOCKGATE_OUTBOUND_DENY",), help="addresses/CIDR ranges refused")
+
+    # Keys from files keep them out of `ps` and shell history (read at start-up, whitespace trimmed).
+    signing_key_file: str | None = _spec(None, env=("LOCKGATE_SIGNING_KEY_FILE", "INNGEST_SIGNING_KEY_FILE"),
+                                         help="file holding the signing key")
+    event_key_file: str | None = _spec(None, env=("LOCKGATE_EVENT_KEY_FILE", "INNGEST_EVENT_KEY_FILE"),
+                                       help="file holding the event key(s), one per line or comma-separated")
+
     sources: dict[str, str] = field(default_factory=dict, repr=False)
+    warnings: list[str] = field(default_factory=list, repr=False)  # ignored keys, said at start-up
 
     @classmethod
     def load(cls, *, config_file: str | None = None, flags: dict[str, Any] | None = None,
              environ: dict[str, str] | None = None) -> "Settings":
         settings = cls()
         for f in fields(cls):
-            if f.name != "sources":
+            if f.name not in _BOOKKEEPING:
                 settings.sources[f.name] = "default"
+        env = os.environ if environ is None else environ
+        config_file = config_file or find_config_file(env)
         if config_file:
             settings._apply(_read_config_file(config_file), f"file {config_file}")
-        env = os.environ if environ is None else environ
         for f in fields(cls):
             for name in f.metadata.get("env", ()):
                 if name in env and env[name] != "":
@@ -130,22 +155,60 @@ class Settings:
                     break
         if flags:
             settings._apply({k: v for k, v in flags.items() if v is not None}, "flag")
+        settings._read_key_files()
         return settings
 
+    def _read_key_files(self) -> None:
+        for path_field, key_field in (("signing_key_file", "signing_key"), ("event_key_file", "event_keys")):
+            path = getattr(self, path_field)
+            if not path:
+                continue
+            try:
+                text = Path(path).read_text().strip()
+            except OSError as exc:
+                raise ValueError(f"cannot read {path_field.replace('_', '-')} {path}: {exc.strerror}") from None
+            if not text:
+                raise ValueError(f"{path_field.replace('_', '-')} {path} is empty")
+            self._set(key_field, text.replace("\n", ",") if key_field == "event_keys" else text, f"file {path}")
+
     def _apply(self, values: dict[str, Any], source: str) -> None:
-        known = {f.name for f in fields(self)} - {"sources"}
+        """Apply a config file's keys: lockgate's names and the Inngest CLI's. Keys lockgate does
+        not use are named in `warnings`, never fatal; a known key with a bad value is."""
+        known = {f.name for f in fields(self)} - _BOOKKEEPING
         for key, value in values.items():
-            name = key.replace("-", "_")
-            if name == "sdk_url":
-                name = "sdk_urls"
-            if name == "event_key":
-                name = "event_keys"
+            name = key.replace("-", "_").lower()
             if name == "database" and isinstance(value, dict):  # the Inngest dev server's shape
-                if value.get("url"):
-                    self._set("postgres_uri", value["url"], source)
+                for sub, sub_value in value.items():
+                    if sub == "url":
+                        self._set("postgres_uri", sub_value, source)
+                    elif sub in ("pool_size", "max_open_conns"):
+                        self._set("postgres_pool_size", sub_value, source)
+                    else:
+                        self.warnings.append(f"setting 'database.{sub}' in {source} is not used by lockgate;"
+                                             " ignored (database.url and database.pool_size are)")
+                continue
+            if name in _NEGATED:  # no-discovery: true -> discovery: false
+                target = _NEGATED[name]
+                self._set(target, not _coerce(target, value, True), source)
+                continue
+            if name in _ALIASES:
+                name = _ALIASES[name]
+                if name == "log_format":
+                    value = "json" if _coerce("quiet", value, False) else "rich"
+                elif name == "log_level" and key == "verbose":
+                    if not _coerce("quiet", value, False):
+                        continue
+                    value = "debug"
+            if name in _INNGEST_UNUSED:
+                self.warnings.append(f"setting {key!r} in {source} is an Inngest CLI setting lockgate does not"
+                                     f" use; ignored ({_INNGEST_UNUSED[name]})")
                 continue
             if name not in known:
-                raise ValueError(f"unknown setting {key!r} in {source}")
+                close = difflib.get_close_matches(name, sorted(known | set(_ALIASES) | set(_NEGATED)), n=1)
+                hint = f" (did you mean {close[0].replace('_', '-')!r}?)" if close else ""
+                self.warnings.append(f"unknown setting {key!r} in {source}: ignored{hint};"
+                                     " `lockgate config` lists every setting")
+                continue
             self._set(name, value, source)
 
     def _set(self, name: str, value: Any, source: str) -> None:
@@ -172,7 +235,7 @@ class Settings:
     def describe(self) -> list[tuple[str, str, str]]:
         rows = []
         for f in fields(self):
-            if f.name == "sources":
+            if f.name in _BOOKKEEPING:
                 continue
             value = getattr(self, f.name)
             shown = "****" if f.metadata.get("secret") and value else repr(value)
@@ -180,13 +243,51 @@ class Settings:
         return rows
 
 
-_BOOL_NAMES = {"in_memory", "discovery", "poll"}
+_BOOKKEEPING = {"sources", "warnings"}
+_BOOL_NAMES = {"in_memory", "discovery", "poll", "quiet"}
 _INT_NAMES = {"port", "workers", "postgres_pool_size", "qstash_port", "connect_lease_interval",
               "connect_heartbeat_interval", "realtime_retention_messages", "realtime_max_message_bytes",
               *Limits.names()}
 _FLOAT_NAMES = {"poll_interval", "retry_interval", "lease_timeout", "qstash_backoff_scale", "housekeeping_interval",
                 "realtime_retention_seconds", "realtime_token_ttl"}
-_LIST_NAMES = {"sdk_urls", "event_keys"}
+_LIST_NAMES = {"sdk_urls", "event_keys", "cors_origins", "outbound_allow", "outbound_deny"}
+
+# The Inngest CLI's config-file keys (`inngest dev` / `inngest start`), as lockgate settings.
+_ALIASES = {
+    "sdk_url": "sdk_urls",
+    "event_key": "event_keys",
+    "queue_workers": "workers",
+    "postgres_max_open_conns": "postgres_pool_size",
+    "sqlite_dir": "data_dir",
+    "json": "log_format",
+    "verbose": "log_level",
+    "cors_origin": "cors_origins",
+}
+_NEGATED = {"no_discovery": "discovery", "no_poll": "poll"}
+_INNGEST_UNUSED = {
+    "tick": "lockgate sleeps until the next due job instead of ticking",
+    "no_ui": "the dashboard is served on the same port",
+    "connect_gateway_port": "connect workers reach lockgate on its API port",
+    "connect_gateway_grpc_port": "connect workers reach lockgate on its API port",
+    "connect_executor_grpc_port": "connect workers reach lockgate on its API port",
+    "postgres_max_idle_conns": "the pool keeps what it opened",
+    "postgres_conn_max_idle_time": "the pool recycles connections itself",
+    "postgres_conn_max_lifetime": "the pool recycles connections itself",
+    "persist": "lockgate dev always persists unless --in-memory",
+}
+
+CONFIG_FILE_NAMES = ("inngest.json", "inngest.yaml", "inngest.yml")
+
+
+def find_config_file(env: Any) -> str | None:
+    """As the Inngest CLI: INNGEST_CONFIG (or LOCKGATE_CONFIG), else inngest.json/.yaml/.yml here."""
+    for name in ("LOCKGATE_CONFIG", "INNGEST_CONFIG"):
+        if env.get(name):
+            return env[name]
+    for name in CONFIG_FILE_NAMES:
+        if os.path.isfile(name):
+            return name
+    return None
 
 
 def _coerce(name: str, value: Any, current: Any) -> Any:
@@ -213,12 +314,16 @@ def _read_config_file(path: str) -> dict[str, Any]:
     if not p.is_file():
         raise ValueError(f"config file {path} does not exist")
     text = p.read_text()
-    if p.suffix in (".yaml", ".yml"):
-        data = yaml.safe_load(text) or {}
-    elif p.suffix == ".toml":
-        data = tomllib.loads(text)
-    else:
-        data = json.loads(text)
+    try:
+        if p.suffix in (".yaml", ".yml"):
+            data = yaml.safe_load(text) or {}
+        elif p.suffix == ".toml":
+            data = tomllib.loads(text)
+        else:
+            data = json.loads(text)
+    except (yaml.YAMLError, tomllib.TOMLDecodeError, json.JSONDecodeError) as exc:
+        first = str(exc).strip().splitlines()[0]
+        raise ValueError(f"config file {path} is not valid {p.suffix.lstrip('.').upper() or 'JSON'}: {first}")
     if not isinstance(data, dict):
         raise ValueError(f"config file {path} must hold a mapping of settings")
     return data

@@ -202,7 +202,7 @@ class AppProcess:
     server_url: str
     ledger: Path
     proc: subprocess.Popen | None = None
-    extra_env: dict[str, str] = field(default_factory=dict)
+    extra_env: dict[str, str | None] = field(default_factory=dict)  # None unsets an inherited variable
 
     @property
     def url(self) -> str:
@@ -216,6 +216,7 @@ class AppProcess:
             "PYTHONPATH": str(ROOT),
             **self.extra_env,
         }
+        env = {k: v for k, v in env.items() if v is not None}  # None unsets a variable
         self.proc = subprocess.Popen(
             [PYTHON, "-m", "uvicorn", self.module + ":app", "--port", str(self.port), "--host", "127.0.0.1",
              "--log-level", "warning"],
@@ -263,7 +264,10 @@ def ensure_node_sdk(sdk: str) -> Path:
 
 @dataclass
 class NodeAppProcess(AppProcess):
-    """tests/e2e/js_app/app.cjs under node, served by the official `inngest` JS SDK installed in js_app/<module>/."""
+    """tests/e2e/js_app/app.cjs (or `script`) under node, served by the official `inngest` JS SDK installed in
+    js_app/<module>/."""
+
+    script = "app.cjs"  # not a dataclass field: subclasses name another app file
 
     def start(self) -> "NodeAppProcess":
         env = {
@@ -276,8 +280,10 @@ class NodeAppProcess(AppProcess):
             "LEDGER_PATH": str(self.ledger),
             **self.extra_env,
         }
-        self.proc = subprocess.Popen(["node", str(JS_APP_DIR / "app.cjs")], cwd=JS_APP_DIR, env=env)
-        wait_until(lambda: httpx.get(self.url, timeout=1).status_code == 200, what=f"js app ({self.module})")
+        env = {k: v for k, v in env.items() if v is not None}  # None unsets a variable
+        self.proc = subprocess.Popen(["node", str(JS_APP_DIR / self.script)], cwd=JS_APP_DIR, env=env)
+        # Any answer will do: a cloud-mode SDK refuses unsigned GETs with 401.
+        wait_until(lambda: httpx.get(self.url, timeout=1).status_code < 500, what=f"js app ({self.module})")
         return self
 
 
@@ -286,6 +292,7 @@ class Api:
 
     def __init__(self, base: str, signing_key: str | None = None) -> None:
         self.base = base
+        self.cloud = signing_key is not None  # talking to `lockgate start`
         # Production servers guard their REST API with the signing key.
         headers = {"Authorization": f"Bearer {signing_key}"} if signing_key else {}
         self.http = httpx.Client(base_url=base, timeout=10, headers=headers)
@@ -315,29 +322,50 @@ class Api:
         return [f for a in apps for f in a["functions"]]
 
 
+# Cloud mode (`lockgate start`): the server signs every request with this key and verifies the
+# apps' signed answers; apps hold the same key (INNGEST_DEV=0) and send events with EVENT_KEY.
+SIGNING_KEY = "signkey-test-" + "5ec0de" * 8
+EVENT_KEY = "test-key"
+
+
+def cloud_app_env(signing_key: str = SIGNING_KEY, fallback: str | None = None) -> dict[str, str]:
+    env = {"INNGEST_DEV": "0", "INNGEST_SIGNING_KEY": signing_key, "INNGEST_EVENT_KEY": EVENT_KEY}
+    if fallback:
+        env["INNGEST_SIGNING_KEY_FALLBACK"] = fallback
+    return env
+
+
 def start_stack(tmp_path: Path, module: str, *, server_args: list[str] | None = None, persist: bool = False,
-                app_env: dict | None = None, app_cls: type[AppProcess] = AppProcess) -> tuple[LockgateProcess, AppProcess, Api]:
+                app_env: dict | None = None, app_cls: type[AppProcess] = AppProcess,
+                mode: str = "dev") -> tuple[LockgateProcess, AppProcess, Api]:
+    """A server and one app synced to it; mode "cloud" runs `lockgate start` and a signed app."""
     app_port = free_port()
     app_url = f"http://127.0.0.1:{app_port}/api/inngest"
-    args = ["dev", "--no-discovery", "--poll-interval", "0.5", "--retry-interval", "0.2", "-u", app_url,
-            *(server_args or [])]
-    if not persist:
-        args.append("--in-memory")
+    common = ["--poll-interval", "0.5", "--retry-interval", "0.2", "-u", app_url, *(server_args or [])]
+    if mode == "cloud":
+        args = ["start", "--signing-key", SIGNING_KEY, "--event-key", EVENT_KEY, *common]
+        app_env = {**cloud_app_env(), **(app_env or {})}  # INNGEST_BASE_URL is set once the port is known
+        persist = True  # `lockgate start` always keeps its data
+    else:
+        args = ["dev", "--no-discovery", *common] + ([] if persist else ["--in-memory"])
     server = LockgateProcess(args=args, data_dir=tmp_path / "data" if persist else None,
                              log_path=tmp_path / "lockgate.log").start()
+    if mode == "cloud":
+        app_env["INNGEST_BASE_URL"] = server.url
     app = app_cls(module=module, port=app_port, server_url=server.url, ledger=tmp_path / "ledger.jsonl",
-                     extra_env=app_env or {}).start()
-    api = Api(server.url)
+                  extra_env=app_env or {}).start()
+    api = Api(server.url, SIGNING_KEY if mode == "cloud" else None)
     wait_until(lambda: len(api.functions()) > 0, what="app sync")
     return server, app, api
 
 
-def stack_fixture(module: str, **options: Any):
-    """A module-scoped `stack` fixture: one server and one app shared by a test module."""
+def stack_fixture(module: str, *, modes: tuple[str, ...] = ("dev",), **options: Any):
+    """A module-scoped `stack` fixture: one server and one app shared by a test module, per mode."""
 
-    @pytest.fixture(scope="module")
-    def stack(tmp_path_factory, backend):  # backend: one stack per store backend
-        server, app, api = start_stack(tmp_path_factory.mktemp(module.rsplit(".", 1)[-1]), module, **options)
+    @pytest.fixture(scope="module", params=modes)
+    def stack(request, tmp_path_factory, backend):  # backend: one stack per store backend
+        tmp = tmp_path_factory.mktemp(f"{module.rsplit('.', 1)[-1]}-{request.param}")
+        server, app, api = start_stack(tmp, module, mode=request.param, **options)
         yield server, app, api
         app.stop()
         server.stop()

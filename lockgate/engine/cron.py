@@ -69,3 +69,17 @@ def fire_cron(tx: Tx, registry: Registry, job: Job, *, now: int) -> str | None:
     next_due = parse_cron(spec).next_after(max(now, scheduled))
     ops.retry_job(tx, job, due_at=next_due, attempt=0)
     return run.run_id if run else None
+
+
+def next_fire_times(fn: Function, now: int, count: int = 5) -> list[int]:
+    """The next `count` ticks of all of a function's cron triggers, merged and in order."""
+    ticks: set[int] = set()
+    for trig in fn.triggers:
+        spec = trig.get("cron")
+        if not spec:
+            continue
+        schedule, at = parse_cron(spec), now
+        for _ in range(count):
+            at = schedule.next_after(at)
+            ticks.add(at)
+    return sorted(ticks)[:count]

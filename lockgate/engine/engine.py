@@ -10,12 +10,13 @@ from typing import Any
 import aiohttp
 import orjson
 
-from lockgate.engine import checkpoint, cron, interpreter, waits
+from lockgate.engine import checkpoint, cron, interpreter, outbound_client, progress, signals, waits
 from lockgate.engine.flow import admission
 from lockgate.engine.dispatcher import LEASE_MS, Dispatcher
 from lockgate.engine.executor import APP_KEEPALIVE_S, Executor, connection_reuse_trace
-from lockgate.engine.ingest import Handoff, ingest_in_tx, parse_events
-from lockgate.engine.registry import Registry
+from lockgate.engine.health import AppHealth, bad_call_text, refused_sync_text, unreachable_text
+from lockgate.engine.ingest import Handoff, create_run_in_tx, ingest_in_tx, parse_events
+from lockgate.engine.registry import Registry, why_nothing_started
 from lockgate.engine.replicas import Membership, default_replica_name, replica_owner
 from lockgate.engine.sync import (DISCOVERY_PATHS, DISCOVERY_PORTS, Registration, SyncError, is_app_url,
                                   parse_registration)
@@ -23,13 +24,22 @@ from lockgate.engine.retention import Housekeeping, Retention
 from lockgate.protocol.jsoncanon import canonical_json
 from lockgate.realtime import Broker
 from lockgate.realtime.memory import InProcessBroker
+from lockgate.protocol.event_ids import new_ulid
+from lockgate.protocol.sdk_response import TransportError
 from lockgate.protocol.signing import sign_body
 from lockgate.limits import DEFAULT as DEFAULT_LIMITS, Limits
-from lockgate.models import Job, JobKind, RunStatus, now_ms
+from lockgate.models import DISCOVERY_STEP, Event, Function, Job, JobKind, Run, RunStatus, now_ms
+from lockgate.store import flow_operations as flow_ops
+from lockgate.outbound import OutboundPolicy
 from lockgate.store import operations as ops
 from lockgate.store.base import Store, Tx
 
 log = logging.getLogger("lockgate.engine")
+run_log = logging.getLogger("lockgate.runs")
+event_log = logging.getLogger("lockgate.events")
+app_log = logging.getLogger("lockgate.apps")
+
+INVOKED_EVENT = "inngest/function.invoked"  # the event name Inngest gives a run started by hand
 
 
 @dataclass(slots=True)
@@ -45,11 +55,24 @@ class EngineOptions:
     workers: int = 100
     request_timeout_s: float = 7200.0
     own_port: int | None = None
+    own_url: str | None = None  # where apps reach this server, for the fixes we suggest
     lease_ms: int = LEASE_MS
     single_node: bool = True  # SQLite: leases of a previous process lapse at start-up
     replica_name: str | None = None  # several replicas: stable across restarts (default host:port)
     limits: Limits = DEFAULT_LIMITS  # sizes clients may send (event ids, functions per sync, ...)
+    outbound: OutboundPolicy = field(default_factory=OutboundPolicy)  # where calls to apps may go
     retention: Retention = field(default_factory=lambda: Retention(seconds=0))
+
+
+@dataclass(slots=True)
+class InvokeOutcome:
+    event_id: str  # the `inngest/function.invoked` event that carries the payload
+    run_id: str | None
+    skipped: str | None = None  # why flow control started no run (rate limit, singleton...)
+
+
+class FunctionNotFound(LookupError):
+    pass
 
 
 @dataclass(slots=True)
@@ -78,7 +101,10 @@ class Engine:
         self.qstash: Any = None  # lockgate.qstash.service.QStash, attached by the server
         self.connect: Any = None  # lockgate.connect.gateway.Gateway, attached by the server
         self.realtime: Broker = InProcessBroker()  # the server attaches the configured backend
+        self.progress = progress.ProgressPublisher(self.realtime, self._app_of)
         self._known_urls: list[str] = []
+        self.health = AppHealth(store)
+        self._app_urls: dict[str, str] = {}  # app name -> its URL, for health bookkeeping
         self.listeners: dict[str, Any] = {}  # more store notification channels (Connect relays)
         for url in self.options.sdk_urls:
             self._remember_url(url)
@@ -98,7 +124,8 @@ class Engine:
         self.session = aiohttp.ClientSession(
             timeout=timeout,
             connector=aiohttp.TCPConnector(limit=max(200, self.options.workers * 2), limit_per_host=0,
-                                           keepalive_timeout=APP_KEEPALIVE_S),
+                                           keepalive_timeout=APP_KEEPALIVE_S,
+                                           socket_factory=self.options.outbound.socket_factory),
             trace_configs=[connection_reuse_trace()],
         )
         self._fresh_session = aiohttp.ClientSession(
@@ -113,6 +140,8 @@ class Engine:
         await self.membership.start()
         self.store.listen({ops.JOBS_CHANNEL: self.dispatcher.wake, ops.FUNCTIONS_CHANNEL: self._functions_changed,
                            **self.listeners})
+        self.progress.broker = self.realtime
+        self.progress.start()
         await self.dispatcher.start()
         self._background.append(asyncio.create_task(self._sync_loop(), name="lockgate-sync"))
         self._background.append(asyncio.create_task(self.housekeeping.run_forever(), name="lockgate-housekeeping"))
@@ -129,6 +158,7 @@ class Engine:
             await self.store.write(ops.release_leases_of, self.dispatcher.owner)
         except Exception:
             log.exception("could not hand back leased jobs; they return when their leases lapse")
+        await self.progress.stop()
         await self.membership.stop()
         for session in (self.session, self._fresh_session):
             if session is not None:
@@ -161,22 +191,99 @@ class Engine:
         events = parse_events(body, seed=seed, now=now, max_id_length=self.options.limits.max_event_id_length)
         registry = self.registry
         handoff = Handoff(owner=self.dispatcher.owner, lease_ms=self.dispatcher.lease_ms, limit=self.dispatcher.free_slots)
-        result = await self.store.write(lambda tx: ingest_in_tx(tx, events, registry, now=now, handoff=handoff))
+        result = await self._write(lambda tx: ingest_in_tx(tx, events, registry, now=now, handoff=handoff))
         for job, run in result.leased:
             self.dispatcher.adopt(job, (run, {}))
-        if len(result.run_ids) > len(result.leased) or result.resumed or result.deferred:
+        if len(result.run_ids) > len(result.leased) or result.resumed or result.deferred or result.cancelled:
             self.dispatcher.wake()
+        for event in result.unmatched:
+            if event_log.isEnabledFor(logging.INFO):
+                event_log.info("event %s started nothing: %s", event.name, why_nothing_started(registry, event.name),
+                               extra={"event_id": event.internal_id})
+        for run_id, event in result.resumed_runs:
+            event_log.info("event %s resumed a waiting run", event.name,
+                           extra={"run_id": run_id, "event_id": event.internal_id})
         return [e.internal_id for e in events]
+
+    # -- functions -----------------------------------------------------------------
+
+    async def list_functions(self) -> list[Function]:
+        """Every active function, read from the store (the replicas' shared truth)."""
+        return await self.store.read(ops.load_functions)
+
+    async def find_function(self, ref: str) -> Function | None:
+        """A function by internal id or slug."""
+        for fn in await self.list_functions():
+            if ref in (fn.id, fn.slug):
+                return fn
+        return None
+
+    async def invoke(self, ref: str, data: dict[str, Any] | None = None, *,
+                     user: dict[str, Any] | None = None) -> InvokeOutcome:
+        """Start one run of a function now with `data` as its event data, whatever its triggers
+        (cron functions too). Flow control applies as for any event. Raises FunctionNotFound."""
+        fn = await self.find_function(ref)
+        if fn is None:
+            raise FunctionNotFound(f"no function {ref!r}: GET /v1/functions lists the synced ones")
+        now = now_ms()
+        event_id = new_ulid()
+        event = Event(internal_id=event_id, id=event_id, name=INVOKED_EVENT, data=dict(data or {}),
+                      user=dict(user or {}), ts=now, received_at=now)
+        registry = self.registry
+
+        def start(tx: Tx) -> tuple[str | None, str | None]:
+            ops.insert_events(tx, [event])
+            run = create_run_in_tx(tx, fn, [event], now=now, registry=registry)
+            if run is not None:
+                return run.run_id, None
+            skips = flow_ops.skips_of_event(tx, event_id)
+            return None, skips[0]["reason"] if skips else "a run for this event already exists"
+
+        run_id, skipped = await self.store.write(start)
+        self.dispatcher.wake()
+        return InvokeOutcome(event_id=event_id, run_id=run_id, skipped=skipped)
 
     async def cancel_run(self, run_id: str, *, reason: str = "cancelled through the API") -> Any:
         ctx = self.context
-        run = await self.store.write(lambda tx: interpreter.cancel_run(tx, ctx, run_id, now=now_ms(), reason=reason))
+        run = await self._write(lambda tx: interpreter.cancel_run(tx, ctx, run_id, now=now_ms(), reason=reason))
         self.dispatcher.wake()
+        if run is not None and not RunStatus(run.status).is_final:
+            run_log.info("run cancelled: %s", reason, extra={"run_id": run_id, "function": run.function_slug})
         return run
+
+    async def send_signal(self, signal: str, data: Any) -> str | None:
+        """Resume the run waiting for this signal; its run id, or None when no run waits for it."""
+        run_id, jobs = await self.store.write(lambda tx: signals.deliver(tx, signal, data, now=now_ms()))
+        if jobs:
+            self.dispatcher.wake()
+        return run_id
 
     async def checkpoint(self, run_id: str, body: Any) -> int:
         """Save steps a JS v4 SDK ran inside a call still in flight. Raises CheckpointError."""
-        return await self.store.write(lambda tx: checkpoint.save_checkpoint(tx, run_id, body, now=now_ms()))
+        return await self._write(lambda tx: checkpoint.save_checkpoint(tx, run_id, body, now=now_ms()))
+
+    # -- run progress ----------------------------------------------------------------
+
+    async def _write(self, fn: Any) -> Any:
+        """A store write whose progress notes are published once it committed."""
+        collected, notes = progress.collecting(fn)
+        result = await self.store.write(collected)
+        if notes:
+            self.progress.publish(notes)
+        return result
+
+    def _announce_call(self, run: Any, job: Job) -> None:
+        if job.step_id != DISCOVERY_STEP:
+            # A planned step (parallel or v4's one-step-per-call) is about to run.
+            step = progress.step_info(job.step_id, None, "StepPlanned", job.attempt)
+            self.progress.publish([("step.started", run.run_id, run.function_slug, RunStatus.RUNNING.value,
+                                    {"step": step})])
+        elif not run.stack and job.attempt == 0 and not run.pending_steps:
+            self.progress.publish([("run.started", run.run_id, run.function_slug, RunStatus.RUNNING.value, {})])
+
+    def _app_of(self, slug: str) -> str | None:
+        fn = self.registry.by_slug.get(slug)
+        return fn.app_name if fn else None
 
     # -- jobs ----------------------------------------------------------------------
 
@@ -186,15 +293,17 @@ class Engine:
         if job.kind == JobKind.CALL.value:
             return await self._call_once(job, ctx, state)
         if job.kind == JobKind.WAKE.value:
-            settled = await self.store.write(lambda tx: interpreter.wake_sleep(tx, ctx, job, now=now_ms()))
+            settled = await self._write(lambda tx: interpreter.wake_sleep(tx, ctx, job, now=now_ms()))
             for next_job in settled.next_jobs:
                 self.dispatcher.adopt(next_job, settled.next_state)
+        elif job.kind == JobKind.OUTBOUND.value:
+            await self._handle_outbound(job, ctx)
         elif job.kind == JobKind.WAIT_TIMEOUT.value:
-            await self.store.write(lambda tx: waits.expire_wait(tx, job, now=now_ms()))
+            await self._write(lambda tx: waits.expire_wait(tx, job, now=now_ms()))
         elif job.kind in admission.JOB_KINDS:  # debounce/batch windows, start/finish timeouts
-            await self.store.write(lambda tx: admission.fire_timer(tx, ctx.registry, job, now=now_ms()))
+            await self._write(lambda tx: admission.fire_timer(tx, ctx.registry, job, now=now_ms()))
         elif job.kind == JobKind.CRON.value:
-            await self.store.write(lambda tx: cron.fire_cron(tx, ctx.registry, job, now=now_ms()))
+            await self._write(lambda tx: cron.fire_cron(tx, ctx.registry, job, now=now_ms()))
         elif job.kind in (JobKind.QSTASH_DELIVERY.value, JobKind.QSTASH_SCHEDULE.value) and self.qstash:
             await self.qstash.handle_job(job, self.session)
         else:
@@ -202,6 +311,24 @@ class Engine:
             await self.store.write(ops.release_job, job)
         self.dispatcher.wake()
         return None
+
+    async def _handle_outbound(self, job: Job, ctx: interpreter.EngineContext) -> None:
+        """Make the request a step asked the server to make (step.ai.infer, step.fetch), then resume the run."""
+        run = await self.store.read(ops.get_run, job.run_id)
+        fn = None if run is None else (ctx.registry.by_id.get(run.function_id)
+                                       or await self.store.read(ops.get_function, run.function_id))
+        if run is None or fn is None or RunStatus(run.status).is_final:
+            await self.store.write(ops.release_job, job)
+            return
+        payload = job.payload or {}
+        result = await outbound_client.perform(self.session, payload.get("op", ""), payload.get("opts"))
+        if result.error is not None:
+            log.warning("step %s of run %s: %s", payload.get("display_name") or job.step_id, job.run_id,
+                        result.error["message"])
+        settled = await self.store.write(
+            lambda tx: interpreter.settle_outbound(tx, ctx, job, fn, result, now=now_ms()))
+        for next_job in settled.next_jobs:
+            self.dispatcher.adopt(next_job, settled.next_state)
 
     async def _call_once(self, job: Job, ctx: interpreter.EngineContext, state: Any) -> Any:
         if state is None:
@@ -217,16 +344,21 @@ class Engine:
         if fn is None:
             fn = await self.store.read(ops.get_function, run.function_id)
         if fn is None:
-            error = {"name": "Error", "message": f"function {run.function_slug} no longer exists"}
-            await self.store.write(
+            error = interpreter.server_error(f"function {run.function_slug} no longer exists")
+            await self._write(
                 lambda tx: interpreter.finish_run(tx, ctx, run, RunStatus.FAILED, error=error, now=now_ms(), keep_job=None)
             )
             return
+        self._announce_call(run, job)
         started = now_ms()
+        if job.step_id == DISCOVERY_STEP and job.attempt == 0 and not run.stack:
+            run_log.info("run started", extra={"run_id": run.run_id, "function": fn.slug})
         result = await self.executor.call(run, fn, job, memos)
-        settled = await self.store.write(
+        await self._note_app_health(fn, result)
+        settled = await self._write(
             lambda tx: interpreter.settle_call(tx, ctx, job, fn, result, started_at=started, now=now_ms())
         )
+        _log_settled(run, fn, job, settled)
         if not settled.next_jobs:
             return None
         first, *others = settled.next_jobs
@@ -253,6 +385,15 @@ class Engine:
             if is_app_url(url):  # remember why this app's sync failed (never for a malformed URL)
                 await self.store.write(lambda tx: ops.set_app_error(tx, url=url, error=message, at=now))
             return SyncOutcome(400, {"error": message, "status": 400})
+        if self.executor is not None and self.executor.verify_keys and _offers_trust_probe(body):
+            # Cloud mode: an app that would not check our signatures, or would sign its answers with
+            # another key, is refused now rather than failing every call of every run later.
+            problem = await self.executor.check_trust(reg.app.url)
+            if problem:
+                message = f"sync refused: {problem}"
+                log.warning("%s", message)
+                await self.store.write(lambda tx: ops.set_app_error(tx, url=reg.app.url, error=message, at=now))
+                return SyncOutcome(400, {"error": message, "status": 400})
         functions = await self.store.write(_store_registration, reg, now)
         modified = functions is not None
         if modified:
@@ -263,6 +404,9 @@ class Engine:
             self.dispatcher.wake()
         if not connect:  # a Connect app has no URL to re-sync: its workers sync as they connect
             self._remember_url(reg.app.url)
+        if modified:
+            app_log.info("app %s synced: %d function(s) at %s", reg.app.name, len(reg.functions), reg.app.url,
+                         extra={"app": reg.app.name})
         return SyncOutcome(
             200, {"ok": True, "modified": modified, "app_id": reg.app.name, "sync_id": reg.checksum[:32], "status": 200}
         )
@@ -284,16 +428,45 @@ class Engine:
             ) as response:
                 status, text = response.status, (await response.text(errors="replace"))[:300]
         except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
-            message = f"could not reach the app at {url}: {exc.__class__.__name__}"
-            await self.store.write(lambda tx: ops.set_app_error(tx, url=url, error=message, at=now_ms()))
+            message = unreachable_text(url, exc)
+            await self.health.failed(url, message)
             return message
         # The Python SDK answers 200 even when its register call failed, passing our error body through.
         status = max(status, _relayed_status(text))
         if status >= 400:
-            message = f"the app at {url} refused the sync with HTTP {status}: {text}"
-            await self.store.write(lambda tx: ops.set_app_error(tx, url=url, error=message, at=now_ms()))
+            message = refused_sync_text(url, status, text, own_url=self.options.own_url,
+                                        signed=bool(self.options.signing_key))
+            await self.health.failed(url, message)
             return message
+        await self.health.recovered(url, record=False)  # the registration cleared the error
         return None
+
+    async def check_app(self, url: str) -> None:
+        """The periodic check of an app we do not re-sync: is it still there?"""
+        try:
+            async with self.session.get(url, timeout=aiohttp.ClientTimeout(total=10, sock_connect=5)) as response:
+                await response.read()
+        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            await self.health.failed(url, unreachable_text(url, exc))
+
+    async def _note_app_health(self, fn: Function, result: Any) -> None:
+        """Failed calls mark the function's app in /v1/apps; the next good call clears it."""
+        app = await self._app_url(fn)
+        if app is None:
+            return
+        if isinstance(result, TransportError):
+            await self.health.failed(app, bad_call_text(app, result.message), app=fn.app_name)
+        elif self.health.is_failing(app):
+            await self.health.recovered(app, app=fn.app_name)
+
+    async def _app_url(self, fn: Function) -> str | None:
+        url = self._app_urls.get(fn.app_name)
+        if url is None:
+            found = await self.store.read(ops.get_app, fn.app_name)
+            if found is None:
+                return None
+            url = self._app_urls[fn.app_name] = found.url
+        return url
 
     async def _sync_loop(self) -> None:
         first = True
@@ -309,6 +482,8 @@ class Engine:
                 for url in list(self._known_urls):
                     if first or self.options.poll or url in errored:
                         await self.sync_url(url)
+                    else:
+                        await self.check_app(url)
             except asyncio.CancelledError:
                 raise
             except Exception:
@@ -340,6 +515,28 @@ class Engine:
 
         results = await asyncio.gather(*(probe(p) for p in ports))
         return [url for urls in results for url in urls]
+
+
+def _offers_trust_probe(body: Any) -> bool:
+    capabilities = body.get("capabilities") if isinstance(body, dict) else None
+    return isinstance(capabilities, dict) and capabilities.get("trust_probe") == "v1"
+
+
+def _log_settled(run: Run, fn: Function, job: Job, settled: interpreter.Settled) -> None:
+    """One line per run that ended or will retry, with its run id."""
+    fields = {"run_id": run.run_id, "function": fn.slug}
+    if settled.retry_reason:
+        run_log.warning("retrying: %s", settled.retry_reason, extra={**fields, "attempt": job.attempt + 1})
+    if settled.run_finished:
+        took = _duration(now_ms() - (run.started_at or run.created_at))
+        if settled.run_finished == RunStatus.COMPLETED.value:
+            run_log.info("run completed in %s", took, extra=fields)
+        else:
+            run_log.warning("run %s after %s: %s", settled.run_finished.lower(), took, settled.reason, extra=fields)
+
+
+def _duration(ms: int) -> str:
+    return f"{ms} ms" if ms < 1000 else f"{ms / 1000:.1f} s"
 
 
 def _relayed_status(text: str) -> int:

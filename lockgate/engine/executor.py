@@ -20,7 +20,7 @@ from lockgate.protocol.event_ids import new_ulid
 from lockgate.protocol.execution_request import build_execution_body, execution_headers
 from lockgate.protocol.jsoncanon import canonical_json
 from lockgate.protocol.sdk_response import FunctionErrored, SdkResult, TransportError, parse_sdk_response
-from lockgate.protocol.signing import sign_body, verify_signature
+from lockgate.protocol.signing import answer_signature_problem, sign_body
 
 log = logging.getLogger("lockgate.executor")
 
@@ -42,6 +42,10 @@ FAILURE_REASONS = {
     "bad_signature": "the signature of the request or of the answer did not match",
     "http_status": "the app answered with an error status",
     "bad_response": "the app's answer is not one an SDK gives",
+    "connect": "the call could not go over Connect",
+    "connect_no_worker": "no Connect worker of the app was ready to take the call",
+    "connect_lease_lost": "the Connect worker stopped extending its lease (it crashed or lost its connection)",
+    "connect_replica_lost": "the lockgate replica holding the Connect worker stopped",
 }
 
 
@@ -100,22 +104,53 @@ class Executor:
             self.calls_use_api += 1
         return data
 
+    async def check_trust(self, url: str, timeout_s: float = 10.0) -> str | None:
+        """Trust probe (`POST ?probe=trust`): does the app verify our signature and sign with our key?
+
+        Returns why it cannot be trusted, or None. An app that does not answer in time (say a
+        single-worker app still busy with the sync that led here) is given the benefit of the doubt:
+        its calls are checked one by one anyway.
+        """
+        parts = urlsplit(url)
+        query = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k not in ("fnId", "stepId")]
+        probe_url = urlunsplit(parts._replace(query=urlencode([*query, ("probe", "trust")])))
+        body = b"{}"  # the JS SDK refuses a POST without a body
+        headers = {"Content-Type": "application/json", "X-Inngest-Server-Kind": self.server_kind,
+                   "X-Inngest-Signature": sign_body(body, self.signing_key)}
+        try:
+            async with self.session.post(probe_url, data=body, headers=headers,
+                                         timeout=aiohttp.ClientTimeout(total=timeout_s)) as response:
+                answer = await response.read()
+                return untrusted_answer(url, response.status, response.headers, answer, self.verify_keys)
+        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            log.warning("trust probe of %s got no answer (%s); its calls will be checked instead", url,
+                        exc.__class__.__name__)
+            return None
+
     async def call(self, run: Run, fn: Function, job: Job, memos: dict[str, Any]) -> SdkResult:
-        """One call to the app, over whichever transport it is reached by: HTTP, or a Connect worker."""
+        """One call to the app, over whichever transport reaches it: HTTP, or a Connect worker."""
         if fn.url.startswith(CONNECT_STEP_SCHEMES):
-            data = self.build_body(run, fn, job, memos, signed=False)  # the WebSocket is authenticated instead
-            self.calls += 1
-            if self.connect is None:
-                return TransportError("this server has no Connect gateway, but the function is served over Connect")
-            request = connect_request(app_name=fn.app_name, function_id=fn.id, function_slug=fn.slug,
-                                      step_id=job.step_id or "step", run_id=run.run_id, job_id=job.id,
-                                      request_id=new_ulid(), body=data)
-            reply = await self.connect.call(request)
-            if isinstance(reply, TransportError):
-                return reply
-            status, headers, body = reply_as_http(reply)
-            return parse_sdk_response(status, headers, body, now_ms())
-        return await self._call_http(run, fn, job, memos)
+            result = await self._call_connect(run, fn, job, memos)
+        else:
+            result = await self._call_http(run, fn, job, memos)
+        if isinstance(result, (TransportError, FunctionErrored)):
+            self._failed(run, fn, job, result)
+        return result
+
+    async def _call_connect(self, run: Run, fn: Function, job: Job, memos: dict[str, Any]) -> SdkResult:
+        data = self.build_body(run, fn, job, memos, signed=False)  # the WebSocket is authenticated instead
+        self.calls += 1
+        if self.connect is None:
+            return TransportError("this server has no Connect gateway, but the function is served over Connect",
+                                  reason="connect")
+        request = connect_request(app_name=fn.app_name, function_id=fn.id, function_slug=fn.slug,
+                                  step_id=job.step_id or "step", run_id=run.run_id, job_id=job.id,
+                                  request_id=new_ulid(), body=data)
+        reply = await self.connect.call(request)
+        if isinstance(reply, TransportError):
+            return reply
+        status, headers, body = reply_as_http(reply)
+        return parse_sdk_response(status, headers, body, now_ms())
 
     async def _call_http(self, run: Run, fn: Function, job: Job, memos: dict[str, Any]) -> SdkResult:
         data = self.build_body(run, fn, job, memos)
@@ -137,8 +172,6 @@ class Executor:
             # send it again at once on a new connection, without using up an attempt.
             self._failed(run, fn, job, result, retried=True)
             result = await self._post(self.fresh_session, url, data, headers)
-        if isinstance(result, (TransportError, FunctionErrored)):
-            self._failed(run, fn, job, result)
         return result
 
     async def _post(self, session: aiohttp.ClientSession, url: str, data: bytes, headers: dict) -> SdkResult:
@@ -148,14 +181,10 @@ class Executor:
             async with session.post(url, data=data, headers=headers, trace_request_ctx=probe) as response:
                 answered = True
                 body = await response.read()
-                if self.verify_keys and not verify_signature(
-                    response.headers.get("X-Inngest-Signature"), body, self.verify_keys
-                ):
-                    return TransportError(
-                        f"the app at {url} answered without a valid X-Inngest-Signature: make sure it runs with"
-                        " the same signing key as this server (INNGEST_SIGNING_KEY)",
-                        reason="bad_signature",
-                    )
+                if self.verify_keys:
+                    problem = untrusted_answer(url, response.status, response.headers, body, self.verify_keys)
+                    if problem:
+                        return TransportError(problem, reason="bad_signature")
                 return parse_sdk_response(response.status, response.headers, body, now_ms())
         except asyncio.TimeoutError:
             return TransportError(f"the app did not answer in time ({url})", reason="timeout")
@@ -177,6 +206,22 @@ class Executor:
             extra={"run_id": run.run_id, "function": fn.slug, "attempt": job.attempt, "reason": reason,
                    "detail": detail, "url": fn.url, "retried_at_once": retried},
         )
+
+
+def untrusted_answer(url: str, status: int, headers, body: bytes, keys: list[str]) -> str | None:
+    """Why a cloud-mode server must not trust this answer, or None when it is signed with our key."""
+    if status == 401:
+        return (f"the app at {url} refused this server's request signature (HTTP 401): it holds another signing"
+                " key; give it the same INNGEST_SIGNING_KEY as this server's --signing-key")
+    problem = answer_signature_problem(status, headers, body, keys)
+    if problem == "unsigned":
+        return (f"the app at {url} answered without an X-Inngest-Signature: it runs in dev mode, where the SDK"
+                " neither checks nor signs anything. Start it with INNGEST_DEV=0 and this server's"
+                " INNGEST_SIGNING_KEY (the JS SDK v3 picks dev mode unless INNGEST_DEV=0 or NODE_ENV=production)")
+    if problem:
+        return (f"the app at {url} signed its answer with another signing key: give it this server's"
+                " INNGEST_SIGNING_KEY (while rotating, the old one as INNGEST_SIGNING_KEY_FALLBACK)")
+    return None
 
 
 def _connection_failure(exc: aiohttp.ClientError, *, reused: bool, answered: bool) -> str:

@@ -11,7 +11,7 @@ from typing import Any
 
 import orjson
 
-from lockgate.engine import cancellation
+from lockgate.engine import cancellation, progress
 from lockgate.engine.flow.concurrency import lease_call
 from lockgate.engine.flow.config import flow_of
 from lockgate.engine.registry import Registry
@@ -126,6 +126,9 @@ class IngestResult:
     resumed: int = 0  # paused runs this batch of events woke up
     leased: list[tuple[Job, Run]] = field(default_factory=list)  # first calls handed straight to workers
     deferred: int = 0  # events held in a debounce or batch window (their timers need the dispatcher)
+    resumed_runs: list[tuple[str, Event]] = field(default_factory=list)  # (run id, the event that resumed it)
+    unmatched: list[Event] = field(default_factory=list)  # events no function's trigger matched
+    cancelled: int = 0  # runs cancelled by these events (their system events may start runs)
 
 
 @dataclass(slots=True)
@@ -197,6 +200,7 @@ def create_run_in_tx(
     timers = admission.prepare_run(tx, fn, run, job, now) if shaped else []
     ops.insert_run(tx, run)
     ops.enqueue(tx, [job, *timers])
+    progress.note("run.queued", run)
     if len(events) == 1:  # batched runs get no cancel listeners
         cancellation.register_listeners(tx, fn, run, now=now)
     if handoff is not None and result is not None and len(result.leased) < handoff.limit:
@@ -218,13 +222,19 @@ def ingest_in_tx(
         reason = f"cancelled by event {event.name!r} (id {event.id})"
         interpreter.cancel_run(tx, interpreter.EngineContext(registry=registry), listener.run_id, now=now,
                                reason=reason)
+        result.cancelled += 1
 
     ops.insert_events(tx, events)
     result = IngestResult()
     for event in events:
-        result.resumed += len(match_event(tx, event, now=now, cancel=cancel))
+        resumed = match_event(tx, event, now=now, cancel=cancel)
+        result.resumed += len(resumed)
+        result.resumed_runs.extend((job.run_id, event) for job in resumed if job.run_id)
         payload = event.payload()
-        for fn in registry.match(payload):
+        functions = registry.match(payload)
+        if not functions and not resumed:
+            result.unmatched.append(event)
+        for fn in functions:
             run = create_run_in_tx(tx, fn, [event], now=now, handoff=handoff, result=result, registry=registry)
             if run is not None:
                 result.run_ids.append(run.run_id)

@@ -7,6 +7,7 @@ whole, which is safe to read from any thread.
 
 from __future__ import annotations
 
+import difflib
 from dataclasses import dataclass, field
 
 from lockgate.expressions import Expression, compile_expression
@@ -69,3 +70,20 @@ class Registry:
                     continue
             matched[trigger.function.id] = trigger.function
         return list(matched.values())
+
+
+def why_nothing_started(registry: Registry, event_name: str) -> str:
+    """Why an event matched no function: nothing synced, a name no trigger uses (with the
+    closest one), or triggers whose `if` expression was false for it."""
+    if not registry.by_id:
+        return ("no app is synced yet: start your app pointed at lockgate (INNGEST_DEV=<this server's URL>)"
+                " and name it with `lockgate dev -u <app URL>`")
+    named = list(registry.exact.get(event_name, ())) + [t for prefix, t in registry.wildcard
+                                                        if event_name.startswith(prefix)]
+    if named:
+        slugs = ", ".join(sorted({t.function.slug for t in named}))
+        return f"the `if` expression of every function triggered by {event_name!r} ({slugs}) was false for it"
+    known = sorted(registry.exact) + [prefix + "*" for prefix, _ in registry.wildcard]
+    close = difflib.get_close_matches(event_name, known, n=1, cutoff=0.6)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    return f"no function is triggered by {event_name!r}{hint}"

@@ -24,6 +24,14 @@ def routes(engine: Engine, access: AccessPolicy) -> list[Route]:
             return json_response({"ids": [], "status": 400, "error": str(exc)}, status=400)
         return json_response({"ids": ids, "status": 200})
 
+    async def send_events_without_key(request: Request) -> Response:
+        # 401 where keys are checked (start), 400 in dev where any key will do.
+        status = 401 if access.event_keys else 400
+        example = "one of the keys this server was started with (--event-key)" if access.event_keys else \
+            "any key in dev, e.g. /e/dev"
+        raise ApiError(status, f"the event key is missing from the URL: send events to POST /e/<event key> ({example});"
+                       " SDKs take it from INNGEST_EVENT_KEY")
+
     async def register(request: Request) -> Response:
         access.check_api(request)
         expected = request.headers.get("x-inngest-expected-server-kind")
@@ -34,7 +42,9 @@ def routes(engine: Engine, access: AccessPolicy) -> list[Route]:
         return json_response(outcome.body, status=outcome.status)
 
     async def health(request: Request) -> Response:
-        return json_response({"status": 200, "message": "OK"})
+        # Liveness stays 200; a realtime backend outage is reported beside it (doctor reads it).
+        realtime = {"backend": engine.realtime.name, "problem": engine.realtime.problem}
+        return json_response({"status": 200, "message": "OK", "realtime": realtime})
 
     async def run_batch(request: Request) -> Response:
         access.check_api(request)
@@ -56,6 +66,18 @@ def routes(engine: Engine, access: AccessPolicy) -> list[Route]:
             return error_response(exc.status, exc.message)
         return json_response({"status": 200, "saved": saved})
 
+    async def send_signal(request: Request) -> Response:
+        # JS `sendSignal`: 200 with the resumed run, or 404 (the SDK's "no run id") when nobody waits.
+        access.check_api(request)
+        body = await read_json(request, limit=limits.max_request_bytes, max_depth=limits.max_json_depth)
+        signal = body.get("signal") if isinstance(body, dict) else None
+        if not isinstance(signal, str) or not signal:
+            return error_response(400, "the body must be a JSON object with a non-empty 'signal' (and optional 'data')")
+        run_id = await engine.send_signal(signal, body.get("data"))
+        if run_id is None:
+            return error_response(404, f"no run is waiting for signal {signal!r}; a signal is not kept for later")
+        return json_response({"data": {"run_id": run_id}})
+
     async def delete_run(request: Request) -> Response:
         access.check_api(request)
         run = await engine.cancel_run(request.path_params["run_id"])
@@ -65,12 +87,15 @@ def routes(engine: Engine, access: AccessPolicy) -> list[Route]:
 
     return [
         Route("/e/{key}", send_events, methods=["POST"]),
+        Route("/e/", send_events_without_key, methods=["POST"]),
+        Route("/e", send_events_without_key, methods=["POST"]),
         Route("/fn/register", register, methods=["POST"]),
         Route("/health", health, methods=["GET"]),
         Route("/v0/runs/{run_id}/batch", run_batch, methods=["GET"]),
         Route("/v0/runs/{run_id}/actions", run_actions, methods=["GET"]),
         Route("/v0/runs/{run_id}", delete_run, methods=["DELETE"]),
         Route("/v1/checkpoint/{run_id}/async", checkpoint_async, methods=["POST"]),
+        Route("/v1/signals", send_signal, methods=["POST"]),
     ]
 
 

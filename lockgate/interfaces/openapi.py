@@ -49,7 +49,7 @@ def document(limits: Limits) -> dict[str, Any]:
             "v": {"type": "string"},
         },
     }
-    run_id, event_id = _path_param("run_id"), _path_param("event_id")
+    run_id, event_id, function_id = _path_param("run_id"), _path_param("event_id"), _path_param("function_id")
     return {
         "openapi": "3.0.3",
         "info": {"title": "lockgate REST and events API", "version": "1",
@@ -69,8 +69,20 @@ def document(limits: Limits) -> dict[str, Any]:
             "/v1/events/{event_id}": {"get": _op("One event and the functions it skipped", params=[event_id],
                                                  extra=("404",))},
             "/v1/events/{event_id}/runs": {"get": _op("Runs an event started", params=[event_id])},
-            "/v1/runs": {"get": _op("Recent runs", params=[_query("status"), _query("function_id"),
-                                                           _query("limit", "integer")])},
+            "/v1/runs": {"get": _op(
+                "Recent runs, newest first; unknown parameters are refused",
+                params=[_query("status"), _query("function_id"), _query("function_slug"), _query("slug"),
+                        _query("created_after"), _query("created_before"), _query("from"), _query("to"),
+                        _query("cursor"), _query("limit", "integer")])},
+            "/v1/functions": {"get": _op("Synced functions with their settings and next cron fire times")},
+            "/v1/functions/{function_id}": {"get": _op("One function (by id or slug)", params=[function_id],
+                                                       extra=("404",))},
+            "/v1/functions/{function_id}/invoke": {"post": _op(
+                "Run a function now (cron functions too) with this event data", params=[function_id], ok="201",
+                body={"type": "object", "properties": {"data": {"type": "object"}, "user": {"type": "object"}},
+                      "additionalProperties": False},
+                extra=("404", "413"))},
+            "/v1/server": {"get": _op("The server's mode, store and signing-key fingerprint")},
             "/v1/runs/{run_id}": {
                 "get": _op("One run with its explanation", params=[run_id], extra=("404",)),
                 "delete": _op("Cancel a run", params=[run_id], extra=("404",)),
@@ -93,6 +105,11 @@ def document(limits: Limits) -> dict[str, Any]:
                 body={"type": "object", "properties": {"fn_id": {"type": "string"}, "qi_id": {"type": "string"},
                                                        "steps": {"type": "array", "items": {"type": "object"}}}},
                 extra=("404", "409", "413"))},
+            "/v1/signals": {"post": _op(
+                "Resume the run waiting for a signal (step.waitForSignal); 404 when none waits",
+                body={"type": "object", "required": ["signal"],
+                      "properties": {"signal": {"type": "string", "minLength": 1}, "data": {}}},
+                extra=("404", "413"))},
         },
         "components": {"schemas": {"Error": {
             "type": "object", "required": ["error", "status"],

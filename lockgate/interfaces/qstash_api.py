@@ -17,6 +17,7 @@ from starlette.routing import Route
 from lockgate.interfaces.errors import ApiError, json_response, read_body, read_json
 from lockgate.limits import DEFAULT as DEFAULT_LIMITS, Limits
 from lockgate.models import now_ms
+from lockgate.protocol.qstash_signing import DEV_TOKEN
 from lockgate.qstash import admin, flow
 from lockgate.qstash.config import ConfigError, canonical_header, check_name, check_url, classify_destination, parse_config
 from lockgate.qstash.delivery import release_waiting
@@ -60,7 +61,13 @@ class QStashApi:
         if not candidates:
             raise ApiError(401, "missing token: send 'Authorization: Bearer <QSTASH_TOKEN>'")
         if not any(hmac.compare_digest(c.encode(), token.encode()) for c in candidates):
-            raise ApiError(401, "invalid token")
+            dev = hmac.compare_digest(token.encode(), DEV_TOKEN.encode())
+            where = ("this dev server uses the QStash dev server's preset token (see the README's QStash .env)"
+                     if dev else "set QSTASH_TOKEN in the app to the token lockgate was started with"
+                     " (QSTASH_TOKEN / LOCKGATE_QSTASH_TOKEN)")
+            raise ApiError(401, f"invalid token: the Bearer token is not this server's QStash token; {where}."
+                           " A production token from Upstash does not work here: point QSTASH_URL at Upstash"
+                           " to use it")
 
     @staticmethod
     def _split_query(request: Request) -> tuple[list[tuple[str, str]], str]:

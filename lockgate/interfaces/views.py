@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from lockgate.models import Event, Run, RunStatus, Step
+from lockgate.models import Event, Function, Run, RunStatus, Step
 from lockgate.protocol.timeparse import iso_ms
 
 
@@ -39,6 +39,9 @@ def run_view(run: Run) -> dict[str, Any]:
         "output": run.output,
         "error": run.error,
         "cron": run.cron,
+        # When the run next moves by itself (sleep over, retry due, wait expiry) and its timeouts.
+        "wakes_at": _iso(run.wakes_at),
+        "deadlines": {which: iso_ms(ms) for which, ms in run.deadlines.items()},
     }
 
 
@@ -70,3 +73,26 @@ def step_view(step: Step) -> dict[str, Any]:
         "ended_at": _iso(step.ended_at),
         "output": step.memo,
     }
+
+
+# Function settings worth showing; the step runtime URLs are shown once, as `url`.
+_CONFIG_KEYS = ("triggers", "concurrency", "throttle", "rateLimit", "rate_limit", "debounce", "batchEvents",
+                "priority", "timeouts", "singleton", "idempotency", "cancel")
+
+
+def function_view(fn: Function, next_fires: list[int] | None = None) -> dict[str, Any]:
+    config = {k: fn.config[k] for k in _CONFIG_KEYS if fn.config.get(k) is not None}
+    view: dict[str, Any] = {
+        "id": fn.id,
+        "slug": fn.slug,
+        "name": fn.name,
+        "app": fn.app_name,
+        "url": fn.url,
+        "version": fn.version,
+        "triggers": fn.triggers,
+        "retries": fn.retries,
+        "config": config,
+    }
+    if next_fires is not None:
+        view["next_cron_fires"] = [iso_ms(ms) for ms in next_fires]
+    return view

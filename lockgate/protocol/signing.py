@@ -1,4 +1,12 @@
-"""Request signatures (server → SDK) and bearer checks (SDK → server). Spec §4.2–4.3."""
+"""Request signatures (server → SDK), answer signatures (SDK → server) and bearer checks. Spec §4.2–4.3.
+
+How the official SDKs sign their answers in cloud mode (JS v3/v4 `getResponseSignature`, Python
+`sign_response`): `X-Inngest-Signature: t=<unix seconds>&s=<hex HMAC-SHA256>`, keyed with the ASCII
+text of the key that verified our request (prefix `signkey-<env>-` removed, not hex-decoded), over
+the exact body bytes followed by the decimal timestamp. The body is signed as sent, never
+canonicalised. A streamed answer (HTTP 201) carries the signature inside its final JSON wrapper,
+over the wrapper's `body` string. An SDK in dev mode signs nothing, even when it holds a key.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +14,9 @@ import hashlib
 import hmac
 import re
 import time
+from typing import Mapping
+
+import orjson
 
 # Same pattern the SDKs use (ASCII word characters between "signkey-" and "-").
 _PREFIX = re.compile(r"^signkey-[A-Za-z0-9_]+-")
@@ -57,6 +68,34 @@ def verify_signature(header: str | None, body: bytes, keys: list[str], max_age_s
         if key:
             ok |= hmac.compare_digest(_mac(body, key, t).encode(), given)
     return ok
+
+
+def signed_part(status: int, headers: Mapping[str, str], body: bytes) -> tuple[str | None, bytes]:
+    """The signature header of an SDK answer and the bytes it signs (a streamed answer's inner body)."""
+    lowered = {str(k).lower(): str(v) for k, v in headers.items()}
+    if status == 201:
+        try:
+            wrapper = orjson.loads(body.lstrip())
+            inner_headers = {str(k).lower(): str(v) for k, v in (wrapper.get("headers") or {}).items()}
+            inner = wrapper.get("body")
+        except (orjson.JSONDecodeError, AttributeError, TypeError):
+            return None, b""
+        if not isinstance(inner, str):  # the SDKs sign the body as the string they put in the wrapper
+            inner = "" if inner is None else orjson.dumps(inner).decode()
+        return inner_headers.get("x-inngest-signature"), inner.encode()
+    return lowered.get("x-inngest-signature"), body
+
+
+def answer_signature_problem(status: int, headers: Mapping[str, str], body: bytes, keys: list[str]) -> str | None:
+    """None when the answer is signed with one of `keys`; else "unsigned" or "wrong key".
+
+    No age limit: the SDK stamps the time it answered, and a long call (or clock drift between the
+    hosts) must not turn a genuine answer into a refused one.
+    """
+    header, signed = signed_part(status, headers, body)
+    if not header:
+        return "unsigned"
+    return None if verify_signature(header, signed, keys) else "wrong key"
 
 
 def hashed_signing_key(key: str) -> str:

@@ -30,6 +30,10 @@ class RealtimeOptions:
     token_ttl_s: float = 3600.0
 
 
+class BrokerUnavailable(RuntimeError):
+    """The backend cannot take or serve messages right now (the message says which and why)."""
+
+
 @dataclass(slots=True)
 class History:
     """What a channel still holds after a resume id."""
@@ -56,6 +60,7 @@ class Broker(abc.ABC):
     async def stop(self) -> None:
         if self._sweeper:
             self._sweeper.cancel()
+            self._sweeper = None
         for subs in list(self._subscribers.values()):
             for sub in list(subs):
                 sub._end("the server is shutting down; reconnect with the last id to resume")
@@ -179,10 +184,15 @@ class Subscription:
     def last_id(self) -> str | None:
         return self.after
 
-    async def __anext__(self) -> Message:
+    async def ready(self) -> None:
+        """Wait until live delivery is set up (and history read): messages published after this
+        returns are sure to arrive. Iterating does this by itself."""
         if not self._started:
             self._started = True
             await self._load_history()
+
+    async def __anext__(self) -> Message:
+        await self.ready()
         while True:
             if self._done:
                 raise StopAsyncIteration

@@ -177,6 +177,12 @@ def get_event(tx: Tx, internal_id: str) -> Event | None:
     return _event_from_row(row) if row else None
 
 
+def _where(*conditions: tuple[str, Any]) -> tuple[str, list[Any]]:
+    """A WHERE clause of the conditions whose value is not None, and its parameters."""
+    used = [(sql, value) for sql, value in conditions if value is not None]
+    return (" WHERE " + " AND ".join(sql for sql, _ in used)) if used else "", [value for _, value in used]
+
+
 def list_events(
     tx: Tx,
     *,
@@ -186,20 +192,8 @@ def list_events(
     received_after: int | None = None,
     received_before: int | None = None,
 ) -> list[tuple[int, Event]]:
-    clauses, params = [], []
-    if name:
-        clauses.append("name = ?")
-        params.append(name)
-    if before_seq is not None:
-        clauses.append("seq < ?")
-        params.append(before_seq)
-    if received_after is not None:
-        clauses.append("received_at >= ?")
-        params.append(received_after)
-    if received_before is not None:
-        clauses.append("received_at <= ?")
-        params.append(received_before)
-    where = (" WHERE " + " AND ".join(clauses)) if clauses else ""
+    where, params = _where(("name = ?", name or None), ("seq < ?", before_seq),
+                           ("received_at >= ?", received_after), ("received_at <= ?", received_before))
     rows = tx.all(f"SELECT * FROM events{where} ORDER BY seq DESC LIMIT ?", (*params, limit))
     return [(r["seq"], _event_from_row(r)) for r in rows]
 
@@ -309,17 +303,16 @@ def runs_of_event(tx: Tx, internal_id: str) -> list[Run]:
 
 
 def list_runs(
-    tx: Tx, *, status: str | None = None, function_id: str | None = None, limit: int = 50
+    tx: Tx, *, status: str | None = None, function_id: str | None = None, function_slug: str | None = None,
+    created_after: int | None = None, created_before: int | None = None, before_run_id: str | None = None,
+    limit: int = 50,
 ) -> list[Run]:
-    clauses, params = [], []
-    if status:
-        clauses.append("status = ?")
-        params.append(status)
-    if function_id:
-        clauses.append("function_id = ?")
-        params.append(function_id)
-    where = (" WHERE " + " AND ".join(clauses)) if clauses else ""
-    rows = tx.all(f"SELECT {_RUN_COLUMNS} FROM runs{where} ORDER BY created_at DESC LIMIT ?", (*params, limit))
+    """Newest first. `before_run_id` pages on (run ids are ULIDs, so they sort by creation)."""
+    where, params = _where(("status = ?", status or None), ("function_id = ?", function_id or None),
+                           ("function_slug = ?", function_slug or None), ("created_at >= ?", created_after),
+                           ("created_at < ?", created_before), ("run_id < ?", before_run_id or None))
+    rows = tx.all(f"SELECT {_RUN_COLUMNS} FROM runs{where} ORDER BY created_at DESC, run_id DESC LIMIT ?",
+                  (*params, limit))
     return [_run_from_row(r) for r in rows]
 
 

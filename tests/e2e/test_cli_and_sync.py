@@ -112,9 +112,15 @@ def test_config_precedence_default_file_env_flag(tmp_path):
     inngest_shape = tmp_path / "inngest.json"
     inngest_shape.write_text(json.dumps({"database": {"url": "postgres://u@h/db"}}))
     assert Settings.load(config_file=str(inngest_shape), environ={}).postgres_uri == "postgres://u@h/db"
-    with pytest.raises(ValueError, match="unknown setting"):
-        Settings.load(config_file=str(config.with_name("bad.json")), environ={}) if config.with_name(
-            "bad.json").write_text('{"nope": 1}') else None
+    # Keys lockgate does not use are warned about, never fatal; a bad value of a known key is.
+    unknown = config.with_name("unknown.json")
+    unknown.write_text('{"nope": 1, "port": 9300}')
+    loaded = Settings.load(config_file=str(unknown), environ={})
+    assert loaded.port == 9300 and any("unknown setting 'nope'" in w for w in loaded.warnings)
+    bad = config.with_name("bad.json")
+    bad.write_text('{"port": "eighty"}')
+    with pytest.raises(ValueError, match="setting 'port' cannot be 'eighty'"):
+        Settings.load(config_file=str(bad), environ={})
 
 
 def test_config_command_prints_sources(tmp_path):

@@ -12,16 +12,23 @@ import time
 import httpx
 import pytest
 
-from tests.conftest import Api, LockgateProcess, NodeAppProcess, ensure_node_sdk, free_port, start_stack, wait_until
+from lockgate.protocol.jsoncanon import canonical_json
+from lockgate.protocol.signing import answer_signature_problem, sign_body
+from tests.conftest import (EVENT_KEY, SIGNING_KEY, Api, LockgateProcess, NodeAppProcess, cloud_app_env, ensure_node_sdk,
+                            free_port, start_stack, wait_until)
 
 SDKS = ["v4", "v3"]
+OTHER_KEY = "signkey-test-" + "0badc0de" * 8
+# Every scenario runs against `lockgate dev` (unsigned) and `lockgate start` (cloud mode: requests
+# and answers signed, API calls bearer-authenticated), with each SDK major.
+STACKS = [(sdk, mode) for mode in ("dev", "cloud") for sdk in SDKS]
 
 
-@pytest.fixture(scope="module", params=SDKS)
+@pytest.fixture(scope="module", params=STACKS, ids=[f"{sdk}-{mode}" for sdk, mode in STACKS])
 def stack(request, tmp_path_factory, backend):  # backend: one stack per store backend
-    ensure_node_sdk(request.param)  # skips without node before any server starts
-    server, app, api = start_stack(tmp_path_factory.mktemp(f"js-{request.param}"), request.param,
-                                   app_cls=NodeAppProcess)
+    sdk, mode = request.param
+    ensure_node_sdk(sdk)  # skips without node before any server starts
+    server, app, api = start_stack(tmp_path_factory.mktemp(f"js-{sdk}-{mode}"), sdk, app_cls=NodeAppProcess, mode=mode)
     yield server, app, api
     app.stop()
     server.stop()
@@ -191,16 +198,18 @@ def test_checkpoint_endpoint_rejects_bad_input(stack):
     done = run_for(api, "js/hello", {"name": "ck"})
     url = f"{server.url}/v1/checkpoint/{done['run_id']}/async"
     op = {"op": "StepRun", "id": "86f7e437faa5a7fce15d1ddcb9eaeaea377667b8", "data": 1}
-    not_json = httpx.post(url, content=b"{nope")
+    if api.cloud:  # cloud mode: only callers holding the signing key
+        assert httpx.post(url, json={"steps": [op]}).status_code == 401
+    not_json = api.http.post(url, content=b"{nope")
     assert not_json.status_code == 400 and "JSON" in not_json.json()["error"]
-    no_steps = httpx.post(url, json={"run_id": done["run_id"], "steps": "x"})
+    no_steps = api.http.post(url, json={"run_id": done["run_id"], "steps": "x"})
     assert no_steps.status_code == 400 and "steps" in no_steps.json()["error"]
-    no_id = httpx.post(url, json={"steps": [{"op": "StepRun", "data": 1}]})
+    no_id = api.http.post(url, json={"steps": [{"op": "StepRun", "data": 1}]})
     assert no_id.status_code == 400
-    unknown = httpx.post(f"{server.url}/v1/checkpoint/01J0000000000000000000000/async", json={"steps": [op]})
+    unknown = api.http.post("/v1/checkpoint/01J0000000000000000000000/async", json={"steps": [op]})
     assert unknown.status_code == 404
     # a run that has ended answers 409, which tells the SDK to stop; nothing is recorded
-    ended = httpx.post(url, json={"steps": [op]})
+    ended = api.http.post(url, json={"steps": [op]})
     assert ended.status_code == 409
     trace = api.http.get(f"/v1/runs/{done['run_id']}/steps").json()["data"]
     assert all(s["step_id"] != op["id"] for s in trace)
@@ -210,11 +219,12 @@ def test_checkpoint_endpoint_rejects_bad_input(stack):
 STREAMING_ENV = {"v4": "true", "v3": "force"}
 
 
-@pytest.fixture(scope="module", params=SDKS)
+@pytest.fixture(scope="module", params=STACKS, ids=[f"{sdk}-{mode}" for sdk, mode in STACKS])
 def streamed(request, tmp_path_factory, backend):
-    ensure_node_sdk(request.param)
-    server, app, api = start_stack(tmp_path_factory.mktemp(f"js-stream-{request.param}"), request.param,
-                                   app_cls=NodeAppProcess, app_env={"INNGEST_STREAMING": STREAMING_ENV[request.param]})
+    sdk, mode = request.param
+    ensure_node_sdk(sdk)
+    server, app, api = start_stack(tmp_path_factory.mktemp(f"js-stream-{sdk}-{mode}"), sdk, app_cls=NodeAppProcess,
+                                   mode=mode, app_env={"INNGEST_STREAMING": STREAMING_ENV[sdk]})
     yield server, app, api
     app.stop()
     server.stop()
@@ -223,14 +233,22 @@ def streamed(request, tmp_path_factory, backend):
 def test_streamed_answers_are_unwrapped(streamed):
     server, app, api = streamed
     # the app really streams: a 201 with the real answer wrapped in JSON at the end
-    probe = httpx.post(f"{app.url}?fnId=js-app-hello&stepId=step", timeout=30, json={
+    request = canonical_json({
         "event": {"name": "js/hello", "data": {"name": "probe"}, "id": "e1", "ts": 1, "user": {}},
         "events": [{"name": "js/hello", "data": {"name": "probe"}, "id": "e1", "ts": 1, "user": {}}],
         "steps": {}, "ctx": {"run_id": "01J0000000000000000000PROB", "attempt": 0, "disable_immediate_execution": False,
                              "use_api": False, "stack": {"stack": [], "current": 0}},
         "use_api": False, "version": -1})
+    headers = {"Content-Type": "application/json"}
+    if api.cloud:  # cloud mode: the app answers only signed requests
+        headers["X-Inngest-Signature"] = sign_body(request, SIGNING_KEY)
+    probe = httpx.post(f"{app.url}?fnId=js-app-hello&stepId=step", timeout=30, content=request, headers=headers)
     assert probe.status_code == 201
     assert '"status":200' in probe.text.replace(" ", "")
+    if api.cloud:  # the signature travels inside the wrapper, over its body
+        assert "x-inngest-signature" not in probe.headers
+        assert answer_signature_problem(201, probe.headers, probe.content, [SIGNING_KEY]) is None
+        assert answer_signature_problem(201, probe.headers, probe.content, [OTHER_KEY]) == "wrong key"
 
     run = run_for(api, "js/steps", {"x": 2})
     assert run["status"] == "Completed"
@@ -373,3 +391,78 @@ def test_sleep_until_and_cancel_on_with_match(stack):
     assert api.wait_for_end(kept_run)["output"] == "woke"
     assert len(app.effects("patient-end", run_id=kept_run)) == 1
     assert app.effects("patient-end", run_id=stopped_run) == []
+
+
+def cloud_server(tmp_path, app_url: str, key: str, fallback: str | None = None) -> LockgateProcess:
+    args = ["start", "--signing-key", key, "--event-key", EVENT_KEY, "-u", app_url, "--poll-interval", "0.5",
+            "--retry-interval", "0.2", *(["--signing-key-fallback", fallback] if fallback else [])]
+    return LockgateProcess(args=args, data_dir=tmp_path / "data", log_path=tmp_path / "lockgate.log")
+
+
+# v3 infers dev mode when neither INNGEST_DEV nor a production marker (NODE_ENV=production, VERCEL_ENV...)
+# is set, signing key or not; v4 defaults to cloud mode and is in dev mode only when told so.
+DEV_MODE_ENV = {"v3": None, "v4": "1"}
+
+
+@pytest.mark.parametrize("sdk", SDKS)
+def test_an_app_left_in_dev_mode_is_refused_at_sync_with_the_fix(tmp_path, sdk):
+    # A dev-mode SDK runs unsigned requests and never signs its answers, even with a signing key:
+    # `lockgate start` says so at sync instead of failing every call later.
+    ensure_node_sdk(sdk)
+    app_port = free_port()
+    server = cloud_server(tmp_path, f"http://127.0.0.1:{app_port}/api/inngest", SIGNING_KEY).start()
+    app = NodeAppProcess(module=sdk, port=app_port, server_url=server.url, ledger=tmp_path / "ledger.jsonl",
+                         extra_env={**cloud_app_env(), "INNGEST_DEV": DEV_MODE_ENV[sdk],
+                                    "INNGEST_BASE_URL": server.url})
+    try:
+        app.start()
+        api = Api(server.url, SIGNING_KEY)
+        error = wait_until(lambda: (apps := api.http.get("/v1/apps").json()["data"]) and "dev mode" in str(apps[0]["error"])
+                           and apps[0]["error"], what="the refused sync")
+        assert "runs in dev mode" in error and "INNGEST_DEV=0" in error
+        assert api.functions() == []
+        # the same app with its mode set is accepted, and its signed answers are trusted
+        app.stop()
+        app.extra_env["INNGEST_DEV"] = "0"
+        app.start()
+        wait_until(lambda: api.functions(), what="the sync once the app is in cloud mode")
+        run = run_for(api, "js/hello", {"name": "fixed"})
+        assert run["status"] == "Completed" and run["output"]["hello"] == "fixed"
+    finally:
+        app.stop()
+        server.stop()
+
+
+NEW_KEY = "signkey-test-" + "1e7a11" * 8
+
+
+@pytest.mark.parametrize("sdk", SDKS)
+def test_signing_key_rotation_keeps_runs_going(tmp_path, sdk):
+    # Rotation as the SDKs expect it: the app gets the new key with the old one as fallback first,
+    # then lockgate switches to the new key and keeps the old one as its fallback.
+    ensure_node_sdk(sdk)
+    app_port = free_port()
+    app_url = f"http://127.0.0.1:{app_port}/api/inngest"
+    server = cloud_server(tmp_path, app_url, SIGNING_KEY).start()
+    app = NodeAppProcess(module=sdk, port=app_port, server_url=server.url, ledger=tmp_path / "ledger.jsonl",
+                         extra_env={**cloud_app_env(NEW_KEY, fallback=SIGNING_KEY), "INNGEST_BASE_URL": server.url})
+    try:
+        app.start()
+        api = Api(server.url, SIGNING_KEY)
+        # the app verifies our old-key signature with its fallback and signs its answers with that key
+        wait_until(lambda: api.functions(), what="sync with the app holding the old key as fallback")
+        before = run_for(api, "js/steps", {"x": 1})
+        assert before["status"] == "Completed" and before["output"]["c"] == {"total": 6}
+
+        server.stop()
+        server.args = cloud_server(tmp_path, app_url, NEW_KEY, fallback=SIGNING_KEY).args
+        server.start()
+        api = Api(server.url, NEW_KEY)
+        assert api.http.get("/v1/apps").status_code == 200
+        assert Api(server.url, SIGNING_KEY).http.get("/v1/apps").status_code == 200  # old key still accepted
+        after = run_for(api, "js/steps", {"x": 2})
+        assert after["status"] == "Completed" and after["output"]["c"] == {"total": 9}
+        assert [e["step"] for e in app.effects("step", run_id=after["run_id"])] == ["first", "second", "third"]
+    finally:
+        app.stop()
+        server.stop()

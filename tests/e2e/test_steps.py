@@ -13,7 +13,7 @@ from tests.conftest import stack_fixture, start_stack, wait_until
 APP = "tests.e2e.apps.steps_app"
 
 
-stack = stack_fixture(APP)
+stack = stack_fixture(APP, modes=("dev", "cloud"))  # cloud: `lockgate start`, signed
 
 
 def run_of(api, event_id: str) -> dict:

@@ -37,6 +37,7 @@ from lockgate.protocol.sdk_response import (
     to_error_memo,
 )
 from lockgate.protocol.signing import (
+    answer_signature_problem,
     hashed_signing_key,
     sign_body,
     strip_key_prefix,
@@ -146,6 +147,46 @@ def test_verify_signature():
     assert not verify_signature("t=1700000000&s=é", b"body", ["abcd"])
     assert not verify_signature(header, b"body", ["abcd"], max_age_s=300)  # 2023 is long ago
     assert verify_signature(sign_body(b"body", "abcd"), b"body", ["abcd"], max_age_s=300)
+
+
+# Computed with signDataWithKey of the inngest JS SDK (3.54.2 and 4.24.0 agree), key
+# "signkey-test-5ec0de5ec0de", timestamp "1700000000": the answer's bytes as sent, then the timestamp.
+JS_ANSWER_VECTORS = [
+    ('{"hello":"Ada","sdk":3}', "35b5f4f81c45bcfbe66db588c677cd4fa31b9a444621f5724759b5129e776ec1"),
+    ('[{"op":"StepRun","data":"héllo ✓"}]', "17b3c27446f2a14e074baa8274d4d03497ebfc8c9af282943054aa023f9a2a12"),
+    ("", "59326b2f7ed22c58f7c05e3e5fed9ee25f3f2a4272ec98e2cd202a8d6f65d688"),
+]
+
+
+@pytest.mark.parametrize("body, mac", JS_ANSWER_VECTORS)
+def test_answers_signed_by_the_js_sdk_are_trusted(body, mac):
+    key = "signkey-test-5ec0de5ec0de"
+    header = {"X-Inngest-Signature": f"t=1700000000&s={mac}"}
+    assert answer_signature_problem(200, header, body.encode(), [key]) is None
+    assert answer_signature_problem(206, header, body.encode(), ["signkey-test-1234", key]) is None  # fallback
+    assert answer_signature_problem(200, header, body.encode(), ["signkey-test-1234"]) == "wrong key"
+    assert answer_signature_problem(200, header, body.encode() + b" ", [key]) == "wrong key"
+    assert answer_signature_problem(200, {}, body.encode(), [key]) == "unsigned"
+
+
+def test_answers_signed_by_the_python_sdk_are_trusted():
+    key = "signkey-prod-0123456789abcdef"
+    body = b'{"data":"r\u00e9sum\u00e9","id":"x"}'
+    header = net.sign_response(body, key)
+    assert answer_signature_problem(200, {"x-inngest-signature": header}, body, [key]) is None
+    assert answer_signature_problem(200, {"x-inngest-signature": header}, body, ["abcd"]) == "wrong key"
+
+
+def test_a_streamed_answer_is_signed_inside_its_wrapper():
+    key = "signkey-test-5ec0de5ec0de"
+    inner = '{"hello":"Ada","sdk":3}'
+    signed = {"X-Inngest-Signature": f"t=1700000000&s={JS_ANSWER_VECTORS[0][1]}", "x-inngest-sdk": "js:v3"}
+    wrapper = b"   " + json.dumps({"status": 200, "headers": signed, "body": inner}).encode()
+    assert answer_signature_problem(201, {"x-inngest-sdk": "js:v3"}, wrapper, [key]) is None
+    # a signature on the outer 201 does not vouch for the streamed answer
+    unsigned = json.dumps({"status": 200, "headers": {}, "body": inner}).encode()
+    assert answer_signature_problem(201, signed, unsigned, [key]) == "unsigned"
+    assert answer_signature_problem(201, {}, b"  {cut", [key]) == "unsigned"
 
 
 def test_strip_key_prefix():
@@ -699,3 +740,17 @@ def test_execution_headers():
     }
     unsigned = execution_headers(run_id="r", step_id="abc", request_version=2, job_id="j", request_id="q", signature=None)
     assert "X-Inngest-Signature" not in unsigned and unsigned["X-Inngest-Req-Version"] == "2"
+
+
+def test_the_readme_prints_the_retry_table_the_code_uses():
+    import re
+    from pathlib import Path
+
+    from lockgate.protocol import backoff
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    line = next(line for line in readme.splitlines() if line.startswith("Retry delays: "))
+    units = {"s": 1, "m": 60, "h": 3600}
+    printed = [int(n) * units[u] for n, u in re.findall(r"(\d+) ([smh])\b", line.split(", each plus")[0])]
+    assert tuple(printed) == backoff._TABLE_S
+    assert f"0–{backoff._JITTER_S} s of random jitter" in line

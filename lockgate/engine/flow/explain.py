@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
+from lockgate.engine.flow.admission import TIMEOUT_JOB
 from lockgate.models import JobKind, Run, RunStatus, now_ms
 from lockgate.protocol.timeparse import iso_ms
 from lockgate.store import flow_operations as fops
@@ -59,12 +60,30 @@ def paused_reason(tx: Tx, run: Run, now: int) -> str | None:
     return None
 
 
+def fill_times(tx: Tx, run: Run, now: int) -> None:
+    """The run's timeout deadlines and the next time it moves by itself (a sleep ends, a retry or
+    scheduled call comes due, a wait expires)."""
+    upcoming = []
+    for job in ops.jobs_of_run(tx, run.run_id):
+        if job.kind == TIMEOUT_JOB:
+            which, ms = (job.payload or {}).get("which"), int((job.payload or {}).get("ms") or 0)
+            if which == "start":
+                run.deadlines["start"] = job.due_at
+            elif run.started_at is not None:  # the finish clock starts with the run
+                run.deadlines["finish"] = run.started_at + ms
+        elif job.due_at > now and not job.lease_owner:
+            upcoming.append(job.due_at)
+    upcoming += [w["expires_at"] for w in fops.waits_of_run(tx, run.run_id)]
+    run.wakes_at = min(upcoming) if upcoming else None
+
+
 def annotate(tx: Tx, runs: list[Run]) -> list[Run]:
-    """Fill in `reason` (in memory only) for runs that are not running right now."""
+    """Fill in `reason` and times (in memory only) for runs that are not running right now."""
     now = now_ms()
     for run in runs:
         if not RunStatus(run.status).is_final:
             run.reason = waiting_reason(tx, run, now) or run.reason or paused_reason(tx, run, now)
+            fill_times(tx, run, now)
     return runs
 
 

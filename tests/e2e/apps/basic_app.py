@@ -10,7 +10,8 @@ from fastapi import FastAPI
 
 from tests.e2e.apps.ledger import record
 
-client = inngest.Inngest(app_id="basic", is_production=False)
+# Dev or cloud mode from the environment (INNGEST_DEV), as a deployed app would be configured.
+client = inngest.Inngest(app_id="basic")
 
 
 @client.create_function(fn_id="hello", trigger=inngest.TriggerEvent(event="test/hello"))

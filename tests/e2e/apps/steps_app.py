@@ -12,7 +12,8 @@ from fastapi import FastAPI
 
 from tests.e2e.apps.ledger import record
 
-client = inngest.Inngest(app_id="steps", is_production=False)
+# Dev or cloud mode from the environment (INNGEST_DEV), as a deployed app would be configured.
+client = inngest.Inngest(app_id="steps")
 
 
 async def cancellable_failure(ctx: inngest.Context) -> None:

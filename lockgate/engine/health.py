@@ -1,0 +1,75 @@
+"""App health: what `/v1/apps` says about each app, and the fix in words.
+
+An app's `error` is set when a sync fails, when a call to it fails at the transport level
+(refused, timed out, bad signature) and when the periodic check cannot reach it; a later
+successful sync or call clears it. Changes are logged once per transition ("unreachable",
+"recovered"), not once per failed call.
+"""
+
+from __future__ import annotations
+
+import logging
+from urllib.parse import urlsplit
+
+from lockgate.models import now_ms
+from lockgate.store import operations as ops
+from lockgate.store.base import Store
+
+log = logging.getLogger("lockgate.apps")
+
+
+def unreachable_text(url: str, exc: BaseException) -> str:
+    parts = urlsplit(url)
+    cause = f"{exc.__class__.__name__}: {exc}" if str(exc) else exc.__class__.__name__
+    return (f"could not reach the app at {url} ({cause}). Is it running, and on port {parts.port or 80}?"
+            " Fix the URL with -u/--sdk-url, or start the app")
+
+
+def refused_sync_text(url: str, status: int, body: str, *, own_url: str | None, signed: bool) -> str:
+    """Why an app answered our sync PUT with an error, and what to change."""
+    text = f"the app at {url} refused the sync with HTTP {status}: {body.strip()[:300]}"
+    lowered = body.lower()
+    if status == 401 or "signature" in lowered or "signing key" in lowered:
+        if signed:
+            return text + (". Its signing key differs from this server's: give the app the same"
+                           " INNGEST_SIGNING_KEY as lockgate's --signing-key")
+        return text + (". The app runs in cloud mode and wants signed requests: start it with INNGEST_DEV=1"
+                       " for `lockgate dev`, or use `lockgate start --signing-key` with the app's key")
+    if own_url:
+        # The SDK registers by calling back to its configured server; when that is not us it fails.
+        return text + (f". If the app could not reach lockgate to register, point it here: start it with"
+                       f" INNGEST_DEV={own_url} (or INNGEST_BASE_URL={own_url})")
+    return text
+
+
+def bad_call_text(url: str, message: str) -> str:
+    return f"calls to the app at {url} are failing: {message}"
+
+
+class AppHealth:
+    """Keeps the apps' `error` column in step with what we see, logging each change once."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self._failing: dict[str, str] = {}  # url -> the last error recorded for it
+
+    def is_failing(self, url: str) -> bool:
+        return url in self._failing
+
+    async def failed(self, url: str, error: str, *, app: str | None = None) -> None:
+        if self._failing.get(url) == error:
+            return  # already recorded: no write and no log line per failed call
+        first = url not in self._failing
+        self._failing[url] = error
+        await self.store.write(lambda tx: ops.set_app_error(tx, url=url, error=error, at=now_ms()))
+        if first:
+            log.warning("app unreachable or refusing: %s", error, extra={"app": app, "url": url})
+
+    async def recovered(self, url: str, *, app: str | None = None, record: bool = True) -> None:
+        """A call or sync worked. `record=False` when the caller's own write already cleared the error."""
+        if url not in self._failing:
+            return
+        del self._failing[url]
+        if record:
+            await self.store.write(lambda tx: ops.set_app_error(tx, url=url, error=None, at=now_ms()))
+        log.info("app recovered: %s answers again", url, extra={"app": app, "url": url})
