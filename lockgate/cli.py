@@ -268,6 +268,8 @@ def start(sdk_urls, port, host, postgres_uri, redis_uri, signing_key, signing_ke
     try:
         check_production_keys(settings)
     except KeyProblem as exc:
+        for warning in settings.warnings:  # the log is not set up yet: say them before stopping
+            click.echo(f"lockgate: warning: {warning}", err=True)
         _fail(str(exc))
     _run_server(settings, "cloud")
 

@@ -92,7 +92,8 @@ def test_root_and_health_name_no_infrastructure_without_the_key(prod, backend):
     for path in ("/", "/health"):
         text = httpx.get(prod.url + path).text
         assert "127.0.0.1" not in text and "5432" not in text and "SQLite" not in text and "PostgreSQL" not in text
-    authed = httpx.get(prod.url + "/", headers={"Authorization": f"Bearer {SIGNING_KEY}"}).text
+    # `/` is the dashboard (a login page in start); the key holder reads the store from /v1/server.
+    authed = httpx.get(prod.url + "/v1/server", headers={"Authorization": f"Bearer {SIGNING_KEY}"}).text
     assert ("PostgreSQL" if backend.name == "postgres" else "SQLite") in authed
 
 
