@@ -131,7 +131,14 @@ class Dispatcher:
                 log.exception("leasing jobs failed")
                 await asyncio.sleep(1.0)
                 continue
+            held = set(self._inflight) | set(self._holding.values())
             for job in jobs:
+                if job.id in held:
+                    # Our own call, still running here: its lease lapsed while the store was away
+                    # (heartbeats failed) and was just taken again. A second task would call twice.
+                    log.warning("job %s: lease lapsed while its call was in flight here; keeping the one call",
+                                job.id, extra={"run_id": job.run_id})
+                    continue
                 self.adopt(job)
             if (jobs and len(jobs) == free) or applied >= TIMER_BATCH:
                 continue  # probably more due right now
