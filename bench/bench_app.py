@@ -12,20 +12,24 @@ from fastapi import FastAPI
 client = inngest.Inngest(app_id="bench", is_production=False)
 
 
-@client.create_function(fn_id="noop", trigger=inngest.TriggerEvent(event="bench/noop"))
-async def noop(ctx: inngest.Context) -> int:
-    return 1
+def noop_and_steps(client: inngest.Inngest, prefix: str) -> list:
+    """The noop and three-step functions on `client`, triggered by `<prefix>/noop` and `<prefix>/steps`."""
 
-
-@client.create_function(fn_id="three-steps", trigger=inngest.TriggerEvent(event="bench/steps"))
-async def three_steps(ctx: inngest.Context) -> int:
-    async def one() -> int:
+    @client.create_function(fn_id="noop", trigger=inngest.TriggerEvent(event=f"{prefix}/noop"))
+    async def noop(ctx: inngest.Context) -> int:
         return 1
 
-    total = 0
-    for name in ("a", "b", "c"):
-        total += await ctx.step.run(name, one)
-    return total
+    @client.create_function(fn_id="three-steps", trigger=inngest.TriggerEvent(event=f"{prefix}/steps"))
+    async def three_steps(ctx: inngest.Context) -> int:
+        async def one() -> int:
+            return 1
+
+        total = 0
+        for name in ("a", "b", "c"):
+            total += await ctx.step.run(name, one)
+        return total
+
+    return [noop, three_steps]
 
 
 @client.create_function(fn_id="waiter", trigger=inngest.TriggerEvent(event="bench/order"))
@@ -43,4 +47,4 @@ async def sleeper(ctx: inngest.Context) -> int:
 
 
 app = FastAPI()
-inngest.fast_api.serve(app, client, [noop, three_steps, waiter, sleeper])
+inngest.fast_api.serve(app, client, [*noop_and_steps(client, "bench"), waiter, sleeper])

@@ -118,13 +118,14 @@ async def direct(app_url: str, slug: str, n: int, concurrency: int) -> tuple[flo
         return n / (time.time() - start), latencies
 
 
-def start_bench_stack(*server_args: str, postgres_uri: str | None = None) -> tuple[LockgateProcess, AppProcess]:
+def start_bench_stack(*server_args: str, postgres_uri: str | None = None,
+                      log_level: str = "warning") -> tuple[LockgateProcess, AppProcess]:
     """`lockgate dev` (on-disk SQLite, or PostgreSQL at postgres_uri) and bench/bench_app.py, synced."""
     tmp = Path(tempfile.mkdtemp(prefix="lockgate-bench-"))
     app_port = free_port()
     app_url = f"http://127.0.0.1:{app_port}/api/inngest"
     server = LockgateProcess(
-        args=["dev", "--no-discovery", "--no-poll", "-u", app_url, "--quiet", *server_args],
+        args=["dev", "--no-discovery", "--no-poll", "-u", app_url, "--log-level", log_level, *server_args],
         data_dir=tmp / "data",
         log_path=tmp / "lockgate.log",
         postgres_uri=postgres_uri,
@@ -146,7 +147,8 @@ def bench_backend(args: argparse.Namespace, backend: str) -> None:
         from tests import pgtools
 
         postgres_uri = pgtools.create_database(args.postgres_admin_uri or pgtools.ADMIN_URI)
-    server, app = start_bench_stack("--workers", str(args.concurrency), postgres_uri=postgres_uri)
+    server, app = start_bench_stack("--workers", str(args.concurrency), postgres_uri=postgres_uri,
+                                    log_level=args.log_level)
     app_url = app.url
     try:
         print(f"\nstore: {'PostgreSQL' if postgres_uri else 'SQLite WAL on disk'}")
@@ -183,6 +185,8 @@ def main() -> None:
     parser.add_argument("--backends", default="sqlite,postgres", help="comma-separated: sqlite, postgres")
     parser.add_argument("--postgres-admin-uri", default=None,
                         help="server to create a fresh benchmark database on (default: LOCKGATE_TEST_POSTGRES)")
+    parser.add_argument("--log-level", default="warning",
+                        help="the server's log level: info measures the cost of the terminal activity log")
     args = parser.parse_args()
     print(f"lockgate bench — {args.events} events burst, {args.light} light-load events, "
           f"concurrency {args.concurrency}, {os.cpu_count()} cores")

@@ -78,8 +78,10 @@ def _run_server(settings: Settings, kind: str, *, create_db: bool = False, examp
 
     try:
         app, engine = build_app(settings, kind=kind, own_port=port, on_ready=ready, wait_for_apps=wait_for)
-    except (OSError, ValueError) as exc:
+    except OSError as exc:
         _fail(f"cannot set up the store: {exc}")
+    except ValueError as exc:  # a setting that only makes sense once combined (limits, outbound lists)
+        _fail(str(exc))
     try:
         serve(app, sockets, log_level=settings.log_level)
     except SystemExit:
@@ -156,6 +158,7 @@ def main() -> None:
 @click.option("--data-dir", default=None, help="Directory for the SQLite store (default .lockgate).")
 @click.option("--in-memory", is_flag=True, default=None, help="Keep nothing after exit.")
 @click.option("--postgres-uri", default=None, help="Use this PostgreSQL database instead of SQLite.")
+@click.option("--redis-uri", default=None, help="Redis: realtime messages ride Redis Streams (else in-process/PostgreSQL).")
 @click.option("--workers", type=int, default=None, help="Calls to apps in flight at once (default 100).")
 @click.option("--log-level", default=None, help="debug, info, warning or error.")
 @click.option("--qstash-port", type=int, default=None,
@@ -167,7 +170,7 @@ def main() -> None:
               help="Create the --postgres-uri database when it does not exist yet.")
 @_terminal_options
 def dev(sdk_urls, port, host, no_discovery, no_poll, poll_interval, retry_interval, config, data_dir, in_memory,
-        postgres_uri, workers, log_level, qstash_port, retention, example, create_db, quiet, log_format,
+        postgres_uri, redis_uri, workers, log_level, qstash_port, retention, example, create_db, quiet, log_format,
         cors_origins) -> None:
     """Run the development server on an embedded SQLite store (or --postgres-uri)."""
     flags = {
@@ -181,6 +184,7 @@ def dev(sdk_urls, port, host, no_discovery, no_poll, poll_interval, retry_interv
         "data_dir": data_dir,
         "in_memory": in_memory,
         "postgres_uri": postgres_uri,
+        "redis_uri": redis_uri,
         "workers": workers,
         "log_level": log_level,
         "qstash_port": qstash_port,
@@ -197,10 +201,14 @@ def dev(sdk_urls, port, host, no_discovery, no_poll, poll_interval, retry_interv
 @click.option("-p", "--port", type=int, default=None, help="Port for the APIs (default 8288; 0 picks a free one).")
 @click.option("--host", default=None, help="Address to listen on (default 127.0.0.1).")
 @click.option("--postgres-uri", default=None, help="PostgreSQL database shared by all replicas.")
-@click.option("--redis-uri", default=None, help="Redis, reserved for realtime fan-out across replicas (not used yet).")
+@click.option("--redis-uri", default=None, help="Redis: realtime messages ride Redis Streams across replicas.")
 @click.option("--signing-key", default=None, help="Signs requests to apps; apps authenticate with it.")
 @click.option("--signing-key-fallback", default=None, help="Previous signing key, accepted while rotating.")
 @click.option("--event-key", "event_keys", multiple=True, help="Accepted event key (repeatable).")
+@click.option("--signing-key-file", type=click.Path(), default=None,
+              help="Read the signing key from this file (keeps it out of `ps`).")
+@click.option("--event-key-file", type=click.Path(), default=None,
+              help="Read the event key(s) from this file, one per line.")
 @click.option("--poll-interval", type=float, default=None, help="Seconds between sync rounds (default 5).")
 @click.option("--retry-interval", type=float, default=None, help="Fixed retry delay in seconds.")
 @click.option("--config", "config", type=click.Path(), default=None, help="Config file (JSON, YAML or TOML).")
@@ -211,10 +219,12 @@ def dev(sdk_urls, port, host, no_discovery, no_poll, poll_interval, retry_interv
               help="Name of this replica, kept across restarts (default host:port): a restart takes back its calls.")
 @click.option("--retention", default=None,
               help="Keep finished runs and their events this long, e.g. 7d, 24h; 0 keeps forever.")
+@click.option("--dashboard-password", default=None,
+              help="Admin password for the dashboard (the token from `lockgate dashboard-token` works too).")
 @_terminal_options
 def start(sdk_urls, port, host, postgres_uri, redis_uri, signing_key, signing_key_fallback, event_keys,
-          poll_interval, retry_interval, config, data_dir, workers, log_level, replica_name, retention, quiet,
-          log_format, cors_origins) -> None:
+          signing_key_file, event_key_file, poll_interval, retry_interval, config, data_dir, workers, log_level,
+          replica_name, retention, quiet, log_format, cors_origins, dashboard_password) -> None:
     """Run the production server: keys required, replicas share one PostgreSQL database."""
     flags = {
         "sdk_urls": list(sdk_urls) or None,
@@ -225,18 +235,30 @@ def start(sdk_urls, port, host, postgres_uri, redis_uri, signing_key, signing_ke
         "signing_key": signing_key,
         "signing_key_fallback": signing_key_fallback,
         "event_keys": list(event_keys) or None,
+        "signing_key_file": signing_key_file,
+        "event_key_file": event_key_file,
         "poll_interval": poll_interval,
         "retry_interval": retry_interval,
         "data_dir": data_dir,
         "workers": workers,
         "replica_name": replica_name,
         "log_level": log_level,
+        "dashboard_password": dashboard_password,
         "quiet": quiet,
         "log_format": log_format,
         "cors_origins": list(cors_origins) or None,
         "retention": retention,
     }
     settings = _load(config, flags)
+    for name, flag in (("signing_key", "--signing-key"), ("signing_key_fallback", "--signing-key-fallback"),
+                       ("event_keys", "--event-key"), ("postgres_uri", "--postgres-uri")):
+        value = getattr(settings, name)
+        if name == "postgres_uri" and value and not _has_password(value):
+            continue
+        if settings.sources[name] == "flag" and value:
+            # Said through the log once it is set up, so `--log-format json` stays one object a line.
+            settings.warnings.append(f"{flag} on the command line is visible to every user of this machine "
+                                     f"(ps, shell history); use {_SAFER[name]} instead")
     if settings.sources["discovery"] == "default":
         settings.discovery = False  # production apps are named, never guessed from local ports
     if settings.sources["poll"] == "default":
@@ -248,6 +270,34 @@ def start(sdk_urls, port, host, postgres_uri, redis_uri, signing_key, signing_ke
     except KeyProblem as exc:
         _fail(str(exc))
     _run_server(settings, "cloud")
+
+
+@main.command("dashboard-token")
+@click.option("--signing-key", default=None, help="The server's signing key (default: INNGEST_SIGNING_KEY).")
+@click.option("--config", "config", type=click.Path(), default=None, help="Config file (JSON, YAML or TOML).")
+def dashboard_token_command(signing_key, config) -> None:
+    """Print the dashboard login token of a `lockgate start` server with this signing key."""
+    from lockgate.interfaces.dashboard.session import dashboard_token
+
+    settings = _load(config, {"signing_key": signing_key})
+    if not settings.signing_key:
+        _fail("no signing key: pass --signing-key or set INNGEST_SIGNING_KEY (the server's key)")
+    click.echo(dashboard_token(settings.signing_key))
+
+
+def _has_password(uri: str) -> bool:
+    from urllib.parse import urlsplit
+
+    try:
+        return bool(urlsplit(uri).password) or "password=" in uri
+    except ValueError:
+        return False
+
+
+_SAFER = {"signing_key": "--signing-key-file or INNGEST_SIGNING_KEY",
+          "signing_key_fallback": "INNGEST_SIGNING_KEY_FALLBACK",
+          "event_keys": "--event-key-file or INNGEST_EVENT_KEY",
+          "postgres_uri": "LOCKGATE_POSTGRES_URI (when it holds a password)"}
 
 
 def _start_example_app(server_port: int) -> str:
@@ -278,15 +328,16 @@ def _start_example_app(server_port: int) -> str:
 @click.option("-p", "--port", type=int, default=None, help="Port the server listens on (default 8288).")
 @click.option("--host", default=None, help="Address the server listens on.")
 @click.option("--postgres-uri", default=None, help="PostgreSQL database to check.")
+@click.option("--redis-uri", default=None, help="Redis used for realtime, to check.")
 @click.option("--data-dir", default=None, help="SQLite directory to check.")
 @click.option("--signing-key", default=None, help="Signing key the apps should hold.")
 @click.option("--config", "config", type=click.Path(), default=None, help="Config file (JSON, YAML or TOML).")
-def doctor(sdk_urls, port, host, postgres_uri, data_dir, signing_key, config) -> None:
+def doctor(sdk_urls, port, host, postgres_uri, redis_uri, data_dir, signing_key, config) -> None:
     """Check the port, the database and every app; say what to fix. Exits 1 on problems."""
     from lockgate import doctor as checks
 
     flags = {"sdk_urls": list(sdk_urls) or None, "port": port, "host": host, "postgres_uri": postgres_uri,
-             "data_dir": data_dir, "signing_key": signing_key}
+             "redis_uri": redis_uri, "data_dir": data_dir, "signing_key": signing_key}
     report = checks.run(_load(config, flags))
     for status, text in report.lines:
         click.echo(f"{status.ljust(4)}  {text}")
@@ -335,12 +386,15 @@ def backup(path, data_dir, config) -> None:
 
     settings = _load(config, {"data_dir": data_dir})
     _sqlite_only(settings, "backup")
+
+    def report(done: dict) -> None:  # printed before writes resume: what was acknowledged until now is in it
+        click.echo(f"backed up {done['runs']} run(s), {done['bytes']} bytes, to {done['path']} in {done['seconds']}s")
+        sys.stdout.flush()
+
     try:
-        done = take_backup(settings.data_dir, path)
+        take_backup(settings.data_dir, path, on_done=report)
     except BackupError as exc:
         _fail(str(exc))
-        return
-    click.echo(f"backed up {done['runs']} run(s), {done['bytes']} bytes, to {done['path']} in {done['seconds']}s")
 
 
 @main.command()

@@ -15,6 +15,7 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 
+from lockgate.engine.sync import CONNECT_APP_SCHEME
 from lockgate.protocol.signing import hashed_signing_key, sign_body, validate_signing_key
 from lockgate.settings import Settings
 
@@ -195,6 +196,33 @@ def check_server(url: str, settings: Settings, report: Report) -> dict[str, int]
     return {app["url"]: len(app["functions"]) for app in apps}
 
 
+def check_realtime(settings: Settings, server: str | None, report: Report) -> None:
+    """Redis (when configured) must answer; the running server says whether its broker is healthy."""
+    if settings.redis_uri:
+        import redis
+
+        from lockgate.realtime.redis_streams import redact
+
+        try:
+            redis.Redis.from_url(settings.redis_uri, socket_connect_timeout=3, socket_timeout=3).ping()
+        except redis.RedisError as exc:
+            report.problem(f"cannot reach Redis at {redact(settings.redis_uri)} ({exc.__class__.__name__}): realtime "
+                           "publishing fails until it is back; check --redis-uri / LOCKGATE_REDIS_URI")
+        else:
+            report.ok(f"Redis at {redact(settings.redis_uri)} answers (realtime messages)")
+    if server is None:
+        return
+    try:
+        _, _, body = _http(server + "/health")
+        realtime = json.loads(body).get("realtime") or {}
+    except (OSError, urllib.error.URLError, ValueError, AttributeError):
+        return
+    if realtime.get("problem"):
+        report.problem(f"the server's realtime broker ({realtime.get('backend')}) reports: {realtime['problem']}")
+    elif realtime.get("backend"):
+        report.ok(f"the server's realtime broker ({realtime['backend']}) is healthy")
+
+
 def run(settings: Settings) -> Report:
     report = Report()
     check_keys(settings, report)
@@ -203,9 +231,14 @@ def run(settings: Settings) -> Report:
     known = check_server(server, settings, report) if server else None
     if known is None:
         known = dict(check_database(settings, report))
+    check_realtime(settings, server, report)
     urls = list(dict.fromkeys([*settings.sdk_urls, *known]))
     if not urls and not server:
         report.warn("no apps to check: pass their serve URLs with -u")
     for url in urls:
+        if url.startswith(CONNECT_APP_SCHEME):  # its workers dial in: nothing to call; /v1/apps lists them
+            report.ok(f"app {url.removeprefix(CONNECT_APP_SCHEME)} is served by Connect workers ({known.get(url)}"
+                      " function(s) synced)")
+            continue
         check_app(url, known.get(url), settings, report)
     return report

@@ -18,11 +18,15 @@ from starlette.responses import Response
 from starlette.middleware import Middleware
 from starlette.routing import Route
 
+from lockgate import memory
 from lockgate.connect import routes as connect_routes
 from lockgate.connect.gateway import ConnectOptions
 from lockgate.engine.engine import Engine, EngineOptions
-from lockgate.interfaces import graphql_api, inngest_api, openapi, rest_v1
+from lockgate.engine.operator import OperatorError
 from lockgate.engine.retention import Retention
+from lockgate.interfaces import dashboard, graphql_api, inngest_api, metrics, openapi, realtime_api, rest_v1
+from lockgate.interfaces.dashboard import live
+from lockgate.interfaces.dashboard.session import DashboardAuth
 from lockgate.interfaces.qstash_api import QStashApi
 from lockgate.protocol.qstash_signing import DEV_CURRENT_KEY, DEV_NEXT_KEY, DEV_TOKEN, new_signing_key
 from lockgate.qstash.service import QStash, QStashOptions
@@ -30,6 +34,7 @@ from lockgate.realtime import RealtimeOptions, build_broker
 from lockgate.interfaces.auth import AccessPolicy
 from lockgate.interfaces.errors import ApiError, error_response, json_response
 from lockgate.interfaces.guard import EdgeGuard
+from lockgate.outbound import OutboundPolicy, local_addresses, parse_networks
 from lockgate.settings import Settings
 from lockgate.startup import StartupProblem
 from lockgate.store import operations as ops
@@ -75,6 +80,7 @@ def build_app(settings: Settings, *, kind: str = "dev", store: Store | None = No
               on_ready: Callable[[], None] | None = None, wait_for_apps: list[str] | None = None):
     store = store or build_store(settings)
     limits = settings.limits()
+    outbound = outbound_policy(settings, kind, own_port)
     keys = [k for k in (settings.signing_key, settings.signing_key_fallback) if k]
     engine = Engine(
         store,
@@ -96,6 +102,7 @@ def build_app(settings: Settings, *, kind: str = "dev", store: Store | None = No
             # The dev server is one process by design, so a predecessor's leases lapse at once.
             single_node=kind == "dev" or not settings.postgres_uri,
             limits=limits,
+            outbound=outbound,
             retention=Retention(seconds=settings.retention_seconds(kind),
                                 sweep_interval_s=settings.housekeeping_interval),
         ),
@@ -109,6 +116,7 @@ def build_app(settings: Settings, *, kind: str = "dev", store: Store | None = No
         extend_lease_interval_s=settings.connect_lease_interval,
         signing_keys=keys if cloud else [],
         single_node=engine.options.single_node,
+        endpoint=settings.connect_gateway_url or _gateway_url(settings.host, own_port),
     ))
     engine.realtime = build_broker(store, redis_uri=settings.redis_uri, options=RealtimeOptions(
         retention_s=settings.realtime_retention_seconds,
@@ -116,10 +124,15 @@ def build_app(settings: Settings, *, kind: str = "dev", store: Store | None = No
         max_message_bytes=settings.realtime_max_message_bytes,
         token_ttl_s=settings.realtime_token_ttl,
     ))
+    engine.progress.enabled = settings.realtime_progress
 
     async def on_api_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, ApiError)
         return error_response(exc.status, exc.message, **exc.extra)
+
+    async def on_operator_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, OperatorError)  # rerun/replay refused: the same 4xx REST clients get for bad input
+        return error_response(exc.status, str(exc))
 
     async def not_found(request: Request, exc: Exception) -> Response:
         return error_response(404, f"no route for {request.method} {request.url.path}")
@@ -127,8 +140,14 @@ def build_app(settings: Settings, *, kind: str = "dev", store: Store | None = No
     async def method_not_allowed(request: Request, exc: Exception) -> Response:
         return error_response(405, f"{request.method} is not allowed on {request.url.path}")
 
-    async def root(request: Request) -> Response:
-        return Response(f"lockgate {kind} server — store: {store.description}\n", media_type="text/plain")
+    # The dashboard: open in dev; in production a login (admin password or the signing-key token).
+    auth = DashboardAuth(required=cloud, signing_key=settings.signing_key if cloud else None,
+                         admin_password=settings.dashboard_password)
+
+    def metrics_allowed(request: Request) -> None:
+        # Scrapers send the signing key as a bearer token; a signed-in browser may look too.
+        if cloud and not auth.session(request):
+            access.check_api(request)
 
     api_document = openapi.document(limits)
 
@@ -136,11 +155,13 @@ def build_app(settings: Settings, *, kind: str = "dev", store: Store | None = No
         return json_response(api_document)
 
     routes = [
-        Route("/", root, methods=["GET"]),
+        *dashboard.routes(engine, auth, kind=kind),
+        *metrics.routes(engine, metrics_allowed),
         Route("/openapi.json", openapi_json, methods=["GET"]),
         *inngest_api.routes(engine, access),
         *rest_v1.routes(engine, access),
         *graphql_api.routes(engine, access),
+        *realtime_api.routes(engine, access, signing_keys=keys),
         *QStashApi(engine.qstash, limits).routes(),
         *connect_routes.routes(gateway, access),
     ]
@@ -149,7 +170,8 @@ def build_app(settings: Settings, *, kind: str = "dev", store: Store | None = No
         routes=routes,
         # Inside Starlette's own error layer, so an unexpected exception ends here as a JSON 500.
         middleware=[Middleware(EdgeGuard, max_body_bytes=largest_body)],
-        exception_handlers={ApiError: on_api_error, 404: not_found, 405: method_not_allowed},
+        exception_handlers={ApiError: on_api_error, OperatorError: on_operator_error, 404: not_found,
+                            405: method_not_allowed},
     )
     app.state.engine = engine
     app.state.gateway = gateway
@@ -179,6 +201,7 @@ class Lifecycle:
         self.wait_for_apps = list(wait_for_apps or [])
         self.problem: str | None = None
         self._announce: asyncio.Task | None = None
+        self._memory_keeper: asyncio.Task | None = None
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "lifespan":
@@ -198,6 +221,7 @@ class Lifecycle:
             await send({"type": "lifespan.shutdown.complete"})
 
     async def startup(self) -> None:
+        memory.tune_allocator()
         store = self.engine.store
         await store.open()
         try:
@@ -210,6 +234,7 @@ class Lifecycle:
             await store.close()
             raise
         self._announce = asyncio.create_task(self._ready_when_synced(), name="lockgate-ready")
+        self._memory_keeper = asyncio.create_task(memory.housekeeping(), name="lockgate-memory")
 
     async def _ready_when_synced(self) -> None:
         deadline = time.monotonic() + 60
@@ -225,8 +250,9 @@ class Lifecycle:
             self.on_ready()
 
     async def shutdown(self) -> None:
-        if self._announce is not None:
-            self._announce.cancel()
+        for task in (self._announce, self._memory_keeper):
+            if task is not None:
+                task.cancel()
         log.info("shutting down: finishing calls in flight, handing back the rest")
         try:
             await self.gateway.drain()
@@ -267,6 +293,29 @@ def _reachable_host(host: str) -> str:
     if host in ("0.0.0.0", "::", ""):
         return "127.0.0.1"
     return f"[{host}]" if ":" in host else host
+
+
+def outbound_policy(settings: Settings, kind: str, own_port: int | None) -> OutboundPolicy:
+    mode = settings.outbound_policy or ("strict" if kind == "cloud" else "open")
+    if mode not in ("strict", "open"):
+        raise ValueError(f"outbound_policy must be 'strict' or 'open', got {mode!r}")
+    own_ports = {p for p in (own_port, settings.port, settings.qstash_port) if p}
+    return OutboundPolicy(
+        refuse_special=mode == "strict",
+        allow=parse_networks(settings.outbound_allow, "outbound_allow"),
+        deny=parse_networks(settings.outbound_deny, "outbound_deny"),
+        own_ports=frozenset(own_ports),
+        own_hosts=local_addresses(settings.host) if mode == "strict" else frozenset(),
+    )
+
+
+def _gateway_url(host: str, port: int | None) -> str:
+    """Where other replicas send this replica's Connect workers when they drain."""
+    if port is None:
+        return ""
+    if host in ("0.0.0.0", "::", ""):
+        host = socket.gethostname()
+    return f"ws://{'[' + host + ']' if ':' in host else host}:{port}{connect_routes.GATEWAY_PATH}"
 
 
 def build_qstash(settings: Settings, store: Store, engine: Engine, kind: str) -> QStash:
@@ -323,6 +372,7 @@ def serve(app, sock: socket.socket | list[socket.socket], *, log_level: str = "i
         timeout_graceful_shutdown=15,
     )
     server = _DrainingServer(config, getattr(app, "gateway", None))  # the Lifecycle built by build_app
+    live.shutting_down = lambda: server.should_exit  # open live pages end at once on shutdown
     # uvicorn drains requests and runs our shutdown (finish in-flight calls, hand back leases) on
     # SIGTERM, then re-raises the signal; a no-op handler here turns that into a clean exit 0.
     signal.signal(signal.SIGTERM, lambda *_: None)

@@ -42,6 +42,8 @@ class Settings:
                                              help="most messages a realtime channel keeps for resuming")
     realtime_max_message_bytes: int = _spec(512 * 1024, env=("LOCKGATE_REALTIME_MAX_MESSAGE_BYTES",),
                                             help="largest realtime message accepted (413 above)")
+    realtime_progress: bool = _spec(True, env=("LOCKGATE_REALTIME_PROGRESS",),
+                                    help="publish every run's progress to lockgate:run:<id> and lockgate:runs")
     realtime_token_ttl: float = _spec(3600.0, env=("LOCKGATE_REALTIME_TOKEN_TTL",),
                                       help="seconds a realtime subscription token stays valid")
     sdk_urls: list[str] = _spec(list, env=("LOCKGATE_SDK_URL", "INNGEST_SDK_URL"), help="apps to sync")
@@ -69,6 +71,9 @@ class Settings:
                                              " retried after four missed")
     connect_heartbeat_interval: int = _spec(10, env=("LOCKGATE_CONNECT_HEARTBEAT_INTERVAL",),
                                             help="seconds between Connect heartbeats; silent for three: gone")
+    connect_gateway_url: str | None = _spec(None, env=("LOCKGATE_CONNECT_GATEWAY_URL",),
+                                            help="this replica's ws(s)://…/v0/connect URL as workers reach it"
+                                                 " (default: ws://<host>:<port>/v0/connect)")
     log_level: str = _spec("info", env=("LOCKGATE_LOG_LEVEL",), help="debug, info, warning or error")
     qstash_port: int | None = _spec(None, env=("LOCKGATE_QSTASH_PORT", "QSTASH_DEV_PORT"),
                                     help="also serve every API on this port (8080: where QStash dev settings look)")
@@ -82,6 +87,9 @@ class Settings:
                                                 help="the next QStash signing key, for rotation")
     qstash_backoff_scale: float = _spec(1.0, env=("LOCKGATE_QSTASH_BACKOFF_SCALE",),
                                         help="shrinks QStash's default retry backoff (tests, dev)")
+    dashboard_password: str | None = _spec(None, env=("LOCKGATE_DASHBOARD_PASSWORD",), secret=True,
+                                           help="admin password for the dashboard in `start` (besides the token"
+                                                " `lockgate dashboard-token` prints)")
     sqlite_synchronous: str = _spec("NORMAL", env=("LOCKGATE_SQLITE_SYNCHRONOUS",),
                                     help="NORMAL survives killed processes; FULL also power loss")
     quiet: bool = _spec(False, env=("LOCKGATE_QUIET",), help="log only warnings and errors")
@@ -117,6 +125,20 @@ class Settings:
     housekeeping_interval: float = _spec(60.0, env=("LOCKGATE_HOUSEKEEPING_INTERVAL",),
                                          help="seconds between retention and expiry sweeps")
 
+    # Outbound policy (lockgate/outbound.py, README "Outbound policy").
+    outbound_policy: str | None = _spec(None, env=("LOCKGATE_OUTBOUND_POLICY",),
+                                        help="strict (default in start): refuse link-local/metadata and lockgate's "
+                                             "own listeners; open (default in dev): only the lists apply")
+    outbound_allow: list[str] = _spec(list, env=("LOCKGATE_OUTBOUND_ALLOW",),
+                                      help="addresses/CIDR ranges always allowed (checked first)")
+    outbound_deny: list[str] = _spec(list, env=("LOCKGATE_OUTBOUND_DENY",), help="addresses/CIDR ranges refused")
+
+    # Keys from files keep them out of `ps` and shell history (read at start-up, whitespace trimmed).
+    signing_key_file: str | None = _spec(None, env=("LOCKGATE_SIGNING_KEY_FILE", "INNGEST_SIGNING_KEY_FILE"),
+                                         help="file holding the signing key")
+    event_key_file: str | None = _spec(None, env=("LOCKGATE_EVENT_KEY_FILE", "INNGEST_EVENT_KEY_FILE"),
+                                       help="file holding the event key(s), one per line or comma-separated")
+
     sources: dict[str, str] = field(default_factory=dict, repr=False)
     warnings: list[str] = field(default_factory=list, repr=False)  # ignored keys, said at start-up
 
@@ -138,7 +160,21 @@ class Settings:
                     break
         if flags:
             settings._apply({k: v for k, v in flags.items() if v is not None}, "flag")
+        settings._read_key_files()
         return settings
+
+    def _read_key_files(self) -> None:
+        for path_field, key_field in (("signing_key_file", "signing_key"), ("event_key_file", "event_keys")):
+            path = getattr(self, path_field)
+            if not path:
+                continue
+            try:
+                text = Path(path).read_text().strip()
+            except OSError as exc:
+                raise ValueError(f"cannot read {path_field.replace('_', '-')} {path}: {exc.strerror}") from None
+            if not text:
+                raise ValueError(f"{path_field.replace('_', '-')} {path} is empty")
+            self._set(key_field, text.replace("\n", ",") if key_field == "event_keys" else text, f"file {path}")
 
     def _apply(self, values: dict[str, Any], source: str) -> None:
         """Apply a config file's keys: lockgate's names and the Inngest CLI's. Keys lockgate does
@@ -213,13 +249,13 @@ class Settings:
 
 
 _BOOKKEEPING = {"sources", "warnings"}
-_BOOL_NAMES = {"in_memory", "discovery", "poll", "quiet"}
+_BOOL_NAMES = {"in_memory", "discovery", "poll", "quiet", "realtime_progress"}
 _INT_NAMES = {"port", "workers", "postgres_pool_size", "qstash_port", "connect_lease_interval",
               "connect_heartbeat_interval", "realtime_retention_messages", "realtime_max_message_bytes",
               *Limits.names()}
 _FLOAT_NAMES = {"poll_interval", "retry_interval", "lease_timeout", "qstash_backoff_scale", "housekeeping_interval",
                 "realtime_retention_seconds", "realtime_token_ttl"}
-_LIST_NAMES = {"sdk_urls", "event_keys", "cors_origins"}
+_LIST_NAMES = {"sdk_urls", "event_keys", "cors_origins", "outbound_allow", "outbound_deny"}
 
 # The Inngest CLI's config-file keys (`inngest dev` / `inngest start`), as lockgate settings.
 _ALIASES = {

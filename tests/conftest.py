@@ -113,6 +113,7 @@ class LockgateProcess:
     log_path: Path | None = None
     env: dict[str, str] = field(default_factory=dict)
     postgres_uri: str | None = None  # on the postgres backend: this process's database (kept across restarts)
+    cwd: Path = ROOT  # `python -m lockgate` runs the lockgate package found here (an older release, say)
 
     @property
     def url(self) -> str:
@@ -129,7 +130,7 @@ class LockgateProcess:
         CURRENT_BACKEND.servers.append(self)
         self._log = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL
         env = {**os.environ, **self.env}
-        self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.PIPE, cwd=ROOT, env=env)
+        self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.PIPE, cwd=self.cwd, env=env)
         line = b""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -173,6 +174,23 @@ class LockgateProcess:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+
+
+def query_store(server: "LockgateProcess", sql: str) -> list[tuple]:
+    """Rows straight from a server's store (its SQLite file or PostgreSQL database)."""
+    if server.postgres_uri:
+        import psycopg
+
+        with psycopg.connect(server.postgres_uri) as conn:
+            return [tuple(r) for r in conn.execute(sql)]
+    import sqlite3
+
+    assert server.data_dir is not None, "an in-memory server's store cannot be read from outside"
+    conn = sqlite3.connect(server.data_dir / "lockgate.db")
+    try:
+        return [tuple(r) for r in conn.execute(sql)]
+    finally:
+        conn.close()
 
 
 @dataclass
@@ -246,7 +264,10 @@ def ensure_node_sdk(sdk: str) -> Path:
 
 @dataclass
 class NodeAppProcess(AppProcess):
-    """tests/e2e/js_app/app.cjs under node, served by the official `inngest` JS SDK installed in js_app/<module>/."""
+    """tests/e2e/js_app/app.cjs (or `script`) under node, served by the official `inngest` JS SDK installed in
+    js_app/<module>/."""
+
+    script = "app.cjs"  # not a dataclass field: subclasses name another app file
 
     def start(self) -> "NodeAppProcess":
         env = {
@@ -260,7 +281,7 @@ class NodeAppProcess(AppProcess):
             **self.extra_env,
         }
         env = {k: v for k, v in env.items() if v is not None}  # None unsets a variable
-        self.proc = subprocess.Popen(["node", str(JS_APP_DIR / "app.cjs")], cwd=JS_APP_DIR, env=env)
+        self.proc = subprocess.Popen(["node", str(JS_APP_DIR / self.script)], cwd=JS_APP_DIR, env=env)
         # Any answer will do: a cloud-mode SDK refuses unsigned GETs with 401.
         wait_until(lambda: httpx.get(self.url, timeout=1).status_code < 500, what=f"js app ({self.module})")
         return self

@@ -44,7 +44,7 @@ ENV_ID = "lockgate"
 HANDSHAKE_TIMEOUT_S = 10.0
 ACK_TIMEOUT_S = 10.0  # a worker that does not acknowledge a request in time never started it
 BEAT_EVERY_S = 5.0  # this replica's and its workers' rows in the store
-RELAY_ERROR = "error:"  # prefix of a relayed outcome that is a transport error, not an SDKResponse
+RELAY_ERROR = "error:"  # prefix of a relayed outcome that is a transport error (`error:<reason>:<message>`)
 
 
 @dataclass(slots=True)
@@ -54,6 +54,8 @@ class ConnectOptions:
     worker_wait_s: float = 30.0  # how long a call waits for a worker of its app to (re)connect
     signing_keys: list[str] = field(default_factory=list)  # empty: dev, no session tokens
     single_node: bool = True  # no other replica can hold a worker or a reply
+    endpoint: str = ""  # this replica's ws URL as other replicas hand it to workers
+    drain_wait_s: float = 5.0  # on shutdown, how long workers get to move to another replica
 
     @property
     def lease_ttl_s(self) -> float:
@@ -121,7 +123,7 @@ class Gateway:
         self.options = options
         self.sync_apps = sync_apps  # WORKER_CONNECT → the engine's app sync; returns an error or None
         self.id = f"gw-{uuid.uuid4().hex[:12]}"
-        self.endpoint = ""  # ws URL of this replica, learned from the first /v0/connect/start
+        self.endpoint = options.endpoint
         self.draining = False
         self.sessions: dict[str, Session] = {}
         self.calls: dict[str, Call] = {}  # request id → call handed to a worker here
@@ -135,6 +137,7 @@ class Gateway:
     # -- lifecycle ---------------------------------------------------------------------
 
     async def start(self) -> None:
+        await self._beat()
         self._tasks.append(asyncio.create_task(self._housekeeping(), name="lockgate-connect-housekeeping"))
 
     async def drain(self) -> None:
@@ -150,8 +153,13 @@ class Gateway:
                 await session.send(pb.frame(Kind.GATEWAY_CLOSING))
             except Exception:
                 pass
-        if self.sessions:
-            log.info("draining: asked %d Connect worker(s) to reconnect", len(self.sessions))
+        if not self.sessions:
+            return
+        log.info("draining: asked %d Connect worker(s) to reconnect", len(self.sessions))
+        # Keep answering /v0/connect/start for a moment: it points the workers at another replica.
+        deadline = time.monotonic() + self.options.drain_wait_s
+        while self.sessions and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
 
     async def stop(self) -> None:
         await self.drain()
@@ -176,9 +184,6 @@ class Gateway:
     # -- bootstrap (/v0/connect/start) -------------------------------------------------
 
     async def start_response(self, own_endpoint: str, exclude: list[str]) -> tuple[int, bytes | str]:
-        if not self.endpoint:
-            self.endpoint = own_endpoint
-            self._spawn(self._beat())
         endpoint, group = own_endpoint, self.id
         if self.draining or self.id in exclude:
             others = await self.store.read(cops.live_gateways, now_ms() - int(3 * BEAT_EVERY_S * 1000))
@@ -349,7 +354,7 @@ class Gateway:
                 return TransportError(
                     f"no Connect worker of app {app!r} is ready to take the call (waited"
                     f" {self.options.worker_wait_s:.0f}s): start one with connect(), or check that it reaches this"
-                    " server; the call is retried")
+                    " server; the call is retried", reason="connect_no_worker")
             self._capacity.clear()
             try:
                 await asyncio.wait_for(self._capacity.wait(), timeout=1.0)
@@ -409,7 +414,7 @@ class Gateway:
                         " connection; the call is retried", call.session.label(), rid, call.request.run_id)
             return TransportError(
                 f"the Connect {call.session.label()} stopped extending its lease on this call (it crashed or"
-                " lost its connection); the call is retried on a connected worker")
+                " lost its connection); the call is retried on a connected worker", reason="connect_lease_lost")
 
     # -- relaying between replicas -------------------------------------------------------
 
@@ -432,7 +437,7 @@ class Gateway:
                 fresh = now_ms() - int(3 * BEAT_EVERY_S * 1000)
                 if not await self.store.read(cops.gateway_alive, gateway_id, fresh):
                     return TransportError(f"the lockgate replica {gateway_id} that held the Connect worker for this"
-                                          " call stopped; the call is retried")
+                                          " call stopped; the call is retried", reason="connect_replica_lost")
         finally:
             self.relayed.pop(rid, None)
             self._spawn(self.store.write(cops.forget_requests, [rid]))
@@ -442,7 +447,7 @@ class Gateway:
         self.relayed_in += 1
         outcome = await self.call(request, relay=False)
         if isinstance(outcome, TransportError):
-            text = RELAY_ERROR + outcome.message
+            text = f"{RELAY_ERROR}{outcome.reason}:{outcome.message}"
         else:
             text = base64.b64encode(outcome.SerializeToString()).decode()
         await self.store.write(cops.record_reply, rid, text, now_ms())
@@ -512,7 +517,8 @@ class Gateway:
 
 def _decode_outcome(text: str) -> Any:
     if text.startswith(RELAY_ERROR):
-        return TransportError(text[len(RELAY_ERROR):])
+        reason, _, message = text[len(RELAY_ERROR):].partition(":")
+        return TransportError(message, reason=reason)
     return pb.SDKResponse.FromString(base64.b64decode(text))
 
 

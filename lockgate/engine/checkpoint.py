@@ -6,7 +6,8 @@ after another in the same request and reports each through
 had come back in a 206, so a crash of the app or of lockgate afterwards never runs it again;
 but no discovery call is queued, because the SDK is still running the function. The call
 itself ends later with a 206 (`RunComplete`, a sleep, a wait, ...) that the interpreter
-settles as usual.
+settles as usual. A checkpoint that saved a step resets the call's attempt counter, so a step
+failing later in the same call gets the function's full retries.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any
 
 import orjson
 
+from lockgate.engine import progress
 from lockgate.engine.interpreter import MAX_STEP_OUTPUT_BYTES, MAX_STEPS_PER_RUN
 from lockgate.models import RunStatus, Step
 from lockgate.protocol.sdk_response import parse_op
@@ -76,6 +78,10 @@ def save_checkpoint(tx: Tx, run_id: str, body: Any, *, now: int) -> int:
         if ops.record_step(tx, step):
             stack.append(op.id)
             saved += 1
+            progress.note("step.finished", run, step=progress.step_info(op.id, op.display_name, op.op), output=op.data)
     if saved:
         ops.update_run(tx, run_id, stack=stack, reason=None)
+        if qi_id:
+            # Progress was made: a step failing later in this call gets its full retries (as Inngest).
+            tx.execute("UPDATE jobs SET attempt = 0 WHERE id = ? AND run_id = ?", (qi_id, run_id))
     return saved

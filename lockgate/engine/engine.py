@@ -10,7 +10,7 @@ from typing import Any
 import aiohttp
 import orjson
 
-from lockgate.engine import checkpoint, cron, interpreter, waits
+from lockgate.engine import checkpoint, cron, interpreter, operator, progress, signals, step_requests, waits
 from lockgate.engine.flow import admission
 from lockgate.engine.dispatcher import LEASE_MS, Dispatcher, Timers
 from lockgate.engine.executor import APP_KEEPALIVE_S, Executor, connection_reuse_trace
@@ -31,6 +31,7 @@ from lockgate.protocol.signing import sign_body
 from lockgate.limits import DEFAULT as DEFAULT_LIMITS, Limits
 from lockgate.models import DISCOVERY_STEP, Event, Function, Job, JobKind, Run, RunStatus, now_ms
 from lockgate.store import flow_operations as flow_ops
+from lockgate.outbound import OutboundPolicy
 from lockgate.store import operations as ops
 from lockgate.store.base import Store, Tx
 
@@ -60,6 +61,7 @@ class EngineOptions:
     single_node: bool = True  # SQLite: leases of a previous process lapse at start-up
     replica_name: str | None = None  # several replicas: stable across restarts (default host:port)
     limits: Limits = DEFAULT_LIMITS  # sizes clients may send (event ids, functions per sync, ...)
+    outbound: OutboundPolicy = field(default_factory=OutboundPolicy)  # where calls to apps may go
     retention: Retention = field(default_factory=lambda: Retention(seconds=0))
 
 
@@ -101,6 +103,7 @@ class Engine:
         self.qstash: Any = None  # lockgate.qstash.service.QStash, attached by the server
         self.connect: Any = None  # lockgate.connect.gateway.Gateway, attached by the server
         self.realtime: Broker = InProcessBroker()  # the server attaches the configured backend
+        self.progress = progress.ProgressPublisher(self.realtime, self._app_of)
         self._known_urls: list[str] = []
         self.health = AppHealth(store)
         self._app_urls: dict[str, str] = {}  # app name -> its URL, for health bookkeeping
@@ -123,7 +126,8 @@ class Engine:
         self.session = aiohttp.ClientSession(
             timeout=timeout,
             connector=aiohttp.TCPConnector(limit=max(200, self.options.workers * 2), limit_per_host=0,
-                                           keepalive_timeout=APP_KEEPALIVE_S),
+                                           keepalive_timeout=APP_KEEPALIVE_S,
+                                           socket_factory=self.options.outbound.socket_factory),
             trace_configs=[connection_reuse_trace()],
         )
         self._fresh_session = aiohttp.ClientSession(
@@ -138,6 +142,8 @@ class Engine:
         await self.membership.start()
         self.store.listen({ops.JOBS_CHANNEL: self.dispatcher.wake, ops.FUNCTIONS_CHANNEL: self._functions_changed,
                            **self.listeners})
+        self.progress.broker = self.realtime
+        self.progress.start()
         await self.dispatcher.start()
         self._background.append(asyncio.create_task(self._sync_loop(), name="lockgate-sync"))
         self._background.append(asyncio.create_task(self.housekeeping.run_forever(), name="lockgate-housekeeping"))
@@ -154,6 +160,7 @@ class Engine:
             await self.store.write(ops.release_leases_of, self.dispatcher.owner)
         except Exception:
             log.exception("could not hand back leased jobs; they return when their leases lapse")
+        await self.progress.stop()
         await self.membership.stop()
         for session in (self.session, self._fresh_session):
             if session is not None:
@@ -180,21 +187,21 @@ class Engine:
 
     # -- events --------------------------------------------------------------------
 
-    async def ingest(self, body: Any, *, seed: str | None = None) -> list[str]:
+    async def ingest(self, body: Any, *, seed: str | None = None, allow_internal: bool = False) -> list[str]:
         """Validate, commit and match events; returns their internal ids. Raises EventValidationError."""
         now = now_ms()
-        events = parse_events(body, seed=seed, now=now, max_id_length=self.options.limits.max_event_id_length)
+        events = parse_events(body, seed=seed, now=now, allow_internal=allow_internal,
+                              max_id_length=self.options.limits.max_event_id_length)
         registry = self.registry
         handoff = Handoff(owner=self.dispatcher.owner, lease_ms=self.dispatcher.lease_ms, limit=self.dispatcher.free_slots)
-        result = await self.store.write(lambda tx: ingest_in_tx(tx, events, registry, now=now, handoff=handoff))
+        result = await self._write(lambda tx: ingest_in_tx(tx, events, registry, now=now, handoff=handoff))
         for job, run in result.leased:
             self.dispatcher.adopt(job, (run, {}))
-        if len(result.run_ids) > len(result.leased) or result.resumed or result.deferred:
+        if len(result.run_ids) > len(result.leased) or result.resumed or result.deferred or result.cancelled:
             self.dispatcher.wake()
         for event in result.unmatched:
-            if event_log.isEnabledFor(logging.INFO):
-                event_log.info("event %s started nothing: %s", event.name, why_nothing_started(registry, event.name),
-                               extra={"event_id": event.internal_id})
+            event_log.info("event %s started nothing: %s", event.name, event.started_nothing,
+                           extra={"event_id": event.internal_id})
         for run_id, event in result.resumed_runs:
             event_log.info("event %s resumed a waiting run", event.name,
                            extra={"run_id": run_id, "event_id": event.internal_id})
@@ -240,15 +247,127 @@ class Engine:
 
     async def cancel_run(self, run_id: str, *, reason: str = "cancelled through the API") -> Any:
         ctx = self.context
-        run = await self.store.write(lambda tx: interpreter.cancel_run(tx, ctx, run_id, now=now_ms(), reason=reason))
+        run = await self._write(lambda tx: interpreter.cancel_run(tx, ctx, run_id, now=now_ms(), reason=reason))
         self.dispatcher.wake()
         if run is not None and not RunStatus(run.status).is_final:
             run_log.info("run cancelled: %s", reason, extra={"run_id": run_id, "function": run.function_slug})
         return run
 
+    async def fast_forward(self, run_id: str) -> list[Job] | None:
+        """Dev only: the run's pending sleeps and wait timeouts fire now. None: no such run."""
+        now = now_ms()
+
+        def advance(tx: Tx) -> list[Job] | None:
+            if ops.get_run(tx, run_id) is None:
+                return None
+            return ops.fast_forward_run(tx, run_id, now=now)
+
+        advanced = await self.store.write(advance)
+        if advanced:
+            self.dispatcher.wake()
+        return advanced
+
+    # -- operator actions (dashboard and REST) ----------------------------------------
+
+    async def rerun(self, run_id: str) -> Any:
+        """A new run of the same function and events, from the start. Raises operator.OperatorError."""
+        registry = self.registry
+        run = await self._write(lambda tx: operator.rerun_in_tx(tx, registry, run_id, now=now_ms()))
+        self.dispatcher.wake()
+        return run
+
+    async def cancel_runs(self, run_ids: list[str], *, reason: str) -> int:
+        """Bulk cancel, 100 runs per transaction; returns how many were still running."""
+        ctx, cancelled = self.context, 0
+        for start in range(0, len(run_ids), 100):
+            chunk = run_ids[start:start + 100]
+
+            def cancel_chunk(tx: Tx) -> int:
+                now = now_ms()
+                done = 0
+                for run_id in chunk:
+                    before = interpreter.cancel_run(tx, ctx, run_id, now=now, reason=reason)
+                    done += before is not None and not RunStatus(before.status).is_final
+                return done
+
+            cancelled += await self._write(cancel_chunk)
+        self.dispatcher.wake()
+        return cancelled
+
+    async def rerun_runs(self, run_ids: list[str]) -> list[str]:
+        """Bulk rerun, 100 runs per transaction; returns the new run ids (skipping runs that cannot rerun)."""
+        registry, started = self.registry, []
+        for start in range(0, len(run_ids), 100):
+            chunk = run_ids[start:start + 100]
+
+            def rerun_chunk(tx: Tx) -> list[str]:
+                now, ids = now_ms(), []
+                for run_id in chunk:
+                    try:
+                        ids.append(operator.rerun_in_tx(tx, registry, run_id, now=now).run_id)
+                    except operator.OperatorError as exc:
+                        log.warning("bulk rerun skipped run %s: %s", run_id, exc)
+                return ids
+
+            started += await self._write(rerun_chunk)
+        self.dispatcher.wake()
+        return started
+
+    async def replay_event(self, internal_id: str) -> str:
+        """Send a stored event again as a new event; returns the new event's internal id."""
+        event = await self.store.read(ops.get_event, internal_id)
+        if event is None:
+            raise operator.OperatorError(404, f"event {internal_id} not found")
+        body = {"name": event.name, "data": event.data, "user": event.user, "v": event.v}
+        return (await self.ingest(body, allow_internal=True))[0]
+
+    async def add_app(self, url: str) -> str | None:
+        """Sync an app by URL now (and on every later sync round); returns the error, if any."""
+        return await self.sync_url(url)
+
+    async def remove_app(self, name: str) -> bool:
+        app = await self.store.read(ops.get_app, name)
+        if app is None:
+            return False
+        if app.url in self._known_urls:  # or the next sync round would bring it back
+            self._known_urls.remove(app.url)
+        removed = await self.store.write(lambda tx: operator.remove_app_in_tx(tx, name, now=now_ms()))
+        await self.reload_registry()
+        return removed
+
+    async def send_signal(self, signal: str, data: Any) -> str | None:
+        """Resume the run waiting for this signal; its run id, or None when no run waits for it."""
+        run_id, jobs = await self.store.write(lambda tx: signals.deliver(tx, signal, data, now=now_ms()))
+        if jobs:
+            self.dispatcher.wake()
+        return run_id
+
     async def checkpoint(self, run_id: str, body: Any) -> int:
         """Save steps a JS v4 SDK ran inside a call still in flight. Raises CheckpointError."""
-        return await self.store.write(lambda tx: checkpoint.save_checkpoint(tx, run_id, body, now=now_ms()))
+        return await self._write(lambda tx: checkpoint.save_checkpoint(tx, run_id, body, now=now_ms()))
+
+    # -- run progress ----------------------------------------------------------------
+
+    async def _write(self, fn: Any) -> Any:
+        """A store write whose progress notes are published once it committed."""
+        collected, notes = progress.collecting(fn)
+        result = await self.store.write(collected)
+        if notes:
+            self.progress.publish(notes)
+        return result
+
+    def _announce_call(self, run: Any, job: Job) -> None:
+        if job.step_id != DISCOVERY_STEP:
+            # A planned step (parallel or v4's one-step-per-call) is about to run.
+            step = progress.step_info(job.step_id, None, "StepPlanned", job.attempt)
+            self.progress.publish([("step.started", run.run_id, run.function_slug, RunStatus.RUNNING.value,
+                                    {"step": step})])
+        elif not run.stack and job.attempt == 0 and not run.pending_steps:
+            self.progress.publish([("run.started", run.run_id, run.function_slug, RunStatus.RUNNING.value, {})])
+
+    def _app_of(self, slug: str) -> str | None:
+        fn = self.registry.by_slug.get(slug)
+        return fn.app_name if fn else None
 
     # -- jobs ----------------------------------------------------------------------
 
@@ -258,11 +377,13 @@ class Engine:
         if job.kind == JobKind.CALL.value:
             return await self._call_once(job, ctx, state)
         if job.kind == JobKind.WAKE.value:  # one at a time only when the bulk path could not apply it
-            settled = await self.store.write(lambda tx: interpreter.wake_sleep(tx, ctx, job, now=now_ms()))
+            settled = await self._write(lambda tx: interpreter.wake_sleep(tx, ctx, job, now=now_ms()))
             for next_job in settled.next_jobs:
                 self.dispatcher.adopt(next_job, settled.next_state)
+        elif job.kind == JobKind.STEP_REQUEST.value:
+            await self._handle_step_request(job, ctx)
         elif job.kind in TIMER_KINDS:
-            await self.store.write(lambda tx: _fire_timer(tx, ctx, job, now_ms()))
+            await self._write(lambda tx: _fire_timer(tx, ctx, job, now_ms()))
         elif job.kind in (JobKind.QSTASH_DELIVERY.value, JobKind.QSTASH_SCHEDULE.value) and self.qstash:
             await self.qstash.handle_job(job, self.session)
         else:
@@ -270,6 +391,24 @@ class Engine:
             await self.store.write(ops.release_job, job)
         self.dispatcher.wake()
         return None
+
+    async def _handle_step_request(self, job: Job, ctx: interpreter.EngineContext) -> None:
+        """Make the request a step asked the server to make (step.ai.infer, step.fetch), then resume the run."""
+        run = await self.store.read(ops.get_run, job.run_id)
+        fn = None if run is None else (ctx.registry.by_id.get(run.function_id)
+                                       or await self.store.read(ops.get_function, run.function_id))
+        if run is None or fn is None or RunStatus(run.status).is_final:
+            await self.store.write(ops.release_job, job)
+            return
+        payload = job.payload or {}
+        result = await step_requests.perform(self.session, payload.get("op", ""), payload.get("opts"))
+        if result.error is not None:
+            log.warning("step %s of run %s: %s", payload.get("display_name") or job.step_id, job.run_id,
+                        result.error["message"])
+        settled = await self.store.write(
+            lambda tx: interpreter.settle_step_request(tx, ctx, job, fn, result, now=now_ms()))
+        for next_job in settled.next_jobs:
+            self.dispatcher.adopt(next_job, settled.next_state)
 
     def _apply_due_timers(self, tx: Tx, now: int, limit: int) -> int:
         """Apply up to `limit` due timers inside the dispatcher's leasing transaction; returns how many.
@@ -308,17 +447,18 @@ class Engine:
         if fn is None:
             fn = await self.store.read(ops.get_function, run.function_id)
         if fn is None:
-            error = {"name": "Error", "message": f"function {run.function_slug} no longer exists"}
-            await self.store.write(
+            error = interpreter.server_error(f"function {run.function_slug} no longer exists")
+            await self._write(
                 lambda tx: interpreter.finish_run(tx, ctx, run, RunStatus.FAILED, error=error, now=now_ms(), keep_job=None)
             )
             return
+        self._announce_call(run, job)
         started = now_ms()
         if job.step_id == DISCOVERY_STEP and job.attempt == 0 and not run.stack:
             run_log.info("run started", extra={"run_id": run.run_id, "function": fn.slug})
         result = await self.executor.call(run, fn, job, memos)
         await self._note_app_health(fn, result)
-        settled = await self.store.write(
+        settled = await self._write(
             lambda tx: interpreter.settle_call(tx, ctx, job, fn, result, started_at=started, now=now_ms())
         )
         _log_settled(run, fn, job, settled)

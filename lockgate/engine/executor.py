@@ -42,6 +42,10 @@ FAILURE_REASONS = {
     "bad_signature": "the signature of the request or of the answer did not match",
     "http_status": "the app answered with an error status",
     "bad_response": "the app's answer is not one an SDK gives",
+    "connect": "the call could not go over Connect",
+    "connect_no_worker": "no Connect worker of the app was ready to take the call",
+    "connect_lease_lost": "the Connect worker stopped extending its lease (it crashed or lost its connection)",
+    "connect_replica_lost": "the lockgate replica holding the Connect worker stopped",
 }
 
 
@@ -124,21 +128,29 @@ class Executor:
             return None
 
     async def call(self, run: Run, fn: Function, job: Job, memos: dict[str, Any]) -> SdkResult:
-        """One call to the app, over whichever transport it is reached by: HTTP, or a Connect worker."""
+        """One call to the app, over whichever transport reaches it: HTTP, or a Connect worker."""
         if fn.url.startswith(CONNECT_STEP_SCHEMES):
-            data = self.build_body(run, fn, job, memos, signed=False)  # the WebSocket is authenticated instead
-            self.calls += 1
-            if self.connect is None:
-                return TransportError("this server has no Connect gateway, but the function is served over Connect")
-            request = connect_request(app_name=fn.app_name, function_id=fn.id, function_slug=fn.slug,
-                                      step_id=job.step_id or "step", run_id=run.run_id, job_id=job.id,
-                                      request_id=new_ulid(), body=data)
-            reply = await self.connect.call(request)
-            if isinstance(reply, TransportError):
-                return reply
-            status, headers, body = reply_as_http(reply)
-            return parse_sdk_response(status, headers, body, now_ms())
-        return await self._call_http(run, fn, job, memos)
+            result = await self._call_connect(run, fn, job, memos)
+        else:
+            result = await self._call_http(run, fn, job, memos)
+        if isinstance(result, (TransportError, FunctionErrored)):
+            self._failed(run, fn, job, result)
+        return result
+
+    async def _call_connect(self, run: Run, fn: Function, job: Job, memos: dict[str, Any]) -> SdkResult:
+        data = self.build_body(run, fn, job, memos, signed=False)  # the WebSocket is authenticated instead
+        self.calls += 1
+        if self.connect is None:
+            return TransportError("this server has no Connect gateway, but the function is served over Connect",
+                                  reason="connect")
+        request = connect_request(app_name=fn.app_name, function_id=fn.id, function_slug=fn.slug,
+                                  step_id=job.step_id or "step", run_id=run.run_id, job_id=job.id,
+                                  request_id=new_ulid(), body=data)
+        reply = await self.connect.call(request)
+        if isinstance(reply, TransportError):
+            return reply
+        status, headers, body = reply_as_http(reply)
+        return parse_sdk_response(status, headers, body, now_ms())
 
     async def _call_http(self, run: Run, fn: Function, job: Job, memos: dict[str, Any]) -> SdkResult:
         data = self.build_body(run, fn, job, memos)
@@ -160,8 +172,6 @@ class Executor:
             # send it again at once on a new connection, without using up an attempt.
             self._failed(run, fn, job, result, retried=True)
             result = await self._post(self.fresh_session, url, data, headers)
-        if isinstance(result, (TransportError, FunctionErrored)):
-            self._failed(run, fn, job, result)
         return result
 
     async def _post(self, session: aiohttp.ClientSession, url: str, data: bytes, headers: dict) -> SdkResult:

@@ -11,10 +11,10 @@ from typing import Any
 
 import orjson
 
-from lockgate.engine import cancellation
+from lockgate.engine import cancellation, progress
 from lockgate.engine.flow.concurrency import lease_call
 from lockgate.engine.flow.config import flow_of
-from lockgate.engine.registry import Registry
+from lockgate.engine.registry import Registry, why_nothing_started
 from lockgate.models import DISCOVERY_STEP, Event, Function, Job, JobKind, Run, RunStatus, Wait
 from lockgate.protocol.event_ids import new_ulid, ulid_from_seed
 from lockgate.protocol.text import has_control_chars
@@ -128,6 +128,7 @@ class IngestResult:
     deferred: int = 0  # events held in a debounce or batch window (their timers need the dispatcher)
     resumed_runs: list[tuple[str, Event]] = field(default_factory=list)  # (run id, the event that resumed it)
     unmatched: list[Event] = field(default_factory=list)  # events no function's trigger matched
+    cancelled: int = 0  # runs cancelled by these events (their system events may start runs)
 
 
 @dataclass(slots=True)
@@ -199,6 +200,7 @@ def create_run_in_tx(
     timers = admission.prepare_run(tx, fn, run, job, now) if shaped else []
     ops.insert_run(tx, run)
     ops.enqueue(tx, [job, *timers])
+    progress.note("run.queued", run)
     if len(events) == 1:  # batched runs get no cancel listeners
         cancellation.register_listeners(tx, fn, run, now=now)
     if handoff is not None and result is not None and len(result.leased) < handoff.limit:
@@ -220,6 +222,7 @@ def ingest_in_tx(
         reason = f"cancelled by event {event.name!r} (id {event.id})"
         interpreter.cancel_run(tx, interpreter.EngineContext(registry=registry), listener.run_id, now=now,
                                reason=reason)
+        result.cancelled += 1
 
     ops.insert_events(tx, events)
     result = IngestResult()
@@ -229,7 +232,10 @@ def ingest_in_tx(
         result.resumed_runs.extend((job.run_id, event) for job in resumed if job.run_id)
         payload = event.payload()
         functions = registry.match(payload)
-        if not functions and not resumed:
+        if not functions and not resumed and not event.name.startswith(RESERVED_PREFIX):
+            # System events (a run finished...) usually start nothing: only users' events are explained.
+            event.started_nothing = why_nothing_started(registry, event.name)
+            ops.note_started_nothing(tx, event.internal_id, event.started_nothing)
             result.unmatched.append(event)
         for fn in functions:
             run = create_run_in_tx(tx, fn, [event], now=now, handoff=handoff, result=result, registry=registry)

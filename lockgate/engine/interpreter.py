@@ -16,11 +16,12 @@ import orjson
 from lockgate.engine.flow.concurrency import lease_call
 from lockgate.engine.ingest import Handoff, create_run_in_tx, ingest_in_tx
 from lockgate.engine.resume import discovery_job, resume_step
-from lockgate.engine import waits
+from lockgate.engine import progress, signals, waits
 from lockgate.engine.waits import FINISHED_EVENT, register_wait
 from lockgate.expressions import ExpressionError
 from lockgate.engine.registry import Registry
 from lockgate.models import DISCOVERY_STEP, Event, Function, Job, JobKind, Run, RunStatus, Step, Wait
+from lockgate.protocol import step_requests
 from lockgate.protocol.backoff import retry_delay_ms
 from lockgate.protocol.event_ids import new_ulid
 from lockgate.protocol.sdk_response import (
@@ -83,8 +84,13 @@ _discovery_job = discovery_job
 
 
 def _lease_still_ours(tx: Tx, job: Job) -> bool:
-    row = tx.one("SELECT lease_owner FROM jobs WHERE id = ?", (job.id,))
-    return row is not None and row["lease_owner"] == job.lease_owner
+    """True when this worker still holds the job; also takes the job's attempt as stored, which a
+    checkpoint during the call may have reset (lockgate/engine/checkpoint.py)."""
+    row = tx.one("SELECT lease_owner, attempt FROM jobs WHERE id = ?", (job.id,))
+    if row is None or row["lease_owner"] != job.lease_owner:
+        return False
+    job.attempt = row["attempt"]
+    return True
 
 
 def settle_call(
@@ -117,13 +123,15 @@ def settle_call(
         if isinstance(result, FunctionErrored):
             error, retriable, retry_at = result.error, result.retriable, result.retry_at_ms
         else:
-            error, retriable, retry_at = {"name": "Error", "message": result.message}, result.retriable, None
+            error, retriable, retry_at = server_error(result.message), result.retriable, None
         if retriable and job.attempt + 1 < max_attempts:
             due = retry_at if retry_at is not None else now + retry_delay_ms(job.attempt, ctx.retry_interval_s)
             ops.retry_job(tx, job, due_at=due, attempt=job.attempt + 1)
             message = _first_line(error.get("message") if isinstance(error, dict) else error)
             reason = f"attempt {job.attempt + 1} of {max_attempts} failed ({message}); next attempt at {iso_ms(due)}"
             ops.update_run(tx, run.run_id, reason=reason)
+            progress.note("step.retried", run, step=progress.step_info(job.step_id, None, "Call", job.attempt),
+                          error=error, until=progress.until(due), reason=reason)
             return Settled(retry_reason=reason)
         why = "not retriable" if not retriable else f"no retries left ({fn.retries} allowed)"
         reason = f"attempt {job.attempt + 1} of {max_attempts} failed, {why}: {error_summary(error)}"
@@ -169,12 +177,14 @@ def _apply_ops(
                     ops.note_step_pending(
                         tx,
                         Step(run.run_id, op.id, "StepError", "retrying", op.display_name, attempts=job.attempt + 1,
-                             started_at=started_at),
+                             started_at=started_at, memo={"error": to_error_memo(op.error)}),
                     )
                     message = _first_line((op.error or {}).get("message") if isinstance(op.error, dict) else op.error)
                     reason = (f"step {op.display_name or op.id} attempt {job.attempt + 1} of {max_attempts} failed"
                               f" ({message}); next attempt at {iso_ms(due)}")
                     ops.update_run(tx, run.run_id, reason=reason)
+                    progress.note("step.retried", run, step=progress.step_info(op.id, op.display_name, kind, job.attempt),
+                                  error=op.error, until=progress.until(due), reason=reason)
                     return Settled(retry_reason=reason)
             if kind in ("StepRun", "Step"):
                 memo: Any = op.data if kind == "Step" else {"data": op.data}
@@ -205,6 +215,11 @@ def _apply_ops(
             )
             if recorded:
                 stack.append(op.id)
+                step = progress.step_info(op.id, op.display_name, kind, job.attempt)
+                if status == "completed":
+                    progress.note("step.finished", run, step=step, output=op.data)
+                else:
+                    progress.note("step.failed", run, step=step, error=op.error)
             if op.id in pending:
                 pending.remove(op.id)
             completed_any = True
@@ -248,6 +263,8 @@ def _apply_ops(
                 )
             )
             ops.note_step_pending(tx, Step(run.run_id, op.id, "Sleep", "sleeping", op.display_name, started_at=now))
+            progress.note("run.sleeping", run, step=progress.step_info(op.id, op.display_name, kind),
+                          until=progress.until(wake_at))
         elif kind == "WaitForEvent":
             if op.id in stack or op.id in pending:
                 continue
@@ -275,6 +292,9 @@ def _apply_ops(
             register_wait(tx, wait, now=now)  # even a never-true condition ends at its timeout
             ops.note_step_pending(tx, Step(run.run_id, op.id, "WaitForEvent", "waiting", op.display_name,
                                            started_at=now))
+            progress.note("run.waiting", run, step=progress.step_info(op.id, op.display_name, kind),
+                          until=progress.until(expires),
+                          waiting_for=wait.event_name + (f" if {wait.expression}" if wait.expression else ""))
         elif kind == "InvokeFunction":
             if op.id in stack or op.id in pending:
                 continue
@@ -313,6 +333,39 @@ def _apply_ops(
             ops.insert_events(tx, [invoked])
             create_run_in_tx(tx, target, [invoked], now=now, correlation_id=correlation, registry=ctx.registry)
             ops.note_step_pending(tx, Step(run.run_id, op.id, kind, "invoking", op.display_name, started_at=now))
+            progress.note("run.waiting", run, step=progress.step_info(op.id, op.display_name, kind),
+                          until=progress.until(expires), waiting_for=f"function {target.slug} (invoked)")
+        elif kind == signals.OP:
+            if op.id in stack or op.id in pending:
+                continue
+            opts = op.opts or {}
+            name = opts.get("signal") or op.name
+            if not isinstance(name, str) or not name:
+                return _fail(tx, ctx, run, job, f"step {op.display_name or op.id}: waitForSignal needs a signal name",
+                             now)
+            try:
+                expires = _deadline(opts.get("timeout"), now)
+                signals.wait_for_signal(tx, run_id=run.run_id, step_id=op.id, signal=name,
+                                        conflict=opts.get("conflict"), expires_at=expires,
+                                        display_name=op.display_name, now=now)
+            except ValueError as exc:
+                return _fail(tx, ctx, run, job, f"step {op.display_name or op.id}: bad timeout: {exc}", now)
+            except signals.SignalConflict as exc:
+                return _fail(tx, ctx, run, job, f"step {op.display_name or op.id}: {exc} (onConflict: fail)", now)
+            pending.append(op.id)
+            ops.note_step_pending(tx, Step(run.run_id, op.id, kind, "waiting", op.display_name, started_at=now))
+        elif kind in step_requests.OPS:
+            if op.id in stack or op.id in pending:
+                continue
+            try:
+                step_requests.build_request(kind, op.opts)
+            except step_requests.StepRequestError as exc:
+                return _fail(tx, ctx, run, job, f"step {op.display_name or op.id}: {exc}", now)
+            pending.append(op.id)
+            new_jobs.append(Job(id=f"{run.run_id}:request:{op.id}", kind=JobKind.STEP_REQUEST.value, run_id=run.run_id,
+                                step_id=op.id, due_at=now, created_at=now,
+                                payload={"op": kind, "opts": op.opts, "display_name": op.display_name}))
+            ops.note_step_pending(tx, Step(run.run_id, op.id, kind, "requesting", op.display_name, started_at=now))
         elif kind == "RunComplete":
             ops.release_job(tx, job)
             return finish_run(tx, ctx, run, RunStatus.COMPLETED, output=op.data, now=now, keep_job=job.id)
@@ -364,7 +417,31 @@ def _mib(size: int) -> str:
 
 def _fail(tx: Tx, ctx: EngineContext, run: Run, job: Job, message: str, now: int) -> Settled:
     ops.release_job(tx, job)
-    return finish_run(tx, ctx, run, RunStatus.FAILED, error={"name": "Error", "message": message}, now=now, keep_job=job.id)
+    return finish_run(tx, ctx, run, RunStatus.FAILED, error=server_error(message), now=now, keep_job=job.id)
+
+
+def settle_step_request(tx: Tx, ctx: EngineContext, job: Job, fn: Function,
+                        result: step_requests.StepRequestResult, *, now: int) -> Settled:
+    """The server's request for a step came back: record its output, or retry / fail the step."""
+    if not _lease_still_ours(tx, job):
+        return Settled(applied=False)
+    payload = job.payload or {}
+    display = payload.get("display_name")
+    if result.error is None:
+        memo: Any = {"data": result.output}
+    else:
+        max_attempts = fn.retries + 1
+        if result.retriable and job.attempt + 1 < max_attempts:
+            due = now + retry_delay_ms(job.attempt, ctx.retry_interval_s)
+            ops.retry_job(tx, job, due_at=due, attempt=job.attempt + 1)
+            ops.update_run(tx, job.run_id, reason=f"step {display or job.step_id} attempt {job.attempt + 1} of"
+                           f" {max_attempts} failed ({result.error['message']}); next attempt at {iso_ms(due)}")
+            return Settled()
+        memo = {"error": result.error}
+    ops.release_job(tx, job)
+    jobs = resume_step(tx, job.run_id, job.step_id, memo=memo, op=payload.get("op", "Gateway"), display_name=display,
+                       now=now)
+    return _hand_off(tx, ctx, job.run_id, jobs, now)
 
 
 def wake_sleep(tx: Tx, ctx: EngineContext, job: Job, *, now: int) -> Settled:
@@ -382,6 +459,15 @@ def _deadline(timeout: Any, now: int) -> int:
     if timeout is None:
         return now + DEFAULT_WAIT_MS
     return min(parse_time_or_duration(str(timeout), now), now + DEFAULT_WAIT_MS)
+
+
+FAILED_EVENT = "inngest/function.failed"
+CANCELLED_MESSAGE = "function cancelled"
+
+
+def server_error(message: str) -> dict[str, str]:
+    """An error the server (not the app) raised, in the Inngest server's shape: `error`, `name`, `message`."""
+    return {"error": message, "name": "Error", "message": message}
 
 
 def system_event(name: str, data: dict[str, Any], *, now: int, event_id: str | None = None) -> Event:
@@ -423,13 +509,21 @@ def finish_run(
     if status is RunStatus.COMPLETED:
         base["result"] = output
     else:
-        base["error"] = error if error is not None else {"name": "Error", "message": reason or status.value}
-    events = [system_event("inngest/function.finished", {**base, "_inngest": {"status": status.value}}, now=now)]
+        base["error"] = error if error is not None else server_error(reason or status.value)
+    # As the Inngest server: the three events share one data object, status included; a run started
+    # by one of these events emits none itself, so handlers never trigger each other in a loop.
+    base["_inngest"] = {"status": status.value}
+    if run.events and run.events[0].get("name") in (FINISHED_EVENT, FAILED_EVENT):
+        return Settled(run_finished=status.value)
+    events = [system_event(FINISHED_EVENT, dict(base), now=now)]
     if status is RunStatus.FAILED:
-        events.append(system_event("inngest/function.failed", dict(base), now=now, event_id=run.run_id))
+        events.append(system_event(FAILED_EVENT, dict(base), now=now, event_id=run.run_id))
     elif status is RunStatus.CANCELLED:
         events.append(system_event("inngest/function.cancelled", dict(base), now=now, event_id=run.run_id))
     result = ingest_in_tx(tx, events, ctx.registry, now=now)
+    kind = {RunStatus.COMPLETED: "run.finished", RunStatus.FAILED: "run.failed"}.get(status, "run.cancelled")
+    progress.note(kind, run, status=status.value, output=output if status is RunStatus.COMPLETED else None,
+                  error=error, reason=reason)
     return Settled(run_finished=status.value, reason=reason, new_runs=result.run_ids)
 
 
@@ -440,6 +534,6 @@ def cancel_run(tx: Tx, ctx: EngineContext, run_id: str, *, now: int, reason: str
         return None
     if RunStatus(run.status).is_final:
         return run
-    finish_run(tx, ctx, run, RunStatus.CANCELLED, now=now, reason=reason,
-               error={"name": "Cancelled", "message": reason})
+    # The error is the Inngest server's for every cancellation; `reason` keeps ours (which event, API, timeout).
+    finish_run(tx, ctx, run, RunStatus.CANCELLED, now=now, reason=reason, error=server_error(CANCELLED_MESSAGE))
     return run

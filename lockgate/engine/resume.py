@@ -5,10 +5,15 @@ from __future__ import annotations
 
 from typing import Any
 
+from lockgate.engine import progress
 from lockgate.models import DISCOVERY_STEP, Job, JobKind, RunStatus, Step
 from lockgate.protocol.event_ids import new_ulid
 from lockgate.store import operations as ops
 from lockgate.store.base import Tx
+
+
+# Steps finished outside a call whose memo may carry an error the SDK raises in the function.
+FAILABLE_OPS = ("InvokeFunction", "AIGateway", "Gateway")
 
 
 def discovery_job(run_id: str, now: int, *, due: int | None = None) -> Job:
@@ -32,11 +37,13 @@ def resume_step(
     if run is None or RunStatus(run.status).is_final:
         return []
     stack, pending = list(run.stack), list(run.pending_steps)
-    failed = isinstance(memo, dict) and "error" in memo and op == "InvokeFunction"
+    failed = isinstance(memo, dict) and "error" in memo and op in FAILABLE_OPS
     step = Step(run_id, step_id, op, "failed" if failed else "completed", display_name, memo=memo,
                 position=len(stack), ended_at=now)
     if ops.record_step(tx, step):
         stack.append(step_id)
+        progress.note("run.resumed", run, status=RunStatus.RUNNING.value,
+                      step=progress.step_info(step_id, display_name, op), output=memo)
     if step_id in pending:
         pending.remove(step_id)
     jobs = [] if pending else [discovery_job(run_id, now)]

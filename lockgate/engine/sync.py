@@ -18,6 +18,7 @@ from lockgate.expressions import ExpressionError, compile_expression
 from lockgate.models import App, Function
 from lockgate.protocol.cron import parse_cron
 from lockgate.protocol.jsoncanon import canonical_json
+from lockgate.outbound import credentials_problem
 from lockgate.protocol.text import has_control_chars
 from lockgate.protocol.timeparse import parse_duration
 
@@ -75,6 +76,9 @@ def _url(value: Any, what: str, schemes: tuple[str, ...] = HTTP_SCHEMES) -> str:
     if not url.startswith(schemes):
         kind = "http(s)" if schemes == HTTP_SCHEMES else " or ".join(s.rstrip("/:") for s in schemes)
         raise SyncError(f"{what} must be an absolute {kind} URL")
+    problem = credentials_problem(url)
+    if problem:
+        raise SyncError(f"{what}: {problem}")
     return url
 
 

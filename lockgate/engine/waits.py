@@ -143,6 +143,8 @@ def match_event(
                 continue
             candidates = ops.candidate_waits(tx, event.name, path, value)
         for wait in candidates:
+            if wait.kind == "signal":
+                continue  # only POST /v1/signals resumes these (lockgate/engine/signals.py)
             if wait.created_at > event.received_at or wait.expires_at < event.received_at:
                 continue  # only events received while the wait is open count
             if not _satisfies(wait, payload):
@@ -171,5 +173,5 @@ def expire_wait(tx: Tx, job: Job, *, now: int) -> list[Job]:
                                "message": "Timed out waiting for invoked function to complete"}}
         op = "InvokeFunction"
     else:
-        memo, op = None, "WaitForEvent"
+        memo, op = None, "WaitForSignal" if wait.kind == "signal" else "WaitForEvent"
     return resume_step(tx, wait.run_id, wait.step_id, memo=memo, op=op, display_name=wait.display_name, now=now)

@@ -21,8 +21,9 @@ class AccessPolicy:
             raise ApiError(401, "Event key not found", message="send events to /e/<event key> with one of the keys"
                            " this server was started with (--event-key or INNGEST_EVENT_KEY)")
 
+    def allows_api(self, request: Request) -> bool:
+        return not self.signing_keys or verify_bearer(request.headers.get("authorization"), self.signing_keys)
+
     def check_api(self, request: Request) -> None:
-        if not self.signing_keys:
-            return
-        if not verify_bearer(request.headers.get("authorization"), self.signing_keys):
+        if not self.allows_api(request):
             raise ApiError(401, "Authentication failed: send 'Authorization: Bearer <signing key or its hash>'")

@@ -42,7 +42,9 @@ def routes(engine: Engine, access: AccessPolicy) -> list[Route]:
         return json_response(outcome.body, status=outcome.status)
 
     async def health(request: Request) -> Response:
-        return json_response({"status": 200, "message": "OK"})
+        # Liveness stays 200; a realtime backend outage is reported beside it (doctor reads it).
+        realtime = {"backend": engine.realtime.name, "problem": engine.realtime.problem}
+        return json_response({"status": 200, "message": "OK", "realtime": realtime})
 
     async def run_batch(request: Request) -> Response:
         access.check_api(request)
@@ -64,6 +66,18 @@ def routes(engine: Engine, access: AccessPolicy) -> list[Route]:
             return error_response(exc.status, exc.message)
         return json_response({"status": 200, "saved": saved})
 
+    async def send_signal(request: Request) -> Response:
+        # JS `sendSignal`: 200 with the resumed run, or 404 (the SDK's "no run id") when nobody waits.
+        access.check_api(request)
+        body = await read_json(request, limit=limits.max_request_bytes, max_depth=limits.max_json_depth)
+        signal = body.get("signal") if isinstance(body, dict) else None
+        if not isinstance(signal, str) or not signal:
+            return error_response(400, "the body must be a JSON object with a non-empty 'signal' (and optional 'data')")
+        run_id = await engine.send_signal(signal, body.get("data"))
+        if run_id is None:
+            return error_response(404, f"no run is waiting for signal {signal!r}; a signal is not kept for later")
+        return json_response({"data": {"run_id": run_id}})
+
     async def delete_run(request: Request) -> Response:
         access.check_api(request)
         run = await engine.cancel_run(request.path_params["run_id"])
@@ -81,6 +95,7 @@ def routes(engine: Engine, access: AccessPolicy) -> list[Route]:
         Route("/v0/runs/{run_id}/actions", run_actions, methods=["GET"]),
         Route("/v0/runs/{run_id}", delete_run, methods=["DELETE"]),
         Route("/v1/checkpoint/{run_id}/async", checkpoint_async, methods=["POST"]),
+        Route("/v1/signals", send_signal, methods=["POST"]),
     ]
 
 

@@ -10,6 +10,7 @@ import re
 from typing import Iterable
 from urllib.parse import urlsplit
 
+from lockgate.outbound import credentials_problem
 from lockgate.protocol.text import has_control_chars
 from lockgate.qstash.models import FlowControl, PublishConfig
 from lockgate.qstash.retry import RetryDelayExpression
@@ -66,6 +67,9 @@ def check_url(value: str, what: str) -> str:
         host = None
     if not host:
         raise ConfigError(f"invalid {what}: {value!r} has no host")
+    problem = credentials_problem(value)
+    if problem:
+        raise ConfigError(f"invalid {what}: {problem}")
     return value
 
 

@@ -14,10 +14,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from lockgate.realtime.broker import Broker, History, RealtimeOptions, Subscription
+from lockgate.realtime.broker import Broker, BrokerUnavailable, History, RealtimeOptions, Subscription
 from lockgate.realtime.message import CLOSING, LOST, RESERVED_PREFIX, Draft, Message
 
-__all__ = ["Broker", "History", "RealtimeOptions", "Subscription", "Draft", "Message", "CLOSING", "LOST",
+__all__ = ["Broker", "BrokerUnavailable", "History", "RealtimeOptions", "Subscription", "Draft", "Message", "CLOSING", "LOST",
            "RESERVED_PREFIX", "build_broker", "run_channel", "RUNS_CHANNEL", "PROGRESS_TOPIC"]
 
 RUNS_CHANNEL = "lockgate:runs"
@@ -30,6 +30,16 @@ def run_channel(run_id: str) -> str:
 
 def build_broker(store: Any, *, redis_uri: str | None = None, options: RealtimeOptions | None = None) -> Broker:
     """Redis when configured, else PostgreSQL when the store is, else in-process."""
+    if redis_uri:
+        from lockgate.realtime.redis_streams import RedisBroker
+
+        return RedisBroker(redis_uri, options)
+    from lockgate.store.postgres import PostgresStore
+
+    if isinstance(store, PostgresStore):
+        from lockgate.realtime.postgres import PostgresBroker
+
+        return PostgresBroker(store, options)
     from lockgate.realtime.memory import InProcessBroker
 
     return InProcessBroker(options)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import jwt
 
-DEV_SECRET = b"lockgate dev realtime tokens"
+DEV_SECRET = hashlib.sha256(b"lockgate dev realtime tokens").digest()
 _AUDIENCE = "lockgate-realtime"
 
 

@@ -56,11 +56,12 @@ def postgres_ddl(text: str) -> str:
 def migrate_connection(conn: psycopg.Connection, *, where: str, apply: bool = True):
     """Apply pending migrations, one transaction each, under an advisory lock so replicas starting
     together migrate once. Returns (status found, applied)."""
-    conn.execute(migrations.BOOKKEEPING)  # IF NOT EXISTS: racing replicas may both get here
-    conn.commit()
-
     def begin() -> None:
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (migrations.ADVISORY_LOCK_ID,))
+
+    begin()  # even CREATE TABLE IF NOT EXISTS fails when two replicas run it at the same moment
+    conn.execute(migrations.BOOKKEEPING)
+    conn.commit()
 
     def run_file(migration: migrations.Migration) -> None:
         conn.execute(postgres_ddl(migration.sql))

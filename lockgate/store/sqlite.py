@@ -39,8 +39,8 @@ class DataDirInUse(RuntimeError):
 def data_dir_lock(data_dir: str, *, purpose: str) -> Iterator[None]:
     """One process owns a data folder at a time: a server while it runs, a restore while it
     replaces the database. The OS drops the lock when its holder dies, even by kill -9."""
-    os.makedirs(data_dir, exist_ok=True)
-    fd = os.open(os.path.join(data_dir, LOCK_FILE), os.O_RDWR | os.O_CREAT, 0o644)
+    os.makedirs(data_dir, mode=0o700, exist_ok=True)
+    fd = os.open(os.path.join(data_dir, LOCK_FILE), os.O_RDWR | os.O_CREAT, 0o600)
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -129,7 +129,9 @@ class SQLiteStore(ThreadedStore):
         else:
             self._tmpdir = None
             assert data_dir, "data_dir is required unless in_memory"
-            os.makedirs(data_dir, exist_ok=True)
+            # Events and step data are private: the folder is 0700 and every file in it 0600.
+            os.makedirs(data_dir, mode=0o700, exist_ok=True)
+            os.chmod(data_dir, 0o700)
         self.path = os.path.join(data_dir, DB_FILE)
         self._synchronous = synchronous
         self._max_batch = max_batch
@@ -152,6 +154,8 @@ class SQLiteStore(ThreadedStore):
         if self._tmpdir is None:
             self._owner = data_dir_lock(os.path.dirname(self.path), purpose="a server")
             self._owner.__enter__()
+        if not os.path.exists(self.path):
+            os.close(os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600))
         conn = _connect(self.path, synchronous=self._synchronous)
         try:
             _, applied = migrate_sqlite(conn, where=f"the SQLite database {self.path}")
@@ -161,6 +165,9 @@ class SQLiteStore(ThreadedStore):
             raise
         for migration in applied:
             log.info("applied schema migration %s", migration.label)
+        for suffix in ("", "-wal", "-shm"):  # SQLite creates its side files from the process umask
+            if os.path.exists(self.path + suffix):
+                os.chmod(self.path + suffix, 0o600)
         self._writer = threading.Thread(target=self._writer_main, args=(conn,), name="lockgate-sqlite-write", daemon=True)
         self._writer.start()
 

@@ -268,8 +268,10 @@ def test_signed_mode_accepts_the_signing_key_and_refuses_others(tmp_path):
         ok = httpx.post(server.url + "/v0/connect/start", content=b"", headers={"Authorization": f"Bearer {hashed}"})
         assert ok.status_code == 200 and ok.headers["content-type"] == "application/protobuf"
         stack.worker("signed", **prod_env(server.url))
-        run = stack.run_of({"name": "connect/steps", "data": {"n": "signed"}})
-        assert api.wait_for_end(run["run_id"])["status"] == "Completed"
+        stack.worker("signed-js", language="js", **prod_env(server.url))
+        for event in ("connect/steps", "connect-js/steps"):
+            run = stack.run_of({"name": event, "data": {"n": "signed"}})
+            assert api.wait_for_end(run["run_id"])["status"] == "Completed"
         wrong = Worker("wrong-key", server.url, stack.ledger, env=prod_env(server.url, "signkey-test-" + "ab" * 32))
         wrong.start(tmp_path)
         stack.workers.append(wrong)
@@ -280,28 +282,48 @@ def test_signed_mode_accepts_the_signing_key_and_refuses_others(tmp_path):
         server.stop()
 
 
-def test_call_reaches_a_worker_on_another_replica(tmp_path):
+@pytest.fixture
+def replicas(tmp_path):
+    """Two `lockgate start` replicas on one PostgreSQL database: (stack on a, api of b, a, b)."""
     if harness.CURRENT_BACKEND.name != "postgres":
         pytest.skip("replicas share a PostgreSQL database")
     uri = harness.CURRENT_BACKEND.new_database()
-    with_worker = prod_server(tmp_path, "replica-a", uri).start()
-    without = prod_server(tmp_path, "replica-b", uri).start()
-    api_a = Api(with_worker.url, signing_key=SIGNING_KEY)
-    api_b = Api(without.url, signing_key=SIGNING_KEY)
-    stack = Stack(tmp_path, with_worker, api_a)
-    try:
-        stack.worker("on-a", **prod_env(with_worker.url))
-        wait_until(lambda: connected(api_b, "connect-py"), what="replica b to see the worker")
-        # Events sent to b are leased by b at once: b relays each call to a through the store.
-        ids = api_b.send([{"name": "connect/steps", "data": {"n": i}} for i in range(3)], key=EVENT_KEY).json()["ids"]
-        for event_id in ids:
-            run = api_b.wait_for_runs(event_id)[0]
-            done = api_b.wait_for_end(run["run_id"], timeout=60)
-            assert done["status"] == "Completed", done
-            assert len(ledger(stack.ledger, "step", run_id=run["run_id"], step="two")) == 1
-        assert api_b.http.get("/v1/stats").json()["data"]["connect"]["relayed_out"] >= 3
-        assert api_a.http.get("/v1/stats").json()["data"]["connect"]["relayed_in"] >= 3
-    finally:
-        stack.stop_workers()
-        without.stop()
-        with_worker.stop()
+    a = prod_server(tmp_path, "replica-a", uri).start()
+    b = prod_server(tmp_path, "replica-b", uri).start()
+    stack = Stack(tmp_path, a, Api(a.url, signing_key=SIGNING_KEY))
+    yield stack, Api(b.url, signing_key=SIGNING_KEY), a, b
+    stack.stop_workers()
+    b.stop()
+    a.stop()
+
+
+def test_call_reaches_a_worker_on_another_replica(replicas):
+    stack, api_b, with_worker, _ = replicas
+    api_a = stack.api
+    stack.worker("on-a", **prod_env(with_worker.url))
+    wait_until(lambda: connected(api_b, "connect-py"), what="replica b to see the worker")
+    # Events sent to b are leased by b at once: b relays each call to a through the store.
+    ids = api_b.send([{"name": "connect/steps", "data": {"n": i}} for i in range(3)], key=EVENT_KEY).json()["ids"]
+    for event_id in ids:
+        run = api_b.wait_for_runs(event_id)[0]
+        done = api_b.wait_for_end(run["run_id"], timeout=60)
+        assert done["status"] == "Completed", done
+        assert len(ledger(stack.ledger, "step", run_id=run["run_id"], step="two")) == 1
+    assert api_b.http.get("/v1/stats").json()["data"]["connect"]["relayed_out"] >= 3
+    assert api_a.http.get("/v1/stats").json()["data"]["connect"]["relayed_in"] >= 3
+
+
+def test_sigterm_of_a_replica_moves_its_workers_without_losing_the_call(replicas):
+    stack, api_b, leaving, _ = replicas
+    stack.worker("mover", **prod_env(leaving.url))
+    run = stack.run_of({"name": "connect/steps", "data": {"pause": 4}})
+    wait_until(lambda: ledger(stack.ledger, "step-start", run_id=run["run_id"]), what="step two to start")
+    leaving.proc.send_signal(signal.SIGTERM)
+    # a's /v0/connect/start sends the worker to b while a drains
+    wait_until(lambda: [w for w in connected(api_b, "connect-py") if w["status"] == "ready"], timeout=30,
+               what="the worker to reconnect to replica b")
+    assert leaving.proc.wait(timeout=30) == 0
+    done = api_b.wait_for_end(run["run_id"], timeout=60)
+    assert done["status"] == "Completed", done
+    assert len(ledger(stack.ledger, "step-start", run_id=run["run_id"])) == 1  # the call in flight was kept
+    assert len(ledger(stack.ledger, "step", run_id=run["run_id"], step="two")) == 1

@@ -71,3 +71,20 @@ async def test_a_run_that_ended_answers_409(store):
     with pytest.raises(CheckpointError) as caught:
         await store.write(lambda tx: save_checkpoint(tx, "r1", _body(_step_run("a", 1)), now=10))
     assert caught.value.status == 409
+
+
+async def test_a_checkpoint_resets_the_attempts_of_the_call_in_flight(store):
+    # The call is a retry (attempt 2) and the SDK checkpoints a step in it: progress was made, so a
+    # step failing later in this call must get the function's full retries again.
+    from lockgate.engine.interpreter import _lease_still_ours
+
+    await store.write(lambda tx: tx.execute("UPDATE jobs SET attempt = 2, lease_owner = 'w' WHERE id = 'r1:call:1'"))
+    in_flight = Job(id="r1:call:1", kind=JobKind.CALL.value, run_id="r1", step_id="step", due_at=0, created_at=0,
+                    attempt=2, lease_owner="w")
+    assert await store.write(lambda tx: save_checkpoint(tx, "r1", _body(_step_run("a", 1)), now=10)) == 1
+    assert await store.write(lambda tx: _lease_still_ours(tx, in_flight))
+    assert in_flight.attempt == 0  # what the call is settled with
+    # a checkpoint that saves nothing new changes nothing
+    await store.write(lambda tx: tx.execute("UPDATE jobs SET attempt = 1 WHERE id = 'r1:call:1'"))
+    assert await store.write(lambda tx: save_checkpoint(tx, "r1", _body(_step_run("a", 1)), now=11)) == 0
+    assert await store.write(lambda tx: _lease_still_ours(tx, in_flight)) and in_flight.attempt == 1

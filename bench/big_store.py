@@ -1,0 +1,447 @@
+"""Steady speed as data grows: a store holding millions of finished runs against an empty one.
+
+    .venv/bin/python bench/big_store.py --backend sqlite --runs 5000000
+    .venv/bin/python bench/big_store.py --backend postgres --runs 5000000
+
+1. Real rows: `lockgate dev` + bench/bench_app.py (official SDK) run 200 noop and 200 three-step
+   runs; disk per run (bytes per noop and per three-step run, by column) is read from them.
+2. The store is filled with --runs synthetic finished runs: copies of those real rows with new
+   ids, spread over the last six days (90% Completed, 8% Failed, 2% Cancelled), each with its
+   event, trigger link and steps, inserted directly.
+3. Empty against full: a second, empty store is served beside the full one, and --rounds rounds
+   alternate between them (order flipped each round): a burst of --events runs (runs/s, p50/p99
+   event→done) and --light runs one at a time (p50/p99), for noop and three-step functions.
+   Then the dashboard's list queries are timed through the store functions the REST API uses,
+   and the query plans show which index serves each.
+4. Retention's hot-path cost: the full store served with retention off, and with --retention 5d
+   so that housekeeping deletes a backlog (the oldest sixth of the synthetic runs) meanwhile,
+   alternating over --rounds rounds.
+Ratios are medians of the per-round ratios, so slow drifts of a shared machine cancel out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import random
+import shutil
+import sqlite3
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import aiohttp
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench.run import lockgate_light, pct  # noqa: E402
+from lockgate.store import operations as ops  # noqa: E402
+from lockgate.store.postgres import PostgresTx  # noqa: E402
+from lockgate.store.sqlite import SQLiteTx, _connect  # noqa: E402
+from tests.conftest import AppProcess, LockgateProcess, free_port, wait_until  # noqa: E402
+
+DAY_MS = 86_400_000
+TABLES = ("runs", "steps", "events", "run_triggers")
+TIME_COLUMNS = {"created_at", "started_at", "ended_at", "ts", "received_at"}
+
+
+# -- the store, read and written from outside the server -----------------------------------
+
+
+class Raw:
+    """A plain connection to the benchmark's store, for counting, copying and measuring."""
+
+    def __init__(self, data_dir: Path, postgres_uri: str | None) -> None:
+        self.pg = postgres_uri is not None
+        if self.pg:
+            import psycopg
+
+            self.conn = psycopg.connect(postgres_uri, autocommit=True)
+        else:
+            self.conn = sqlite3.connect(data_dir / "lockgate.db", isolation_level=None, timeout=60)
+
+    def all(self, sql: str, params: tuple = ()) -> list[tuple]:
+        sql = sql.replace("?", "%s") if self.pg else sql
+        return [tuple(r) for r in self.conn.execute(sql, params).fetchall()]
+
+    def one(self, sql: str, params: tuple = ()):
+        return self.all(sql, params)[0][0]
+
+    def columns(self, table: str) -> list[str]:
+        if self.pg:
+            return [r[0] for r in self.all("SELECT column_name FROM information_schema.columns WHERE table_name = ?"
+                                           " ORDER BY ordinal_position", (table,))]
+        return [r[1] for r in self.all(f"PRAGMA table_info({table})")]
+
+    def table_bytes(self) -> dict[str, int]:
+        """On-disk bytes per table, its indexes included."""
+        if self.pg:
+            return {t: self.one(f"SELECT pg_total_relation_size('{t}')") for t in TABLES}
+        sizes: dict[str, int] = {}
+        indexes = dict(self.all("SELECT name, tbl_name FROM sqlite_master WHERE type = 'index'"))
+        for name, size in self.all("SELECT name, SUM(pgsize) FROM dbstat GROUP BY name"):
+            table = indexes.get(name, name)
+            if table in TABLES:
+                sizes[table] = sizes.get(table, 0) + size
+        return sizes
+
+    def database_bytes(self) -> int:
+        if self.pg:
+            return self.one("SELECT pg_database_size(current_database())")
+        self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        return self.one("PRAGMA page_count") * self.one("PRAGMA page_size")
+
+
+def column_bytes(raw: Raw, table: str, where: str, params: tuple) -> dict[str, float]:
+    # SQLite stores an integer in 1-8 bytes by magnitude (a ms timestamp in 6), text as its bytes.
+    size = "pg_column_size({})" if raw.pg else (
+        "CASE typeof({0}) WHEN 'null' THEN 0 WHEN 'real' THEN 8 WHEN 'integer' THEN CASE WHEN abs({0}) < 128"
+        " THEN 1 WHEN abs({0}) < 32768 THEN 2 WHEN abs({0}) < 2147483648 THEN 4 WHEN abs({0}) < 140737488355328"
+        " THEN 6 ELSE 8 END ELSE LENGTH(CAST({0} AS BLOB)) END")
+    cols = raw.columns(table)
+    exprs = ", ".join(f"AVG(COALESCE({size.format(c)}, 0))" for c in cols)
+    values = raw.all(f"SELECT {exprs} FROM {table} WHERE {where}", params)[0]
+    return {c: float(v or 0) for c, v in zip(cols, values)}
+
+
+# -- load ------------------------------------------------------------------------------------
+
+
+async def burst(base: str, raw: Raw, event: str, function_id: str, n: int) -> tuple[float, list[float]]:
+    """N events at once; completion is counted on the function's newest runs (an index range),
+    so polling costs the same on an empty and on a full store."""
+    sent: dict[str, float] = {}
+    since = int(time.time() * 1000) - 1
+    async with aiohttp.ClientSession() as session:
+        sem = asyncio.Semaphore(100)
+
+        async def send(i: int) -> None:
+            async with sem:
+                t = time.time()
+                async with session.post(f"{base}/e/bench", json={"name": event, "data": {"i": i}}) as r:
+                    sent[(await r.json())["ids"][0]] = t
+
+        start = time.time()
+        await asyncio.gather(*(send(i) for i in range(n)))
+        count = ("SELECT COUNT(*) FROM runs WHERE function_id = ? AND created_at >= ? AND status = 'Completed'")
+        while raw.one(count, (function_id, since)) < n:
+            await asyncio.sleep(0.05)
+    rows = raw.all("SELECT t.event_internal_id, r.ended_at FROM runs r JOIN run_triggers t ON t.run_id = r.run_id"
+                   " WHERE r.function_id = ? AND r.created_at >= ?", (function_id, since))
+    ended = {event_id: ended_at / 1000 for event_id, ended_at in rows}
+    elapsed = max(ended[e] for e in sent) - start
+    return n / elapsed, [(ended[e] - sent[e]) * 1000 for e in sent]
+
+
+def start_server(data_dir: Path, postgres_uri: str | None, app_url: str, port: int, log: Path,
+                 retention: str) -> LockgateProcess:
+    return LockgateProcess(
+        args=["dev", "--no-discovery", "--no-poll", "-u", app_url, "--log-level", "warning", "--workers", "100",
+              "--retention", retention],
+        data_dir=data_dir, log_path=log, postgres_uri=postgres_uri, port=port,
+    ).start(timeout=300)
+
+
+def measure(server: LockgateProcess, raw: Raw, functions: dict[str, str], slug: str, events: int,
+            light: int) -> dict:
+    event = {"noop": "bench/noop", "three-steps": "bench/steps"}[slug]
+    rate, lat = asyncio.run(burst(server.url, raw, event, functions[slug], events))
+    light_lat = asyncio.run(lockgate_light(server.url, event, light))
+    return {"runs_s": rate, "p50": pct(lat, 50), "p99": pct(lat, 99), "light_p50": pct(light_lat, 50),
+            "light_p99": pct(light_lat, 99)}
+
+
+def show(label: str, m: dict) -> None:
+    print(f"    {label:<22} burst {m['runs_s']:7.1f} runs/s  p50 {m['p50']:7.1f}  p99 {m['p99']:7.1f} ms   "
+          f"light p50 {m['light_p50']:6.1f}  p99 {m['light_p99']:6.1f} ms", flush=True)
+
+
+class Stack:
+    """One store, the server on it and an app synced to that server."""
+
+    def __init__(self, tmp: Path, name: str, postgres_uri: str | None) -> None:
+        self.tmp, self.name, self.postgres_uri = tmp, name, postgres_uri
+        self.data_dir = tmp / name
+        self.port, self.app_port = free_port(), free_port()
+        self.app_url = f"http://127.0.0.1:{self.app_port}/api/inngest"
+        self.server: LockgateProcess | None = None
+        self.app: AppProcess | None = None
+        self.functions: dict[str, str] = {}
+        self.raw: Raw | None = None
+
+    def start(self, retention: str) -> "Stack":
+        self.server = start_server(self.data_dir, self.postgres_uri, self.app_url, self.port,
+                                   self.tmp / f"{self.name}.log", retention)
+        if self.app is None:
+            self.app = AppProcess(module="bench.bench_app", port=self.app_port, server_url=self.server.url,
+                                  ledger=self.tmp / f"{self.name}.ledger").start()
+            wait_until(lambda: httpx.get(self.server.url + "/v1/apps").json()["data"][0]["functions"], what="sync")
+            apps = httpx.get(self.server.url + "/v1/apps").json()["data"]
+            self.functions = {f["slug"].split("-", 1)[1]: f["id"] for f in apps[0]["functions"]}
+            self.raw = Raw(self.data_dir, self.postgres_uri)
+        return self
+
+    def stop(self) -> None:
+        if self.server:
+            self.server.stop()
+
+    def close(self) -> None:
+        self.stop()
+        if self.app:
+            self.app.stop()
+
+
+def ratios(rounds: list[tuple[dict, dict]], slug: str, label: str) -> None:
+    """Median over rounds of (b ÷ a) for throughput and (a ÷ b) for latency: >1 means b is better."""
+    burst = statistics.median(b["runs_s"] / a["runs_s"] for a, b in rounds)
+    light = statistics.median(a["light_p50"] / b["light_p50"] for a, b in rounds)
+    print(f"  {slug:<12} {label}: burst runs/s ratio {burst:.2f}, light-load p50 ratio {light:.2f}"
+          f"  (medians of {len(rounds)} rounds)")
+
+
+# -- disk per run --------------------------------------------------------------------------
+
+
+def disk_per_run(raw: Raw, functions: dict[str, str]) -> None:
+    print("\nDisk per run (real rows of the empty-store phase; averages of stored column bytes):")
+    for slug in ("noop", "three-steps"):
+        fid = functions[slug]
+        run_cols = column_bytes(raw, "runs", "function_id = ?", (fid,))
+        step_cols = column_bytes(raw, "steps", "run_id IN (SELECT run_id FROM runs WHERE function_id = ?)", (fid,))
+        steps_per_run = raw.one("SELECT COUNT(*) FROM steps WHERE run_id IN (SELECT run_id FROM runs"
+                                " WHERE function_id = ?)", (fid,)) / raw.one(
+            "SELECT COUNT(*) FROM runs WHERE function_id = ?", (fid,))
+        event_cols = column_bytes(raw, "events", "internal_id IN (SELECT t.event_internal_id FROM run_triggers t"
+                                  " JOIN runs r ON r.run_id = t.run_id WHERE r.function_id = ?)", (fid,))
+        row_bytes = sum(run_cols.values()) + steps_per_run * sum(step_cols.values()) + sum(event_cols.values())
+        top = sorted([(f"runs.{c}", v) for c, v in run_cols.items()]
+                     + [(f"steps.{c}", v * steps_per_run) for c, v in step_cols.items()]
+                     + [(f"events.{c}", v) for c, v in event_cols.items()], key=lambda cv: -cv[1])[:6]
+        print(f"  {slug:<12} column data {row_bytes:6.0f} B/run ({steps_per_run:.1f} steps); largest: "
+              + ", ".join(f"{c} {v:.0f}" for c, v in top))
+
+
+# -- synthetic fill ------------------------------------------------------------------------
+
+
+def fill(raw: Raw, functions: dict[str, str], total: int, chunk: int = 20_000) -> float:
+    """Copy the real rows of one noop and one three-step run `total` times, with new ids."""
+    templates = []
+    for slug in ("noop", "three-steps"):
+        fid = functions[slug]
+        run = raw.all("SELECT * FROM runs WHERE function_id = ? AND status = 'Completed' LIMIT 1", (fid,))[0]
+        run_id = run[raw.columns("runs").index("run_id")]
+        steps = raw.all("SELECT * FROM steps WHERE run_id = ?", (run_id,))
+        event_id = raw.one("SELECT event_internal_id FROM run_triggers WHERE run_id = ?", (run_id,))
+        event = raw.all("SELECT * FROM events WHERE internal_id = ?", (event_id,))[0]
+        templates.append((run, run_id, steps, event, event_id))
+    all_cols = {t: raw.columns(t) for t in TABLES}
+    cols = {t: [c for c in all_cols[t] if c != "seq"] for t in TABLES}
+    statuses = ["Completed"] * 90 + ["Failed"] * 8 + ["Cancelled"] * 2
+    now = int(time.time() * 1000)
+    rng = random.Random(7)
+    started = time.monotonic()
+    if not raw.pg:
+        raw.conn.execute("PRAGMA synchronous=OFF")
+    for base in range(0, total, chunk):
+        rows: dict[str, list[tuple]] = {t: [] for t in TABLES}
+        for i in range(base, min(total, base + chunk)):
+            run, run_id, steps, event, event_id = templates[i % 2]
+            new_run, new_event = f"01SYN{i:021d}", f"01EVT{i:021d}"
+            at = now - 6 * DAY_MS + (6 * DAY_MS * i) // total - rng.randrange(1000)
+            swap = {run_id: new_run, event_id: new_event}
+
+            def renamed(row: tuple, table: str) -> tuple:
+                out = []
+                for name, value in zip(all_cols[table], row):
+                    if name == "seq":
+                        continue
+                    if isinstance(value, str):
+                        for old, new in swap.items():
+                            value = value.replace(old, new)
+                    elif name in TIME_COLUMNS and value:
+                        value = at
+                    out.append(value)
+                return tuple(out)
+
+            r = list(renamed(run, "runs"))
+            r[cols["runs"].index("status")] = statuses[i % 100]
+            rows["runs"].append(tuple(r))
+            rows["events"].append(renamed(event, "events"))
+            rows["run_triggers"].append((new_event, new_run))
+            rows["steps"].extend(renamed(s, "steps") for s in steps)
+        _insert(raw, cols, rows)
+        done = min(total, base + chunk)
+        if done % (chunk * 25) == 0 or done == total:
+            print(f"  filled {done:,} runs in {time.monotonic() - started:.0f}s", flush=True)
+    if raw.pg:
+        raw.conn.execute("ANALYZE")
+    else:
+        raw.conn.execute("PRAGMA synchronous=NORMAL")
+        raw.conn.execute("ANALYZE")
+    return time.monotonic() - started
+
+
+def _insert(raw: Raw, cols: dict[str, list[str]], rows: dict[str, list[tuple]]) -> None:
+    if raw.pg:
+        with raw.conn.transaction():
+            cur = raw.conn.cursor()
+            for table in TABLES:
+                with cur.copy(f"COPY {table} ({', '.join(cols[table])}) FROM STDIN") as copy:
+                    for row in rows[table]:
+                        copy.write_row(row)
+        return
+    raw.conn.execute("BEGIN")
+    for table in TABLES:
+        marks = ", ".join("?" for _ in cols[table])
+        raw.conn.executemany(f"INSERT INTO {table} ({', '.join(cols[table])}) VALUES ({marks})", rows[table])
+    raw.conn.execute("COMMIT")
+
+
+# -- dashboard queries ---------------------------------------------------------------------
+
+
+def dashboard_queries(data_dir: Path, postgres_uri: str | None, functions: dict[str, str]) -> None:
+    """The REST API's own query functions, on a transaction of the backend's own kind."""
+    if postgres_uri:
+        import psycopg
+        from psycopg.rows import dict_row
+
+        conn = psycopg.connect(postgres_uri, autocommit=True, row_factory=dict_row)
+        tx = PostgresTx(conn)
+    else:
+        conn = _connect(str(data_dir / "lockgate.db"), synchronous="NORMAL")
+        tx = SQLiteTx(conn)
+    deep_seq = tx.one("SELECT MAX(seq) AS s FROM events")["s"] // 2
+    queries = {
+        "runs of a function": lambda: ops.list_runs(tx, function_id=functions["noop"], limit=50),
+        "runs by status (Failed)": lambda: ops.list_runs(tx, status="Failed", limit=50),
+        "runs by status + function": lambda: ops.list_runs(tx, status="Cancelled",
+                                                           function_id=functions["three-steps"], limit=50),
+        "all runs": lambda: ops.list_runs(tx, limit=50),
+        "events by name": lambda: ops.list_events(tx, name="bench/steps", limit=50),
+        "events by name, deep page": lambda: ops.list_events(tx, name="bench/steps", before_seq=deep_seq, limit=50),
+        "all events": lambda: ops.list_events(tx, limit=50),
+    }
+    print("\nDashboard queries at this size (50 rows, newest first, rows decoded; 15 tries each):")
+    for label, query in queries.items():
+        times = []
+        for _ in range(15):
+            t = time.perf_counter()
+            rows = query()
+            times.append((time.perf_counter() - t) * 1000)
+        print(f"  {label:<28} p50 {statistics.median(times):6.1f} ms  max {max(times):6.1f} ms  ({len(rows)} rows)")
+    conn.close()
+
+
+def query_plans(raw: Raw, functions: dict[str, str]) -> None:
+    explain = "EXPLAIN " if raw.pg else "EXPLAIN QUERY PLAN "
+    fid = functions["noop"]
+    plans = {
+        "runs of a function": ("SELECT run_id FROM runs WHERE function_id = ? ORDER BY created_at DESC LIMIT 50", (fid,)),
+        "runs by status": ("SELECT run_id FROM runs WHERE status = ? ORDER BY created_at DESC LIMIT 50", ("Failed",)),
+        "all runs": ("SELECT run_id FROM runs ORDER BY created_at DESC LIMIT 50", ()),
+        "events by name": ("SELECT seq FROM events WHERE name = ? ORDER BY seq DESC LIMIT 50", ("bench/steps",)),
+    }
+    print("\nIndexes the plans use:")
+    for label, (sql, params) in plans.items():
+        plan = " | ".join(str(r[-1]) for r in raw.all(explain + sql, params))
+        print(f"  {label:<20} {plan[:150]}")
+
+
+# -- main ----------------------------------------------------------------------------------
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--backend", choices=("sqlite", "postgres"), default="sqlite")
+    parser.add_argument("--runs", type=int, default=1_000_000, help="synthetic finished runs to fill in")
+    parser.add_argument("--events", type=int, default=300, help="burst size")
+    parser.add_argument("--light", type=int, default=60, help="light-load runs")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds per comparison")
+    args = parser.parse_args()
+
+    tmp = Path(tempfile.mkdtemp(prefix="lockgate-bigstore-", dir=os.environ.get("BENCH_DIR")))
+    uris: list[str] = []
+    if args.backend == "postgres":
+        from tests import pgtools
+
+        uris = [pgtools.create_database(), pgtools.create_database()]
+    print(f"lockgate big-store bench — {args.backend}, {args.runs:,} synthetic runs, burst {args.events}, "
+          f"light {args.light}, {args.rounds} interleaved rounds, {os.cpu_count()} cores (shared machine)", flush=True)
+    empty = Stack(tmp, "empty", uris[0] if uris else None)
+    full = Stack(tmp, "full", uris[1] if uris else None)
+    try:
+        # Real rows first: the templates of the synthetic ones, and the disk-per-run figures.
+        full.start("0")
+        for slug in ("noop", "three-steps"):
+            measure(full.server, full.raw, full.functions, slug, 200, 5)
+        disk_per_run(full.raw, full.functions)
+        full.stop()
+        before = full.raw.database_bytes()
+        print(f"\nFilling {args.runs:,} finished runs...", flush=True)
+        seconds = fill(full.raw, full.functions, args.runs)
+        after = full.raw.database_bytes()
+        print(f"  {args.runs:,} runs in {seconds:.0f}s; store grew {(after - before) / 2**20:,.0f} MiB:"
+              f" {(after - before) / args.runs:,.0f} bytes per run (half noop, half three-step), indexes included")
+        print("  by table (MiB): " + ", ".join(f"{t} {b / 2**20:,.0f}" for t, b in full.raw.table_bytes().items()))
+
+        # Empty against full, in alternating order, servers up side by side.
+        empty.start("0")
+        full.start("0")
+        print(f"\nEmpty store against {args.runs:,} finished runs (retention off):")
+        versus: dict[str, list] = {"noop": [], "three-steps": []}
+        for r in range(args.rounds):
+            for slug in versus:
+                order = (empty, full) if r % 2 == 0 else (full, empty)
+                got = {stack.name: measure(stack.server, stack.raw, stack.functions, slug, args.events, args.light)
+                       for stack in order}
+                print(f"  round {r + 1} {slug}")
+                show("empty", got["empty"])
+                show("full", got["full"])
+                versus[slug].append((got["empty"], got["full"]))
+        empty.close()
+        dashboard_queries(full.data_dir, full.postgres_uri, full.functions)
+        query_plans(full.raw, full.functions)
+
+        # Retention off against housekeeping deleting the runs older than 5 days (a backlog).
+        print("\nFull store, retention off against housekeeping deleting its backlog (--retention 5d):")
+        sweep: dict[str, list] = {"noop": [], "three-steps": []}
+        runs_before = full.raw.one("SELECT COUNT(*) FROM runs")
+        for r in range(args.rounds):
+            got: dict[str, dict] = {}
+            for retention in (("0", "5d") if r % 2 == 0 else ("5d", "0")):
+                full.stop()
+                full.start(retention)
+                got[retention] = {slug: measure(full.server, full.raw, full.functions, slug, args.events, args.light)
+                                  for slug in sweep}
+            for slug in sweep:
+                print(f"  round {r + 1} {slug}")
+                show("retention off", got["0"][slug])
+                show("sweeping", got["5d"][slug])
+                sweep[slug].append((got["0"][slug], got["5d"][slug]))
+        deleted = runs_before - full.raw.one("SELECT COUNT(*) FROM runs")
+        print(f"  housekeeping deleted {deleted:,} runs meanwhile")
+
+        print("\nRatios (1.0 = no change; above 1 = the second is faster):")
+        for slug in versus:
+            ratios(versus[slug], slug, "full ÷ empty")
+        for slug in sweep:
+            ratios(sweep[slug], slug, "sweeping ÷ retention off")
+    finally:
+        empty.close()
+        full.close()
+        shutil.rmtree(tmp, ignore_errors=True)
+        for uri in uris:
+            from tests import pgtools
+
+            pgtools.drop_database(uri)
+
+
+if __name__ == "__main__":
+    main()

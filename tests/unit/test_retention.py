@@ -1,0 +1,93 @@
+"""Retention and expiry sweeps on a real SQLite file and a real PostgreSQL database."""
+
+from __future__ import annotations
+
+import pytest
+
+from lockgate.engine.retention import Housekeeping, Retention
+from lockgate.models import Event, Run, Step, now_ms
+from lockgate.store import flow_operations as fops
+from lockgate.store import operations as ops
+from lockgate.store import qstash_operations as qops
+from lockgate.store import retention_operations as rops
+from lockgate.store.postgres import PostgresStore
+from lockgate.store.sqlite import SQLiteStore
+
+DAY_MS = 86_400_000
+
+
+@pytest.fixture
+async def store(tmp_path, backend):
+    if backend.name == "postgres":
+        s = PostgresStore(backend.new_database(), pool_size=4)
+    else:
+        s = SQLiteStore(str(tmp_path))
+    await s.open()
+    yield s
+    await s.close()
+
+
+def _seed(tx, prefix: str, *, status: str, at: int, ended: bool) -> None:
+    """One event, the run it started and one recorded step, all at time `at`."""
+    internal = f"{prefix}-event"
+    ops.insert_events(tx, [Event(internal_id=internal, id=internal, name="shop/order", data={"n": 1}, ts=at,
+                                 received_at=at)])
+    ops.insert_run(tx, Run(run_id=prefix, function_id="f", function_slug="app-f", function_version=1,
+                           status=status, events=[{"name": "shop/order"}], event_ids=[internal], created_at=at,
+                           started_at=at, ended_at=at + 10 if ended else None))
+    ops.record_step(tx, Step(run_id=prefix, step_id="s1", op="StepRun", status="completed", memo={"ok": True},
+                             started_at=at, ended_at=at + 5))
+    fops.set_run_limits(tx, prefix, [["k", 1, "fn"]])
+
+
+async def _sizes(store) -> dict[str, int]:
+    return await store.read(lambda tx: rops.table_sizes(
+        tx, ["runs", "steps", "run_triggers", "flow_runs", "events", "unique_keys", "qstash_dedup", "flow_buckets"]))
+
+
+async def test_sweep_deletes_old_finished_runs_and_unneeded_events_in_batches(store):
+    now = now_ms()
+    old, young = now - 3 * DAY_MS, now - 60_000
+
+    def seed(tx) -> None:
+        for i in range(23):  # more than a few batches' worth
+            _seed(tx, f"old-done-{i}", status="Completed", at=old, ended=True)
+        _seed(tx, "old-failed", status="Failed", at=old, ended=True)
+        _seed(tx, "old-live", status="Running", at=old, ended=False)  # a long sleep: kept, with its event
+        ops.insert_events(tx, [Event(internal_id=f"lonely-{i}", id=f"lonely-{i}", name="x", data={}, ts=old,
+                                     received_at=old) for i in range(9)])  # matched no function
+        _seed(tx, "young-done", status="Completed", at=young, ended=True)
+
+    await store.write(seed)
+    housekeeping = Housekeeping(store, Retention(seconds=DAY_MS / 1000), batch=5, pause_s=0)
+    totals = await housekeeping.sweep()
+    assert (totals.runs, totals.events) == (24, 33)
+    kept = {r.run_id for r in await store.read(lambda tx: ops.list_runs(tx, limit=100))}
+    assert kept == {"old-live", "young-done"}
+    assert await _sizes(store) == {"runs": 2, "steps": 2, "run_triggers": 2, "flow_runs": 2, "events": 2,
+                                   "unique_keys": 0, "qstash_dedup": 0, "flow_buckets": 0}
+    assert await store.read(ops.get_event, "old-live-event") is not None
+    assert await store.read(ops.get_steps, "old-live")  # a live run keeps its recorded steps
+    assert (await housekeeping.sweep()).runs == 0  # nothing left to do
+
+
+async def test_zero_retention_keeps_runs_forever_but_windows_still_expire(store):
+    now = now_ms()
+
+    def seed(tx) -> None:
+        _seed(tx, "ancient", status="Completed", at=now - 400 * DAY_MS, ended=True)
+        for i in range(12):
+            ops.claim_unique_key(tx, f"idem-{i}", expires_at=now - 1 if i < 8 else now + DAY_MS, now=now - DAY_MS)
+            qops.claim_dedup(tx, f"dedup-{i}", f"msg-{i}", now=now - DAY_MS,
+                             expires_at=now - 1 if i < 10 else now + DAY_MS)
+            fops.set_bucket_tat(tx, f"bucket-{i}", now - 1 if i < 11 else now + 60_000)
+
+    await store.write(seed)
+    totals = await Housekeeping(store, Retention(seconds=0), batch=5, pause_s=0).sweep()
+    assert totals.runs == 0 and totals.expired == {"unique_keys": 8, "qstash_dedup": 10, "flow_buckets": 11}
+    sizes = await _sizes(store)
+    assert sizes["runs"] == 1 and sizes["events"] == 1
+    assert (sizes["unique_keys"], sizes["qstash_dedup"], sizes["flow_buckets"]) == (4, 2, 1)
+    # A still-live key keeps doing its job after the sweep.
+    assert not await store.write(lambda tx: ops.claim_unique_key(tx, "idem-11", expires_at=now + 5, now=now))
+    assert await store.write(lambda tx: ops.claim_unique_key(tx, "idem-0", expires_at=now + 5, now=now))
