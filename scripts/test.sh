@@ -11,6 +11,12 @@ if command -v npm >/dev/null; then
     (cd "$sdk" && npm ci --no-audit --no-fund --loglevel=error)
   done
 fi
+# The dashboard's browser tests drive Debian's chromium (Playwright downloads no browser here).
+if [ ! -x /usr/bin/chromium ] && command -v apt-get >/dev/null; then
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get install -y -q --no-install-recommends chromium >/dev/null 2>&1 \
+    || { apt-get update -q >/dev/null && apt-get install -y -q --no-install-recommends chromium >/dev/null; }
+fi
 # Every backend test runs on PostgreSQL too; here an unreachable server is a failure, not a skip.
 export LOCKGATE_REQUIRE_POSTGRES=1
 # Most e2e time is spent waiting on timers and subprocesses, so three workers; each test module

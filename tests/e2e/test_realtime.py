@@ -462,3 +462,30 @@ def test_replicas_with_redis_deliver_each_others_messages_and_survive_a_redis_ou
     finally:
         a.stop()
         b.stop()
+
+
+# -- production ------------------------------------------------------------------------------------
+
+
+def test_production_publishing_and_tokens_need_the_signing_key(tmp_path):
+    key = "signkey-prod-" + "ab12" * 16
+    server = LockgateProcess(args=["start", "--signing-key", key, "--event-key", "ek"],
+                             data_dir=tmp_path / "data", log_path=tmp_path / "prod.log").start()
+    try:
+        channel = f"prod:{uuid.uuid4().hex[:8]}"
+        anonymous = httpx.post(f"{server.url}/v1/realtime/publish", params={"channel": channel, "topic": "t"},
+                               json={"x": 1})
+        assert anonymous.status_code == 401
+        assert httpx.post(f"{server.url}/v1/realtime/token", json=[{"channel": channel, "name": "t"}]).status_code == 401
+        # The official SDK in production mode authenticates with the (hashed) signing key.
+        client = inngest.Inngest(app_id="prod-publisher", is_production=True, signing_key=key,
+                                 api_base_url=server.url, event_api_base_url=server.url)
+        token = py_realtime.get_subscription_token_sync(client, channel, ["t"])["key"]
+        py_realtime.publish_sync(client, channel, "t", {"x": 2})
+        events = sse_events(server.url, token, last_event_id="0", stop=lambda e: True)
+        assert events[0]["data"]["data"] == {"x": 2}
+        # A token signed with the dev key is worthless here: the key derives from the signing key.
+        dev_token = tokens.mint(tokens.token_secret(None), channel, ["t"], ttl_s=60)
+        assert httpx.get(f"{server.url}/v1/realtime/sse", params={"token": dev_token}).status_code == 401
+    finally:
+        server.stop()
