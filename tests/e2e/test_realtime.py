@@ -12,11 +12,11 @@ import base64
 import json
 import os
 import subprocess
+import sys
 import threading
 import time
 import uuid
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import httpx
 import inngest
@@ -442,9 +442,8 @@ def test_replicas_with_redis_deliver_each_others_messages_and_survive_a_redis_ou
         down = publish(Api(a.url), "x", "t", {"i": 1})
         assert down.status_code == 503 and "Redis" in down.json()["error"]
         wait_until(lambda: httpx.get(f"{a.url}/health").json()["realtime"]["problem"], what="problem reported")
-        doctor = subprocess.run(["python", "-m", "lockgate", "doctor", "--port", str(a.port), "--redis-uri", uri],
-                                capture_output=True, text=True, timeout=60,
-                                env={**os.environ, "PATH": str(Path(os.sys.executable).parent) + ":" + os.environ["PATH"]})
+        doctor = subprocess.run([sys.executable, "-m", "lockgate", "doctor", "--port", str(a.port), "--redis-uri", uri],
+                                capture_output=True, text=True, timeout=60)
         assert doctor.returncode == 1 and "cannot reach Redis" in doctor.stdout
         assert "Redis" in (tmp_path / "a.log").read_text()
         # It comes back: the next publish works and both replicas deliver again.
