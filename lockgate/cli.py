@@ -256,8 +256,9 @@ def start(sdk_urls, port, host, postgres_uri, redis_uri, signing_key, signing_ke
         if name == "postgres_uri" and value and not _has_password(value):
             continue
         if settings.sources[name] == "flag" and value:
-            click.echo(f"lockgate: warning: {flag} on the command line is visible to every user of this machine "
-                       f"(ps, shell history); use {_SAFER[name]} instead", err=True)
+            # Said through the log once it is set up, so `--log-format json` stays one object a line.
+            settings.warnings.append(f"{flag} on the command line is visible to every user of this machine "
+                                     f"(ps, shell history); use {_SAFER[name]} instead")
     if settings.sources["discovery"] == "default":
         settings.discovery = False  # production apps are named, never guessed from local ports
     if settings.sources["poll"] == "default":
@@ -267,6 +268,8 @@ def start(sdk_urls, port, host, postgres_uri, redis_uri, signing_key, signing_ke
     try:
         check_production_keys(settings)
     except KeyProblem as exc:
+        for warning in settings.warnings:  # the log is not set up yet: say them before stopping
+            click.echo(f"lockgate: warning: {warning}", err=True)
         _fail(str(exc))
     _run_server(settings, "cloud")
 

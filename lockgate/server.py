@@ -124,6 +124,7 @@ def build_app(settings: Settings, *, kind: str = "dev", store: Store | None = No
         max_message_bytes=settings.realtime_max_message_bytes,
         token_ttl_s=settings.realtime_token_ttl,
     ))
+    engine.progress.enabled = settings.realtime_progress
 
     async def on_api_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, ApiError)

@@ -7,9 +7,12 @@ python3 -m venv .venv
 .venv/bin/pip install --quiet -e '.[test]'
 # The JavaScript SDK tests serve tests/e2e/js_app with inngest v3 and v4 from npm.
 if command -v npm >/dev/null; then
-  for sdk in tests/e2e/js_app/v3 tests/e2e/js_app/v4; do
-    (cd "$sdk" && npm ci --no-audit --no-fund --loglevel=error)
+  pids=()
+  for sdk in tests/e2e/js_app/v3 tests/e2e/js_app/v4; do  # both at once: each mostly waits on the registry
+    (cd "$sdk" && npm ci --no-audit --no-fund --loglevel=error) &
+    pids+=($!)
   done
+  for pid in "${pids[@]}"; do wait "$pid"; done
 fi
 # The dashboard's browser tests drive Debian's chromium (Playwright downloads no browser here).
 if [ ! -x /usr/bin/chromium ] && command -v apt-get >/dev/null; then

@@ -108,6 +108,9 @@ def document(limits: Limits) -> dict[str, Any]:
             "/v1/runs/{run_id}/cancel": {"post": _op("Cancel a run", params=[run_id], extra=("404",))},
             "/v1/runs/{run_id}/steps": {"get": _op("A run's steps", params=[run_id])},
             "/v1/runs/{run_id}/jobs": {"get": _op("A run's queued work", params=[run_id])},
+            "/v1/runs/{run_id}/fast-forward": {"post": _op(
+                "Dev only, for tests: the run's pending sleeps and wait timeouts fire now", params=[run_id],
+                extra=("403", "404"))},
             "/v1/apps": {"get": _op("Synced apps and their functions")},
             "/v1/stats": {"get": _op("Counts: runs by status, queue depth, calls in flight")},
             "/v0/runs/{run_id}/batch": {"get": _op("A run's events (SDK large-state fetch)", params=[run_id],

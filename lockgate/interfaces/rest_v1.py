@@ -11,7 +11,6 @@ from lockgate.engine.cron import next_fire_times
 from lockgate.engine.engine import Engine, FunctionNotFound
 from lockgate.engine.sync import CONNECT_APP_SCHEME
 from lockgate.engine.flow.explain import annotate, explained
-from lockgate.engine.registry import why_nothing_started
 from lockgate.interfaces.auth import AccessPolicy
 from lockgate.interfaces.errors import ApiError, json_response, read_json
 from lockgate.interfaces.run_filters import RUN_FILTERS, parse_run_filter
@@ -84,12 +83,7 @@ def routes(engine: Engine, access: AccessPolicy) -> list[Route]:
             raise ApiError(404, "event not found")
         skipped = await store.read(flow_ops.skips_of_event, event.internal_id)
         # Functions this event matched but started no run for, and why (rate limit, singleton...).
-        view = {**event_view(event), "skipped": skipped, "started_nothing": None}
-        registry = engine.registry
-        if not skipped and not event.name.startswith("inngest/") and not registry.match(event.payload()):
-            if not await store.read(ops.runs_of_event, event.internal_id):
-                view["started_nothing"] = why_nothing_started(registry, event.name)
-        return _envelope(view)
+        return _envelope({**event_view(event), "skipped": skipped})
 
     async def event_runs(request: Request) -> Response:
         access.check_api(request)
@@ -119,6 +113,17 @@ def routes(engine: Engine, access: AccessPolicy) -> list[Route]:
             [{"id": j.id, "kind": j.kind, "step_id": j.step_id, "attempt": j.attempt, "due_at": j.due_at,
               "due": iso_ms(j.due_at)} for j in jobs]
         )
+
+    async def fast_forward(request: Request) -> Response:
+        # Tests (lockgate.testing) skip a run's sleeps and wait timeouts; never in production.
+        access.check_api(request)
+        if engine.options.server_kind != "dev":
+            raise ApiError(403, "fast-forward is a `lockgate dev` feature for tests; `lockgate start` keeps real time")
+        advanced = await engine.fast_forward(request.path_params["run_id"])
+        if advanced is None:
+            raise ApiError(404, "run not found")
+        return _envelope({"advanced": [{"kind": j.kind, "step_id": j.step_id, "was_due_at": j.due_at}
+                                       for j in advanced]})
 
     async def cancel_run(request: Request) -> Response:
         access.check_api(request)
@@ -318,6 +323,7 @@ def routes(engine: Engine, access: AccessPolicy) -> list[Route]:
         Route("/v1/runs/{run_id}/cancel", cancel_run, methods=["POST"]),
         Route("/v1/runs/{run_id}/steps", run_steps, methods=["GET"]),
         Route("/v1/runs/{run_id}/jobs", run_jobs, methods=["GET"]),
+        Route("/v1/runs/{run_id}/fast-forward", fast_forward, methods=["POST"]),
         Route("/v1/apps", list_apps, methods=["GET"]),
         Route("/v1/functions", list_functions, methods=["GET"]),
         Route("/v1/functions/{function_id}", get_function, methods=["GET"]),

@@ -34,6 +34,27 @@ def _unjson(text: str | None) -> Any:
     return None if text is None else orjson.loads(text)
 
 
+def insert_rows(tx: Tx, table: str, columns: tuple[tuple[str, str], ...], rows: list[tuple], suffix: str = "") -> None:
+    """INSERT many rows. PostgreSQL gets one statement whatever their number (one array per
+    column, unnested), not one per row: `columns` pairs each name with its PostgreSQL type."""
+    if not rows:
+        return
+    names = ", ".join(name for name, _ in columns)
+    if tx.dialect == "postgres" and len(rows) > 1:
+        arrays = [list(values) for values in zip(*rows)]
+        casts = ", ".join(f"?::{kind}[]" for _, kind in columns)
+        tx.execute(f"INSERT INTO {table} ({names}) SELECT * FROM unnest({casts}){suffix}", arrays)
+    else:
+        tx.executemany(f"INSERT INTO {table} ({names}) VALUES ({', '.join('?' for _ in columns)}){suffix}", rows)
+
+
+def where_in(tx: Tx, column: str, values: list[Any]) -> tuple[str, list[Any]]:
+    """`column` is one of `values`: a condition and its parameters (one array on PostgreSQL)."""
+    if tx.dialect == "postgres":
+        return f"{column} = ANY(?)", [list(values)]
+    return f"{column} IN ({', '.join('?' for _ in values)})", list(values)
+
+
 # -- apps and functions --------------------------------------------------------------
 
 
@@ -175,7 +196,12 @@ def _event_from_row(row: Any) -> Event:
         v=row["v"],
         ts=row["ts"],
         received_at=row["received_at"],
+        started_nothing=row["started_nothing"],
     )
+
+
+def note_started_nothing(tx: Tx, internal_id: str, why: str) -> None:
+    tx.execute("UPDATE events SET started_nothing = ? WHERE internal_id = ?", (why, internal_id))
 
 
 def get_event(tx: Tx, internal_id: str) -> Event | None:
@@ -439,6 +465,38 @@ def update_run(tx: Tx, run_id: str, **fields: Any) -> None:
     tx.execute(f"UPDATE runs SET {', '.join(sets)} WHERE run_id = ?", (*params, run_id))
 
 
+def runs_progress(tx: Tx, run_ids: list[str]) -> dict[str, dict[str, Any]]:
+    """Status, stack, pending steps and disable_immediate of several runs, locked on PostgreSQL
+    (in run id order, so two such batches never wait on each other crosswise)."""
+    found: dict[str, dict[str, Any]] = {}
+    lock = " ORDER BY run_id FOR UPDATE" if tx.dialect == "postgres" else ""
+    for i in range(0, len(run_ids), 500):
+        condition, params = where_in(tx, "run_id", run_ids[i:i + 500])
+        for r in tx.all(f"SELECT run_id, status, stack, pending_steps, disable_immediate FROM runs"
+                        f" WHERE {condition}{lock}", params):
+            found[r["run_id"]] = {"status": r["status"], "stack": orjson.loads(r["stack"]),
+                                  "pending_steps": orjson.loads(r["pending_steps"]),
+                                  "disable_immediate": bool(r["disable_immediate"])}
+    return found
+
+
+def update_runs_progress(tx: Tx, progress: dict[str, dict[str, Any]]) -> None:
+    """Write back what `runs_progress` read, changed; clears the runs' reason."""
+    rows = [(run_id, _json(p["stack"]), _json(p["pending_steps"]), int(p["disable_immediate"]))
+            for run_id, p in progress.items()]
+    if not rows:
+        return
+    if tx.dialect == "postgres":
+        tx.execute("UPDATE runs SET stack = u.stack, pending_steps = u.pending, disable_immediate = u.immediate,"
+                   " reason = NULL FROM unnest(?::text[], ?::text[], ?::text[], ?::int[])"
+                   " AS u(run_id, stack, pending, immediate) WHERE runs.run_id = u.run_id",
+                   [list(values) for values in zip(*rows)])
+    else:
+        tx.executemany("UPDATE runs SET stack = ?, pending_steps = ?, disable_immediate = ?, reason = NULL"
+                       " WHERE run_id = ?", [(stack, pending, immediate, run_id)
+                                             for run_id, stack, pending, immediate in rows])
+
+
 def mark_runs_started(tx: Tx, run_ids: list[str], at: int) -> None:
     tx.executemany(
         "UPDATE runs SET status = ?, started_at = ?, reason = NULL WHERE run_id = ? AND status = ?",
@@ -517,29 +575,33 @@ def step_is_recorded(tx: Tx, run_id: str, step_id: str) -> bool:
     return row is not None and row["position"] is not None
 
 
+# Saves finished steps; never overwrites a recorded one (position set).
+_STEP_COLUMNS = (("run_id", "text"), ("step_id", "text"), ("display_name", "text"), ("op", "text"),
+                 ("status", "text"), ("memo", "text"), ("position", "int"), ("attempts", "int"),
+                 ("started_at", "bigint"), ("ended_at", "bigint"))
+_STEP_CONFLICT = (
+    " ON CONFLICT (run_id, step_id) DO UPDATE SET display_name = COALESCE(excluded.display_name,"
+    " steps.display_name), op = excluded.op, status = excluded.status, memo = excluded.memo,"
+    " position = excluded.position, attempts = excluded.attempts, ended_at = excluded.ended_at"
+    " WHERE steps.position IS NULL"
+)
+
+
+def _step_row(step: Step) -> tuple:
+    return (step.run_id, step.step_id, step.display_name, step.op, step.status, _json(step.memo), step.position,
+            step.attempts, step.started_at, step.ended_at)
+
+
 def record_step(tx: Tx, step: Step) -> bool:
     """Save a finished step. Never overwrites a recorded one: returns False if it was."""
-    row = tx.one(
-        "INSERT INTO steps (run_id, step_id, display_name, op, status, memo, position, attempts, started_at, ended_at)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-        " ON CONFLICT (run_id, step_id) DO UPDATE SET display_name = COALESCE(excluded.display_name,"
-        " steps.display_name), op = excluded.op, status = excluded.status, memo = excluded.memo,"
-        " position = excluded.position, attempts = excluded.attempts, ended_at = excluded.ended_at"
-        " WHERE steps.position IS NULL RETURNING step_id",
-        (
-            step.run_id,
-            step.step_id,
-            step.display_name,
-            step.op,
-            step.status,
-            _json(step.memo),
-            step.position,
-            step.attempts,
-            step.started_at,
-            step.ended_at,
-        ),
-    )
+    row = tx.one(f"INSERT INTO steps ({', '.join(name for name, _ in _STEP_COLUMNS)}) VALUES"
+                 f" ({', '.join('?' for _ in _STEP_COLUMNS)}){_STEP_CONFLICT} RETURNING step_id", _step_row(step))
     return row is not None
+
+
+def record_steps(tx: Tx, steps: list[Step]) -> None:
+    """Save finished steps known not to be recorded yet (not in their run's stack)."""
+    insert_rows(tx, "steps", _STEP_COLUMNS, [_step_row(step) for step in steps], _STEP_CONFLICT)
 
 
 def note_step_pending(tx: Tx, step: Step) -> None:
@@ -573,48 +635,59 @@ def _job_from_row(row: Any) -> Job:
     )
 
 
+_JOB_COLUMNS = (("id", "text"), ("kind", "text"), ("run_id", "text"), ("step_id", "text"), ("attempt", "int"),
+                ("due_at", "bigint"), ("rank_at", "bigint"), ("payload", "text"), ("created_at", "bigint"))
+
+
 def enqueue(tx: Tx, jobs: Iterable[Job]) -> None:
     """Insert jobs; a job whose id already exists is left alone (idempotent enqueue)."""
     jobs = list(jobs)
-    if jobs:
-        notify_replicas(tx)
-    tx.executemany(
-        "INSERT INTO jobs (id, kind, run_id, step_id, attempt, due_at, rank_at, payload, created_at)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
-        [
-            (
-                j.id,
-                j.kind,
-                j.run_id,
-                j.step_id,
-                j.attempt,
-                j.due_at,
-                j.due_at if j.rank_at is None else j.rank_at,
-                None if j.payload is None else _json(j.payload),
-                j.created_at,
-            )
-            for j in jobs
-        ],
-    )
+    if not jobs:
+        return
+    notify_replicas(tx)
+    rows = [(j.id, j.kind, j.run_id, j.step_id, j.attempt, j.due_at, j.due_at if j.rank_at is None else j.rank_at,
+             None if j.payload is None else _json(j.payload), j.created_at) for j in jobs]
+    insert_rows(tx, "jobs", _JOB_COLUMNS, rows, " ON CONFLICT (id) DO NOTHING")
 
 
-def lease_due_jobs(tx: Tx, *, owner: str, now: int, limit: int, lease_ms: int) -> list[Job]:
+def select_due_jobs(tx: Tx, *, now: int, limit: int, kinds: tuple[str, ...] = (),
+                    other_than: tuple[str, ...] = ()) -> list[Job]:
+    """Due jobs that no live lease holds (of these kinds only / other than these, if given), in
+    queue order, locked for this transaction on PostgreSQL (skipping rows another replica takes)."""
     skip_locked = " FOR UPDATE SKIP LOCKED" if tx.dialect == "postgres" else ""
+    of_kinds = f" AND kind IN ({', '.join('?' for _ in kinds)})" if kinds else ""
+    of_kinds += f" AND kind NOT IN ({', '.join('?' for _ in other_than)})" if other_than else ""
     rows = tx.all(
-        "SELECT * FROM jobs WHERE rank_at <= ? AND due_at <= ?"
+        f"SELECT * FROM jobs WHERE rank_at <= ? AND due_at <= ?{of_kinds}"
         " AND (lease_expires_at IS NULL OR lease_expires_at < ?)"
         f" ORDER BY rank_at LIMIT ?{skip_locked}",
-        (now, now, now, limit),
+        (now, now, *kinds, *other_than, now, limit),
     )
-    jobs = [_job_from_row(r) for r in rows]
-    expires = now + lease_ms
-    tx.executemany(
-        "UPDATE jobs SET lease_owner = ?, lease_expires_at = ? WHERE id = ?",
-        [(owner, expires, j.id) for j in jobs],
-    )
-    for j in jobs:
-        j.lease_owner, j.lease_expires_at = owner, expires
+    return [_job_from_row(r) for r in rows]
+
+
+def lease_due_jobs(tx: Tx, *, owner: str, now: int, limit: int, lease_ms: int,
+                   kinds: tuple[str, ...] = (), other_than: tuple[str, ...] = ()) -> list[Job]:
+    jobs = select_due_jobs(tx, now=now, limit=limit, kinds=kinds, other_than=other_than)
+    take_leases(tx, jobs, owner=owner, until=now + lease_ms)
     return jobs
+
+
+def take_leases(tx: Tx, jobs: list[Job], *, owner: str, until: int) -> None:
+    """Lease jobs this transaction selected (and, on PostgreSQL, locked)."""
+    if not jobs:
+        return
+    condition, params = where_in(tx, "id", [j.id for j in jobs])
+    tx.execute(f"UPDATE jobs SET lease_owner = ?, lease_expires_at = ? WHERE {condition}", [owner, until, *params])
+    for j in jobs:
+        j.lease_owner, j.lease_expires_at = owner, until
+
+
+def delete_jobs(tx: Tx, job_ids: list[str]) -> None:
+    """Drop jobs this transaction holds (selected FOR UPDATE, or leased in it)."""
+    for i in range(0, len(job_ids), 500):
+        condition, params = where_in(tx, "id", job_ids[i:i + 500])
+        tx.execute(f"DELETE FROM jobs WHERE {condition}", params)
 
 
 def lease_job(tx: Tx, job: Job, *, owner: str, now: int, lease_ms: int) -> bool:
@@ -646,6 +719,13 @@ def next_wakeup(tx: Tx) -> int | None:
     return min(times) if times else None
 
 
+def next_due_of_kinds(tx: Tx, kinds: tuple[str, ...]) -> int | None:
+    """When the earliest free job of these kinds comes due (timers, while every worker is busy)."""
+    row = tx.one(f"SELECT MIN(rank_at) AS t FROM jobs WHERE kind IN ({', '.join('?' for _ in kinds)})"
+                 " AND lease_owner IS NULL", kinds)
+    return None if row is None else row["t"]
+
+
 def release_job(tx: Tx, job: Job) -> bool:
     """Finish a leased job. False when the lease was lost (someone else owns it now)."""
     cur = tx.execute("DELETE FROM jobs WHERE id = ? AND lease_owner = ?", (job.id, job.lease_owner))
@@ -664,6 +744,25 @@ def retry_job(tx: Tx, job: Job, *, due_at: int, attempt: int) -> bool:
 
 def drop_run_jobs(tx: Tx, run_id: str, *, except_job: str | None = None) -> None:
     tx.execute("DELETE FROM jobs WHERE run_id = ? AND id <> ?", (run_id, except_job or ""))
+
+
+# Timers a test may fast-forward: a step.sleep's wake-up and a waitForEvent/invoke deadline.
+FAST_FORWARD_KINDS = ("wake", "wait_timeout")
+
+
+def fast_forward_run(tx: Tx, run_id: str, *, now: int) -> list[Job]:
+    """Make the run's pending sleep and wait timers due now (keeping their priority shift)."""
+    rows = tx.all(
+        "SELECT * FROM jobs WHERE run_id = ? AND kind IN (?, ?) AND lease_owner IS NULL AND due_at > ?",
+        (run_id, *FAST_FORWARD_KINDS, now),
+    )
+    jobs = [_job_from_row(r) for r in rows]
+    for job in jobs:
+        tx.execute("UPDATE jobs SET due_at = ?, rank_at = ? + (rank_at - due_at) WHERE id = ? AND lease_owner IS NULL",
+                   (now, now, job.id))
+    if jobs:
+        notify_replicas(tx)
+    return jobs
 
 
 def jobs_of_run(tx: Tx, run_id: str) -> list[Job]:

@@ -189,3 +189,31 @@ def test_register_rejects_bad_cancel_and_idempotency_config(stack, config, fragm
     r = api.http.post("/fn/register", json={"appName": "bad-config", "url": url, "functions": [fn]})
     assert r.status_code == 400
     assert fragment in r.json()["error"]
+
+
+def test_fast_forward_fires_a_runs_sleep_and_wait_timeout_in_dev_only(stack):
+    _, app, api = stack
+    run_id = run_of(api, api.send({"name": "steps/patient", "data": {}}).json()["ids"][0])["run_id"]
+    wait_until(lambda: any(j["kind"] == "wake" for j in api.http.get(f"/v1/runs/{run_id}/jobs").json()["data"]),
+               what="the day-long sleep to be scheduled")
+    forward = api.http.post(f"/v1/runs/{run_id}/fast-forward")
+    if api.cloud:  # production keeps real time, and says so
+        assert forward.status_code == 403 and "lockgate dev" in forward.json()["error"]
+        assert api.run(run_id)["status"] == "Running"
+        assert app.effects("patient-awake", run_id=run_id) == []
+        return
+    assert forward.status_code == 200
+    assert [(t["kind"], t["was_due_at"] > time.time() * 1000 + 23 * 3600_000) for t in forward.json()["data"]["advanced"]] \
+        == [("wake", True)]
+    wait_until(lambda: app.effects("patient-awake", run_id=run_id), what="the sleep to end")
+    wait_until(lambda: any(j["kind"] == "wait_timeout" for j in api.http.get(f"/v1/runs/{run_id}/jobs").json()["data"]),
+               what="the day-long wait to be registered")
+    assert [t["kind"] for t in api.http.post(f"/v1/runs/{run_id}/fast-forward").json()["data"]["advanced"]] \
+        == ["wait_timeout"]
+    run = api.wait_for_end(run_id, timeout=15)
+    assert run["status"] == "Completed" and run["output"] == {"reply": None}  # the wait timed out
+    assert len(app.effects("patient-awake", run_id=run_id)) == 1
+    # nothing left to advance, and an unknown run is a clear 404
+    assert api.http.post(f"/v1/runs/{run_id}/fast-forward").json()["data"]["advanced"] == []
+    missing = api.http.post("/v1/runs/01J0000000000000000000NONE/fast-forward")
+    assert missing.status_code == 404 and missing.json()["error"] == "run not found"

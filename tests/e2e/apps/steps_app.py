@@ -165,10 +165,19 @@ async def receiver(ctx: inngest.Context) -> None:
     record("received", run_id=ctx.run_id, i=ctx.event.data["i"])
 
 
+@client.create_function(fn_id="patient", trigger=inngest.TriggerEvent(event="steps/patient"))
+async def patient(ctx: inngest.Context) -> dict:
+    # A day's sleep and a day's wait: tests fast-forward them (POST /v1/runs/{id}/fast-forward).
+    await ctx.step.sleep("a-day", datetime.timedelta(days=1))
+    await ctx.step.run("awake", lambda: record("patient-awake", run_id=ctx.run_id))
+    reply = await ctx.step.wait_for_event("reply", event="steps/reply", timeout=datetime.timedelta(days=1))
+    return {"reply": reply.data if reply else None}
+
+
 app = FastAPI()
 inngest.fast_api.serve(
     app,
     client,
     [cancellable, cancel_watcher, idempotent, multi_trigger, lookback_waiter, racer, big_state, too_big,
-     chain_leaf, chain_mid, chain_top, slow_child, impatient, sender, receiver],
+     chain_leaf, chain_mid, chain_top, slow_child, impatient, sender, receiver, patient],
 )
