@@ -40,6 +40,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.run import lockgate_light, pct  # noqa: E402
+from lockgate.models import RunFilter  # noqa: E402
 from lockgate.store import operations as ops  # noqa: E402
 from lockgate.store.postgres import PostgresTx  # noqa: E402
 from lockgate.store.sqlite import SQLiteTx, _connect  # noqa: E402
@@ -319,11 +320,12 @@ def dashboard_queries(data_dir: Path, postgres_uri: str | None, functions: dict[
         tx = SQLiteTx(conn)
     deep_seq = tx.one("SELECT MAX(seq) AS s FROM events")["s"] // 2
     queries = {
-        "runs of a function": lambda: ops.list_runs(tx, function_id=functions["noop"], limit=50),
-        "runs by status (Failed)": lambda: ops.list_runs(tx, status="Failed", limit=50),
-        "runs by status + function": lambda: ops.list_runs(tx, status="Cancelled",
-                                                           function_id=functions["three-steps"], limit=50),
-        "all runs": lambda: ops.list_runs(tx, limit=50),
+        "runs of a function": lambda: ops.page_runs(tx, RunFilter(function_ids=[functions["noop"]]), before=None,
+                                                    limit=50),
+        "runs by status (Failed)": lambda: ops.page_runs(tx, RunFilter(statuses=["Failed"]), before=None, limit=50),
+        "runs by status + function": lambda: ops.page_runs(
+            tx, RunFilter(statuses=["Cancelled"], function_ids=[functions["three-steps"]]), before=None, limit=50),
+        "all runs": lambda: ops.page_runs(tx, RunFilter(), before=None, limit=50),
         "events by name": lambda: ops.list_events(tx, name="bench/steps", limit=50),
         "events by name, deep page": lambda: ops.list_events(tx, name="bench/steps", before_seq=deep_seq, limit=50),
         "all events": lambda: ops.list_events(tx, limit=50),
