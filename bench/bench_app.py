@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import time
 
 import inngest
 import inngest.fast_api
@@ -42,7 +43,7 @@ async def waiter(ctx: inngest.Context) -> str | None:
 async def sleeper(ctx: inngest.Context) -> int:
     due = datetime.datetime.fromtimestamp(ctx.event.data["due_ms"] / 1000, tz=datetime.timezone.utc)
     await ctx.step.sleep_until("nap", due)
-    return 1
+    return int(time.time() * 1000)  # when the function body went on after the sleep
 
 
 app = FastAPI()

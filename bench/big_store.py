@@ -3,19 +3,20 @@
     .venv/bin/python bench/big_store.py --backend sqlite --runs 5000000
     .venv/bin/python bench/big_store.py --backend postgres --runs 5000000
 
-1. Empty store: `lockgate dev` + bench/bench_app.py (official SDK); a burst of --events noop and
-   three-step runs (runs/s, p50/p99 event→done) and --light runs one at a time (p50/p99).
-   Disk per run is read from these real rows: bytes per noop and per three-step run, by table
-   and by column.
-2. The same store is filled with --runs synthetic finished runs (copies of the real rows above
-   with new ids, spread over the last six days; 90% Completed, 8% Failed, 2% Cancelled, each
-   with its event, trigger link and steps), inserted directly.
-3. Full store: the same burst and light load, and dashboard queries timed through the store
-   layer the REST API uses (runs of a function, runs by status, all runs, events by name, all
-   events — newest first, first page and a deep page), with the query plan's index.
-4. Full store with housekeeping deleting a backlog (--retention 5d: the oldest ~sixth of the
-   synthetic runs is past it): the same burst, for the hot-path cost of retention.
-Ratios are full ÷ empty, measured in one run on this machine.
+1. Real rows: `lockgate dev` + bench/bench_app.py (official SDK) run 200 noop and 200 three-step
+   runs; disk per run (bytes per noop and per three-step run, by column) is read from them.
+2. The store is filled with --runs synthetic finished runs: copies of those real rows with new
+   ids, spread over the last six days (90% Completed, 8% Failed, 2% Cancelled), each with its
+   event, trigger link and steps, inserted directly.
+3. Empty against full: a second, empty store is served beside the full one, and --rounds rounds
+   alternate between them (order flipped each round): a burst of --events runs (runs/s, p50/p99
+   event→done) and --light runs one at a time (p50/p99), for noop and three-step functions.
+   Then the dashboard's list queries are timed through the store functions the REST API uses,
+   and the query plans show which index serves each.
+4. Retention's hot-path cost: the full store served with retention off, and with --retention 5d
+   so that housekeeping deletes a backlog (the oldest sixth of the synthetic runs) meanwhile,
+   alternating over --rounds rounds.
+Ratios are medians of the per-round ratios, so slow drifts of a shared machine cancel out.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.run import lockgate_light, pct  # noqa: E402
+from lockgate.models import RunFilter  # noqa: E402
 from lockgate.store import operations as ops  # noqa: E402
 from lockgate.store.postgres import PostgresTx  # noqa: E402
 from lockgate.store.sqlite import SQLiteTx, _connect  # noqa: E402
@@ -146,18 +148,61 @@ def start_server(data_dir: Path, postgres_uri: str | None, app_url: str, port: i
     ).start(timeout=300)
 
 
-def measure_load(server: LockgateProcess, raw: Raw, functions: dict[str, str], events: int, light: int) -> dict:
-    results = {}
-    for slug, event in (("noop", "bench/noop"), ("three-steps", "bench/steps")):
-        # Best of two bursts: the machine is shared, and a neighbour's spike is not the store's doing.
-        rate, lat = max((asyncio.run(burst(server.url, raw, event, functions[slug], events)) for _ in range(2)),
-                        key=lambda result: result[0])
-        light_lat = asyncio.run(lockgate_light(server.url, event, light))
-        results[slug] = {"runs_s": rate, "p50": pct(lat, 50), "p99": pct(lat, 99),
-                         "light_p50": pct(light_lat, 50), "light_p99": pct(light_lat, 99)}
-        print(f"  {slug:<12} burst {rate:7.1f} runs/s  p50 {pct(lat, 50):7.1f}  p99 {pct(lat, 99):7.1f} ms   "
-              f"light p50 {pct(light_lat, 50):6.1f}  p99 {pct(light_lat, 99):6.1f} ms", flush=True)
-    return results
+def measure(server: LockgateProcess, raw: Raw, functions: dict[str, str], slug: str, events: int,
+            light: int) -> dict:
+    event = {"noop": "bench/noop", "three-steps": "bench/steps"}[slug]
+    rate, lat = asyncio.run(burst(server.url, raw, event, functions[slug], events))
+    light_lat = asyncio.run(lockgate_light(server.url, event, light))
+    return {"runs_s": rate, "p50": pct(lat, 50), "p99": pct(lat, 99), "light_p50": pct(light_lat, 50),
+            "light_p99": pct(light_lat, 99)}
+
+
+def show(label: str, m: dict) -> None:
+    print(f"    {label:<22} burst {m['runs_s']:7.1f} runs/s  p50 {m['p50']:7.1f}  p99 {m['p99']:7.1f} ms   "
+          f"light p50 {m['light_p50']:6.1f}  p99 {m['light_p99']:6.1f} ms", flush=True)
+
+
+class Stack:
+    """One store, the server on it and an app synced to that server."""
+
+    def __init__(self, tmp: Path, name: str, postgres_uri: str | None) -> None:
+        self.tmp, self.name, self.postgres_uri = tmp, name, postgres_uri
+        self.data_dir = tmp / name
+        self.port, self.app_port = free_port(), free_port()
+        self.app_url = f"http://127.0.0.1:{self.app_port}/api/inngest"
+        self.server: LockgateProcess | None = None
+        self.app: AppProcess | None = None
+        self.functions: dict[str, str] = {}
+        self.raw: Raw | None = None
+
+    def start(self, retention: str) -> "Stack":
+        self.server = start_server(self.data_dir, self.postgres_uri, self.app_url, self.port,
+                                   self.tmp / f"{self.name}.log", retention)
+        if self.app is None:
+            self.app = AppProcess(module="bench.bench_app", port=self.app_port, server_url=self.server.url,
+                                  ledger=self.tmp / f"{self.name}.ledger").start()
+            wait_until(lambda: httpx.get(self.server.url + "/v1/apps").json()["data"][0]["functions"], what="sync")
+            apps = httpx.get(self.server.url + "/v1/apps").json()["data"]
+            self.functions = {f["slug"].split("-", 1)[1]: f["id"] for f in apps[0]["functions"]}
+            self.raw = Raw(self.data_dir, self.postgres_uri)
+        return self
+
+    def stop(self) -> None:
+        if self.server:
+            self.server.stop()
+
+    def close(self) -> None:
+        self.stop()
+        if self.app:
+            self.app.stop()
+
+
+def ratios(rounds: list[tuple[dict, dict]], slug: str, label: str) -> None:
+    """Median over rounds of (b ÷ a) for throughput and (a ÷ b) for latency: >1 means b is better."""
+    burst = statistics.median(b["runs_s"] / a["runs_s"] for a, b in rounds)
+    light = statistics.median(a["light_p50"] / b["light_p50"] for a, b in rounds)
+    print(f"  {slug:<12} {label}: burst runs/s ratio {burst:.2f}, light-load p50 ratio {light:.2f}"
+          f"  (medians of {len(rounds)} rounds)")
 
 
 # -- disk per run --------------------------------------------------------------------------
@@ -275,11 +320,12 @@ def dashboard_queries(data_dir: Path, postgres_uri: str | None, functions: dict[
         tx = SQLiteTx(conn)
     deep_seq = tx.one("SELECT MAX(seq) AS s FROM events")["s"] // 2
     queries = {
-        "runs of a function": lambda: ops.list_runs(tx, function_id=functions["noop"], limit=50),
-        "runs by status (Failed)": lambda: ops.list_runs(tx, status="Failed", limit=50),
-        "runs by status + function": lambda: ops.list_runs(tx, status="Cancelled",
-                                                           function_id=functions["three-steps"], limit=50),
-        "all runs": lambda: ops.list_runs(tx, limit=50),
+        "runs of a function": lambda: ops.page_runs(tx, RunFilter(function_ids=[functions["noop"]]), before=None,
+                                                    limit=50),
+        "runs by status (Failed)": lambda: ops.page_runs(tx, RunFilter(statuses=["Failed"]), before=None, limit=50),
+        "runs by status + function": lambda: ops.page_runs(
+            tx, RunFilter(statuses=["Cancelled"], function_ids=[functions["three-steps"]]), before=None, limit=50),
+        "all runs": lambda: ops.page_runs(tx, RunFilter(), before=None, limit=50),
         "events by name": lambda: ops.list_events(tx, name="bench/steps", limit=50),
         "events by name, deep page": lambda: ops.list_events(tx, name="bench/steps", before_seq=deep_seq, limit=50),
         "all events": lambda: ops.list_events(tx, limit=50),
@@ -317,73 +363,86 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--backend", choices=("sqlite", "postgres"), default="sqlite")
     parser.add_argument("--runs", type=int, default=1_000_000, help="synthetic finished runs to fill in")
-    parser.add_argument("--events", type=int, default=500, help="burst size")
-    parser.add_argument("--light", type=int, default=100, help="light-load runs")
-    parser.add_argument("--keep", action="store_true", help="keep the filled store (prints where)")
+    parser.add_argument("--events", type=int, default=300, help="burst size")
+    parser.add_argument("--light", type=int, default=60, help="light-load runs")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds per comparison")
     args = parser.parse_args()
 
     tmp = Path(tempfile.mkdtemp(prefix="lockgate-bigstore-", dir=os.environ.get("BENCH_DIR")))
-    data_dir = tmp / "data"
-    postgres_uri = None
+    uris: list[str] = []
     if args.backend == "postgres":
         from tests import pgtools
 
-        postgres_uri = pgtools.create_database()
-    app_port, port = free_port(), free_port()
-    app_url = f"http://127.0.0.1:{app_port}/api/inngest"
+        uris = [pgtools.create_database(), pgtools.create_database()]
     print(f"lockgate big-store bench — {args.backend}, {args.runs:,} synthetic runs, burst {args.events}, "
-          f"light {args.light}, {os.cpu_count()} cores (shared machine)", flush=True)
-    server = start_server(data_dir, postgres_uri, app_url, port, tmp / "empty.log", "0")
-    app = AppProcess(module="bench.bench_app", port=app_port, server_url=server.url, ledger=tmp / "ledger").start()
+          f"light {args.light}, {args.rounds} interleaved rounds, {os.cpu_count()} cores (shared machine)", flush=True)
+    empty = Stack(tmp, "empty", uris[0] if uris else None)
+    full = Stack(tmp, "full", uris[1] if uris else None)
     try:
-        wait_until(lambda: httpx.get(server.url + "/v1/apps").json()["data"][0]["functions"], what="sync")
-        functions = {f["slug"].split("-", 1)[1]: f["id"] for f in httpx.get(server.url + "/v1/apps").json()["data"][0]["functions"]}
-        raw = Raw(data_dir, postgres_uri)
-        print("\nEmpty store:")
-        empty = measure_load(server, raw, functions, args.events, args.light)
-        disk_per_run(raw, functions)
-        server.stop()
-
-        before = raw.database_bytes()
+        # Real rows first: the templates of the synthetic ones, and the disk-per-run figures.
+        full.start("0")
+        for slug in ("noop", "three-steps"):
+            measure(full.server, full.raw, full.functions, slug, 200, 5)
+        disk_per_run(full.raw, full.functions)
+        full.stop()
+        before = full.raw.database_bytes()
         print(f"\nFilling {args.runs:,} finished runs...", flush=True)
-        seconds = fill(raw, functions, args.runs)
-        after = raw.database_bytes()
+        seconds = fill(full.raw, full.functions, args.runs)
+        after = full.raw.database_bytes()
         print(f"  {args.runs:,} runs in {seconds:.0f}s; store grew {(after - before) / 2**20:,.0f} MiB:"
               f" {(after - before) / args.runs:,.0f} bytes per run (half noop, half three-step), indexes included")
-        print("  by table (MiB): " + ", ".join(f"{t} {b / 2**20:,.0f}" for t, b in raw.table_bytes().items()))
+        print("  by table (MiB): " + ", ".join(f"{t} {b / 2**20:,.0f}" for t, b in full.raw.table_bytes().items()))
 
-        server = start_server(data_dir, postgres_uri, app_url, port, tmp / "full.log", "0")
-        print(f"\nFull store ({args.runs:,} finished runs), retention off:")
-        full = measure_load(server, raw, functions, args.events, args.light)
-        dashboard_queries(data_dir, postgres_uri, functions)
-        query_plans(raw, functions)
-        server.stop()
+        # Empty against full, in alternating order, servers up side by side.
+        empty.start("0")
+        full.start("0")
+        print(f"\nEmpty store against {args.runs:,} finished runs (retention off):")
+        versus: dict[str, list] = {"noop": [], "three-steps": []}
+        for r in range(args.rounds):
+            for slug in versus:
+                order = (empty, full) if r % 2 == 0 else (full, empty)
+                got = {stack.name: measure(stack.server, stack.raw, stack.functions, slug, args.events, args.light)
+                       for stack in order}
+                print(f"  round {r + 1} {slug}")
+                show("empty", got["empty"])
+                show("full", got["full"])
+                versus[slug].append((got["empty"], got["full"]))
+        empty.close()
+        dashboard_queries(full.data_dir, full.postgres_uri, full.functions)
+        query_plans(full.raw, full.functions)
 
-        server = start_server(data_dir, postgres_uri, app_url, port, tmp / "sweeping.log", "5d")
-        runs_before = raw.one("SELECT COUNT(*) FROM runs")
-        print("\nFull store while housekeeping deletes the runs older than 5 days:")
-        sweeping = measure_load(server, raw, functions, args.events, args.light)
-        deleted = runs_before - raw.one("SELECT COUNT(*) FROM runs")
-        server.stop()
+        # Retention off against housekeeping deleting the runs older than 5 days (a backlog).
+        print("\nFull store, retention off against housekeeping deleting its backlog (--retention 5d):")
+        sweep: dict[str, list] = {"noop": [], "three-steps": []}
+        runs_before = full.raw.one("SELECT COUNT(*) FROM runs")
+        for r in range(args.rounds):
+            got: dict[str, dict] = {}
+            for retention in (("0", "5d") if r % 2 == 0 else ("5d", "0")):
+                full.stop()
+                full.start(retention)
+                got[retention] = {slug: measure(full.server, full.raw, full.functions, slug, args.events, args.light)
+                                  for slug in sweep}
+            for slug in sweep:
+                print(f"  round {r + 1} {slug}")
+                show("retention off", got["0"][slug])
+                show("sweeping", got["5d"][slug])
+                sweep[slug].append((got["0"][slug], got["5d"][slug]))
+        deleted = runs_before - full.raw.one("SELECT COUNT(*) FROM runs")
         print(f"  housekeeping deleted {deleted:,} runs meanwhile")
 
-        print("\nRatios (higher is better; 1.0 = no change):")
-        for slug in ("noop", "three-steps"):
-            e, f, s = empty[slug], full[slug], sweeping[slug]
-            print(f"  {slug:<12} burst full/empty {f['runs_s'] / e['runs_s']:.2f}   light p50 empty/full "
-                  f"{e['light_p50'] / f['light_p50']:.2f}   burst sweeping/full {s['runs_s'] / f['runs_s']:.2f}   "
-                  f"light p50 full/sweeping {f['light_p50'] / s['light_p50']:.2f}")
+        print("\nRatios (1.0 = no change; above 1 = the second is faster):")
+        for slug in versus:
+            ratios(versus[slug], slug, "full ÷ empty")
+        for slug in sweep:
+            ratios(sweep[slug], slug, "sweeping ÷ retention off")
     finally:
-        app.stop()
-        server.stop()
-        if args.keep:
-            print(f"kept: {data_dir}" + (f" and {postgres_uri}" if postgres_uri else ""))
-        else:
-            shutil.rmtree(tmp, ignore_errors=True)
-            if postgres_uri:
-                from tests import pgtools
+        empty.close()
+        full.close()
+        shutil.rmtree(tmp, ignore_errors=True)
+        for uri in uris:
+            from tests import pgtools
 
-                pgtools.drop_database(postgres_uri)
+            pgtools.drop_database(uri)
 
 
 if __name__ == "__main__":

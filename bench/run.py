@@ -1,6 +1,6 @@
 """End-to-end benchmark: events through lockgate vs. the same app driven directly.
 
-    .venv/bin/python bench/run.py [--events 1000] [--concurrency 50] [--backend sqlite|postgres]
+    .venv/bin/python bench/run.py [--events 1000] [--concurrency 100] [--backends sqlite,postgres]
 
 For each function (noop, three steps) it measures, in one run on this machine:
   * burst: N events sent at once; runs/s until every run completed; p50/p99 event→done
@@ -118,13 +118,14 @@ async def direct(app_url: str, slug: str, n: int, concurrency: int) -> tuple[flo
         return n / (time.time() - start), latencies
 
 
-def start_bench_stack(*server_args: str, postgres_uri: str | None = None) -> tuple[LockgateProcess, AppProcess]:
+def start_bench_stack(*server_args: str, postgres_uri: str | None = None,
+                      log_level: str = "warning") -> tuple[LockgateProcess, AppProcess]:
     """`lockgate dev` (on-disk SQLite, or PostgreSQL at postgres_uri) and bench/bench_app.py, synced."""
     tmp = Path(tempfile.mkdtemp(prefix="lockgate-bench-"))
     app_port = free_port()
     app_url = f"http://127.0.0.1:{app_port}/api/inngest"
     server = LockgateProcess(
-        args=["dev", "--no-discovery", "--no-poll", "-u", app_url, "--log-level", "warning", *server_args],
+        args=["dev", "--no-discovery", "--no-poll", "-u", app_url, "--log-level", log_level, *server_args],
         data_dir=tmp / "data",
         log_path=tmp / "lockgate.log",
         postgres_uri=postgres_uri,
@@ -134,39 +135,38 @@ def start_bench_stack(*server_args: str, postgres_uri: str | None = None) -> tup
     return server, app
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--events", type=int, default=1000)
-    parser.add_argument("--light", type=int, default=200)
-    parser.add_argument("--concurrency", type=int, default=100)
-    parser.add_argument("--backend", choices=("sqlite", "postgres"), default="sqlite")
-    parser.add_argument("--postgres-admin-uri", default=None,
-                        help="server to create a fresh benchmark database on (default: LOCKGATE_TEST_POSTGRES)")
-    args = parser.parse_args()
+def cpu_ms(pid: int) -> float:
+    """CPU time (user + system) a process has used so far, in ms."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) * 1000 / os.sysconf("SC_CLK_TCK")
+
+
+def bench_backend(args: argparse.Namespace, backend: str) -> None:
     postgres_uri = None
-    if args.backend == "postgres":
+    if backend == "postgres":
         from tests import pgtools
 
         postgres_uri = pgtools.create_database(args.postgres_admin_uri or pgtools.ADMIN_URI)
-
-    server, app = start_bench_stack("--workers", str(args.concurrency), postgres_uri=postgres_uri)
+    server, app = start_bench_stack("--workers", str(args.concurrency), postgres_uri=postgres_uri,
+                                    log_level=args.log_level)
     app_url = app.url
     try:
-        print(f"lockgate bench — {args.events} events burst, {args.light} light-load events, "
-              f"concurrency {args.concurrency}, store: {'PostgreSQL' if postgres_uri else 'SQLite WAL on disk'}, "
-              f"{os.cpu_count()} cores")
-        print(f"{'function':<12} {'mode':<10} {'runs/s':>9} {'p50 ms':>9} {'p99 ms':>9}")
+        print(f"\nstore: {'PostgreSQL' if postgres_uri else 'SQLite WAL on disk'}")
+        print(f"{'function':<12} {'mode':<10} {'runs/s':>9} {'p50 ms':>9} {'p99 ms':>9} {'server CPU ms/run':>18}")
         for slug, event in (("noop", "bench/noop"), ("three-steps", "bench/steps")):
             # The app's ceiling: its best throughput over a few client concurrencies.
             d_rate, d_lat = max(
                 (asyncio.run(direct(app_url, slug, args.events, c)) for c in (4, 16, args.concurrency)),
                 key=lambda result: result[0],
             )
+            cpu_before = cpu_ms(server.proc.pid)
             l_rate, l_lat = asyncio.run(lockgate_burst(server.url, event, args.events))
+            cpu_per_run = (cpu_ms(server.proc.pid) - cpu_before) / args.events  # includes the API reads of the bench
             light = asyncio.run(lockgate_light(server.url, event, args.light))
             _, d_light = asyncio.run(direct(app_url, slug, args.light, 1))
             print(f"{slug:<12} {'direct':<10} {d_rate:>9.1f} {pct(d_lat, 50):>9.1f} {pct(d_lat, 99):>9.1f}")
-            print(f"{slug:<12} {'burst':<10} {l_rate:>9.1f} {pct(l_lat, 50):>9.1f} {pct(l_lat, 99):>9.1f}")
+            print(f"{slug:<12} {'burst':<10} {l_rate:>9.1f} {pct(l_lat, 50):>9.1f} {pct(l_lat, 99):>9.1f}"
+                  f" {cpu_per_run:>18.2f}")
             print(f"{slug:<12} {'light':<10} {'':>9} {pct(light, 50):>9.1f} {pct(light, 99):>9.1f}")
             print(f"{slug:<12} {'direct-1':<10} {'':>9} {pct(d_light, 50):>9.1f} {pct(d_light, 99):>9.1f}")
             print(f"{slug:<12} ratio lockgate/direct (burst runs/s): {l_rate / d_rate:.2f}")
@@ -175,6 +175,23 @@ def main() -> None:
         server.stop()
         if postgres_uri:
             pgtools.drop_database(postgres_uri, args.postgres_admin_uri or pgtools.ADMIN_URI)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--events", type=int, default=1000)
+    parser.add_argument("--light", type=int, default=200)
+    parser.add_argument("--concurrency", type=int, default=100)
+    parser.add_argument("--backends", default="sqlite,postgres", help="comma-separated: sqlite, postgres")
+    parser.add_argument("--postgres-admin-uri", default=None,
+                        help="server to create a fresh benchmark database on (default: LOCKGATE_TEST_POSTGRES)")
+    parser.add_argument("--log-level", default="warning",
+                        help="the server's log level: info measures the cost of the terminal activity log")
+    args = parser.parse_args()
+    print(f"lockgate bench — {args.events} events burst, {args.light} light-load events, "
+          f"concurrency {args.concurrency}, {os.cpu_count()} cores")
+    for backend in args.backends.split(","):
+        bench_backend(args, backend.strip())
 
 
 if __name__ == "__main__":

@@ -219,10 +219,12 @@ def dev(sdk_urls, port, host, no_discovery, no_poll, poll_interval, retry_interv
               help="Name of this replica, kept across restarts (default host:port): a restart takes back its calls.")
 @click.option("--retention", default=None,
               help="Keep finished runs and their events this long, e.g. 7d, 24h; 0 keeps forever.")
+@click.option("--dashboard-password", default=None,
+              help="Admin password for the dashboard (the token from `lockgate dashboard-token` works too).")
 @_terminal_options
 def start(sdk_urls, port, host, postgres_uri, redis_uri, signing_key, signing_key_fallback, event_keys,
           signing_key_file, event_key_file, poll_interval, retry_interval, config, data_dir, workers, log_level,
-          replica_name, retention, quiet, log_format, cors_origins) -> None:
+          replica_name, retention, quiet, log_format, cors_origins, dashboard_password) -> None:
     """Run the production server: keys required, replicas share one PostgreSQL database."""
     flags = {
         "sdk_urls": list(sdk_urls) or None,
@@ -241,6 +243,7 @@ def start(sdk_urls, port, host, postgres_uri, redis_uri, signing_key, signing_ke
         "workers": workers,
         "replica_name": replica_name,
         "log_level": log_level,
+        "dashboard_password": dashboard_password,
         "quiet": quiet,
         "log_format": log_format,
         "cors_origins": list(cors_origins) or None,
@@ -253,8 +256,9 @@ def start(sdk_urls, port, host, postgres_uri, redis_uri, signing_key, signing_ke
         if name == "postgres_uri" and value and not _has_password(value):
             continue
         if settings.sources[name] == "flag" and value:
-            click.echo(f"lockgate: warning: {flag} on the command line is visible to every user of this machine "
-                       f"(ps, shell history); use {_SAFER[name]} instead", err=True)
+            # Said through the log once it is set up, so `--log-format json` stays one object a line.
+            settings.warnings.append(f"{flag} on the command line is visible to every user of this machine "
+                                     f"(ps, shell history); use {_SAFER[name]} instead")
     if settings.sources["discovery"] == "default":
         settings.discovery = False  # production apps are named, never guessed from local ports
     if settings.sources["poll"] == "default":
@@ -264,8 +268,23 @@ def start(sdk_urls, port, host, postgres_uri, redis_uri, signing_key, signing_ke
     try:
         check_production_keys(settings)
     except KeyProblem as exc:
+        for warning in settings.warnings:  # the log is not set up yet: say them before stopping
+            click.echo(f"lockgate: warning: {warning}", err=True)
         _fail(str(exc))
     _run_server(settings, "cloud")
+
+
+@main.command("dashboard-token")
+@click.option("--signing-key", default=None, help="The server's signing key (default: INNGEST_SIGNING_KEY).")
+@click.option("--config", "config", type=click.Path(), default=None, help="Config file (JSON, YAML or TOML).")
+def dashboard_token_command(signing_key, config) -> None:
+    """Print the dashboard login token of a `lockgate start` server with this signing key."""
+    from lockgate.interfaces.dashboard.session import dashboard_token
+
+    settings = _load(config, {"signing_key": signing_key})
+    if not settings.signing_key:
+        _fail("no signing key: pass --signing-key or set INNGEST_SIGNING_KEY (the server's key)")
+    click.echo(dashboard_token(settings.signing_key))
 
 
 def _has_password(uri: str) -> bool:

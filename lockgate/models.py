@@ -40,7 +40,7 @@ class JobKind(StrEnum):
     WAKE = "wake"  # a step.sleep is over: record null for the step, then discover
     CRON = "cron"  # a cron tick: create the scheduled.timer event and its run
     WAIT_TIMEOUT = "wait_timeout"  # a waitForEvent or invoke gave up: resume with null / an error
-    OUTBOUND = "outbound"  # a request the server makes for a step (step.ai.infer, step.fetch)
+    STEP_REQUEST = "step_request"  # a request the server makes for a step (step.ai.infer, step.fetch)
     QSTASH_DELIVERY = "qstash_delivery"  # deliver (or retry) one QStash message
     QSTASH_SCHEDULE = "qstash_schedule"  # a QStash schedule's cron tick
 
@@ -58,6 +58,7 @@ class Event:
     received_at: int
     user: dict[str, Any] = field(default_factory=dict)
     v: str | None = None
+    started_nothing: str | None = None  # why no function ran for it, recorded at ingest
 
     def payload(self) -> dict[str, Any]:
         """The event as SDKs and expressions see it."""
@@ -184,3 +185,14 @@ class Job:
     lease_owner: str | None = None
     lease_expires_at: int | None = None
     created_at: int = 0
+
+
+@dataclass(slots=True)
+class RunFilter:
+    """Which runs a list, a count or a bulk action covers (SQL-side filters; see engine.run_search)."""
+
+    statuses: list[str] = field(default_factory=list)
+    function_ids: list[str] = field(default_factory=list)  # internal ids, resolved from slugs or apps
+    created_from: int | None = None  # ms, inclusive
+    created_to: int | None = None  # ms, exclusive
+    events_contain: list[str] = field(default_factory=list)  # substrings of the stored trigger JSON (a pre-filter)

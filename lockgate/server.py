@@ -22,8 +22,11 @@ from lockgate import memory
 from lockgate.connect import routes as connect_routes
 from lockgate.connect.gateway import ConnectOptions
 from lockgate.engine.engine import Engine, EngineOptions
-from lockgate.interfaces import graphql_api, inngest_api, openapi, realtime_api, rest_v1
+from lockgate.engine.operator import OperatorError
 from lockgate.engine.retention import Retention
+from lockgate.interfaces import dashboard, graphql_api, inngest_api, metrics, openapi, realtime_api, rest_v1
+from lockgate.interfaces.dashboard import live
+from lockgate.interfaces.dashboard.session import DashboardAuth
 from lockgate.interfaces.qstash_api import QStashApi
 from lockgate.protocol.qstash_signing import DEV_CURRENT_KEY, DEV_NEXT_KEY, DEV_TOKEN, new_signing_key
 from lockgate.qstash.service import QStash, QStashOptions
@@ -121,10 +124,15 @@ def build_app(settings: Settings, *, kind: str = "dev", store: Store | None = No
         max_message_bytes=settings.realtime_max_message_bytes,
         token_ttl_s=settings.realtime_token_ttl,
     ))
+    engine.progress.enabled = settings.realtime_progress
 
     async def on_api_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, ApiError)
         return error_response(exc.status, exc.message, **exc.extra)
+
+    async def on_operator_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, OperatorError)  # rerun/replay refused: the same 4xx REST clients get for bad input
+        return error_response(exc.status, str(exc))
 
     async def not_found(request: Request, exc: Exception) -> Response:
         return error_response(404, f"no route for {request.method} {request.url.path}")
@@ -132,11 +140,14 @@ def build_app(settings: Settings, *, kind: str = "dev", store: Store | None = No
     async def method_not_allowed(request: Request, exc: Exception) -> Response:
         return error_response(405, f"{request.method} is not allowed on {request.url.path}")
 
-    async def root(request: Request) -> Response:
-        # Production names its infrastructure (database host, port) only to callers holding the key.
-        if cloud and not access.allows_api(request):
-            return Response("lockgate server\n", media_type="text/plain")
-        return Response(f"lockgate {kind} server — store: {store.description}\n", media_type="text/plain")
+    # The dashboard: open in dev; in production a login (admin password or the signing-key token).
+    auth = DashboardAuth(required=cloud, signing_key=settings.signing_key if cloud else None,
+                         admin_password=settings.dashboard_password)
+
+    def metrics_allowed(request: Request) -> None:
+        # Scrapers send the signing key as a bearer token; a signed-in browser may look too.
+        if cloud and not auth.session(request):
+            access.check_api(request)
 
     api_document = openapi.document(limits)
 
@@ -144,7 +155,8 @@ def build_app(settings: Settings, *, kind: str = "dev", store: Store | None = No
         return json_response(api_document)
 
     routes = [
-        Route("/", root, methods=["GET"]),
+        *dashboard.routes(engine, auth, kind=kind),
+        *metrics.routes(engine, metrics_allowed),
         Route("/openapi.json", openapi_json, methods=["GET"]),
         *inngest_api.routes(engine, access),
         *rest_v1.routes(engine, access),
@@ -158,7 +170,8 @@ def build_app(settings: Settings, *, kind: str = "dev", store: Store | None = No
         routes=routes,
         # Inside Starlette's own error layer, so an unexpected exception ends here as a JSON 500.
         middleware=[Middleware(EdgeGuard, max_body_bytes=largest_body)],
-        exception_handlers={ApiError: on_api_error, 404: not_found, 405: method_not_allowed},
+        exception_handlers={ApiError: on_api_error, OperatorError: on_operator_error, 404: not_found,
+                            405: method_not_allowed},
     )
     app.state.engine = engine
     app.state.gateway = gateway
@@ -359,6 +372,7 @@ def serve(app, sock: socket.socket | list[socket.socket], *, log_level: str = "i
         timeout_graceful_shutdown=15,
     )
     server = _DrainingServer(config, getattr(app, "gateway", None))  # the Lifecycle built by build_app
+    live.shutting_down = lambda: server.should_exit  # open live pages end at once on shutdown
     # uvicorn drains requests and runs our shutdown (finish in-flight calls, hand back leases) on
     # SIGTERM, then re-raises the signal; a no-op handler here turns that into a clean exit 0.
     signal.signal(signal.SIGTERM, lambda *_: None)

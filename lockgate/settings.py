@@ -42,6 +42,8 @@ class Settings:
                                              help="most messages a realtime channel keeps for resuming")
     realtime_max_message_bytes: int = _spec(512 * 1024, env=("LOCKGATE_REALTIME_MAX_MESSAGE_BYTES",),
                                             help="largest realtime message accepted (413 above)")
+    realtime_progress: bool = _spec(True, env=("LOCKGATE_REALTIME_PROGRESS",),
+                                    help="publish every run's progress to lockgate:run:<id> and lockgate:runs")
     realtime_token_ttl: float = _spec(3600.0, env=("LOCKGATE_REALTIME_TOKEN_TTL",),
                                       help="seconds a realtime subscription token stays valid")
     sdk_urls: list[str] = _spec(list, env=("LOCKGATE_SDK_URL", "INNGEST_SDK_URL"), help="apps to sync")
@@ -85,6 +87,9 @@ class Settings:
                                                 help="the next QStash signing key, for rotation")
     qstash_backoff_scale: float = _spec(1.0, env=("LOCKGATE_QSTASH_BACKOFF_SCALE",),
                                         help="shrinks QStash's default retry backoff (tests, dev)")
+    dashboard_password: str | None = _spec(None, env=("LOCKGATE_DASHBOARD_PASSWORD",), secret=True,
+                                           help="admin password for the dashboard in `start` (besides the token"
+                                                " `lockgate dashboard-token` prints)")
     sqlite_synchronous: str = _spec("NORMAL", env=("LOCKGATE_SQLITE_SYNCHRONOUS",),
                                     help="NORMAL survives killed processes; FULL also power loss")
     quiet: bool = _spec(False, env=("LOCKGATE_QUIET",), help="log only warnings and errors")
@@ -244,7 +249,7 @@ class Settings:
 
 
 _BOOKKEEPING = {"sources", "warnings"}
-_BOOL_NAMES = {"in_memory", "discovery", "poll", "quiet"}
+_BOOL_NAMES = {"in_memory", "discovery", "poll", "quiet", "realtime_progress"}
 _INT_NAMES = {"port", "workers", "postgres_pool_size", "qstash_port", "connect_lease_interval",
               "connect_heartbeat_interval", "realtime_retention_messages", "realtime_max_message_bytes",
               *Limits.names()}

@@ -16,6 +16,7 @@ import argparse
 import datetime
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -166,7 +167,8 @@ def app_down(outage_s: float, tmp: Path) -> dict:
 
 
 def postgres_restart(tmp: Path) -> dict:
-    cluster = pgtools.PrivateCluster(tmp / "pg", free_port()).init()
+    root = Path(tempfile.mkdtemp(prefix="lockgate-pg-"))  # outside the 0700 temp tree: the postgres user needs it
+    cluster = pgtools.PrivateCluster(root, free_port()).init()
     cluster.start()
     app_port = free_port()
     server = start_dev(tmp, app_port, postgres_uri=cluster.uri, extra=["--retry-interval", "0.5"])
@@ -183,6 +185,7 @@ def postgres_restart(tmp: Path) -> dict:
         app.stop()
         server.stop()
         cluster.stop()
+        shutil.rmtree(root, ignore_errors=True)
     return result
 
 

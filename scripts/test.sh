@@ -7,9 +7,18 @@ python3 -m venv .venv
 .venv/bin/pip install --quiet -e '.[test]'
 # The JavaScript SDK tests serve tests/e2e/js_app with inngest v3 and v4 from npm.
 if command -v npm >/dev/null; then
-  for sdk in tests/e2e/js_app/v3 tests/e2e/js_app/v4; do
-    (cd "$sdk" && npm ci --no-audit --no-fund --loglevel=error)
+  pids=()
+  for sdk in tests/e2e/js_app/v3 tests/e2e/js_app/v4; do  # both at once: each mostly waits on the registry
+    (cd "$sdk" && npm ci --no-audit --no-fund --loglevel=error) &
+    pids+=($!)
   done
+  for pid in "${pids[@]}"; do wait "$pid"; done
+fi
+# The dashboard's browser tests drive Debian's chromium (Playwright downloads no browser here).
+if [ ! -x /usr/bin/chromium ] && command -v apt-get >/dev/null; then
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get install -y -q --no-install-recommends chromium >/dev/null 2>&1 \
+    || { apt-get update -q >/dev/null && apt-get install -y -q --no-install-recommends chromium >/dev/null; }
 fi
 # Every backend test runs on PostgreSQL too; here an unreachable server is a failure, not a skip.
 export LOCKGATE_REQUIRE_POSTGRES=1

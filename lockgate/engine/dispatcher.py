@@ -14,6 +14,7 @@ import asyncio
 import logging
 import os
 import socket
+from dataclasses import dataclass
 from typing import Any, Awaitable, Callable
 
 from lockgate.engine.flow.concurrency import lease_due
@@ -27,21 +28,54 @@ LEASE_MS = 120_000
 SAFETY_POLL_S = 30.0  # only a safety net; due work is dispatched on wake-up
 
 
-def _lease_batch(tx: Tx, owner: str, now: int, limit: int, lease_ms: int) -> tuple[list[Job], int | None]:
+TIMER_BATCH = 500  # due timers applied per dispatcher round, in the leasing transaction
+
+
+@dataclass(frozen=True)
+class Timers:
+    """Jobs that need no call to an app (a sleep is over, a timeout, a flow window, a cron tick):
+    applied in bulk in the leasing transaction, without taking a worker slot."""
+
+    kinds: tuple[str, ...]
+    apply: Callable[[Tx, int, int], int]  # (tx, now, limit) -> how many due timers it applied
+
+
+def _lease_batch(tx: Tx, owner: str, now: int, limit: int, lease_ms: int,
+                 timers: Timers | None) -> tuple[list[Job], int, int | None]:
+    """Apply due timers in bulk (they need no app call, so no worker slot), then lease calls."""
+    applied = 0
+    if timers is not None:
+        # A timer that fails to apply must not stop the leasing: it is then leased below like
+        # any job and handled (and its failure logged) on its own.
+        tx.execute("SAVEPOINT due_timers")
+        try:
+            applied = timers.apply(tx, now, TIMER_BATCH)
+        except Exception:
+            log.exception("applying due timers in bulk failed; handling them one by one")
+            tx.execute("ROLLBACK TO SAVEPOINT due_timers")
+            applied = -1
+        tx.execute("RELEASE SAVEPOINT due_timers")
+    # Timers left over wait for the next round, unless they could not be applied in bulk.
+    leave = timers.kinds if timers is not None and applied >= 0 else ()
     # Concurrency limits are checked here, in the leasing transaction (engine/flow/concurrency.py).
-    jobs = lease_due(tx, owner=owner, now=now, limit=limit, lease_ms=lease_ms) if limit > 0 else []
+    jobs = lease_due(tx, owner=owner, now=now, limit=limit, lease_ms=lease_ms, other_than=leave) if limit > 0 else []
     starting = [j.run_id for j in jobs if j.kind == JobKind.CALL.value and j.run_id]
     if starting:
         ops.mark_runs_started(tx, starting, now)
-    return jobs, ops.next_wakeup(tx)
+    if limit > 0 or timers is None:
+        return jobs, applied, ops.next_wakeup(tx)
+    # Every worker is busy: only timers can be done before one frees (which wakes the loop).
+    return jobs, applied, ops.next_due_of_kinds(tx, timers.kinds)
 
 
 class Dispatcher:
     def __init__(self, store: Store, handle: Callable[[Job, Any], Awaitable[tuple[Job, Any] | None]], *,
-                 workers: int = 100, lease_ms: int = LEASE_MS, owner: str | None = None) -> None:
+                 workers: int = 100, lease_ms: int = LEASE_MS, owner: str | None = None,
+                 timers: Timers | None = None) -> None:
         self.store = store
         self.lease_ms = lease_ms  # how long a dead replica's jobs wait before another takes them
         self.handle = handle
+        self.timers = timers
         self.workers = workers
         self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
         self._wake = asyncio.Event()
@@ -91,20 +125,29 @@ class Dispatcher:
             self._wake.clear()
             free = self.workers - len(self._inflight)
             try:
-                jobs, next_at = await self.store.write(_lease_batch, self.owner, now_ms(), free, self.lease_ms)
+                jobs, applied, next_at = await self.store.write(_lease_batch, self.owner, now_ms(), free,
+                                                               self.lease_ms, self.timers)
             except Exception:  # the store may be restarting: back off, keep going
                 log.exception("leasing jobs failed")
                 await asyncio.sleep(1.0)
                 continue
+            held = set(self._inflight) | set(self._holding.values())
             for job in jobs:
+                if job.id in held:
+                    # Our own call, still running here: its lease lapsed while the store was away
+                    # (heartbeats failed) and was just taken again. A second task would call twice.
+                    log.warning("job %s: lease lapsed while its call was in flight here; keeping the one call",
+                                job.id, extra={"run_id": job.run_id})
+                    continue
                 self.adopt(job)
-            if jobs and len(jobs) == free:
+            if (jobs and len(jobs) == free) or applied >= TIMER_BATCH:
                 continue  # probably more due right now
             timeout = SAFETY_POLL_S
-            if next_at is not None and free > len(jobs):
+            if next_at is not None and (free > len(jobs) or free == 0):
                 timeout = min(timeout, max(0.0, (next_at - now_ms()) / 1000))
             if timeout <= 0 and not jobs:
-                timeout = 0.001  # due-but-leased-elsewhere edge: do not spin hot
+                # due-but-leased-elsewhere edge (or a timer that fails to apply): do not spin hot
+                timeout = 0.5 if applied < 0 else 0.001
             try:
                 await asyncio.wait_for(self._wake.wait(), timeout=timeout)
             except asyncio.TimeoutError:

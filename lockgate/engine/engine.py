@@ -10,13 +10,14 @@ from typing import Any
 import aiohttp
 import orjson
 
-from lockgate.engine import checkpoint, cron, interpreter, outbound_client, progress, signals, waits
+from lockgate.engine import checkpoint, cron, interpreter, operator, progress, signals, step_requests, waits
 from lockgate.engine.flow import admission
-from lockgate.engine.dispatcher import LEASE_MS, Dispatcher
+from lockgate.engine.dispatcher import LEASE_MS, Dispatcher, Timers
 from lockgate.engine.executor import APP_KEEPALIVE_S, Executor, connection_reuse_trace
 from lockgate.engine.health import AppHealth, bad_call_text, refused_sync_text, unreachable_text
 from lockgate.engine.ingest import Handoff, create_run_in_tx, ingest_in_tx, parse_events
 from lockgate.engine.registry import Registry, why_nothing_started
+from lockgate.engine.resume import resume_sleeps
 from lockgate.engine.replicas import Membership, default_replica_name, replica_owner
 from lockgate.engine.sync import (DISCOVERY_PATHS, DISCOVERY_PORTS, Registration, SyncError, is_app_url,
                                   parse_registration)
@@ -92,7 +93,8 @@ class Engine:
         self.executor: Executor | None = None
         name = self.options.replica_name or default_replica_name(self.options.own_port)
         self.dispatcher = Dispatcher(store, self._handle_job, workers=self.options.workers,
-                                     lease_ms=self.options.lease_ms, owner=replica_owner(name))
+                                     lease_ms=self.options.lease_ms, owner=replica_owner(name),
+                                     timers=Timers(TIMER_KINDS, self._apply_due_timers))
         self.membership = Membership(store, self.dispatcher, name=name, replicas=not self.options.single_node,
                                      lease_ms=self.options.lease_ms)
         self._background: list[asyncio.Task] = []
@@ -185,10 +187,11 @@ class Engine:
 
     # -- events --------------------------------------------------------------------
 
-    async def ingest(self, body: Any, *, seed: str | None = None) -> list[str]:
+    async def ingest(self, body: Any, *, seed: str | None = None, allow_internal: bool = False) -> list[str]:
         """Validate, commit and match events; returns their internal ids. Raises EventValidationError."""
         now = now_ms()
-        events = parse_events(body, seed=seed, now=now, max_id_length=self.options.limits.max_event_id_length)
+        events = parse_events(body, seed=seed, now=now, allow_internal=allow_internal,
+                              max_id_length=self.options.limits.max_event_id_length)
         registry = self.registry
         handoff = Handoff(owner=self.dispatcher.owner, lease_ms=self.dispatcher.lease_ms, limit=self.dispatcher.free_slots)
         result = await self._write(lambda tx: ingest_in_tx(tx, events, registry, now=now, handoff=handoff))
@@ -197,9 +200,8 @@ class Engine:
         if len(result.run_ids) > len(result.leased) or result.resumed or result.deferred or result.cancelled:
             self.dispatcher.wake()
         for event in result.unmatched:
-            if event_log.isEnabledFor(logging.INFO):
-                event_log.info("event %s started nothing: %s", event.name, why_nothing_started(registry, event.name),
-                               extra={"event_id": event.internal_id})
+            event_log.info("event %s started nothing: %s", event.name, event.started_nothing,
+                           extra={"event_id": event.internal_id})
         for run_id, event in result.resumed_runs:
             event_log.info("event %s resumed a waiting run", event.name,
                            extra={"run_id": run_id, "event_id": event.internal_id})
@@ -265,6 +267,74 @@ class Engine:
             self.dispatcher.wake()
         return advanced
 
+    # -- operator actions (dashboard and REST) ----------------------------------------
+
+    async def rerun(self, run_id: str) -> Any:
+        """A new run of the same function and events, from the start. Raises operator.OperatorError."""
+        registry = self.registry
+        run = await self._write(lambda tx: operator.rerun_in_tx(tx, registry, run_id, now=now_ms()))
+        self.dispatcher.wake()
+        return run
+
+    async def cancel_runs(self, run_ids: list[str], *, reason: str) -> int:
+        """Bulk cancel, 100 runs per transaction; returns how many were still running."""
+        ctx, cancelled = self.context, 0
+        for start in range(0, len(run_ids), 100):
+            chunk = run_ids[start:start + 100]
+
+            def cancel_chunk(tx: Tx) -> int:
+                now = now_ms()
+                done = 0
+                for run_id in chunk:
+                    before = interpreter.cancel_run(tx, ctx, run_id, now=now, reason=reason)
+                    done += before is not None and not RunStatus(before.status).is_final
+                return done
+
+            cancelled += await self._write(cancel_chunk)
+        self.dispatcher.wake()
+        return cancelled
+
+    async def rerun_runs(self, run_ids: list[str]) -> list[str]:
+        """Bulk rerun, 100 runs per transaction; returns the new run ids (skipping runs that cannot rerun)."""
+        registry, started = self.registry, []
+        for start in range(0, len(run_ids), 100):
+            chunk = run_ids[start:start + 100]
+
+            def rerun_chunk(tx: Tx) -> list[str]:
+                now, ids = now_ms(), []
+                for run_id in chunk:
+                    try:
+                        ids.append(operator.rerun_in_tx(tx, registry, run_id, now=now).run_id)
+                    except operator.OperatorError as exc:
+                        log.warning("bulk rerun skipped run %s: %s", run_id, exc)
+                return ids
+
+            started += await self._write(rerun_chunk)
+        self.dispatcher.wake()
+        return started
+
+    async def replay_event(self, internal_id: str) -> str:
+        """Send a stored event again as a new event; returns the new event's internal id."""
+        event = await self.store.read(ops.get_event, internal_id)
+        if event is None:
+            raise operator.OperatorError(404, f"event {internal_id} not found")
+        body = {"name": event.name, "data": event.data, "user": event.user, "v": event.v}
+        return (await self.ingest(body, allow_internal=True))[0]
+
+    async def add_app(self, url: str) -> str | None:
+        """Sync an app by URL now (and on every later sync round); returns the error, if any."""
+        return await self.sync_url(url)
+
+    async def remove_app(self, name: str) -> bool:
+        app = await self.store.read(ops.get_app, name)
+        if app is None:
+            return False
+        if app.url in self._known_urls:  # or the next sync round would bring it back
+            self._known_urls.remove(app.url)
+        removed = await self.store.write(lambda tx: operator.remove_app_in_tx(tx, name, now=now_ms()))
+        await self.reload_registry()
+        return removed
+
     async def send_signal(self, signal: str, data: Any) -> str | None:
         """Resume the run waiting for this signal; its run id, or None when no run waits for it."""
         run_id, jobs = await self.store.write(lambda tx: signals.deliver(tx, signal, data, now=now_ms()))
@@ -306,18 +376,14 @@ class Engine:
         ctx = self.context
         if job.kind == JobKind.CALL.value:
             return await self._call_once(job, ctx, state)
-        if job.kind == JobKind.WAKE.value:
+        if job.kind == JobKind.WAKE.value:  # one at a time only when the bulk path could not apply it
             settled = await self._write(lambda tx: interpreter.wake_sleep(tx, ctx, job, now=now_ms()))
             for next_job in settled.next_jobs:
                 self.dispatcher.adopt(next_job, settled.next_state)
-        elif job.kind == JobKind.OUTBOUND.value:
-            await self._handle_outbound(job, ctx)
-        elif job.kind == JobKind.WAIT_TIMEOUT.value:
-            await self._write(lambda tx: waits.expire_wait(tx, job, now=now_ms()))
-        elif job.kind in admission.JOB_KINDS:  # debounce/batch windows, start/finish timeouts
-            await self._write(lambda tx: admission.fire_timer(tx, ctx.registry, job, now=now_ms()))
-        elif job.kind == JobKind.CRON.value:
-            await self._write(lambda tx: cron.fire_cron(tx, ctx.registry, job, now=now_ms()))
+        elif job.kind == JobKind.STEP_REQUEST.value:
+            await self._handle_step_request(job, ctx)
+        elif job.kind in TIMER_KINDS:
+            await self._write(lambda tx: _fire_timer(tx, ctx, job, now_ms()))
         elif job.kind in (JobKind.QSTASH_DELIVERY.value, JobKind.QSTASH_SCHEDULE.value) and self.qstash:
             await self.qstash.handle_job(job, self.session)
         else:
@@ -326,7 +392,7 @@ class Engine:
         self.dispatcher.wake()
         return None
 
-    async def _handle_outbound(self, job: Job, ctx: interpreter.EngineContext) -> None:
+    async def _handle_step_request(self, job: Job, ctx: interpreter.EngineContext) -> None:
         """Make the request a step asked the server to make (step.ai.infer, step.fetch), then resume the run."""
         run = await self.store.read(ops.get_run, job.run_id)
         fn = None if run is None else (ctx.registry.by_id.get(run.function_id)
@@ -335,14 +401,37 @@ class Engine:
             await self.store.write(ops.release_job, job)
             return
         payload = job.payload or {}
-        result = await outbound_client.perform(self.session, payload.get("op", ""), payload.get("opts"))
+        result = await step_requests.perform(self.session, payload.get("op", ""), payload.get("opts"))
         if result.error is not None:
             log.warning("step %s of run %s: %s", payload.get("display_name") or job.step_id, job.run_id,
                         result.error["message"])
         settled = await self.store.write(
-            lambda tx: interpreter.settle_outbound(tx, ctx, job, fn, result, now=now_ms()))
+            lambda tx: interpreter.settle_step_request(tx, ctx, job, fn, result, now=now_ms()))
         for next_job in settled.next_jobs:
             self.dispatcher.adopt(next_job, settled.next_state)
+
+    def _apply_due_timers(self, tx: Tx, now: int, limit: int) -> int:
+        """Apply up to `limit` due timers inside the dispatcher's leasing transaction; returns how many.
+
+        Sleeps that are over (the bulk of a burst) take a few statements for the whole batch; the
+        rarer kinds go one by one, each in a savepoint so one that fails leaves the others applied."""
+        due = ops.select_due_jobs(tx, now=now, limit=limit, kinds=TIMER_KINDS)
+        wakes = [job for job in due if job.kind == JobKind.WAKE.value]
+        if wakes:
+            resume_sleeps(tx, wakes, now=now)
+        others = [job for job in due if job.kind != JobKind.WAKE.value]
+        ops.take_leases(tx, others, owner=self.dispatcher.owner, until=now + self.dispatcher.lease_ms)
+        ctx = self.context
+        ctx.handoff = None  # calls these timers queue are leased by the dispatcher right after
+        for job in others:
+            tx.execute("SAVEPOINT one_timer")
+            try:
+                _fire_timer(tx, ctx, job, now)
+            except Exception:
+                log.exception("timer job %s (%s) failed; it is retried when its lease lapses", job.id, job.kind)
+                tx.execute("ROLLBACK TO SAVEPOINT one_timer")
+            tx.execute("RELEASE SAVEPOINT one_timer")
+        return len(wakes) + len(others)
 
     async def _call_once(self, job: Job, ctx: interpreter.EngineContext, state: Any) -> Any:
         if state is None:
@@ -561,6 +650,20 @@ def _relayed_status(text: str) -> int:
         return 0
     status = body.get("status") if isinstance(body, dict) else None
     return status if isinstance(status, int) and not isinstance(status, bool) else 0
+
+
+# Jobs that need no call to an app; the dispatcher applies them in bulk (see _apply_due_timers).
+TIMER_KINDS = (JobKind.WAKE.value, JobKind.WAIT_TIMEOUT.value, JobKind.CRON.value, *admission.JOB_KINDS)
+
+
+def _fire_timer(tx: Tx, ctx: interpreter.EngineContext, job: Job, now: int) -> None:
+    """Apply one leased timer job other than a sleep's wake-up."""
+    if job.kind == JobKind.WAIT_TIMEOUT.value:
+        waits.expire_wait(tx, job, now=now)
+    elif job.kind == JobKind.CRON.value:
+        cron.fire_cron(tx, ctx.registry, job, now=now)
+    else:  # debounce/batch windows, start/finish timeouts
+        admission.fire_timer(tx, ctx.registry, job, now=now)
 
 
 def _load_call_state(tx: Tx, run_id: str) -> tuple[Any, dict[str, Any]] | None:

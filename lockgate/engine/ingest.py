@@ -14,7 +14,7 @@ import orjson
 from lockgate.engine import cancellation, progress
 from lockgate.engine.flow.concurrency import lease_call
 from lockgate.engine.flow.config import flow_of
-from lockgate.engine.registry import Registry
+from lockgate.engine.registry import Registry, why_nothing_started
 from lockgate.models import DISCOVERY_STEP, Event, Function, Job, JobKind, Run, RunStatus, Wait
 from lockgate.protocol.event_ids import new_ulid, ulid_from_seed
 from lockgate.protocol.text import has_control_chars
@@ -232,7 +232,10 @@ def ingest_in_tx(
         result.resumed_runs.extend((job.run_id, event) for job in resumed if job.run_id)
         payload = event.payload()
         functions = registry.match(payload)
-        if not functions and not resumed:
+        if not functions and not resumed and not event.name.startswith(RESERVED_PREFIX):
+            # System events (a run finished...) usually start nothing: only users' events are explained.
+            event.started_nothing = why_nothing_started(registry, event.name)
+            ops.note_started_nothing(tx, event.internal_id, event.started_nothing)
             result.unmatched.append(event)
         for fn in functions:
             run = create_run_in_tx(tx, fn, [event], now=now, handoff=handoff, result=result, registry=registry)

@@ -21,7 +21,7 @@ from lockgate.engine.waits import FINISHED_EVENT, register_wait
 from lockgate.expressions import ExpressionError
 from lockgate.engine.registry import Registry
 from lockgate.models import DISCOVERY_STEP, Event, Function, Job, JobKind, Run, RunStatus, Step, Wait
-from lockgate.protocol import outbound
+from lockgate.protocol import step_requests
 from lockgate.protocol.backoff import retry_delay_ms
 from lockgate.protocol.event_ids import new_ulid
 from lockgate.protocol.sdk_response import (
@@ -177,7 +177,7 @@ def _apply_ops(
                     ops.note_step_pending(
                         tx,
                         Step(run.run_id, op.id, "StepError", "retrying", op.display_name, attempts=job.attempt + 1,
-                             started_at=started_at),
+                             started_at=started_at, memo={"error": to_error_memo(op.error)}),
                     )
                     message = _first_line((op.error or {}).get("message") if isinstance(op.error, dict) else op.error)
                     reason = (f"step {op.display_name or op.id} attempt {job.attempt + 1} of {max_attempts} failed"
@@ -354,15 +354,15 @@ def _apply_ops(
                 return _fail(tx, ctx, run, job, f"step {op.display_name or op.id}: {exc} (onConflict: fail)", now)
             pending.append(op.id)
             ops.note_step_pending(tx, Step(run.run_id, op.id, kind, "waiting", op.display_name, started_at=now))
-        elif kind in outbound.OPS:
+        elif kind in step_requests.OPS:
             if op.id in stack or op.id in pending:
                 continue
             try:
-                outbound.build_request(kind, op.opts)
-            except outbound.OutboundError as exc:
+                step_requests.build_request(kind, op.opts)
+            except step_requests.StepRequestError as exc:
                 return _fail(tx, ctx, run, job, f"step {op.display_name or op.id}: {exc}", now)
             pending.append(op.id)
-            new_jobs.append(Job(id=f"{run.run_id}:outbound:{op.id}", kind=JobKind.OUTBOUND.value, run_id=run.run_id,
+            new_jobs.append(Job(id=f"{run.run_id}:request:{op.id}", kind=JobKind.STEP_REQUEST.value, run_id=run.run_id,
                                 step_id=op.id, due_at=now, created_at=now,
                                 payload={"op": kind, "opts": op.opts, "display_name": op.display_name}))
             ops.note_step_pending(tx, Step(run.run_id, op.id, kind, "requesting", op.display_name, started_at=now))
@@ -420,8 +420,8 @@ def _fail(tx: Tx, ctx: EngineContext, run: Run, job: Job, message: str, now: int
     return finish_run(tx, ctx, run, RunStatus.FAILED, error=server_error(message), now=now, keep_job=job.id)
 
 
-def settle_outbound(tx: Tx, ctx: EngineContext, job: Job, fn: Function, result: outbound.OutboundResult, *,
-                    now: int) -> Settled:
+def settle_step_request(tx: Tx, ctx: EngineContext, job: Job, fn: Function,
+                        result: step_requests.StepRequestResult, *, now: int) -> Settled:
     """The server's request for a step came back: record its output, or retry / fail the step."""
     if not _lease_still_ours(tx, job):
         return Settled(applied=False)

@@ -90,6 +90,7 @@ class ProgressPublisher:
         self._last_warning = 0.0
         self.published = 0
         self.dropped = 0
+        self.enabled = True  # LOCKGATE_REALTIME_PROGRESS=0 turns the stream off
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._flush_forever(), name="lockgate-progress")
@@ -102,7 +103,7 @@ class ProgressPublisher:
         await asyncio.gather(self._task, return_exceptions=True)
 
     def publish(self, notes: list) -> None:
-        if not notes:
+        if not notes or not self.enabled:
             return
         now = int(time.time() * 1000)
         for kind, run_id, function, status, fields in notes:

@@ -51,3 +51,35 @@ def resume_step(
     ops.update_run(tx, run_id, stack=stack, pending_steps=pending,
                    disable_immediate=run.disable_immediate and bool(pending), reason=None)
     return jobs
+
+
+def resume_sleeps(tx: Tx, jobs: list[Job], *, now: int) -> int:
+    """Many sleeps are over at once (a dispatcher round's due timers, selected and locked in this
+    transaction): record each step and queue each run's next call, with one statement per kind
+    of write for the whole batch rather than several per sleep. Returns the calls queued."""
+    runs = ops.runs_progress(tx, sorted({j.run_id for j in jobs if j.run_id}))
+    ops.delete_jobs(tx, [j.id for j in jobs])
+    steps: list[Step] = []
+    touched: dict[str, dict[str, Any]] = {}
+    for job in jobs:  # in due order: a run with two sleeps over records them in that order
+        run = runs.get(job.run_id or "")
+        if run is None or RunStatus(run["status"]).is_final or job.step_id is None:
+            continue
+        stack, pending = run["stack"], run["pending_steps"]
+        if job.step_id not in stack:  # not recorded yet (a recorded step is in the stack)
+            display = (job.payload or {}).get("display_name")
+            steps.append(Step(job.run_id, job.step_id, "Sleep", "completed", display, memo=None,
+                              position=len(stack), ended_at=now))
+            stack.append(job.step_id)
+        if job.step_id in pending:
+            pending.remove(job.step_id)
+        touched[job.run_id] = run
+    calls = []
+    for run_id, run in touched.items():
+        if not run["pending_steps"]:
+            calls.append(discovery_job(run_id, now))
+        run["disable_immediate"] = run["disable_immediate"] and bool(run["pending_steps"])
+    ops.record_steps(tx, steps)
+    ops.enqueue(tx, calls)
+    ops.update_runs_progress(tx, touched)
+    return len(calls)

@@ -1,8 +1,8 @@
 """Housekeeping: delete finished runs and unneeded events after the retention period, and rows
 whose time window has lapsed (idempotency keys, QStash dedup ids, rate-limit buckets).
 
-Deletes go in small batches, each its own short write, with a pause between them so the hot
-path's writes never queue long behind housekeeping. Debounce/batch windows and waits need no
+Deletes go in small batches, each its own short write, with a pause between them (at least twice
+the batch's own time) so the hot path's writes never queue long behind housekeeping. Debounce/batch windows and waits need no
 sweep: they are deleted when they fire, match or time out.
 """
 
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from dataclasses import dataclass, field
 
 from lockgate.models import now_ms
@@ -18,8 +19,9 @@ from lockgate.store.base import Store
 
 log = logging.getLogger("lockgate.retention")
 
-BATCH = 200  # rows (runs, events, keys) per write transaction
-PAUSE_S = 0.02  # between batches: room for the hot path's writes
+BATCH = 100  # rows (runs, events, keys) per write transaction
+PAUSE_S = 0.02  # between batches: room for the hot path's writes...
+PACE = 2.0  # ...and at least twice as long as the batch took, so a backlog uses at most a third of the writer
 
 
 @dataclass
@@ -60,6 +62,7 @@ class Housekeeping:
         self.batch = batch
         self.pause_s = pause_s
         self.last = SweepTotals()
+        self._pause = pause_s
 
     async def run_forever(self) -> None:
         while True:
@@ -87,23 +90,29 @@ class Housekeeping:
                 lambda tx, table=table: rops.delete_expired(tx, table, now=now, limit=self.batch))
         return totals
 
+    async def _write_paced(self, delete_batch):
+        started = time.monotonic()
+        result = await self.store.write(delete_batch)
+        self._pause = max(self.pause_s, PACE * (time.monotonic() - started)) if self.pause_s else 0.0
+        return result
+
     async def _repeat(self, delete_batch) -> int:
         total = 0
         while True:
-            deleted = await self.store.write(delete_batch)
+            deleted = await self._write_paced(delete_batch)
             total += deleted
             if deleted < self.batch:
                 return total
-            await asyncio.sleep(self.pause_s)
+            await asyncio.sleep(self._pause)
 
     async def _delete_events(self, cutoff: int) -> int:
         total, cursor = 0, 0
         while True:
-            deleted, last_seq = await self.store.write(
+            deleted, last_seq = await self._write_paced(
                 lambda tx: rops.delete_unreferenced_events(tx, received_before=cutoff, after_seq=cursor,
                                                            limit=self.batch))
             total += deleted
             if last_seq is None:
                 return total
             cursor = last_seq
-            await asyncio.sleep(self.pause_s)
+            await asyncio.sleep(self._pause)

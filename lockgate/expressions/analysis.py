@@ -159,9 +159,10 @@ def _conjuncts(node: Node) -> Iterator[Node]:
         yield node
 
 
-def equality_keys(source: str) -> list[tuple[str, Any]]:
+def equality_keys(source: str, root: str = "async") -> list[tuple[str, Any]]:
     """[(path, value)] for top-level `async.<path> == <literal>` conjuncts, e.g.
-    'async.data.id == "abc" && async.data.n > 3' → [("data.id", "abc")].
+    'async.data.id == "abc" && async.data.n > 3' → [("data.id", "abc")]. `root` names the variable
+    (`event` for filters over a run's triggering event).
 
     Every such term must hold for the expression to be true, so pending waits can be indexed by
     them. Numbers come back as float (1 and 1.0 give the same key); strings and bools as they are.
@@ -173,7 +174,7 @@ def equality_keys(source: str) -> list[tuple[str, Any]]:
             continue
         left, right = term.args[1], term.args[2]
         for side, other in ((left, right), (right, left)):
-            path = _static_path(side, "async", frozenset())
+            path = _static_path(side, root, frozenset())
             if not path or any(type(k) is not str or "." in k for k in path):
                 continue
             value = _literal_value(other)

@@ -50,6 +50,11 @@ def document(limits: Limits) -> dict[str, Any]:
         },
     }
     run_id, event_id, function_id = _path_param("run_id"), _path_param("event_id"), _path_param("function_id")
+    run_filters = [_query(name) for name in ("status", "function", "function_id", "function_slug", "slug", "app",
+                                             "from", "to", "created_after", "created_before", "if")]
+    bulk_filter = {"type": "object", "properties": {
+        **{name: {"type": "string"} for name in ("status", "function", "app", "from", "to", "if")},
+        "all": {"type": "boolean"}}}
     return {
         "openapi": "3.0.3",
         "info": {"title": "lockgate REST and events API", "version": "1",
@@ -70,10 +75,23 @@ def document(limits: Limits) -> dict[str, Any]:
                                                  extra=("404",))},
             "/v1/events/{event_id}/runs": {"get": _op("Runs an event started", params=[event_id])},
             "/v1/runs": {"get": _op(
-                "Recent runs, newest first; unknown parameters are refused",
-                params=[_query("status"), _query("function_id"), _query("function_slug"), _query("slug"),
-                        _query("created_after"), _query("created_before"), _query("from"), _query("to"),
-                        _query("cursor"), _query("limit", "integer")])},
+                "Recent runs, newest first, filtered (status, function, app, time, an `if` expression over the"
+                " triggering event); `metadata.cursor` pages on; unknown parameters are refused",
+                params=[*run_filters, _query("cursor"), _query("limit", "integer")])},
+            "/v1/runs/count": {"get": _op("Counts by status of the runs a filter selects", params=run_filters)},
+            "/v1/runs/cancel": {"post": _op("Cancel every unfinished run a filter selects (at most 10,000)",
+                                            body=bulk_filter)},
+            "/v1/runs/rerun": {"post": _op("Rerun every run a filter selects (at most 10,000)", body=bulk_filter)},
+            "/v1/runs/{run_id}/rerun": {"post": _op("A new run of the same function and events, from the start",
+                                                    params=[run_id], extra=("404", "409"))},
+            "/v1/events/{event_id}/replay": {"post": _op("Send a stored event again as a new event",
+                                                         params=[event_id], extra=("404",))},
+            # POST /v1/apps (add an app by URL) is left out on purpose: generated requests would make the
+            # server call whatever URL they invent.
+            "/v1/apps/{name}": {"delete": _op("Forget an app (its functions are archived)",
+                                              params=[_path_param("name")], extra=("404",))},
+            "/v1/apps/{name}/resync": {"post": _op("Sync a known app again now", params=[_path_param("name")],
+                                                   extra=("404", "502"))},
             "/v1/functions": {"get": _op("Synced functions with their settings and next cron fire times")},
             "/v1/functions/{function_id}": {"get": _op("One function (by id or slug)", params=[function_id],
                                                        extra=("404",))},

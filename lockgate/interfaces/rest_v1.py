@@ -6,17 +6,18 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from lockgate.engine import health_snapshot, run_search
 from lockgate.engine.cron import next_fire_times
 from lockgate.engine.engine import Engine, FunctionNotFound
 from lockgate.engine.sync import CONNECT_APP_SCHEME
-from lockgate.engine.flow.explain import explained
-from lockgate.engine.registry import why_nothing_started
+from lockgate.engine.flow.explain import annotate, explained
 from lockgate.interfaces.auth import AccessPolicy
 from lockgate.interfaces.errors import ApiError, json_response, read_json
+from lockgate.interfaces.run_filters import RUN_FILTERS, parse_run_filter
 from lockgate.interfaces.views import event_view, function_view, run_view, step_view
-from lockgate.models import RunStatus, now_ms
+from lockgate.models import now_ms
 from lockgate.protocol.signing import hashed_signing_key
-from lockgate.protocol.timeparse import iso_ms, parse_datetime_ms
+from lockgate.protocol.timeparse import iso_ms
 from lockgate.store import flow_operations as flow_ops
 from lockgate.store import connect_operations as cops
 from lockgate.store import operations as ops
@@ -51,35 +52,6 @@ def _check_params(request: Request, allowed: tuple[str, ...]) -> None:
                        f" this route accepts: {known}")
 
 
-def _time_param(request: Request, name: str) -> int | None:
-    """An ISO 8601 time or epoch milliseconds."""
-    raw = request.query_params.get(name)
-    if raw is None or raw == "":
-        return None
-    if raw.isdigit():
-        return _int_param(request, name, None)
-    ms = parse_datetime_ms(raw)
-    if ms is None:
-        raise ApiError(400, f"query parameter '{name}' must be an ISO 8601 time (2026-01-31T12:00:00Z)"
-                       f" or epoch milliseconds, got {raw!r}")
-    return ms
-
-
-def _status_param(request: Request) -> str | None:
-    raw = request.query_params.get("status")
-    if not raw:
-        return None
-    for status in RunStatus:
-        if raw.lower() == status.value.lower():
-            return status.value
-    raise ApiError(400, f"query parameter 'status' must be one of {', '.join(s.value for s in RunStatus)},"
-                   f" got {raw!r}")
-
-
-RUN_FILTERS = ("status", "function_id", "function_slug", "slug", "created_after", "created_before", "from", "to",
-               "cursor", "limit")
-
-
 def routes(engine: Engine, access: AccessPolicy) -> list[Route]:
     store = engine.store
 
@@ -111,12 +83,7 @@ def routes(engine: Engine, access: AccessPolicy) -> list[Route]:
             raise ApiError(404, "event not found")
         skipped = await store.read(flow_ops.skips_of_event, event.internal_id)
         # Functions this event matched but started no run for, and why (rate limit, singleton...).
-        view = {**event_view(event), "skipped": skipped, "started_nothing": None}
-        registry = engine.registry
-        if not skipped and not event.name.startswith("inngest/") and not registry.match(event.payload()):
-            if not await store.read(ops.runs_of_event, event.internal_id):
-                view["started_nothing"] = why_nothing_started(registry, event.name)
-        return _envelope(view)
+        return _envelope({**event_view(event), "skipped": skipped})
 
     async def event_runs(request: Request) -> Response:
         access.check_api(request)
@@ -171,21 +138,70 @@ def routes(engine: Engine, access: AccessPolicy) -> list[Route]:
         access.check_api(request)
         _check_params(request, RUN_FILTERS)
         limit = max(1, min(_int_param(request, "limit", 50) or 50, MAX_PAGE))
-        query = request.query_params
-        filters = dict(
-            status=_status_param(request),
-            function_id=query.get("function_id"),
-            function_slug=query.get("function_slug") or query.get("slug"),
-            created_after=_time_param(request, "created_after") or _time_param(request, "from"),
-            created_before=_time_param(request, "created_before") or _time_param(request, "to"),
-            before_run_id=query.get("cursor") or None,
-        )
-        runs = await store.read(lambda tx: explained(ops.list_runs)(tx, limit=limit, **filters))
-        body = {
-            "data": [run_view(r) for r in runs],
-            "metadata": {"fetched_at": now_ms(), "cursor": runs[-1].run_id if len(runs) == limit else None},
-        }
-        return json_response(body)
+        wanted = parse_run_filter(request.query_params)
+        page = await store.read(lambda tx: find_runs(tx, wanted, request.query_params.get("cursor"), limit))
+        return json_response({"data": [run_view(r) for r in page.runs],
+                              "metadata": {"fetched_at": now_ms(), "cursor": page.next_cursor,
+                                           "scanned": page.scanned, "partial": page.partial}})
+
+    async def count_runs(request: Request) -> Response:
+        access.check_api(request)
+        _check_params(request, RUN_FILTERS)
+        wanted = parse_run_filter(request.query_params)
+        counts = await store.read(lambda tx: run_search.count_runs(tx, wanted.query(tx)))
+        return _envelope({"total": counts.total, "by_status": counts.by_status, "complete": counts.complete})
+
+    async def rerun_run(request: Request) -> Response:
+        access.check_api(request)
+        return _envelope(run_view(await engine.rerun(request.path_params["run_id"])))
+
+    async def bulk(request: Request) -> Response:
+        """POST /v1/runs/cancel or /v1/runs/rerun with a JSON filter (the /v1/runs query parameters)."""
+        access.check_api(request)
+        body = await read_json(request, limit=64 * 1024)
+        if not isinstance(body, dict) or not (set(body) & {"status", "function", "function_id", "app", "from",
+                                                           "to", "if", "all"}):
+            raise ApiError(400, "send a JSON object with a filter (status, function, app, from, to, if), or"
+                                " {\"all\": true} to act on every run")
+        wanted = parse_run_filter({k: v for k, v in body.items() if k != "all"})
+        cancelling = request.url.path.endswith("/cancel")
+        ids = await store.read(lambda tx: run_search.select_run_ids(tx, wanted.query(tx), unfinished_only=cancelling))
+        if cancelling:
+            done = await engine.cancel_runs(ids, reason="cancelled in bulk through the API")
+            return _envelope({"matched": len(ids), "cancelled": done})
+        started = await engine.rerun_runs(ids)
+        return _envelope({"matched": len(ids), "started": started})
+
+    async def replay_event(request: Request) -> Response:
+        access.check_api(request)
+        return _envelope({"id": await engine.replay_event(request.path_params["event_id"])})
+
+    async def add_app(request: Request) -> Response:
+        access.check_api(request)
+        body = await read_json(request, limit=64 * 1024)
+        url = body.get("url") if isinstance(body, dict) else None
+        if not isinstance(url, str) or not url.startswith(("http://", "https://")):
+            raise ApiError(400, "send {\"url\": \"http://host:port/api/inngest\"}: the app's serve URL")
+        error = await engine.add_app(url)
+        if error:
+            raise ApiError(502, error)
+        return _envelope({"url": url, "synced": True})
+
+    async def resync_app(request: Request) -> Response:
+        access.check_api(request)
+        app = await store.read(ops.get_app, request.path_params["name"])
+        if app is None:
+            raise ApiError(404, f"app {request.path_params['name']} not found")
+        error = await engine.add_app(app.url)
+        if error:
+            raise ApiError(502, error)
+        return _envelope({"name": app.name, "synced": True})
+
+    async def remove_app(request: Request) -> Response:
+        access.check_api(request)
+        if not await engine.remove_app(request.path_params["name"]):
+            raise ApiError(404, f"app {request.path_params['name']} not found")
+        return _envelope({"removed": request.path_params["name"]})
 
     async def list_functions(request: Request) -> Response:
         access.check_api(request)
@@ -272,24 +288,14 @@ def routes(engine: Engine, access: AccessPolicy) -> list[Route]:
     async def stats(request: Request) -> Response:
         access.check_api(request)
         _check_params(request, ())
-        counts = await store.read(ops.count_runs_by_status)
-        depth = await store.read(ops.queue_depth)
-        pending_waits = await store.read(ops.count_waits)
-        body = {
-            "runs": counts,
-            "queue_depth": depth,
-            "waits": pending_waits,
-            "calls_in_flight": engine.dispatcher.inflight,
+        body = await health_snapshot.snapshot(engine)
+        body.update({
             "replica": {"owner": engine.dispatcher.owner, "taken_over_jobs": engine.membership.taken_over},
             "connect": engine.connect.stats() if engine.connect else None,
-            "calls": {"total": getattr(engine.executor, "calls", 0),
-                      "use_api": getattr(engine.executor, "calls_use_api", 0),
-                      # failed calls to apps by reason (timeout, connection_refused, stale_connection, ...)
-                      "failed": dict(getattr(engine.executor, "failures", {}))},
             "retention": engine.options.retention.describe(),
-            "store": {"kind": store.description, "commits": getattr(store, "commits", None),
-                      "writes": getattr(store, "writes", None)},
-        }
+        })
+        # failed calls to apps by reason (timeout, connection_refused, stale_connection, ...)
+        body["calls"]["failed"] = dict(getattr(engine.executor, "failures", {}))
         return _envelope(body)
 
     async def retention(request: Request) -> Response:
@@ -304,6 +310,14 @@ def routes(engine: Engine, access: AccessPolicy) -> list[Route]:
         Route("/v1/events/{event_id}", get_event, methods=["GET"]),
         Route("/v1/events/{event_id}/runs", event_runs, methods=["GET"]),
         Route("/v1/runs", list_runs, methods=["GET"]),
+        Route("/v1/runs/count", count_runs, methods=["GET"]),
+        Route("/v1/runs/cancel", bulk, methods=["POST"]),
+        Route("/v1/runs/rerun", bulk, methods=["POST"]),
+        Route("/v1/runs/{run_id}/rerun", rerun_run, methods=["POST"]),
+        Route("/v1/events/{event_id}/replay", replay_event, methods=["POST"]),
+        Route("/v1/apps", add_app, methods=["POST"]),
+        Route("/v1/apps/{name:path}", remove_app, methods=["DELETE"]),
+        Route("/v1/apps/{name:path}/resync", resync_app, methods=["POST"]),
         Route("/v1/runs/{run_id}", get_run, methods=["GET"]),
         Route("/v1/runs/{run_id}", cancel_run, methods=["DELETE"]),
         Route("/v1/runs/{run_id}/cancel", cancel_run, methods=["POST"]),
@@ -315,3 +329,13 @@ def routes(engine: Engine, access: AccessPolicy) -> list[Route]:
         Route("/v1/functions/{function_id}", get_function, methods=["GET"]),
         Route("/v1/functions/{function_id}/invoke", invoke_function, methods=["POST"]),
     ]
+
+
+def find_runs(tx, wanted, cursor: str | None, limit: int) -> run_search.RunPage:
+    """One page of runs with their explanations (REST and the dashboard share it)."""
+    try:
+        page = run_search.search_runs(tx, wanted.query(tx), cursor=cursor, limit=limit)
+    except run_search.RunQueryError as exc:
+        raise ApiError(400, str(exc)) from None
+    annotate(tx, page.runs)
+    return page

@@ -59,6 +59,8 @@ def event_view(event: Event) -> dict[str, Any]:
         "user": event.user,
         "ts": event.ts,
         "v": event.v,
+        # Why no function ran for it, as of its arrival (no app synced, no such trigger, `if` false).
+        "started_nothing": event.started_nothing,
     }
 
 

@@ -51,6 +51,8 @@ class Broker(abc.ABC):
         self._subscribers: dict[str, set[Subscription]] = {}
         self._sweeper: asyncio.Task | None = None
         self.problem: str | None = None  # a backend outage, in words (for /health and doctor)
+        self._queued: list[tuple[list[Draft], asyncio.Future]] = []  # publishes waiting for the next write
+        self._writing: asyncio.Task | None = None
 
     # -- public API ---------------------------------------------------------------
 
@@ -104,6 +106,39 @@ class Broker(abc.ABC):
 
     @abc.abstractmethod
     async def _history(self, channel: str, after: str) -> History: ...
+
+    async def _store_batch(self, drafts: list[Draft]) -> list[Message]:
+        """For `_coalesced`: store drafts in one round trip to the shared backend."""
+        raise NotImplementedError
+
+    async def _coalesced(self, drafts: list[Draft]) -> list[Message]:
+        """Publishes arriving while a write is in flight share the next one: under load one
+        round trip (one transaction, one pipeline) carries many messages, and the backend sees
+        one writer per process, in publish order."""
+        done = asyncio.get_running_loop().create_future()
+        self._queued.append((drafts, done))
+        if self._writing is None:
+            self._writing = asyncio.create_task(self._write_queued())
+        return await done
+
+    async def _write_queued(self) -> None:
+        try:
+            while self._queued:
+                batch, self._queued = self._queued[:200], self._queued[200:]
+                try:
+                    stored = await self._store_batch([d for part, _ in batch for d in part])
+                except Exception as exc:
+                    for _, done in batch:
+                        if not done.done():
+                            done.set_exception(exc)
+                    continue
+                start = 0
+                for part, done in batch:
+                    if not done.done():
+                        done.set_result(stored[start:start + len(part)])
+                    start += len(part)
+        finally:
+            self._writing = None
 
     @abc.abstractmethod
     def order_key(self, message_id: str) -> Any:

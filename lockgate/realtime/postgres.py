@@ -128,6 +128,9 @@ class PostgresBroker(Broker):
         await super().stop()
 
     async def _append(self, drafts: list[Draft]) -> list[Message]:
+        return await self._coalesced(drafts)
+
+    async def _store_batch(self, drafts: list[Draft]) -> list[Message]:
         bodies = [d.body() for d in drafts]
         entries = [(d.channel, orjson.dumps(b).decode(), d.created_at_ms) for d, b in zip(drafts, bodies)]
         ids = await self.store.write(append_messages, entries, self.options.retention_messages)

@@ -94,6 +94,9 @@ class RedisBroker(Broker):
         await self._client.aclose()
 
     async def _append(self, drafts: list[Draft]) -> list[Message]:
+        return await self._coalesced(drafts)
+
+    async def _store_batch(self, drafts: list[Draft]) -> list[Message]:
         bodies = [d.body() for d in drafts]
         cutoff = int((time.time() - self.options.retention_s) * 1000)
         pipe = self._client.pipeline(transaction=False)

@@ -6,6 +6,7 @@ transaction translates them). Engine code composes these inside one transaction.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any, Iterable
 
 import orjson
@@ -17,6 +18,7 @@ from lockgate.models import (
     Function,
     Job,
     Run,
+    RunFilter,
     RunStatus,
     Step,
     Wait,
@@ -30,6 +32,27 @@ def _json(value: Any) -> str:
 
 def _unjson(text: str | None) -> Any:
     return None if text is None else orjson.loads(text)
+
+
+def insert_rows(tx: Tx, table: str, columns: tuple[tuple[str, str], ...], rows: list[tuple], suffix: str = "") -> None:
+    """INSERT many rows. PostgreSQL gets one statement whatever their number (one array per
+    column, unnested), not one per row: `columns` pairs each name with its PostgreSQL type."""
+    if not rows:
+        return
+    names = ", ".join(name for name, _ in columns)
+    if tx.dialect == "postgres" and len(rows) > 1:
+        arrays = [list(values) for values in zip(*rows)]
+        casts = ", ".join(f"?::{kind}[]" for _, kind in columns)
+        tx.execute(f"INSERT INTO {table} ({names}) SELECT * FROM unnest({casts}){suffix}", arrays)
+    else:
+        tx.executemany(f"INSERT INTO {table} ({names}) VALUES ({', '.join('?' for _ in columns)}){suffix}", rows)
+
+
+def where_in(tx: Tx, column: str, values: list[Any]) -> tuple[str, list[Any]]:
+    """`column` is one of `values`: a condition and its parameters (one array on PostgreSQL)."""
+    if tx.dialect == "postgres":
+        return f"{column} = ANY(?)", [list(values)]
+    return f"{column} IN ({', '.join('?' for _ in values)})", list(values)
 
 
 # -- apps and functions --------------------------------------------------------------
@@ -97,6 +120,10 @@ def set_app_error(tx: Tx, *, url: str, error: str | None, at: int) -> None:
             " SET error = excluded.error",
             (url, url, error, at),
         )
+
+
+def delete_app(tx: Tx, name: str) -> None:
+    tx.execute("DELETE FROM apps WHERE name = ?", (name,))
 
 
 def delete_placeholder_app(tx: Tx, url: str) -> None:
@@ -169,7 +196,12 @@ def _event_from_row(row: Any) -> Event:
         v=row["v"],
         ts=row["ts"],
         received_at=row["received_at"],
+        started_nothing=row["started_nothing"],
     )
+
+
+def note_started_nothing(tx: Tx, internal_id: str, why: str) -> None:
+    tx.execute("UPDATE events SET started_nothing = ? WHERE internal_id = ?", (why, internal_id))
 
 
 def get_event(tx: Tx, internal_id: str) -> Event | None:
@@ -191,9 +223,13 @@ def list_events(
     before_seq: int | None = None,
     received_after: int | None = None,
     received_before: int | None = None,
+    data_contains: str | None = None,
 ) -> list[tuple[int, Event]]:
-    where, params = _where(("name = ?", name or None), ("seq < ?", before_seq),
-                           ("received_at >= ?", received_after), ("received_at <= ?", received_before))
+    contains = "%" + _like_escape(data_contains.lower()) + "%" if data_contains else None
+    # `contains`: a substring of the stored JSON payload (unindexed: the page limit bounds the scan)
+    where, params = _where(("name = ?", name or None), ("LOWER(data) LIKE ? ESCAPE '\\'", contains),
+                           ("seq < ?", before_seq), ("received_at >= ?", received_after),
+                           ("received_at <= ?", received_before))
     rows = tx.all(f"SELECT * FROM events{where} ORDER BY seq DESC LIMIT ?", (*params, limit))
     return [(r["seq"], _event_from_row(r)) for r in rows]
 
@@ -302,18 +338,103 @@ def runs_of_event(tx: Tx, internal_id: str) -> list[Run]:
     return [_run_from_row(r) for r in rows]
 
 
-def list_runs(
-    tx: Tx, *, status: str | None = None, function_id: str | None = None, function_slug: str | None = None,
-    created_after: int | None = None, created_before: int | None = None, before_run_id: str | None = None,
-    limit: int = 50,
-) -> list[Run]:
-    """Newest first. `before_run_id` pages on (run ids are ULIDs, so they sort by creation)."""
-    where, params = _where(("status = ?", status or None), ("function_id = ?", function_id or None),
-                           ("function_slug = ?", function_slug or None), ("created_at >= ?", created_after),
-                           ("created_at < ?", created_before), ("run_id < ?", before_run_id or None))
-    rows = tx.all(f"SELECT {_RUN_COLUMNS} FROM runs{where} ORDER BY created_at DESC, run_id DESC LIMIT ?",
-                  (*params, limit))
-    return [_run_from_row(r) for r in rows]
+def _in(column: str, values: list[Any]) -> str:
+    return f"{column} = ?" if len(values) == 1 else f"{column} IN ({', '.join('?' for _ in values)})"
+
+
+def _like_escape(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def _run_where(run_filter: RunFilter, before: tuple[int, str] | None = None) -> tuple[str, list[Any]]:
+    clauses: list[str] = []
+    params: list[Any] = []
+    if run_filter.statuses:
+        clauses.append(_in("status", run_filter.statuses))
+        params += run_filter.statuses
+    if run_filter.function_ids:
+        clauses.append(_in("function_id", run_filter.function_ids))
+        params += run_filter.function_ids
+    if run_filter.created_from is not None:
+        clauses.append("created_at >= ?")
+        params.append(run_filter.created_from)
+    if run_filter.created_to is not None:
+        clauses.append("created_at < ?")
+        params.append(run_filter.created_to)
+    for text in run_filter.events_contain:
+        clauses.append("events LIKE ? ESCAPE '\\'")
+        params.append("%" + _like_escape(text) + "%")
+    if before is not None:  # keyset: strictly older than the last row of the previous page
+        clauses.append("(created_at < ? OR (created_at = ? AND run_id < ?))")
+        params += [before[0], before[0], before[1]]
+    return (" WHERE " + " AND ".join(clauses)) if clauses else "", params
+
+
+MAX_SPLIT = 32
+
+
+def _split(run_filter: RunFilter) -> list[RunFilter]:
+    """One filter per (status, function) pair when several are asked for: each pair is one range of an
+    index, where `IN (...)` plus `ORDER BY created_at` would make the database sort every matching row."""
+    statuses, functions = run_filter.statuses or [None], run_filter.function_ids or [None]
+    if len(statuses) * len(functions) == 1 or len(statuses) * len(functions) > MAX_SPLIT:
+        return [run_filter]
+    return [replace(run_filter, statuses=[s] if s else [], function_ids=[f] if f else [])
+            for s in statuses for f in functions]
+
+
+def page_runs(tx: Tx, run_filter: RunFilter, *, before: tuple[int, str] | None, limit: int) -> list[Run]:
+    """Runs matching the filter, newest first, older than the `before` keyset position."""
+    rows = []
+    for part in _split(run_filter):
+        where, params = _run_where(part, before)
+        rows += tx.all(f"SELECT {_RUN_COLUMNS} FROM runs{where} ORDER BY created_at DESC, run_id DESC LIMIT ?",
+                       (*params, limit))
+    rows.sort(key=lambda r: (r["created_at"], r["run_id"]), reverse=True)
+    return [_run_from_row(r) for r in rows[:limit]]
+
+
+def scan_run_triggers(tx: Tx, run_filter: RunFilter, *, before: tuple[int, str] | None,
+                      limit: int) -> list[tuple[int, str, str, Any]]:
+    """(created_at, run_id, status, first triggering event) newest first: the light rows an expression
+    filter is checked against before whole runs are loaded."""
+    rows = []
+    for part in _split(run_filter):
+        where, params = _run_where(part, before)
+        rows += tx.all(f"SELECT created_at, run_id, status, events FROM runs{where}"
+                       " ORDER BY created_at DESC, run_id DESC LIMIT ?", (*params, limit))
+    rows.sort(key=lambda r: (r["created_at"], r["run_id"]), reverse=True)
+    out = []
+    for r in rows[:limit]:
+        events = orjson.loads(r["events"])
+        out.append((r["created_at"], r["run_id"], r["status"], events[0] if events else {}))
+    return out
+
+
+def count_runs(tx: Tx, run_filter: RunFilter) -> dict[str, int]:
+    """Matching runs by status."""
+    where, params = _run_where(run_filter)
+    return {r["status"]: r["n"] for r in tx.all(f"SELECT status, COUNT(*) AS n FROM runs{where} GROUP BY status",
+                                                params)}
+
+
+def list_runs(tx: Tx, *, status: str | None = None, function_id: str | None = None, limit: int = 50) -> list[Run]:
+    """Newest runs, of one status and/or one function (the REST API and the dashboard use page_runs)."""
+    run_filter = RunFilter(statuses=[status] if status else [], function_ids=[function_id] if function_id else [])
+    return page_runs(tx, run_filter, before=None, limit=limit)
+
+
+def function_ids_of(tx: Tx, *, slug_or_id: str | None = None, app_name: str | None = None) -> list[str]:
+    """Resolve a function (slug or id) and/or an app to function ids, archived ones included."""
+    clauses, params = [], []
+    if slug_or_id:
+        clauses.append("(slug = ? OR id = ?)")
+        params += [slug_or_id, slug_or_id]
+    if app_name:
+        clauses.append("app_name = ?")
+        params.append(app_name)
+    where = " AND ".join(clauses) or "1 = 1"
+    return [r["id"] for r in tx.all(f"SELECT id FROM functions WHERE {where} ORDER BY id", params)]
 
 
 _UPDATABLE_RUN_FIELDS = {
@@ -344,6 +465,38 @@ def update_run(tx: Tx, run_id: str, **fields: Any) -> None:
     tx.execute(f"UPDATE runs SET {', '.join(sets)} WHERE run_id = ?", (*params, run_id))
 
 
+def runs_progress(tx: Tx, run_ids: list[str]) -> dict[str, dict[str, Any]]:
+    """Status, stack, pending steps and disable_immediate of several runs, locked on PostgreSQL
+    (in run id order, so two such batches never wait on each other crosswise)."""
+    found: dict[str, dict[str, Any]] = {}
+    lock = " ORDER BY run_id FOR UPDATE" if tx.dialect == "postgres" else ""
+    for i in range(0, len(run_ids), 500):
+        condition, params = where_in(tx, "run_id", run_ids[i:i + 500])
+        for r in tx.all(f"SELECT run_id, status, stack, pending_steps, disable_immediate FROM runs"
+                        f" WHERE {condition}{lock}", params):
+            found[r["run_id"]] = {"status": r["status"], "stack": orjson.loads(r["stack"]),
+                                  "pending_steps": orjson.loads(r["pending_steps"]),
+                                  "disable_immediate": bool(r["disable_immediate"])}
+    return found
+
+
+def update_runs_progress(tx: Tx, progress: dict[str, dict[str, Any]]) -> None:
+    """Write back what `runs_progress` read, changed; clears the runs' reason."""
+    rows = [(run_id, _json(p["stack"]), _json(p["pending_steps"]), int(p["disable_immediate"]))
+            for run_id, p in progress.items()]
+    if not rows:
+        return
+    if tx.dialect == "postgres":
+        tx.execute("UPDATE runs SET stack = u.stack, pending_steps = u.pending, disable_immediate = u.immediate,"
+                   " reason = NULL FROM unnest(?::text[], ?::text[], ?::text[], ?::int[])"
+                   " AS u(run_id, stack, pending, immediate) WHERE runs.run_id = u.run_id",
+                   [list(values) for values in zip(*rows)])
+    else:
+        tx.executemany("UPDATE runs SET stack = ?, pending_steps = ?, disable_immediate = ?, reason = NULL"
+                       " WHERE run_id = ?", [(stack, pending, immediate, run_id)
+                                             for run_id, stack, pending, immediate in rows])
+
+
 def mark_runs_started(tx: Tx, run_ids: list[str], at: int) -> None:
     tx.executemany(
         "UPDATE runs SET status = ?, started_at = ?, reason = NULL WHERE run_id = ? AND status = ?",
@@ -353,6 +506,31 @@ def mark_runs_started(tx: Tx, run_ids: list[str], at: int) -> None:
 
 def count_runs_by_status(tx: Tx) -> dict[str, int]:
     return {r["status"]: r["n"] for r in tx.all("SELECT status, COUNT(*) AS n FROM runs GROUP BY status")}
+
+
+def child_runs(tx: Tx, run_id: str) -> list[Run]:
+    """Runs this run started with step.invoke."""
+    rows = tx.all(f"SELECT {_RUN_COLUMNS} FROM runs WHERE correlation_id >= ? AND correlation_id < ?"
+                  " ORDER BY created_at", (run_id + ".", run_id + "/"))
+    return [_run_from_row(r) for r in rows]
+
+
+def runs_change_mark(tx: Tx) -> tuple:
+    """Changes whenever a run is created or ends, or an event arrives (three index lookups)."""
+    created = tx.one("SELECT MAX(created_at) AS t FROM runs")["t"]
+    ended = tx.one("SELECT MAX(ended_at) AS t FROM runs")["t"]
+    event = tx.one("SELECT MAX(seq) AS s FROM events")["s"]
+    return created, ended, event
+
+
+def run_change_mark(tx: Tx, run_id: str) -> tuple:
+    """Changes whenever this run or one of its steps or queued jobs changes."""
+    run = tx.one("SELECT status, started_at, ended_at, reason FROM runs WHERE run_id = ?", (run_id,))
+    steps = tx.one("SELECT COUNT(*) AS n, MAX(ended_at) AS t, SUM(attempts) AS a, MAX(status) AS s"
+                   " FROM steps WHERE run_id = ?", (run_id,))
+    jobs = tx.one("SELECT COUNT(*) AS n, MAX(due_at) AS t, MAX(attempt) AS a FROM jobs WHERE run_id = ?", (run_id,))
+    return ((run["status"], run["started_at"], run["ended_at"], run["reason"]) if run else None,
+            (steps["n"], steps["t"], steps["a"], steps["s"]), (jobs["n"], jobs["t"], jobs["a"]))
 
 
 def run_is_final(tx: Tx, run_id: str) -> bool:
@@ -397,38 +575,44 @@ def step_is_recorded(tx: Tx, run_id: str, step_id: str) -> bool:
     return row is not None and row["position"] is not None
 
 
+# Saves finished steps; never overwrites a recorded one (position set).
+_STEP_COLUMNS = (("run_id", "text"), ("step_id", "text"), ("display_name", "text"), ("op", "text"),
+                 ("status", "text"), ("memo", "text"), ("position", "int"), ("attempts", "int"),
+                 ("started_at", "bigint"), ("ended_at", "bigint"))
+_STEP_CONFLICT = (
+    " ON CONFLICT (run_id, step_id) DO UPDATE SET display_name = COALESCE(excluded.display_name,"
+    " steps.display_name), op = excluded.op, status = excluded.status, memo = excluded.memo,"
+    " position = excluded.position, attempts = excluded.attempts, ended_at = excluded.ended_at"
+    " WHERE steps.position IS NULL"
+)
+
+
+def _step_row(step: Step) -> tuple:
+    return (step.run_id, step.step_id, step.display_name, step.op, step.status, _json(step.memo), step.position,
+            step.attempts, step.started_at, step.ended_at)
+
+
 def record_step(tx: Tx, step: Step) -> bool:
     """Save a finished step. Never overwrites a recorded one: returns False if it was."""
-    row = tx.one(
-        "INSERT INTO steps (run_id, step_id, display_name, op, status, memo, position, attempts, started_at, ended_at)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-        " ON CONFLICT (run_id, step_id) DO UPDATE SET display_name = COALESCE(excluded.display_name,"
-        " steps.display_name), op = excluded.op, status = excluded.status, memo = excluded.memo,"
-        " position = excluded.position, attempts = excluded.attempts, ended_at = excluded.ended_at"
-        " WHERE steps.position IS NULL RETURNING step_id",
-        (
-            step.run_id,
-            step.step_id,
-            step.display_name,
-            step.op,
-            step.status,
-            _json(step.memo),
-            step.position,
-            step.attempts,
-            step.started_at,
-            step.ended_at,
-        ),
-    )
+    row = tx.one(f"INSERT INTO steps ({', '.join(name for name, _ in _STEP_COLUMNS)}) VALUES"
+                 f" ({', '.join('?' for _ in _STEP_COLUMNS)}){_STEP_CONFLICT} RETURNING step_id", _step_row(step))
     return row is not None
 
 
+def record_steps(tx: Tx, steps: list[Step]) -> None:
+    """Save finished steps known not to be recorded yet (not in their run's stack)."""
+    insert_rows(tx, "steps", _STEP_COLUMNS, [_step_row(step) for step in steps], _STEP_CONFLICT)
+
+
 def note_step_pending(tx: Tx, step: Step) -> None:
-    """Show a step that is sleeping or planned (no memo yet) in the trace."""
+    """Show a step that is sleeping, planned or retrying in the trace (a retry keeps its last error as memo;
+    only recorded steps, with a position, are ever sent back to the SDK)."""
     tx.execute(
-        "INSERT INTO steps (run_id, step_id, display_name, op, status, attempts, started_at)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (run_id, step_id) DO UPDATE SET status = excluded.status,"
-        " op = excluded.op, attempts = excluded.attempts WHERE steps.position IS NULL",
-        (step.run_id, step.step_id, step.display_name, step.op, step.status, step.attempts, step.started_at),
+        "INSERT INTO steps (run_id, step_id, display_name, op, status, memo, attempts, started_at)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (run_id, step_id) DO UPDATE SET status = excluded.status,"
+        " op = excluded.op, memo = excluded.memo, attempts = excluded.attempts WHERE steps.position IS NULL",
+        (step.run_id, step.step_id, step.display_name, step.op, step.status,
+         None if step.memo is None else _json(step.memo), step.attempts, step.started_at),
     )
 
 
@@ -451,48 +635,59 @@ def _job_from_row(row: Any) -> Job:
     )
 
 
+_JOB_COLUMNS = (("id", "text"), ("kind", "text"), ("run_id", "text"), ("step_id", "text"), ("attempt", "int"),
+                ("due_at", "bigint"), ("rank_at", "bigint"), ("payload", "text"), ("created_at", "bigint"))
+
+
 def enqueue(tx: Tx, jobs: Iterable[Job]) -> None:
     """Insert jobs; a job whose id already exists is left alone (idempotent enqueue)."""
     jobs = list(jobs)
-    if jobs:
-        notify_replicas(tx)
-    tx.executemany(
-        "INSERT INTO jobs (id, kind, run_id, step_id, attempt, due_at, rank_at, payload, created_at)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
-        [
-            (
-                j.id,
-                j.kind,
-                j.run_id,
-                j.step_id,
-                j.attempt,
-                j.due_at,
-                j.due_at if j.rank_at is None else j.rank_at,
-                None if j.payload is None else _json(j.payload),
-                j.created_at,
-            )
-            for j in jobs
-        ],
-    )
+    if not jobs:
+        return
+    notify_replicas(tx)
+    rows = [(j.id, j.kind, j.run_id, j.step_id, j.attempt, j.due_at, j.due_at if j.rank_at is None else j.rank_at,
+             None if j.payload is None else _json(j.payload), j.created_at) for j in jobs]
+    insert_rows(tx, "jobs", _JOB_COLUMNS, rows, " ON CONFLICT (id) DO NOTHING")
 
 
-def lease_due_jobs(tx: Tx, *, owner: str, now: int, limit: int, lease_ms: int) -> list[Job]:
+def select_due_jobs(tx: Tx, *, now: int, limit: int, kinds: tuple[str, ...] = (),
+                    other_than: tuple[str, ...] = ()) -> list[Job]:
+    """Due jobs that no live lease holds (of these kinds only / other than these, if given), in
+    queue order, locked for this transaction on PostgreSQL (skipping rows another replica takes)."""
     skip_locked = " FOR UPDATE SKIP LOCKED" if tx.dialect == "postgres" else ""
+    of_kinds = f" AND kind IN ({', '.join('?' for _ in kinds)})" if kinds else ""
+    of_kinds += f" AND kind NOT IN ({', '.join('?' for _ in other_than)})" if other_than else ""
     rows = tx.all(
-        "SELECT * FROM jobs WHERE rank_at <= ? AND due_at <= ?"
+        f"SELECT * FROM jobs WHERE rank_at <= ? AND due_at <= ?{of_kinds}"
         " AND (lease_expires_at IS NULL OR lease_expires_at < ?)"
         f" ORDER BY rank_at LIMIT ?{skip_locked}",
-        (now, now, now, limit),
+        (now, now, *kinds, *other_than, now, limit),
     )
-    jobs = [_job_from_row(r) for r in rows]
-    expires = now + lease_ms
-    tx.executemany(
-        "UPDATE jobs SET lease_owner = ?, lease_expires_at = ? WHERE id = ?",
-        [(owner, expires, j.id) for j in jobs],
-    )
-    for j in jobs:
-        j.lease_owner, j.lease_expires_at = owner, expires
+    return [_job_from_row(r) for r in rows]
+
+
+def lease_due_jobs(tx: Tx, *, owner: str, now: int, limit: int, lease_ms: int,
+                   kinds: tuple[str, ...] = (), other_than: tuple[str, ...] = ()) -> list[Job]:
+    jobs = select_due_jobs(tx, now=now, limit=limit, kinds=kinds, other_than=other_than)
+    take_leases(tx, jobs, owner=owner, until=now + lease_ms)
     return jobs
+
+
+def take_leases(tx: Tx, jobs: list[Job], *, owner: str, until: int) -> None:
+    """Lease jobs this transaction selected (and, on PostgreSQL, locked)."""
+    if not jobs:
+        return
+    condition, params = where_in(tx, "id", [j.id for j in jobs])
+    tx.execute(f"UPDATE jobs SET lease_owner = ?, lease_expires_at = ? WHERE {condition}", [owner, until, *params])
+    for j in jobs:
+        j.lease_owner, j.lease_expires_at = owner, until
+
+
+def delete_jobs(tx: Tx, job_ids: list[str]) -> None:
+    """Drop jobs this transaction holds (selected FOR UPDATE, or leased in it)."""
+    for i in range(0, len(job_ids), 500):
+        condition, params = where_in(tx, "id", job_ids[i:i + 500])
+        tx.execute(f"DELETE FROM jobs WHERE {condition}", params)
 
 
 def lease_job(tx: Tx, job: Job, *, owner: str, now: int, lease_ms: int) -> bool:
@@ -522,6 +717,13 @@ def next_wakeup(tx: Tx) -> int | None:
     if leased is not None and leased["t"] is not None:
         times.append(leased["t"])
     return min(times) if times else None
+
+
+def next_due_of_kinds(tx: Tx, kinds: tuple[str, ...]) -> int | None:
+    """When the earliest free job of these kinds comes due (timers, while every worker is busy)."""
+    row = tx.one(f"SELECT MIN(rank_at) AS t FROM jobs WHERE kind IN ({', '.join('?' for _ in kinds)})"
+                 " AND lease_owner IS NULL", kinds)
+    return None if row is None else row["t"]
 
 
 def release_job(tx: Tx, job: Job) -> bool:

@@ -2,7 +2,9 @@
 
 Writes are group-committed like on SQLite, but by a few writer threads at once
 (PostgreSQL takes concurrent writers): each thread takes whatever writes are queued,
-applies each inside its own savepoint and commits them together. Reads run on a small
+applies them and commits them together. Writes seldom fail, so a batch first runs without
+a savepoint per write; if one fails, the batch is rolled back and run again with each write
+in its own savepoint, so only the failing one fails. Reads run on a small
 thread pool. The pool is bounded, so a replica never holds more than `pool_size`
 connections, plus one for LISTEN and one for urgent writes (heartbeats), which must not
 wait behind a burst of queued writes.
@@ -100,6 +102,10 @@ def _is_connection_error(exc: BaseException, conn: psycopg.Connection | None) ->
     if isinstance(exc, psycopg.OperationalError) and (conn is None or conn.closed or conn.broken):
         return True
     return isinstance(exc, psycopg.InterfaceError)
+
+
+class _WriteFailedUnisolated(Exception):
+    """A write failed in a batch run without savepoints: roll it all back, run it isolated."""
 
 
 class _CommitUnknown(Exception):
@@ -256,9 +262,15 @@ class PostgresStore(ThreadedStore):
 
     def _apply_with_retries(self, batch: list) -> None:
         deadline = time.monotonic() + RECONNECT_FOR_S
+        # Writes rarely fail, so a batch first runs without a savepoint per write (two round
+        # trips each); if one does fail, nothing is committed and the batch runs again isolated.
+        isolate = False
         while batch:
             try:
-                outcomes, again = self._apply_batch(batch)
+                outcomes, again = self._apply_batch(batch, isolate=isolate and len(batch) > 1)
+            except _WriteFailedUnisolated:
+                isolate = True
+                continue
             except _CommitUnknown as exc:
                 outcomes, again = [(future, None, exc.__cause__ or exc) for _, _, future in batch], []
             except BatchBroken as exc:
@@ -281,16 +293,15 @@ class PostgresStore(ThreadedStore):
             self._settle_all(outcomes)
             batch = again
 
-    def _apply_batch(self, batch: list) -> tuple[list, list]:
-        """Apply in one transaction; raises when nothing was applied (connection trouble)."""
+    def _apply_batch(self, batch: list, *, isolate: bool) -> tuple[list, list]:
+        """Apply in one transaction, each write in its own savepoint if `isolate`; raises when
+        nothing was applied (connection trouble, or a write failed in a batch not isolated)."""
         outcomes: list[tuple[asyncio.Future, Any, BaseException | None]] = []
         again: list = []
         conn = None
         with self._pool.connection() as conn:
             tx = PostgresTx(conn, self._origin)
-            # A lone write needs no savepoint (two round trips saved): on error the whole
-            # transaction, which is only this write, is rolled back.
-            isolate = len(batch) > 1
+            shared = len(batch) > 1 and not isolate  # a failure here undoes the neighbours too
             try:
                 for item in batch:
                     fn, args, future = item
@@ -301,6 +312,8 @@ class PostgresStore(ThreadedStore):
                     except Exception as exc:
                         if _is_connection_error(exc, conn):
                             raise
+                        if shared:
+                            raise _WriteFailedUnisolated() from exc
                         try:
                             if isolate:
                                 conn.execute("ROLLBACK TO SAVEPOINT one_write")
@@ -321,7 +334,7 @@ class PostgresStore(ThreadedStore):
             except Exception as exc:
                 if not conn.closed:
                     conn.rollback()
-                if isinstance(exc, BatchBroken) or _is_connection_error(exc, conn):
+                if isinstance(exc, (BatchBroken, _WriteFailedUnisolated)) or _is_connection_error(exc, conn):
                     raise
                 raise BatchBroken(str(exc)) from exc
             try:

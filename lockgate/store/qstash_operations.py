@@ -73,6 +73,11 @@ def get_message(tx: Tx, message_id: str, *, for_update: bool = False) -> Message
     return _message_from_row(row) if row else None
 
 
+def recent_messages(tx: Tx, limit: int) -> list[Message]:
+    """Messages still stored (pending, in delivery, or finished within the retention), newest first."""
+    return [_message_from_row(r) for r in tx.all("SELECT * FROM qstash_messages ORDER BY seq DESC LIMIT ?", (limit,))]
+
+
 def update_message(tx: Tx, message_id: str, **fields: Any) -> None:
     names = list(fields)
     tx.execute(

@@ -20,8 +20,8 @@ def _marks(values: list) -> str:
 def delete_finished_runs(tx: Tx, *, ended_before: int, limit: int) -> int:
     """Finished runs that ended before the cutoff, with their steps, trigger links and leftovers."""
     rows = tx.all(
-        f"SELECT run_id FROM runs WHERE status IN ({_FINAL_MARKS}) AND created_at < ? AND ended_at < ? LIMIT ?",
-        (*_FINAL, ended_before, ended_before, limit),
+        f"SELECT run_id FROM runs WHERE ended_at < ? AND status IN ({_FINAL_MARKS}) LIMIT ?",  # runs_ended (0004)
+        (ended_before, *_FINAL, limit),
     )
     ids = [row["run_id"] for row in rows]
     if not ids:

@@ -25,7 +25,7 @@ def stack(tmp_path_factory, backend):
     app = AppProcess(module="tests.e2e.apps.burst_app", port=app_port, server_url=server.url,
                      ledger=tmp / "ledger.jsonl").start()
     api = Api(server.url)
-    wait_until(lambda: len(api.functions()) == 3, what="app sync")
+    wait_until(lambda: len(api.functions()) == 4, what="app sync")
     yield server, app, api, proxy
     app.stop()
     server.stop()

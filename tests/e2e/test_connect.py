@@ -268,8 +268,10 @@ def test_signed_mode_accepts_the_signing_key_and_refuses_others(tmp_path):
         ok = httpx.post(server.url + "/v0/connect/start", content=b"", headers={"Authorization": f"Bearer {hashed}"})
         assert ok.status_code == 200 and ok.headers["content-type"] == "application/protobuf"
         stack.worker("signed", **prod_env(server.url))
-        run = stack.run_of({"name": "connect/steps", "data": {"n": "signed"}})
-        assert api.wait_for_end(run["run_id"])["status"] == "Completed"
+        stack.worker("signed-js", language="js", **prod_env(server.url))
+        for event in ("connect/steps", "connect-js/steps"):
+            run = stack.run_of({"name": event, "data": {"n": "signed"}})
+            assert api.wait_for_end(run["run_id"])["status"] == "Completed"
         wrong = Worker("wrong-key", server.url, stack.ledger, env=prod_env(server.url, "signkey-test-" + "ab" * 32))
         wrong.start(tmp_path)
         stack.workers.append(wrong)

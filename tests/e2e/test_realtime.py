@@ -12,11 +12,11 @@ import base64
 import json
 import os
 import subprocess
+import sys
 import threading
 import time
 import uuid
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import httpx
 import inngest
@@ -442,9 +442,8 @@ def test_replicas_with_redis_deliver_each_others_messages_and_survive_a_redis_ou
         down = publish(Api(a.url), "x", "t", {"i": 1})
         assert down.status_code == 503 and "Redis" in down.json()["error"]
         wait_until(lambda: httpx.get(f"{a.url}/health").json()["realtime"]["problem"], what="problem reported")
-        doctor = subprocess.run(["python", "-m", "lockgate", "doctor", "--port", str(a.port), "--redis-uri", uri],
-                                capture_output=True, text=True, timeout=60,
-                                env={**os.environ, "PATH": str(Path(os.sys.executable).parent) + ":" + os.environ["PATH"]})
+        doctor = subprocess.run([sys.executable, "-m", "lockgate", "doctor", "--port", str(a.port), "--redis-uri", uri],
+                                capture_output=True, text=True, timeout=60)
         assert doctor.returncode == 1 and "cannot reach Redis" in doctor.stdout
         assert "Redis" in (tmp_path / "a.log").read_text()
         # It comes back: the next publish works and both replicas deliver again.
@@ -462,3 +461,30 @@ def test_replicas_with_redis_deliver_each_others_messages_and_survive_a_redis_ou
     finally:
         a.stop()
         b.stop()
+
+
+# -- production ------------------------------------------------------------------------------------
+
+
+def test_production_publishing_and_tokens_need_the_signing_key(tmp_path):
+    key = "signkey-prod-" + "ab12" * 16
+    server = LockgateProcess(args=["start", "--signing-key", key, "--event-key", "ek"],
+                             data_dir=tmp_path / "data", log_path=tmp_path / "prod.log").start()
+    try:
+        channel = f"prod:{uuid.uuid4().hex[:8]}"
+        anonymous = httpx.post(f"{server.url}/v1/realtime/publish", params={"channel": channel, "topic": "t"},
+                               json={"x": 1})
+        assert anonymous.status_code == 401
+        assert httpx.post(f"{server.url}/v1/realtime/token", json=[{"channel": channel, "name": "t"}]).status_code == 401
+        # The official SDK in production mode authenticates with the (hashed) signing key.
+        client = inngest.Inngest(app_id="prod-publisher", is_production=True, signing_key=key,
+                                 api_base_url=server.url, event_api_base_url=server.url)
+        token = py_realtime.get_subscription_token_sync(client, channel, ["t"])["key"]
+        py_realtime.publish_sync(client, channel, "t", {"x": 2})
+        events = sse_events(server.url, token, last_event_id="0", stop=lambda e: True)
+        assert events[0]["data"]["data"] == {"x": 2}
+        # A token signed with the dev key is worthless here: the key derives from the signing key.
+        dev_token = tokens.mint(tokens.token_secret(None), channel, ["t"], ttl_s=60)
+        assert httpx.get(f"{server.url}/v1/realtime/sse", params={"token": dev_token}).status_code == 401
+    finally:
+        server.stop()

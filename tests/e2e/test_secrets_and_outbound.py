@@ -79,9 +79,11 @@ def test_keys_from_files_work_and_nothing_warns(prod):
 
 
 def test_a_key_on_the_command_line_draws_a_warning(tmp_path):
+    # The event key is malformed, so start-up stops right after the warnings.
     done = subprocess.run([sys.executable, "-m", "lockgate", "start", "--port", "0", "--signing-key", SIGNING_KEY,
-                           "--event-key", EVENT_KEY, "--data-dir", str(tmp_path), "--log-level", "nonsense"],
+                           "--event-key", "not a valid key!", "--data-dir", str(tmp_path)],
                           capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert done.returncode != 0
     assert "--signing-key on the command line is visible" in done.stderr
     assert "--signing-key-file" in done.stderr and "--event-key on the command line" in done.stderr
 
@@ -90,7 +92,8 @@ def test_root_and_health_name_no_infrastructure_without_the_key(prod, backend):
     for path in ("/", "/health"):
         text = httpx.get(prod.url + path).text
         assert "127.0.0.1" not in text and "5432" not in text and "SQLite" not in text and "PostgreSQL" not in text
-    authed = httpx.get(prod.url + "/", headers={"Authorization": f"Bearer {SIGNING_KEY}"}).text
+    # `/` is the dashboard (a login page in start); the key holder reads the store from /v1/server.
+    authed = httpx.get(prod.url + "/v1/server", headers={"Authorization": f"Bearer {SIGNING_KEY}"}).text
     assert ("PostgreSQL" if backend.name == "postgres" else "SQLite") in authed
 
 

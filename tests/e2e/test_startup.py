@@ -127,6 +127,8 @@ def test_start_logs_json_lines_and_quiet_keeps_only_warnings(tmp_path):
                                  " pointed at lockgate (INNGEST_DEV=<this server's URL>) and name it with"
                                  " `lockgate dev -u <app URL>`")
         assert record["time"].endswith("Z")
+        records = [json.loads(line) for line in (tmp_path / "start.log").read_text().splitlines()]
+        assert any(r["level"] == "warning" and "--signing-key on the command line" in r["msg"] for r in records)
     finally:
         server.stop()
     dead_app = f"http://127.0.0.1:{free_port()}/api/inngest"

@@ -146,6 +146,7 @@ def test_the_log_says_which_run_an_event_resumed(stack):
     paid = api.send({"name": "order/paid", "data": {"order": "o-17"}}).json()["ids"][0]
     assert api.wait_for_end(run_id)["output"] is True
     assert _log_lines(server, "event order/paid resumed a waiting run", f"run={run_id}", f"event={paid}")
+    assert api.http.get(f"/v1/events/{paid}").json()["data"]["started_nothing"] is None  # it did something
 
 
 def test_an_event_that_starts_nothing_says_why_with_a_did_you_mean(stack):

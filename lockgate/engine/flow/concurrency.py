@@ -57,15 +57,17 @@ def release_freed(tx: Tx, now: int) -> None:
         fops.unpark(tx, limit_key, free)
 
 
-def lease_due(tx: Tx, *, owner: str, now: int, limit: int, lease_ms: int) -> list[Job]:
-    """Lease up to `limit` due jobs whose limits admit them; parked ones make room for others."""
+def lease_due(tx: Tx, *, owner: str, now: int, limit: int, lease_ms: int,
+              other_than: tuple[str, ...] = ()) -> list[Job]:
+    """Lease up to `limit` due jobs (not of the kinds in `other_than`) whose limits admit them;
+    parked ones make room for others."""
     release_freed(tx, now)
     admitted: list[Job] = []
     for _ in range(8):  # parked jobs leave the window; look again a few times
         wanted = limit - len(admitted)
         if wanted <= 0:
             break
-        jobs = ops.lease_due_jobs(tx, owner=owner, now=now, limit=wanted, lease_ms=lease_ms)
+        jobs = ops.lease_due_jobs(tx, owner=owner, now=now, limit=wanted, lease_ms=lease_ms, other_than=other_than)
         parked = 0
         for job in jobs:
             if admit(tx, job, now):

@@ -44,5 +44,12 @@ async def sleeper(ctx: inngest.Context) -> int:
     return 1
 
 
+@client.create_function(fn_id="sleep-until", trigger=inngest.TriggerEvent(event="burst/sleep-until"))
+async def sleep_until(ctx: inngest.Context) -> int:
+    due = datetime.datetime.fromtimestamp(ctx.event.data["due_ms"] / 1000, tz=datetime.timezone.utc)
+    await ctx.step.sleep_until("nap", due)
+    return ctx.event.data["i"]
+
+
 app = FastAPI()
-inngest.fast_api.serve(app, client, [noop, three_steps, sleeper])
+inngest.fast_api.serve(app, client, [noop, three_steps, sleeper, sleep_until])

@@ -10,3 +10,7 @@ CREATE TABLE IF NOT EXISTS replicas (
     last_seen_at BIGINT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS replicas_name ON replicas (name);
+
+-- Due timers (sleeps, wait timeouts, flow windows, cron) are applied in bulk by kind, apart
+-- from the calls queued beside them.
+CREATE INDEX IF NOT EXISTS jobs_kind_rank ON jobs (kind, rank_at);

@@ -1,5 +1,6 @@
 """Requests the server makes on a step's behalf: `step.ai.infer` (op `AIGateway`) and JS `step.fetch`
 (op `Gateway`). The SDK hands over the request in the op's `opts`; the answer becomes the step's output.
+They go through the engine's HTTP client, so the outbound policy (lockgate/outbound.py) applies.
 
 AI requests follow the SDK adapters' `format`: the server adds the provider's auth header for the
 step's `auth_key` (OpenAI-compatible `openai-chat`: bearer token; `anthropic`: `x-api-key`;
@@ -13,6 +14,8 @@ from typing import Any
 
 import orjson
 
+from lockgate.outbound import credentials_problem
+
 AI_OP = "AIGateway"
 FETCH_OP = "Gateway"
 OPS = (AI_OP, FETCH_OP)
@@ -20,12 +23,12 @@ MAX_ERROR_BODY = 2000
 ANTHROPIC_VERSION = "2023-06-01"
 
 
-class OutboundError(ValueError):
+class StepRequestError(ValueError):
     """The step's request cannot be made as given; the message names the field."""
 
 
 @dataclass(slots=True)
-class OutboundRequest:
+class StepRequest:
     method: str
     url: str
     headers: dict[str, str]
@@ -33,30 +36,33 @@ class OutboundRequest:
 
 
 @dataclass(slots=True)
-class OutboundResult:
+class StepRequestResult:
     output: Any = None  # the step's data when ok
     error: dict[str, Any] | None = None  # the step's error otherwise
     retriable: bool = True
 
 
-def build_request(op: str, opts: Any) -> OutboundRequest:
+def build_request(op: str, opts: Any) -> StepRequest:
     if not isinstance(opts, dict):
-        raise OutboundError("the step's opts must be an object")
+        raise StepRequestError("the step's opts must be an object")
     url = opts.get("url")
     if not isinstance(url, str) or not url.startswith(("http://", "https://")):
-        raise OutboundError("opts.url must be an absolute http(s) URL")
+        raise StepRequestError("opts.url must be an absolute http(s) URL")
+    problem = credentials_problem(url)
+    if problem:
+        raise StepRequestError(f"opts.url: {problem}")
     raw_headers = opts.get("headers") or {}
     if not isinstance(raw_headers, dict):
-        raise OutboundError("opts.headers must be an object")
+        raise StepRequestError("opts.headers must be an object")
     headers = {str(k): str(v) for k, v in raw_headers.items()}
     if op == FETCH_OP:
         body = opts.get("body")
         if body is not None and not isinstance(body, str):
-            raise OutboundError("opts.body of step.fetch must be a string")
-        return OutboundRequest(str(opts.get("method") or "GET").upper(), url, headers,
+            raise StepRequestError("opts.body of step.fetch must be a string")
+        return StepRequest(str(opts.get("method") or "GET").upper(), url, headers,
                                body.encode() if body is not None else None)
     if "body" not in opts:
-        raise OutboundError("opts.body (the model request) is required")
+        raise StepRequestError("opts.body (the model request) is required")
     lowered = {k.lower() for k in headers}
     if "content-type" not in lowered:
         headers["Content-Type"] = "application/json"
@@ -74,31 +80,31 @@ def build_request(op: str, opts: Any) -> OutboundRequest:
             headers.setdefault("api-key", key)
         elif "authorization" not in lowered:
             headers["Authorization"] = f"Bearer {key}"
-    return OutboundRequest("POST", url, headers, orjson.dumps(opts["body"]))
+    return StepRequest("POST", url, headers, orjson.dumps(opts["body"]))
 
 
-def ai_result(status: int, body: bytes) -> OutboundResult:
+def ai_result(status: int, body: bytes) -> StepRequestResult:
     """A provider's answer: its JSON on 2xx; otherwise an error (a 4xx other than 408/429 will not
     change on retry)."""
     if 200 <= status < 300:
         try:
-            return OutboundResult(output=orjson.loads(body))
+            return StepRequestResult(output=orjson.loads(body))
         except orjson.JSONDecodeError:
-            return OutboundResult(error=_error(f"the model provider answered HTTP {status} with a body that is not"
+            return StepRequestResult(error=_error(f"the model provider answered HTTP {status} with a body that is not"
                                                f" JSON: {_text(body)}"), retriable=False)
     retriable = status >= 500 or status in (408, 429)
-    return OutboundResult(error=_error(f"the model provider answered HTTP {status}: {_text(body)}"),
+    return StepRequestResult(error=_error(f"the model provider answered HTTP {status}: {_text(body)}"),
                           retriable=retriable)
 
 
-def fetch_result(status: int, headers: dict[str, str], body: bytes) -> OutboundResult:
+def fetch_result(status: int, headers: dict[str, str], body: bytes) -> StepRequestResult:
     """`step.fetch` returns every answer as a Response (the SDK reads `status_code`, `headers`, `body`)."""
-    return OutboundResult(output={"status_code": status, "headers": headers,
+    return StepRequestResult(output={"status_code": status, "headers": headers,
                                   "body": body.decode("utf-8", errors="replace")})
 
 
-def unreachable(url: str, why: str) -> OutboundResult:
-    return OutboundResult(error=_error(f"could not reach {url}: {why}"), retriable=True)
+def unreachable(url: str, why: str) -> StepRequestResult:
+    return StepRequestResult(error=_error(f"could not reach {url}: {why}"), retriable=True)
 
 
 def _error(message: str) -> dict[str, str]:

@@ -7,25 +7,25 @@ from typing import Any
 
 import aiohttp
 
-from lockgate.protocol import outbound
+from lockgate.protocol import step_requests as protocol
 
 TIMEOUT = aiohttp.ClientTimeout(total=600, sock_connect=10)  # model calls can take minutes
 
 
-async def perform(session: aiohttp.ClientSession, op: str, opts: Any) -> outbound.OutboundResult:
+async def perform(session: aiohttp.ClientSession, op: str, opts: Any) -> protocol.StepRequestResult:
     try:
-        request = outbound.build_request(op, opts)
-    except outbound.OutboundError as exc:
-        return outbound.OutboundResult(error={"name": "Error", "message": str(exc)}, retriable=False)
+        request = protocol.build_request(op, opts)
+    except protocol.StepRequestError as exc:
+        return protocol.StepRequestResult(error={"name": "Error", "message": str(exc)}, retriable=False)
     try:
         async with session.request(request.method, request.url, headers=request.headers, data=request.body,
                                    timeout=TIMEOUT) as response:
             body = await response.read()
-            if op == outbound.FETCH_OP:
+            if op == protocol.FETCH_OP:
                 headers = {str(k): v for k, v in response.headers.items()}  # plain str keys: they are stored as JSON
-                return outbound.fetch_result(response.status, headers, body)
-            return outbound.ai_result(response.status, body)
+                return protocol.fetch_result(response.status, headers, body)
+            return protocol.ai_result(response.status, body)
     except asyncio.TimeoutError:
-        return outbound.unreachable(request.url, "no answer in time")
+        return protocol.unreachable(request.url, "no answer in time")
     except aiohttp.ClientError as exc:
-        return outbound.unreachable(request.url, f"{exc.__class__.__name__}: {exc}")
+        return protocol.unreachable(request.url, f"{exc.__class__.__name__}: {exc}")

@@ -1,0 +1,31 @@
+"""Playwright (Python) driving Debian's chromium: no browser download, one browser per test module."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+CHROMIUM = os.environ.get("LOCKGATE_TEST_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync"]
+SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
+
+
+def launch_browser():
+    """(playwright, browser), or a skip saying how to get chromium."""
+    if not Path(CHROMIUM).exists():
+        pytest.skip(f"no chromium at {CHROMIUM}: `apt-get install chromium` (scripts/test.sh does it)")
+    from playwright.sync_api import sync_playwright
+
+    playwright = sync_playwright().start()
+    browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+    return playwright, browser
+
+
+def screenshot(page, name: str, backend_name: str) -> None:
+    """Keep the docs' screenshots current from the SQLite round (one set is enough)."""
+    if backend_name == "sqlite" and os.environ.get("LOCKGATE_SCREENSHOTS"):
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)
