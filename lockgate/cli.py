@@ -36,6 +36,8 @@ def _run_server(settings: Settings, kind: str, *, create_db: bool = False, examp
                   level=settings.log_level, quiet=settings.quiet)
     for warning in settings.warnings:
         log.warning(warning)
+    if settings.log_level.lower() not in ("debug", "info", "warning", "error", "critical"):
+        _fail(f"--log-level {settings.log_level!r} is not a level: use debug, info, warning or error")
     try:
         check_store(settings, create_db=create_db)
     except StartupProblem as exc:
