@@ -142,7 +142,7 @@ async def burst(base: str, raw: Raw, event: str, function_id: str, n: int) -> tu
 def start_server(data_dir: Path, postgres_uri: str | None, app_url: str, port: int, log: Path,
                  retention: str) -> LockgateProcess:
     return LockgateProcess(
-        args=["dev", "--no-discovery", "--no-poll", "-u", app_url, "--log-level", "warning", "--workers", "100",
+        args=["dev", "--no-discovery", "--no-poll", "-u", app_url, "--quiet", "--workers", "100",
               "--retention", retention],
         data_dir=data_dir, log_path=log, postgres_uri=postgres_uri, port=port,
     ).start(timeout=300)
@@ -176,11 +176,13 @@ class Stack:
         self.raw: Raw | None = None
 
     def start(self, retention: str) -> "Stack":
+        if self.app is None:  # first: the server syncs its apps before it says it is listening
+            self.app = AppProcess(module="bench.bench_app", port=self.app_port,
+                                  server_url=f"http://127.0.0.1:{self.port}",
+                                  ledger=self.tmp / f"{self.name}.ledger").start()
         self.server = start_server(self.data_dir, self.postgres_uri, self.app_url, self.port,
                                    self.tmp / f"{self.name}.log", retention)
-        if self.app is None:
-            self.app = AppProcess(module="bench.bench_app", port=self.app_port, server_url=self.server.url,
-                                  ledger=self.tmp / f"{self.name}.ledger").start()
+        if not self.functions:
             wait_until(lambda: httpx.get(self.server.url + "/v1/apps").json()["data"][0]["functions"], what="sync")
             apps = httpx.get(self.server.url + "/v1/apps").json()["data"]
             self.functions = {f["slug"].split("-", 1)[1]: f["id"] for f in apps[0]["functions"]}
