@@ -28,11 +28,16 @@ def extra_fields(record: logging.LogRecord) -> dict[str, Any]:
     return {k: v for k, v in record.__dict__.items() if k not in _STANDARD and k != "always"}
 
 
-class _QuietFilter(logging.Filter):
-    """With --quiet: warnings and errors, plus records marked ALWAYS."""
+class _ThresholdFilter(logging.Filter):
+    """Records at or above the threshold, plus those marked ALWAYS (the "listening" line, which
+    tools wait for, shows whatever --log-level or --quiet say)."""
+
+    def __init__(self, threshold: int) -> None:
+        super().__init__()
+        self.threshold = threshold
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return record.levelno >= logging.WARNING or getattr(record, "always", False)
+        return record.levelno >= self.threshold or getattr(record, "always", False)
 
 
 class JsonLineHandler(logging.Handler):
@@ -101,12 +106,12 @@ def setup_logging(*, log_format: str = "rich", level: str = "info", quiet: bool 
                   stream: TextIO | None = None) -> None:
     """Route every `lockgate.*` and `uvicorn.*` record to one handler in the chosen format."""
     handler: logging.Handler = JsonLineHandler(stream) if log_format == "json" else RichLineHandler(stream)
-    if quiet:
-        handler.addFilter(_QuietFilter())
     numeric = logging.getLevelName(level.upper())
     if not isinstance(numeric, int):
         numeric = logging.INFO
-    for name, logger_level in (("lockgate", numeric), ("uvicorn", min(numeric, logging.DEBUG)
+    handler.addFilter(_ThresholdFilter(max(numeric, logging.WARNING) if quiet else numeric))
+    # The lockgate loggers pass INFO on, so ALWAYS records reach the handler's filter.
+    for name, logger_level in (("lockgate", min(numeric, logging.INFO)), ("uvicorn", min(numeric, logging.DEBUG)
                                                        if numeric <= logging.DEBUG else logging.WARNING)):
         logger = logging.getLogger(name)
         logger.handlers[:] = [handler]
