@@ -136,7 +136,7 @@ def test_start_logs_json_lines_and_quiet_keeps_only_warnings(tmp_path):
                             log_path=tmp_path / "quiet.log").start()
     try:
         Api(quiet.url).send({"name": "nobody/listens"})  # an info line, left out
-        wait_until(lambda: "app unreachable" in (tmp_path / "quiet.log").read_text(), timeout=10,
+        wait_until(lambda: "app unreachable" in (tmp_path / "quiet.log").read_text(), timeout=30,
                    what="the warning about the app")
     finally:
         quiet.stop()
