@@ -171,7 +171,7 @@ def test_answers_signed_by_the_js_sdk_are_trusted(body, mac):
 
 def test_answers_signed_by_the_python_sdk_are_trusted():
     key = "signkey-prod-0123456789abcdef"
-    body = b'{"data":"r\u00e9sum\u00e9","id":"x"}'
+    body = rb'{"data":"r\u00e9sum\u00e9","id":"x"}'
     header = net.sign_response(body, key)
     assert answer_signature_problem(200, {"x-inngest-signature": header}, body, [key]) is None
     assert answer_signature_problem(200, {"x-inngest-signature": header}, body, ["abcd"]) == "wrong key"
