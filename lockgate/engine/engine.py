@@ -94,7 +94,7 @@ class Engine:
         name = self.options.replica_name or default_replica_name(self.options.own_port)
         self.dispatcher = Dispatcher(store, self._handle_job, workers=self.options.workers,
                                      lease_ms=self.options.lease_ms, owner=replica_owner(name),
-                                     timers=Timers(TIMER_KINDS, self._apply_due_timers))
+                                     timers=Timers(TIMER_KINDS, self._apply_due_timers), write=self._write)
         self.membership = Membership(store, self.dispatcher, name=name, replicas=not self.options.single_node,
                                      lease_ms=self.options.lease_ms)
         self._background: list[asyncio.Task] = []
@@ -348,10 +348,10 @@ class Engine:
 
     # -- run progress ----------------------------------------------------------------
 
-    async def _write(self, fn: Any) -> Any:
+    async def _write(self, fn: Any, *args: Any) -> Any:
         """A store write whose progress notes are published once it committed."""
         collected, notes = progress.collecting(fn)
-        result = await self.store.write(collected)
+        result = await self.store.write(collected, *args)
         if notes:
             self.progress.publish(notes)
         return result

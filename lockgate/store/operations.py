@@ -466,15 +466,15 @@ def update_run(tx: Tx, run_id: str, **fields: Any) -> None:
 
 
 def runs_progress(tx: Tx, run_ids: list[str]) -> dict[str, dict[str, Any]]:
-    """Status, stack, pending steps and disable_immediate of several runs, locked on PostgreSQL
+    """Function, status, stack, pending steps and disable_immediate of several runs, locked on PostgreSQL
     (in run id order, so two such batches never wait on each other crosswise)."""
     found: dict[str, dict[str, Any]] = {}
     lock = " ORDER BY run_id FOR UPDATE" if tx.dialect == "postgres" else ""
     for i in range(0, len(run_ids), 500):
         condition, params = where_in(tx, "run_id", run_ids[i:i + 500])
-        for r in tx.all(f"SELECT run_id, status, stack, pending_steps, disable_immediate FROM runs"
+        for r in tx.all(f"SELECT run_id, function_slug, status, stack, pending_steps, disable_immediate FROM runs"
                         f" WHERE {condition}{lock}", params):
-            found[r["run_id"]] = {"status": r["status"], "stack": orjson.loads(r["stack"]),
+            found[r["run_id"]] = {"function": r["function_slug"], "status": r["status"], "stack": orjson.loads(r["stack"]),
                                   "pending_steps": orjson.loads(r["pending_steps"]),
                                   "disable_immediate": bool(r["disable_immediate"])}
     return found
