@@ -160,8 +160,8 @@ async def llm_webhook(request: Request) -> JSONResponse:
         if attempt < RETRIES:
             await publish(task_id, "status", {"state": "retrying", "attempt": attempt, "error": str(exc)})
         else:
-            await publish(task_id, "error", {"attempt": attempt, "message": f"{exc}; gave up after "
-                                                                               f"{attempt + 1} attempts"})
+            await publish(task_id, "error", {"attempt": attempt,
+                                             "message": f"Gave up after {attempt + 1} attempts: {exc}."})
         # a 5xx makes QStash deliver again (or, after the last retry, move the message to its DLQ)
         return JSONResponse({"error": str(exc)}, 500)
     await publish(task_id, "end", {"attempt": attempt, "tokens": index})

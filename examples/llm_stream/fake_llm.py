@@ -53,5 +53,5 @@ async def stream(prompt: str, *, attempt: int) -> AsyncIterator[str]:
     for index, token in enumerate(tokens_of(answer(prompt))):
         await asyncio.sleep(TOKEN_DELAY_S)
         if index == broken_at:
-            raise ProviderError(f"the model's connection dropped after {index} tokens (attempt {attempt + 1})")
+            raise ProviderError(f"the model's connection dropped after {index} tokens")
         yield token
