@@ -16,11 +16,12 @@ Configuration (environment only; `python -m examples.llm_stream` fills in the de
     LLM_RETRIES                 QStash retries of a failed answer (default 2)
     LLM_RETRY_DELAY             QStash retry delay expression, in milliseconds (default "1000")
 
-Retries and duplicates: every message carries the QStash attempt it belongs to (`Upstash-Retried`),
-and every token its index in that attempt's answer. An attempt begins with `status: started`; the
-page then shows that attempt only and drops anything from older ones. So a webhook that fails
-halfway and is delivered again never shows a token twice, even though a real model writes a
-different answer on the second attempt (resuming at the failed token would splice two answers).
+Retries and duplicates: each call of the webhook (each QStash delivery attempt) announces itself
+with `status: started` and a fresh delivery id, and tags its tokens with that id and their index in
+its answer. The page shows the latest delivery's tokens only, placed by index, and ignores the rest.
+So a webhook that fails halfway and is delivered again never shows a token twice, a late token
+from an attempt QStash already gave up on (a timeout) is dropped, and a real model's different
+second answer replaces the first instead of being spliced onto it at the failed token.
 """
 
 from __future__ import annotations
@@ -149,20 +150,21 @@ async def llm_webhook(request: Request) -> JSONResponse:
     except ValidationError as exc:
         return JSONResponse({"error": f"the body is not a task: {exc}"}, 400)
     task_id, prompt = task.task_id, task.prompt
-    attempt = int(request.headers.get("upstash-retried", "0"))
-    await publish(task_id, "status", {"state": "started", "attempt": attempt})
+    attempt = int(request.headers.get("upstash-retried", "0"))  # 0 on the first delivery
+    # Not the attempt number: a message retried from the DLQ, or published again, starts at 0 anew.
+    this = {"delivery": uuid.uuid4().hex[:10], "attempt": attempt}
+    await publish(task_id, "status", {"state": "started", **this})
     index = 0
     try:
         async for token in fake_llm.stream(prompt, attempt=attempt):
-            await publish(task_id, "tokens", {"attempt": attempt, "index": index, "text": token})
+            await publish(task_id, "tokens", {**this, "index": index, "text": token})
             index += 1
     except fake_llm.ProviderError as exc:
         if attempt < RETRIES:
-            await publish(task_id, "status", {"state": "retrying", "attempt": attempt, "error": str(exc)})
+            await publish(task_id, "status", {"state": "retrying", **this, "error": str(exc)})
         else:
-            await publish(task_id, "error", {"attempt": attempt,
-                                             "message": f"Gave up after {attempt + 1} attempts: {exc}."})
+            await publish(task_id, "error", {**this, "message": f"Gave up after {attempt + 1} attempts: {exc}."})
         # a 5xx makes QStash deliver again (or, after the last retry, move the message to its DLQ)
         return JSONResponse({"error": str(exc)}, 500)
-    await publish(task_id, "end", {"attempt": attempt, "tokens": index})
+    await publish(task_id, "end", {**this, "tokens": index})
     return JSONResponse({"tokens": index})
