@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
-import sys
 from pathlib import Path
 
-import uvicorn
+from examples import beside_lockgate
 
 HERE = Path(__file__).resolve().parent
 LOCKGATE = "http://127.0.0.1:8288"
@@ -27,15 +24,8 @@ DEV_ENV = {
 def main() -> None:
     for name, value in DEV_ENV.items():
         os.environ.setdefault(name, value)
-    server = subprocess.Popen([sys.executable, "-m", "lockgate", "dev", "--config", str(HERE / "lockgate.yaml")])
-    # uvicorn re-raises the SIGTERM it stopped on: turn it into an exit that runs `finally`.
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    try:
-        print("open http://127.0.0.1:8301/ in a browser", flush=True)
-        uvicorn.run("examples.llm_stream.app:app", host="127.0.0.1", port=8301, log_level="info")
-    finally:
-        server.terminate()
-        server.wait(timeout=20)
+    print("open http://127.0.0.1:8301/ in a browser", flush=True)
+    beside_lockgate.run(HERE / "lockgate.yaml", "examples.llm_stream.app:app", 8301)
 
 
 if __name__ == "__main__":
