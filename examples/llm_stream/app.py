@@ -60,6 +60,9 @@ APP_URL = _required("APP_URL").rstrip("/")
 WEBHOOK_URL = APP_URL + WEBHOOK_PATH
 RETRIES = int(os.environ.get("LLM_RETRIES", "2"))
 RETRY_DELAY = os.environ.get("LLM_RETRY_DELAY", "1000")
+# How long one delivery may stream before QStash counts it failed and delivers again (the page then
+# ignores whatever the abandoned call still publishes: see the delivery id below).
+ANSWER_TIMEOUT = "120s"
 
 # The SDK reads INNGEST_DEV / INNGEST_BASE_URL / INNGEST_SIGNING_KEY: realtime publish and tokens use them.
 client = inngest.Inngest(app_id="llm-stream", logger=logger)
@@ -126,7 +129,7 @@ async def start_task(task_id: str) -> dict:
         # deduplication_id: a start sent twice (a double click, a retried request) is delivered once
         sent = await qstash.message.publish_json(
             url=WEBHOOK_URL, body={"task_id": task_id, "prompt": task.prompt}, retries=RETRIES,
-            retry_delay=RETRY_DELAY, deduplication_id=f"llm-{task_id}")
+            retry_delay=RETRY_DELAY, timeout=ANSWER_TIMEOUT, deduplication_id=f"llm-{task_id}")
         task.message_id = sent.message_id
     return {"task_id": task_id, "message_id": task.message_id}
 
