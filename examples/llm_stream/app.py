@@ -137,7 +137,7 @@ async def start_task(task_id: str) -> dict:
 @app.post(WEBHOOK_PATH)
 async def llm_webhook(request: Request) -> JSONResponse:
     """QStash's delivery: verify, then stream the model's answer into the task's channel."""
-    body = (await request.body()).decode()
+    body = (await request.body()).decode(errors="replace")  # bytes that are not UTF-8 fail the body hash
     signature = request.headers.get("upstash-signature")
     if not signature:
         return JSONResponse({"error": "missing Upstash-Signature header: only QStash may call this webhook"}, 401)
@@ -154,7 +154,8 @@ async def llm_webhook(request: Request) -> JSONResponse:
         return JSONResponse({"error": f"the body is not a task: {exc}"}, 400)
     task_id, prompt = task.task_id, task.prompt
     attempt = int(request.headers.get("upstash-retried", "0"))  # 0 on the first delivery
-    # Not the attempt number: a message retried from the DLQ, or published again, starts at 0 anew.
+    # Which call this is: not the attempt number alone, which starts at 0 anew for a message retried
+    # from the DLQ or published again.
     this = {"delivery": uuid.uuid4().hex[:10], "attempt": attempt}
     await publish(task_id, "status", {"state": "started", **this})
     index = 0
