@@ -327,3 +327,18 @@ def test_the_same_app_runs_against_lockgate_start_with_keys(tmp_path, backend):
         if app is not None:
             app.stop()
         server.stop()
+
+
+def test_bad_requests_get_clear_errors(stack):
+    app = stack[2]
+    with httpx.Client(base_url=app.url, timeout=10) as http:
+        assert http.post("/tasks", json={"prompt": ""}).status_code == 422
+        unknown = http.post("/tasks/nope/start")
+        assert unknown.status_code == 404 and "create it with POST /tasks first" in unknown.json()["detail"]
+        created = http.post("/tasks", json={"prompt": "twice"}).json()
+        first, again = (http.post(f"/tasks/{created['task_id']}/start").json() for _ in range(2))
+        assert first == again  # a second start (a double click) hands nothing new to QStash
+        body = b'{"prompt": "no task id"}'
+        not_a_task = http.post(WEBHOOK, content=body,
+                                   headers={"Upstash-Signature": signed(DEV_CURRENT_KEY, app.url + WEBHOOK, body)})
+        assert not_a_task.status_code == 400 and "task_id" in not_a_task.json()["error"]
