@@ -340,5 +340,5 @@ def test_bad_requests_get_clear_errors(stack):
         assert first == again  # a second start (a double click) hands nothing new to QStash
         body = b'{"prompt": "no task id"}'
         not_a_task = http.post(WEBHOOK, content=body,
-                                   headers={"Upstash-Signature": signed(DEV_CURRENT_KEY, app.url + WEBHOOK, body)})
+                               headers={"Upstash-Signature": signed(DEV_CURRENT_KEY, app.url + WEBHOOK, body)})
         assert not_a_task.status_code == 400 and "task_id" in not_a_task.json()["error"]
