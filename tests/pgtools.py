@@ -26,8 +26,8 @@ def unreachable_reason(uri: str = ADMIN_URI) -> str | None:
     return None
 
 
-def create_database(admin_uri: str = ADMIN_URI) -> str:
-    name = "lockgate_t_" + uuid.uuid4().hex[:12]
+def create_database(admin_uri: str = ADMIN_URI, prefix: str = "lockgate_t_") -> str:
+    name = prefix + uuid.uuid4().hex[:12]
     with psycopg.connect(admin_uri, autocommit=True) as conn:
         conn.execute(f"CREATE DATABASE {name}")
     return make_conninfo(admin_uri, dbname=name) if "=" in admin_uri else _with_db(admin_uri, name)

@@ -1,0 +1,45 @@
+"""`python -m examples.video_batch [--poll]`: lockgate dev, the fake provider on 8311, the app on 8310.
+
+--poll starts the app without a callback URL: shots poll the provider with sleeps instead of
+waiting for its webhook.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import uvicorn
+
+HERE = Path(__file__).resolve().parent
+
+
+def main() -> None:
+    os.environ.setdefault("INNGEST_DEV", "http://127.0.0.1:8288")  # the app's SDK, in dev mode
+    os.environ.setdefault("VIDEO_PROVIDER_URL", "http://127.0.0.1:8311")
+    if "--poll" in sys.argv[1:]:
+        os.environ["VIDEO_CALLBACK_URL"] = ""
+    else:
+        os.environ.setdefault("VIDEO_CALLBACK_URL", "http://127.0.0.1:8310/webhooks/provider")
+    children = [
+        subprocess.Popen([sys.executable, "-m", "lockgate", "dev", "--config", str(HERE / "lockgate.yaml")]),
+        subprocess.Popen([sys.executable, "-m", "examples.video_batch.provider", "--port", "8311"]),
+    ]
+    # uvicorn re-raises the SIGTERM it stopped on: turn it into an exit that runs `finally`.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    try:
+        # lockgate syncs the app from its sdk_urls as soon as this answers
+        uvicorn.run("examples.video_batch.app:create_app", factory=True, host="127.0.0.1", port=8310,
+                    log_level="info")
+    finally:
+        for child in children:
+            child.terminate()
+        for child in children:
+            child.wait(timeout=20)
+
+
+if __name__ == "__main__":
+    main()
