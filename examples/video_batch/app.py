@@ -2,6 +2,7 @@
 
     POST /batches                 a user's N shots → 202 at once: batch id, progress stream URL
     GET  /batches/{id}            shots, ledger lines and totals
+    GET  /batches/{id}/watch      a page that follows the batch live (lockgate's realtime SSE)
     POST /webhooks/provider       the provider's callback; becomes the event `video/render.finished`
 
 Functions (served at /api/inngest):
@@ -38,6 +39,7 @@ import re
 import time
 import uuid
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import quote
 
@@ -45,6 +47,7 @@ import httpx
 import inngest
 import inngest.fast_api
 from fastapi import FastAPI, HTTPException, Request
+from fastapi.responses import HTMLResponse
 from inngest.experimental import realtime
 from pydantic import BaseModel, Field
 
@@ -64,6 +67,7 @@ STALE_AFTER = datetime.timedelta(minutes=45)  # pending this long: its run is go
 PRICE_CENTS_PER_SECOND = {"reel-1": 5, "frame-2": 3}
 ASPECTS = {"landscape": "16:9", "portrait": "9:16", "square": "1:1"}
 SIZES = {"landscape": "1280x720", "portrait": "720x1280", "square": "1024x1024"}
+WATCH_PAGE = (Path(__file__).parent / "watch.html").read_text()
 JOB_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")  # job ids go into a wait expression: keep them plain
 
 
@@ -278,18 +282,32 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         store.create_batch(batch_id, batch.user_id, shots)
         # If this send fails, the shots stay pending and the clean-up refunds them.
         event_ids = await client.send([inngest.Event(name=SHOT_REQUESTED, data=s, id=s["shot_id"]) for s in shots])
-        channel = f"video-batch:{batch_id}"
-        token = await realtime.get_subscription_token(client, channel, ["progress"])
         return {"batch_id": batch_id, "shots": [s["shot_id"] for s in shots], "event_ids": event_ids,
-                "status_url": f"/batches/{batch_id}",
-                "progress_url": f"{lockgate_url()}/v1/realtime/sse?token={quote(str(token['key']))}"}
+                "status_url": f"/batches/{batch_id}", "watch_url": f"/batches/{batch_id}/watch",
+                "progress_url": await progress_url(batch_id)}
 
-    @app.get("/batches/{batch_id}")
-    async def get_batch(batch_id: str) -> dict[str, Any]:
+    async def progress_url(batch_id: str) -> str:
+        """lockgate's SSE stream of the batch's progress channel, with a token that allows only it."""
+        token = await realtime.get_subscription_token(client, f"video-batch:{batch_id}", ["progress"])
+        return f"{lockgate_url()}/v1/realtime/sse?token={quote(str(token['key']))}"
+
+    def batch_or_404(batch_id: str) -> dict[str, Any]:
         found = store.batch(batch_id)
         if found is None:
             raise HTTPException(404, f"no batch {batch_id}")
         return found
+
+    @app.get("/batches/{batch_id}")
+    async def get_batch(batch_id: str) -> dict[str, Any]:
+        return batch_or_404(batch_id)
+
+    @app.get("/batches/{batch_id}/watch", response_class=HTMLResponse)
+    async def watch_batch(batch_id: str) -> str:
+        """A page that follows the batch live (the browser talks to lockgate's SSE: allow this origin
+        with lockgate's `cors_origins`, as lockgate.yaml does)."""
+        found = json.dumps(batch_or_404(batch_id)).replace("</", "<\\/")  # safe inside <script>
+        page = WATCH_PAGE.replace("__PROGRESS_URL__", json.dumps(await progress_url(batch_id)), 1)
+        return page.replace("__BATCH__", found, 1)  # last, and once: prompts may hold any text
 
     @app.post("/webhooks/provider")
     async def provider_webhook(request: Request) -> dict[str, Any]:

@@ -15,6 +15,7 @@ from examples.video_batch.provider import FakeProvider, ProviderSettings, create
 from lockgate.testing import LockgateClient, LockgateServer, ServedApp
 from lockgate.testing.kit import point_sdk_at, restore_env
 from tests.conftest import wait_until
+from tests.e2e.browser import launch_browser
 
 
 @dataclass
@@ -66,7 +67,8 @@ def stack(backend, tmp_path_factory):
     provider = FakeProvider(ProviderSettings(submit_ms=(5, 20), render_ms=(20, 60), overload_rate=0, failure_rate=0))
     provider_app = ServedApp(create_provider(provider), path="").start()
     extra = ["--postgres-uri", backend.new_database(prefix="lockgate_video_")] if backend.name == "postgres" else []
-    server = LockgateServer(retry_interval=0.2, extra_args=extra).start()
+    # any origin may follow lockgate's SSE: the batch page is served by the app, on another port
+    server = LockgateServer(retry_interval=0.2, extra_args=[*extra, "--cors-origin", "*"]).start()
     previous = point_sdk_at(server.url)  # before create_app: the SDK client reads INNGEST_DEV
     settings = Settings(provider_url=provider_app.url, db_path=str(tmp_path_factory.mktemp("video") / "video.db"),
                         provider_slots=3, per_user=2, webhook_secret="test-secret")
@@ -275,6 +277,31 @@ def test_progress_is_streamed_live(video):
                                                "shot.succeeded"]
     assert seen[-1] == {"type": "batch.settled", "charged_cents": 10, "refunded_cents": 10, "charged": 1,
                         "refunded": 1}
+
+
+def test_the_batch_page_follows_progress_in_a_browser(video):
+    playwright, browser = launch_browser()
+    try:
+        video.provider.hold_submits = video.provider.hold_renders = True
+        batch = video.create("viewer", "a <b>bold</b> sunset", "a glitch at noon", seconds=3)
+        page = browser.new_page()
+        page.goto(str(video.http.base_url).rstrip("/") + batch["watch_url"])
+        page.locator("#connection").filter(has_text="live").wait_for()
+        assert page.locator("#summary").inner_text() == "0 of 2 shots ended."
+        assert page.locator(f"#shot-{batch['shots'][0]} td").nth(1).inner_text() == "a <b>bold</b> sunset"  # as text
+        video.provider.hold_submits = False
+        runs = video.runs(batch)
+        wait_until(lambda: all(video.waiting_for_webhook(r) for r in runs), what="both shots waiting")
+        video.provider.hold_renders = False
+        video.settled(batch)
+        page.locator("#summary").filter(has_text="Settled").wait_for()
+        assert page.locator("#summary").inner_text() == "Settled: charged $0.15, refunded $0.15."
+        rows = page.locator("#shots tr")
+        assert [rows.nth(i).get_attribute("class") for i in range(2)] == ["succeeded", "failed"]
+        assert rows.nth(0).locator("td").nth(5).inner_text().endswith(".mp4")
+    finally:
+        browser.close()
+        playwright.stop()
 
 
 def test_bad_input_is_refused(video):
