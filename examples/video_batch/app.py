@@ -320,7 +320,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             job_id, status = job["id"], job["status"]
         except (ValueError, KeyError, TypeError):
             raise HTTPException(400, "expected a JSON job with id and status") from None
-        # The event id makes a repeated callback one event (lockgate drops the duplicate).
+        # A repeated callback is harmless: the wait it would resume has already resumed. The id
+        # names the callback, so lockgate starts no second run for it should a function listen.
         ids = await client.send(inngest.Event(name=RENDER_FINISHED, data=job, id=f"render-{job_id}-{status}"))
         return {"event_ids": ids}
 
