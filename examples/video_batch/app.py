@@ -67,6 +67,7 @@ STALE_AFTER = datetime.timedelta(minutes=45)  # pending this long: its run is go
 PRICE_CENTS_PER_SECOND = {"reel-1": 5, "frame-2": 3}
 ASPECTS = {"landscape": "16:9", "portrait": "9:16", "square": "1:1"}
 SIZES = {"landscape": "1280x720", "portrait": "720x1280", "square": "1024x1024"}
+ENDED_JOB = ("succeeded", "failed", "cancelled")  # the provider's final job states
 WATCH_PAGE = (Path(__file__).parent / "watch.html").read_text()
 JOB_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")  # job ids go into a wait expression: keep them plain
 
@@ -140,10 +141,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         except Exception as exc:
             logger.warning("could not publish progress of batch %s: %s", batch_id, exc)
 
-    async def provider(method: str, path: str, body: dict | None = None) -> dict[str, Any]:
+    async def provider(method: str, path: str, body: dict | None = None, key: str | None = None) -> dict[str, Any]:
         try:
             async with httpx.AsyncClient(base_url=settings.provider_url, timeout=60) as http:
-                answer = await http.request(method, path, json=body)
+                answer = await http.request(method, path, json=body, headers={"Idempotency-Key": key} if key else None)
         except httpx.HTTPError as exc:
             raise ProviderUnavailable(f"provider unreachable: {exc!r}") from exc
         if answer.status_code == 429 or answer.status_code >= 500:
@@ -185,7 +186,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             if event is not None:
                 return dict(event.data)
             job = await ctx.step.run(f"check-{i}", provider, "GET", f"/v1/videos/{job_id}")
-            if job["status"] in ("succeeded", "failed"):
+            if job["status"] in ENDED_JOB:
                 return job
         return None
 
@@ -193,7 +194,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         for i, seconds in enumerate(poll_delays()):
             await ctx.step.sleep(f"poll-wait-{i}", datetime.timedelta(seconds=seconds))
             job = await ctx.step.run(f"poll-{i}", provider, "GET", f"/v1/videos/{job_id}")
-            if job["status"] in ("succeeded", "failed"):
+            if job["status"] in ENDED_JOB:
                 return job
         return None
 
@@ -219,7 +220,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             body = {**provider_body(shot), "metadata": {"user_id": shot["user_id"], "shot_id": shot["shot_id"]}}
             if shot.get("callback_url"):
                 body["callback_url"] = shot["callback_url"]
-            job = await provider("POST", "/v1/videos", body)
+            # A submit whose answer was lost (a crash, a timeout) is retried: the key makes the
+            # provider answer the job it already started instead of rendering (and billing) twice.
+            job = await provider("POST", "/v1/videos", body, key=shot["shot_id"])
             if not JOB_ID.match(str(job.get("id", ""))):
                 raise inngest.NonRetriableError(f"the provider answered an unusable job id: {job!r}")
             store.set_job(shot["shot_id"], job["id"])
@@ -232,8 +235,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if result is None:
             await ctx.step.run("cancel-job", cancel_job, job["id"])
             raise inngest.NonRetriableError(f"no result from the provider within {FINISH_WITHIN}")
-        if result["status"] == "failed":
-            raise inngest.NonRetriableError(f"the provider could not render it: {result.get('error')}")
+        if result["status"] != "succeeded":  # failed, or cancelled (by the clean-up, say)
+            raise inngest.NonRetriableError(f"the provider could not render it: {result.get('error') or result['status']}")
         await end_shot(ctx, shot, "succeeded", video_url=result["video_url"])
         return {"shot_id": shot["shot_id"], "job_id": job["id"], "video_url": result["video_url"]}
 

@@ -13,13 +13,16 @@ Models and the body each one takes (anything else is refused with 400):
 
 Both take an optional "callback_url" (the finished job is POSTed there, signed with
 X-Provider-Signature = hex HMAC-SHA256 of the body under the shared webhook secret) and "metadata".
+A repeated submit with the same Idempotency-Key header answers the job the first one created.
 
 Behaviour, on purpose:
 - every submit takes `submit_ms` to answer and a render `render_ms`;
 - `overload_rate` of submits answer 503 and `failure_rate` of renders fail, at random;
 - words in a prompt make it deterministic, for demos and tests: "forbidden" is refused by the
-  content policy (422, permanent), "busy" answers 503 to its first two submits, "glitch" fails its
-  render, "stall" renders forever (until cancelled).
+  content policy (422, permanent), "busy" answers 503 to its first two submits, "lost" starts the
+  job but answers 504 (as if the answer were lost: a retry with the same Idempotency-Key gets the
+  job), "glitch" fails its render,
+  "stall" renders forever (until cancelled).
 
 Run it alone: `python -m examples.video_batch.provider --port 8311`.
 """
@@ -76,13 +79,14 @@ class FakeProvider:
     hold_submits: bool = False  # while True, submits are received but not answered
     hold_renders: bool = False  # while True, renders do not finish
     rng: random.Random = field(default_factory=random.Random)
+    by_key: dict[str, str] = field(default_factory=dict)  # Idempotency-Key → job id
     _busy_seen: Counter = field(default_factory=Counter)
     _tasks: set = field(default_factory=set)
 
     def _ms(self, bounds: tuple[int, int]) -> float:
         return self.rng.uniform(*bounds) / 1000
 
-    async def submit(self, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+    async def submit(self, body: dict[str, Any], key: str | None = None) -> tuple[int, dict[str, Any]]:
         user = str((body.get("metadata") or {}).get("user_id", ""))
         record = {"user": user, "prompt": body.get("prompt"), "started": time.monotonic(), "status": None}
         self.submits.append(record)
@@ -92,7 +96,14 @@ class FakeProvider:
             await asyncio.sleep(self._ms(self.settings.submit_ms))
             while self.hold_submits:
                 await asyncio.sleep(0.01)
-            status, answer = self._accept(body)
+            if key and key in self.by_key:  # a retry of a submit whose answer was lost: same job
+                status, answer = 200, {"id": self.by_key[key], "status": self.jobs[self.by_key[key]]["status"]}
+            else:
+                status, answer = self._accept(body)
+                if key and status == 201:
+                    self.by_key[key] = answer["id"]
+                if status == 201 and "lost" in str(body.get("prompt")):  # the job runs, the answer is lost
+                    status, answer = 504, {"error": {"type": "gateway_timeout", "message": "upstream timed out"}}
         finally:
             self.in_flight[user] -= 1
             record["ended"] = time.monotonic()
@@ -188,7 +199,7 @@ def create_provider(provider: FakeProvider | None = None) -> FastAPI:
             body = None
         if not isinstance(body, dict):
             raise HTTPException(400, "the body must be a JSON object")
-        status, answer = await provider.submit(body)
+        status, answer = await provider.submit(body, request.headers.get("idempotency-key"))
         return JSONResponse(answer, status_code=status)
 
     @api.get("/v1/videos")

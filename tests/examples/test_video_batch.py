@@ -164,6 +164,19 @@ def test_some_shots_fail_and_the_batch_is_settled_once_over_webhooks(video):
     assert len(video.settle_runs(batch)) == 1
 
 
+def test_a_submit_whose_answer_was_lost_starts_one_job(video):
+    """The provider starts the job but its answer is lost; the retried submit step sends the same
+    Idempotency-Key, so the provider answers that job instead of rendering (and billing) twice."""
+    video.app.state.settings.callback_url = ""
+    batch = video.create("mia", "a lost answer", seconds=2)
+    found = video.settled(batch, fast_forward=True)
+    [job] = [j for j in video.provider.jobs.values() if j["metadata"]["shot_id"] == batch["shots"][0]]
+    assert found["shots"][0]["job_id"] == job["id"] and found["shots"][0]["status"] == "succeeded"
+    assert [s["status"] for s in video.provider.submits if s["prompt"] == "a lost answer"] == [504, 200]
+    run = video.lockgate.run(video.runs(batch)[0])
+    assert (run.steps[0]["name"], run.steps[0]["attempts"]) == ("submit", 2)
+
+
 def test_without_a_callback_url_the_shots_poll_with_sleeps(video):
     video.app.state.settings.callback_url = ""
     batch = video.create("grace", "a paper boat", "a glitch of light", seconds=4)
