@@ -234,7 +234,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         result = await wait(ctx, job["id"])
         if result is None:
             await ctx.step.run("cancel-job", cancel_job, job["id"])
-            raise inngest.NonRetriableError(f"no result from the provider within {FINISH_WITHIN}")
+            raise inngest.NonRetriableError(f"no result from the provider within {FINISH_WITHIN.seconds // 60} minutes")
         if result["status"] != "succeeded":  # failed, or cancelled (by the clean-up, say)
             raise inngest.NonRetriableError(f"the provider could not render it: {result.get('error') or result['status']}")
         await end_shot(ctx, shot, "succeeded", video_url=result["video_url"])
