@@ -4,6 +4,9 @@ and on PostgreSQL), the official SDK, real HTTP to the fake provider, the app's 
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import threading
 from dataclasses import dataclass
 from typing import Any
@@ -13,8 +16,8 @@ import pytest
 
 from examples.video_batch.provider import FakeProvider, ProviderSettings, create_provider, sign
 from lockgate.testing import LockgateClient, LockgateServer, ServedApp
-from lockgate.testing.kit import point_sdk_at, restore_env
-from tests.conftest import wait_until
+from lockgate.testing.kit import free_port, point_sdk_at, restore_env
+from tests.conftest import ROOT, wait_until
 from tests.e2e.browser import launch_browser
 
 
@@ -315,6 +318,55 @@ def test_the_batch_page_follows_progress_in_a_browser(video):
     finally:
         browser.close()
         playwright.stop()
+
+
+def start_app_process(port: int, env: dict[str, str]) -> subprocess.Popen:
+    proc = subprocess.Popen([sys.executable, "-m", "uvicorn", "--factory", "examples.video_batch.app:create_app",
+                             "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"],
+                            cwd=ROOT, env={**os.environ, **env})
+    wait_until(lambda: httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200, what="the app")
+    return proc
+
+
+def test_the_app_killed_mid_submit_renders_each_shot_once(stack, backend, tmp_path):
+    """kill -9 while both submits wait at the provider: lockgate calls the restarted app again, the
+    submit step runs again with the same Idempotency-Key, and the provider renders each shot once."""
+    provider = stack.provider
+    extra = ["--postgres-uri", backend.new_database(prefix="lockgate_video_")] if backend.name == "postgres" else []
+    # a retry interval that leaves the app time to come back (each failed call uses an attempt)
+    server = LockgateServer(retry_interval=3, extra_args=extra).start()
+    port = free_port()
+    env = {"INNGEST_DEV": server.url, "VIDEO_PROVIDER_URL": stack.app.state.settings.provider_url,
+           "VIDEO_CALLBACK_URL": "", "VIDEO_DB": str(tmp_path / "video.db"), "APP_ID": "video-crash"}
+    app = start_app_process(port, env)
+    client = LockgateClient(server.url)
+    try:
+        client.sync(f"http://127.0.0.1:{port}/api/inngest")
+        provider.hold_submits = True
+        batch = httpx.post(f"http://127.0.0.1:{port}/batches", timeout=10,
+                           json={"user_id": "crash", "shots": [{"prompt": "one"}, {"prompt": "two"}]}).json()
+        wait_until(lambda: provider.in_flight["crash"] == 2, what="both submits at the provider")
+        app.kill()  # SIGKILL: no clean-up, the provider's answers go nowhere
+        app.wait()
+        provider.hold_submits = False
+        wait_until(lambda: [s["status"] for s in provider.submits if s["user"] == "crash"] == [201, 201],
+                   what="the provider starting both jobs")
+        app = start_app_process(port, env)
+        for event_id in batch["event_ids"]:
+            client.wait_for_run(event_id, status="Completed", timeout=60, fast_forward=True)
+        found = wait_until(lambda: (b := httpx.get(f"http://127.0.0.1:{port}{batch['status_url']}").json())["settled"]
+                           and b, what="settled")
+        assert [s["status"] for s in found["shots"]] == ["succeeded", "succeeded"]
+        assert [s["status"] for s in provider.submits if s["user"] == "crash"] == [201, 201, 200, 200]
+        jobs = [j for j in provider.jobs.values() if j["metadata"]["user_id"] == "crash"]
+        assert sorted(j["id"] for j in jobs) == sorted(s["job_id"] for s in found["shots"])  # two jobs, not four
+        assert [(line["kind"], line["cents"]) for line in found["ledger"] if line["kind"] != "reserve"] == \
+            [("charge", 40), ("charge", 40)]
+    finally:
+        provider.hold_submits = False
+        app.kill()
+        app.wait()
+        server.stop()
 
 
 def test_bad_input_is_refused(video):
