@@ -236,7 +236,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await ctx.step.run("cancel-job", cancel_job, job["id"])
             raise inngest.NonRetriableError(f"no result from the provider within {FINISH_WITHIN.seconds // 60} minutes")
         if result["status"] != "succeeded":  # failed, or cancelled (by the clean-up, say)
-            raise inngest.NonRetriableError(f"the provider could not render it: {result.get('error') or result['status']}")
+            why = result.get("error") or result["status"]
+            raise inngest.NonRetriableError(f"the provider could not render it: {why}")
         await end_shot(ctx, shot, "succeeded", video_url=result["video_url"])
         return {"shot_id": shot["shot_id"], "job_id": job["id"], "video_url": result["video_url"]}
 

@@ -122,7 +122,8 @@ class FakeProvider:
                                    "message": f"{model} takes {sorted(expected)}, got {sorted(given)}"}}
         for name, allowed in shape.items():
             if body[name] not in allowed:
-                return 400, {"error": {"type": "invalid_parameters", "message": f"{name}={body[name]!r} is out of range"}}
+                return 400, {"error": {"type": "invalid_parameters",
+                                       "message": f"{name}={body[name]!r} is out of range"}}
         prompt = str(body["prompt"])
         if "forbidden" in prompt:
             return 422, {"error": {"type": "content_policy", "message": "the prompt breaks the content policy"}}

@@ -82,7 +82,8 @@ class Store:
                            " VALUES (?, ?, ?, ?, ?, ?, ?)",
                            (shot["shot_id"], batch_id, position, shot["model"], shot["prompt"], shot["price_cents"],
                             now))
-                db.execute("INSERT INTO ledger (shot_id, kind, batch_id, user_id, cents, at) VALUES (?, 'reserve', ?, ?, ?, ?)",
+                db.execute("INSERT INTO ledger (shot_id, kind, batch_id, user_id, cents, at)"
+                           " VALUES (?, 'reserve', ?, ?, ?, ?)",
                            (shot["shot_id"], batch_id, user_id, shot["price_cents"], now))
 
     def set_job(self, shot_id: str, job_id: str) -> None:
@@ -97,7 +98,8 @@ class Store:
         """
         with self._tx() as db:
             changed = db.execute(
-                "UPDATE shots SET status = ?, video_url = ?, error = ?, ended_at = ? WHERE id = ? AND status = 'pending'",
+                "UPDATE shots SET status = ?, video_url = ?, error = ?, ended_at = ?"
+                " WHERE id = ? AND status = 'pending'",
                 (status, video_url, error, time.time(), shot_id)).rowcount
             row = db.execute("SELECT batch_id, status FROM shots WHERE id = ?", (shot_id,)).fetchone()
             if row is None:
