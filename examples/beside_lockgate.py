@@ -6,17 +6,24 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
+from typing import Sequence
 
 import uvicorn
 
 
-def run(config: Path, app: str, port: int) -> None:
-    """Serve `app` ("module:attribute") on 127.0.0.1:port until stopped; lockgate dev stops with it."""
-    server = subprocess.Popen([sys.executable, "-m", "lockgate", "dev", "--config", str(config)])
+def run(config: Path, app: str, port: int, *, server_args: Sequence[str] = (),
+        services: Sequence[Sequence[str]] = (), factory: bool = False) -> None:
+    """Serve `app` ("module:attribute"; with factory, a function that builds it) on 127.0.0.1:port
+    until stopped; lockgate dev (config plus server_args) and each of `services` (commands, such as
+    a fake provider the app talks to) stop with it."""
+    children = [subprocess.Popen([sys.executable, "-m", "lockgate", "dev", "--config", str(config), *server_args])]
+    children += [subprocess.Popen(list(command)) for command in services]
     # uvicorn re-raises the SIGTERM it stopped on: turn it into an exit that runs `finally`.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:
-        uvicorn.run(app, host="127.0.0.1", port=port, log_level="info")
+        uvicorn.run(app, host="127.0.0.1", port=port, log_level="info", factory=factory)
     finally:
-        server.terminate()
-        server.wait(timeout=20)
+        for child in children:
+            child.terminate()
+        for child in children:
+            child.wait(timeout=20)

@@ -7,12 +7,10 @@ waiting for its webhook. Other ports: VIDEO_LOCKGATE_PORT, VIDEO_APP_PORT, VIDEO
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
 import sys
 from pathlib import Path
 
-import uvicorn
+from examples import beside_lockgate
 
 HERE = Path(__file__).resolve().parent
 
@@ -28,22 +26,13 @@ def main() -> None:
         os.environ["VIDEO_CALLBACK_URL"] = ""
     else:
         os.environ.setdefault("VIDEO_CALLBACK_URL", f"{app}/webhooks/provider")
-    children = [
-        subprocess.Popen([sys.executable, "-m", "lockgate", "dev", "--config", str(HERE / "lockgate.yaml"),
-                          "--port", lockgate_port, "-u", f"{app}/api/inngest", "--cors-origin", app]),
-        subprocess.Popen([sys.executable, "-m", "examples.video_batch.provider", "--port", provider_port]),
-    ]
-    # uvicorn re-raises the SIGTERM it stopped on: turn it into an exit that runs `finally`.
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    try:
-        # lockgate syncs the app from its sdk_urls as soon as this answers
-        uvicorn.run("examples.video_batch.app:create_app", factory=True, host="127.0.0.1", port=app_port,
-                    log_level="info")
-    finally:
-        for child in children:
-            child.terminate()
-        for child in children:
-            child.wait(timeout=20)
+    print(f"try: curl -X POST {app}/batches -H 'content-type: application/json' "
+          """-d '{"user_id": "ada", "shots": [{"prompt": "a fox"}, {"prompt": "a glitch"}]}'""", flush=True)
+    # lockgate syncs the app from its sdk_urls as soon as it answers; the batch page (another
+    # origin) may follow lockgate's SSE
+    beside_lockgate.run(HERE / "lockgate.yaml", "examples.video_batch.app:create_app", app_port, factory=True,
+                        server_args=["--port", lockgate_port, "-u", f"{app}/api/inngest", "--cors-origin", app],
+                        services=[[sys.executable, "-m", "examples.video_batch.provider", "--port", provider_port]])
 
 
 if __name__ == "__main__":
