@@ -45,7 +45,10 @@ class Stack:
         for event_id in batch["event_ids"]:
             self.lockgate.wait_for_run(event_id, timeout=60, fast_forward=fast_forward)
         found = self.wait_settled(batch)
-        assert [self.lockgate.wait_for_run(run_id, status="Completed").output for run_id in self.settle_runs(batch)]
+        settle_runs = self.settle_runs(batch)
+        assert settle_runs, f"batch {batch['batch_id']} settled without a settle-batch run"
+        for run_id in settle_runs:
+            self.lockgate.wait_for_run(run_id, status="Completed")
         return found
 
     def wait_settled(self, batch: dict[str, Any]) -> dict[str, Any]:
@@ -62,6 +65,11 @@ class Stack:
         return any(j["kind"] == "wait_timeout" for j in jobs)
 
 
+def database_for(backend) -> str | None:
+    """A fresh PostgreSQL database on the postgres round (dropped after the module), else None."""
+    return backend.new_database(prefix="lockgate_video_") if backend.name == "postgres" else None
+
+
 @pytest.fixture(scope="module")
 def stack(backend, tmp_path_factory):
     """Provider, lockgate (SQLite in memory, or a fresh PostgreSQL database) and the app, synced."""
@@ -70,9 +78,9 @@ def stack(backend, tmp_path_factory):
     # Slow and flaky in demos; here fast, and failing only where a prompt says so.
     provider = FakeProvider(ProviderSettings(submit_ms=(5, 20), render_ms=(20, 60), overload_rate=0, failure_rate=0))
     provider_app = ServedApp(create_provider(provider), path="").start()
-    extra = ["--postgres-uri", backend.new_database(prefix="lockgate_video_")] if backend.name == "postgres" else []
     # any origin may follow lockgate's SSE: the batch page is served by the app, on another port
-    server = LockgateServer(retry_interval=0.2, extra_args=[*extra, "--cors-origin", "*"]).start()
+    server = LockgateServer(retry_interval=0.2, postgres_uri=database_for(backend), extra_args=["--cors-origin", "*"])
+    server.start()
     previous = point_sdk_at(server.url)  # before create_app: the SDK client reads INNGEST_DEV
     settings = Settings(provider_url=provider_app.url, db_path=str(tmp_path_factory.mktemp("video") / "video.db"),
                         provider_slots=3, per_user=2, webhook_secret="test-secret")
@@ -335,9 +343,8 @@ def test_the_app_killed_mid_submit_renders_each_shot_once(stack, backend, tmp_pa
     """kill -9 while both submits wait at the provider: lockgate calls the restarted app again, the
     submit step runs again with the same Idempotency-Key, and the provider renders each shot once."""
     provider = stack.provider
-    extra = ["--postgres-uri", backend.new_database(prefix="lockgate_video_")] if backend.name == "postgres" else []
     # a retry interval that leaves the app time to come back (each failed call uses an attempt)
-    server = LockgateServer(retry_interval=3, extra_args=extra).start()
+    server = LockgateServer(retry_interval=3, postgres_uri=database_for(backend)).start()
     port = free_port()
     env = {"INNGEST_DEV": server.url, "VIDEO_PROVIDER_URL": stack.app.state.settings.provider_url,
            "VIDEO_CALLBACK_URL": "", "VIDEO_DB": str(tmp_path / "video.db"), "APP_ID": "video-crash"}
