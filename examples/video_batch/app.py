@@ -62,6 +62,7 @@ BATCH_ENDED = "video/batch.ended"
 
 FINISH_WITHIN = datetime.timedelta(minutes=30)  # a shot with no result by then fails (and is refunded)
 WEBHOOK_SLICE = datetime.timedelta(minutes=5)  # between webhook waits the shot asks the provider once
+RUN_TIMEOUT = datetime.timedelta(minutes=40)  # the hard stop for a run (30 minutes plus submit retries)
 STALE_AFTER = datetime.timedelta(minutes=45)  # pending this long: its run is gone (cancelled, lost)
 
 PRICE_CENTS_PER_SECOND = {"reel-1": 5, "frame-2": 3}
@@ -211,7 +212,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         concurrency=[inngest.Concurrency(limit=settings.provider_slots),
                      inngest.Concurrency(limit=settings.per_user, key="event.data.user_id")],
         # The hard stop if a run overruns its 30 minutes (e.g. long retries); the clean-up settles it.
-        timeouts=inngest.Timeouts(finish=STALE_AFTER - datetime.timedelta(minutes=5)),
+        timeouts=inngest.Timeouts(finish=RUN_TIMEOUT),
     )
     async def render_shot(ctx: inngest.Context) -> dict[str, Any]:
         shot = ctx.event.data

@@ -129,6 +129,10 @@ def test_the_app_registers_its_functions_and_the_cron(video, backend):
     assert set(by_slug) == {"video-batch-render-shot", "video-batch-render-shot-failure", "video-batch-settle-batch",
                             "video-batch-clean-up-stale"}
     assert [t["cron"] for t in by_slug["video-batch-clean-up-stale"]["triggers"]] == ["*/10 * * * *"]
+    render = video.lockgate.request("GET", "/v1/functions/video-batch-render-shot")[1]["data"]
+    assert render["retries"] == 3
+    assert [(c["limit"], c.get("key")) for c in render["config"]["concurrency"]] == [(3, None), (2, "event.data.user_id")]
+    assert render["config"]["timeouts"]["finish"] == "40m"
 
 
 def test_some_shots_fail_and_the_batch_is_settled_once_over_webhooks(video):
