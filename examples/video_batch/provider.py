@@ -24,7 +24,8 @@ Behaviour, on purpose:
   job), "glitch" fails its render,
   "stall" renders forever (until cancelled).
 
-Run it alone: `python -m examples.video_batch.provider --port 8311`.
+Run it alone: `python -m examples.video_batch.provider --port 8311` (`--time-scale 0.1`, or
+VIDEO_PROVIDER_TIME_SCALE=0.1, makes it ten times faster).
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ import hashlib
 import hmac
 import json
 import logging
+import os
 import random
 import time
 import uuid
@@ -223,14 +225,22 @@ def create_provider(provider: FakeProvider | None = None) -> FastAPI:
     return api
 
 
+def scaled(bounds: tuple[int, int], factor: float) -> tuple[int, int]:
+    return round(bounds[0] * factor), round(bounds[1] * factor)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description="the fake video provider of examples/video_batch")
     parser.add_argument("--port", type=int, default=8311)
-    parser.add_argument("--webhook-secret", default="dev-webhook-secret")
+    parser.add_argument("--webhook-secret", default=os.environ.get("VIDEO_WEBHOOK_SECRET", "dev-webhook-secret"))
+    parser.add_argument("--time-scale", type=float, default=float(os.environ.get("VIDEO_PROVIDER_TIME_SCALE", "1")),
+                        help="multiplies every delay (0.01: a hundred times faster)")
     args = parser.parse_args()
     import uvicorn
 
     settings = ProviderSettings(webhook_secret=args.webhook_secret, base_url=f"http://127.0.0.1:{args.port}")
+    settings.submit_ms = scaled(settings.submit_ms, args.time_scale)
+    settings.render_ms = scaled(settings.render_ms, args.time_scale)
     uvicorn.run(create_provider(FakeProvider(settings)), host="127.0.0.1", port=args.port, log_level="warning")
 
 

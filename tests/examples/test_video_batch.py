@@ -394,3 +394,47 @@ def test_bad_input_is_refused(video):
     signed = video.http.post("/webhooks/provider", content=b"[]",
                              headers={"X-Provider-Signature": sign("test-secret", b"[]")})
     assert signed.status_code == 400
+
+
+def test_the_one_command_runs_the_example(backend, tmp_path):
+    """`python -m examples.video_batch` as the README says, on free ports, the provider five times
+    faster (and randomly failing, as in a demo); SIGTERM stops all three processes."""
+    lockgate_port, app_port, provider_port = free_port(), free_port(), free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("INNGEST_", "LOCKGATE_", "VIDEO_"))}
+    env.update(PYTHONPATH=str(ROOT), VIDEO_LOCKGATE_PORT=str(lockgate_port), VIDEO_APP_PORT=str(app_port),
+               VIDEO_PROVIDER_PORT=str(provider_port), VIDEO_PROVIDER_TIME_SCALE="0.2",
+               LOCKGATE_RETRY_INTERVAL="0.2")  # the provider's random 503s retry at once
+    # (renders still take 0.6 s at least: a webhook faster than the run's step to start waiting
+    # would be found only by the check after the 5-minute slice, as the app's comment explains)
+    if uri := database_for(backend):
+        env["LOCKGATE_POSTGRES_URI"] = uri
+    # in tmp_path: lockgate's data dir and the app's SQLite file are relative to it
+    launcher = subprocess.Popen([sys.executable, "-m", "examples.video_batch"], cwd=tmp_path, env=env,
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    output: list[bytes] = []
+    threading.Thread(target=lambda: output.extend(launcher.stdout), daemon=True).start()
+    app, lockgate = f"http://127.0.0.1:{app_port}", LockgateClient(f"http://127.0.0.1:{lockgate_port}")
+    try:
+        wait_until(lambda: httpx.get(f"{app}/health", timeout=1).json()["functions"] == 3, what="the app")
+        wait_until(lambda: lockgate.request("GET", "/v1/apps")[1]["data"][0]["functions"], what="the sync")
+        batch = httpx.post(f"{app}/batches", timeout=10, json={"user_id": "demo", "shots": [
+            {"prompt": "a fox"}, {"prompt": "a glitch"}, {"prompt": "something forbidden"},
+            {"prompt": "a cat", "model": "frame-2"}]}).json()
+        found = wait_until(lambda: (b := httpx.get(app + batch["status_url"]).json())["settled"] and b,
+                           timeout=90, what="the batch settled")
+        statuses = [s["status"] for s in found["shots"]]
+        assert statuses[1:3] == ["failed", "failed"] and set(statuses) <= {"succeeded", "failed"}
+        for shot in found["shots"]:  # whatever the provider's dice said: a charge or a refund, once
+            settled = [line["kind"] for line in found["ledger"] if line["shot_id"] == shot["id"] and
+                       line["kind"] != "reserve"]
+            assert settled == ["charge" if shot["status"] == "succeeded" else "refund"], (shot, found["ledger"])
+        page = httpx.get(app + batch["watch_url"])
+        assert page.status_code == 200 and batch["batch_id"] in page.text
+        assert (tmp_path / ".video-batch.db").exists()
+    finally:
+        launcher.terminate()
+        launcher.wait(timeout=30)
+    for port in (lockgate_port, app_port, provider_port):  # every process stopped with the launcher
+        with pytest.raises(httpx.ConnectError):
+            httpx.get(f"http://127.0.0.1:{port}/", timeout=2)
+    assert b"try: curl -X POST" in b"".join(output)
