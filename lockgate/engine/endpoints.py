@@ -28,8 +28,8 @@ from urllib.parse import urlsplit
 
 from lockgate.engine import interpreter, progress
 from lockgate.engine.checkpoint import RESULT_OPS, CheckpointError, record_step_results
-from lockgate.engine.ingest import ingest_in_tx
-from lockgate.models import DISCOVERY_STEP, App, Event, Function, Job, JobKind, Run, RunStatus
+from lockgate.engine.ingest import EventValidationError, ingest_in_tx, parse_events
+from lockgate.models import DISCOVERY_STEP, App, Function, Job, JobKind, Run, RunStatus
 from lockgate.protocol.backoff import DEFAULT_RETRIES, clamp_retries
 from lockgate.protocol.event_ids import new_ulid
 from lockgate.protocol.sdk_response import FunctionErrored, Op, OpsReturned, parse_op
@@ -90,6 +90,8 @@ def parse_new_run(body: Any) -> NewRun:
     for key in ("domain", "method", "path"):
         if not isinstance(data.get(key), str) or not data[key]:
             raise CheckpointError(400, f"'event.data.{key}' must be a non-empty string")
+    if not data["method"].isalpha() or len(data["method"]) > 16:
+        raise CheckpointError(400, "'event.data.method' must be an HTTP method, e.g. GET or POST")
     origin = urlsplit(data["domain"])
     if origin.scheme not in ("http", "https") or not origin.netloc:
         raise CheckpointError(400, "'event.data.domain' must be the request's origin, e.g. https://api.example.com")
@@ -155,10 +157,11 @@ def create_run(tx: Tx, ctx: interpreter.EngineContext, new: NewRun, *, now: int)
         raise CheckpointError(409, f"run {new.run_id} already exists for another function ({run.function_slug})")
     if run is None:
         raw = new.event
-        event_id = new_ulid()
-        ts = raw.get("ts") if isinstance(raw.get("ts"), int) and not isinstance(raw.get("ts"), bool) else now
-        event = Event(internal_id=event_id, id=raw["id"] if isinstance(raw.get("id"), str) and raw["id"] else event_id,
-                      name=HTTP_REQUEST_EVENT, data=dict(raw["data"]), ts=ts or now, received_at=now)
+        try:  # the request as an event, checked like any other (size, id)
+            (event,) = parse_events({"name": HTTP_REQUEST_EVENT, "data": raw["data"], "id": raw.get("id")},
+                                    seed=None, now=now, allow_internal=True)
+        except EventValidationError as exc:
+            raise CheckpointError(400, f"'event': {exc}") from None
         # As any event: stored, and it may start functions triggered by it or resume waits.
         ingest_in_tx(tx, [event], ctx.registry, now=now)
         run = Run(run_id=new.run_id, function_id=fn.id, function_slug=fn.slug, function_version=fn.version,
