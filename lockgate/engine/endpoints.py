@@ -40,6 +40,9 @@ HTTP_REQUEST_EVENT = "inngest/http.request"
 KIND = "durable_endpoint"  # config key marking a function created by an endpoint
 # The JS SDK reports a function-level error (not a step's) as a StepError with this id: sha1("complete").
 FUNCTION_ERROR_STEP_ID = hashlib.sha1(b"complete").hexdigest()
+FRAMEWORK = "durable endpoint"  # the `framework` of an endpoint's app
+NOT_SYNCED = ("this app's functions are durable endpoints, created by their own requests: there is nothing to sync"
+              " (its URL is only the origin of those requests)")
 RUNNING_REASON = "running inside the app's own HTTP request (durable endpoint)"
 _ULID_CHARS = frozenset("0123456789ABCDEFGHJKMNPQRSTVWXYZ")
 
@@ -64,6 +67,10 @@ class Created:
 
 def is_endpoint(fn: Function) -> bool:
     return KIND in fn.config
+
+
+def is_endpoint_app(app: App) -> bool:
+    return app.framework == FRAMEWORK
 
 
 def _steps(raw: Any) -> list[Op]:
@@ -125,7 +132,7 @@ def endpoint_function(request: dict[str, Any], retries: int) -> tuple[App, Funct
         KIND: {"method": method},
     }
     fn_id = str(uuid.uuid5(uuid.NAMESPACE_URL, f"lockgate durable endpoint {slug}"))
-    app = App(name=domain, url=domain, sdk="js", framework="durable endpoint")
+    app = App(name=domain, url=domain, sdk="js", framework=FRAMEWORK)
     return app, Function(id=fn_id, slug=slug, app_name=domain, name=name, url=domain + request["path"], config=config)
 
 

@@ -93,6 +93,9 @@ def test_steps_run_inside_the_request_and_the_run_is_recorded(stack):
     # the endpoint shows as a function of an app named after the request's origin
     apps = {a["name"]: a for a in api.http.get("/v1/apps").json()["data"]}
     assert f"GET {app.origin}/api/steps" in [f["slug"] for f in apps[app.origin]["functions"]]
+    # ... which is not synced like an app that serves functions
+    resync = api.http.post(f"/v1/apps/{app.origin}/resync")
+    assert resync.status_code == 400 and "durable endpoints" in resync.json()["error"]
 
 
 def test_a_failing_step_is_retried_by_the_server_and_no_saved_step_runs_again(stack):
@@ -189,6 +192,10 @@ def test_bad_checkpoint_input_gets_a_clear_error(stack):
     other = http.post("/v1/checkpoint", json={**body, "run_id": "01J00000000000000000000002"}).json()["data"]
     refused = http.get(f"/v1/checkpoint/{run_id}/output", params={"token": other["token"]})
     assert refused.status_code == 401 and "another run" in refused.json()["error"]
+    # a cancelled run tells the endpoint to stop
+    assert http.post(f"/v1/runs/{other['run_id']}/cancel").status_code == 200
+    stopped = http.post(f"/v1/checkpoint/{other['run_id']}/steps", json={"steps": []})
+    assert stopped.status_code == 409 and "cancelled" in stopped.json()["error"]
     # finishing the run through /steps serves its response to a redirected caller
     done = http.post(f"/v1/checkpoint/{run_id}/steps", json={"fn_id": first.json()["data"]["fn_id"], "steps": [
         {"op": "RunComplete", "id": "c" * 40, "data": {"status": 202, "headers": {"X-Done": "1"}, "body": "fin"}}]})
