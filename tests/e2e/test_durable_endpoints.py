@@ -203,3 +203,26 @@ def test_bad_checkpoint_input_gets_a_clear_error(stack):
     served = httpx.get(f"{api.base}/v1/http/runs/{run_id}/output", params={"token": first.json()["data"]["token"]})
     assert (served.status_code, served.text, served.headers["x-done"]) == (202, "fin", "1")
     assert api.run(run_id)["status"] == "Completed"
+
+
+def test_a_handed_over_run_survives_kill9_of_lockgate(tmp_path, backend):
+    port = free_port()
+    server = LockgateProcess(args=["dev", "--no-discovery", "--retry-interval", "0.2"], data_dir=tmp_path / "data",
+                             port=port, log_path=tmp_path / "lockgate.log").start()
+    app = DurableApp(module="v4", port=free_port(), server_url=server.url, ledger=tmp_path / "ledger.jsonl").start()
+    api = Api(server.url)
+    try:
+        key = uuid.uuid4().hex
+        handed_over = httpx.get(f"{app.origin}/api/sleep", params={"key": key}, timeout=30)
+        # The 302 comes once the sleep was checkpointed: the run is lockgate's from here on.
+        assert handed_over.status_code == 302
+        server.kill9()
+        server.port = port
+        server.start()
+        done = httpx.get(handed_over.headers["location"], timeout=60)
+        assert done.status_code == 200 and json.loads(done.json()) == {"slept": True, "after": 2}
+        assert app.steps_of(key) == {"before-sleep": 1, "after-sleep": 1}
+        assert run_of(api, app, "/api/sleep", key)["status"] == "Completed"
+    finally:
+        app.stop()
+        server.stop()
