@@ -69,9 +69,10 @@ def save_checkpoint(tx: Tx, run_id: str, body: Any, *, now: int) -> int:
     return saved
 
 
-def record_step_results(tx: Tx, run: Run, steps: list[Op], *, now: int) -> int:
+def record_step_results(tx: Tx, run: Run, steps: list[Op], *, now: int, reason: str | None = None) -> int:
     """Record the step results (StepRun, Step) among `steps` as the SDK reported them from inside
-    a call or an endpoint; other ops are left to the caller. Returns how many were new."""
+    a call or an endpoint, leaving `reason` as the run's; other ops are left to the caller.
+    Returns how many were new."""
     stack = list(run.stack)
     saved = 0
     for op in steps:
@@ -90,6 +91,6 @@ def record_step_results(tx: Tx, run: Run, steps: list[Op], *, now: int) -> int:
             saved += 1
             progress.note("step.finished", run, step=progress.step_info(op.id, op.display_name, op.op), output=op.data)
     if saved:
-        ops.update_run(tx, run.run_id, stack=stack, reason=None)
+        ops.update_run(tx, run.run_id, stack=stack, reason=reason)
         run.stack = stack
     return saved

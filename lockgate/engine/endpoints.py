@@ -205,7 +205,7 @@ def apply_steps(tx: Tx, ctx: interpreter.EngineContext, run: Run, fn: Function, 
         if run.status == RunStatus.CANCELLED.value:  # tells the SDK to stop running the endpoint's steps
             raise CheckpointError(409, f"run {run.run_id} was cancelled")
         return None  # a repeated report of what ended the run
-    record_step_results(tx, run, steps, now=now)
+    record_step_results(tx, run, steps, now=now, reason=RUNNING_REASON)
     rest = [op for op in steps if op.op not in RESULT_OPS and not op.op.startswith("Defer")]
     if not rest:
         return None

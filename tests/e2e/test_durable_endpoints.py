@@ -226,3 +226,27 @@ def test_a_handed_over_run_survives_kill9_of_lockgate(tmp_path, backend):
     finally:
         app.stop()
         server.stop()
+
+
+def test_parallel_steps_are_handed_over_and_each_runs_once(stack):
+    _, app, api = stack
+    key, response = call(app, "/api/parallel")
+    assert response.status_code == 200 and json.loads(response.json()) == {"both": "LR"}
+    assert app.steps_of(key) == {"left": 1, "right": 1}
+    run = run_of(api, app, "/api/parallel", key)
+    assert sorted(step_names(api, run["run_id"])) == ["left", "right"]
+
+
+def test_an_endpoint_waits_for_an_event(stack):
+    _, app, api = stack
+    key = uuid.uuid4().hex
+    handed_over = httpx.get(f"{app.origin}/api/approval", params={"key": key}, timeout=30)
+    assert handed_over.status_code == 302
+    run_id = handed_over.headers["location"].split("/v1/http/runs/")[1].split("/")[0]
+    wait_until(lambda: "waiting for event durable/approved" in (api.run(run_id)["reason"] or ""),
+               what="the wait to be registered")
+    api.send({"name": "durable/approved", "data": {"key": "someone else", "by": "mallory"}})
+    api.send({"name": "durable/approved", "data": {"key": key, "by": "alice"}})
+    done = httpx.get(handed_over.headers["location"], timeout=60)
+    assert json.loads(done.json()) == {"by": "alice"}
+    assert app.steps_of(key) == {"ask": 1}

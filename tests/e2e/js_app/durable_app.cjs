@@ -64,6 +64,23 @@ const routes = {
     const after = await once(key, "after-sleep", () => 2);
     return json({ slept: true, after });
   }),
+  // Two steps at once: planned by the SDK, each run by its own call from lockgate.
+  "/api/parallel": inngest.endpoint(async (req) => {
+    const key = new URL(req.url).searchParams.get("key");
+    const [left, right] = await Promise.all([once(key, "left", () => "L"), once(key, "right", () => "R")]);
+    return json({ both: left + right });
+  }),
+  // Waits for an event naming this request's key.
+  "/api/approval": inngest.endpoint(async (req) => {
+    const key = new URL(req.url).searchParams.get("key");
+    await once(key, "ask", () => true);
+    const approval = await step.waitForEvent("approval", {
+      event: "durable/approved",
+      timeout: "60s",
+      if: `async.data.key == "${key}"`,
+    });
+    return json({ by: approval ? approval.data.by : null });
+  }),
   // A step that must not be retried: the error reaches the endpoint's code on the next call.
   "/api/doomed": inngest.endpoint(async (req) => {
     const key = new URL(req.url).searchParams.get("key");
