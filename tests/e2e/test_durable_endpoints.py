@@ -9,12 +9,14 @@ Every scenario runs against `lockgate dev` and `lockgate start` (signed continua
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import uuid
 
 import httpx
 import pytest
 
-from tests.conftest import (SIGNING_KEY, Api, LockgateProcess, NodeAppProcess, cloud_app_env, free_port, wait_until)
+from tests.conftest import (ROOT, SIGNING_KEY, Api, LockgateProcess, NodeAppProcess, cloud_app_env, free_port, wait_until)
 
 MODES = ("dev", "cloud")
 
@@ -250,3 +252,13 @@ def test_an_endpoint_waits_for_an_event(stack):
     done = httpx.get(handed_over.headers["location"], timeout=60)
     assert json.loads(done.json()) == {"by": "alice"}
     assert app.steps_of(key) == {"ask": 1}
+
+
+def test_doctor_does_not_call_an_endpoint_origin_an_app(stack):
+    server, app, api = stack
+    if api.cloud:
+        pytest.skip("one mode is enough: doctor reads the apps the server lists")
+    call(app, "/api/steps", x=2)
+    report = subprocess.run([sys.executable, "-m", "lockgate", "doctor", "--port", str(server.port)],
+                            capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert app.origin not in report.stdout + report.stderr, report.stdout
