@@ -121,7 +121,8 @@ def endpoint_function(request: dict[str, Any], retries: int) -> tuple[App, Funct
     """The app (named after the request's origin) and function (one per method and path) of an endpoint."""
     domain = request["domain"].rstrip("/")
     method = request["method"].upper()
-    name = request.get("fn") if isinstance(request.get("fn"), str) and request.get("fn") else f"{method} {request['path']}"
+    given = request.get("fn")
+    name = given if isinstance(given, str) and given else f"{method} {request['path']}"
     slug = f"{method} {domain}{request['path']}"
     config = {
         "id": name,
@@ -180,7 +181,8 @@ def create_run(tx: Tx, ctx: interpreter.EngineContext, new: NewRun, *, now: int)
     return Created(run=run, function=fn, settled=settled), changed
 
 
-def save_steps(tx: Tx, ctx: interpreter.EngineContext, run_id: str, body: Any, *, now: int) -> interpreter.Settled | None:
+def save_steps(tx: Tx, ctx: interpreter.EngineContext, run_id: str, body: Any, *,
+               now: int) -> interpreter.Settled | None:
     """`POST /v1/checkpoint/{run}/steps`: more steps of an endpoint's run, maybe its end or hand-over."""
     if not isinstance(body, dict):
         raise CheckpointError(400, "the checkpoint body must be a JSON object")

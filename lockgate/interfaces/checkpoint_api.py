@@ -117,12 +117,13 @@ def routes(engine: Engine, access: AccessPolicy, *, signing_keys: list[str]) -> 
                 return json_response({"status": "running", "message": "run did not end within 5 minutes"})
             await asyncio.sleep(OUTPUT_POLL_S)
         result = run.output
-        if run.status == RunStatus.COMPLETED.value and isinstance(result, dict) and isinstance(result.get("status"), int):
+        completed = run.status == RunStatus.COMPLETED.value
+        if completed and isinstance(result, dict) and isinstance(result.get("status"), int):
             headers = {str(k): str(v) for k, v in (result.get("headers") or {}).items()
                        if str(k).lower() not in _HOP_HEADERS}
             body = result.get("body")
             return Response(body if isinstance(body, str) else "", status_code=result["status"], headers=headers)
-        if run.status == RunStatus.COMPLETED.value:
+        if completed:
             return json_response(result)
         return json_response({"status": run.status, "error": run.error, "reason": run.reason}, status=500)
 

@@ -15,8 +15,11 @@ import uuid
 
 import httpx
 import pytest
+from playwright.sync_api import expect
 
-from tests.conftest import (ROOT, SIGNING_KEY, Api, LockgateProcess, NodeAppProcess, cloud_app_env, free_port, wait_until)
+from tests.conftest import (ROOT, SIGNING_KEY, Api, LockgateProcess, NodeAppProcess, cloud_app_env, free_port,
+                            wait_until)
+from tests.e2e.browser import launch_browser
 
 MODES = ("dev", "cloud")
 
@@ -160,14 +163,21 @@ def test_a_streaming_caller_gets_the_result_over_the_realtime_redirect(stack):
 
 
 def test_the_dashboard_shows_the_run_with_its_steps(stack):
-    _, app, api = stack
+    server, app, api = stack
     if api.cloud:
         pytest.skip("the dashboard of `lockgate start` needs a login; dev mode is enough to see the page")
     key, _ = call(app, "/api/steps", x=1)
     run = run_of(api, app, "/api/steps", key)
-    page = api.http.get(f"/runs/{run['run_id']}")
-    assert page.status_code == 200
-    assert "add-one" in page.text and "double" in page.text and "/api/steps" in page.text
+    playwright, browser = launch_browser()
+    try:
+        page = browser.new_page(base_url=server.url)
+        page.goto(f"/runs/{run['run_id']}")
+        body = page.locator("body")
+        for text in ("add-one", "double", "Completed", f"GET {app.origin}/api/steps"):
+            expect(body).to_contain_text(text)
+    finally:
+        browser.close()
+        playwright.stop()
 
 
 def test_bad_checkpoint_input_gets_a_clear_error(stack):
