@@ -272,3 +272,14 @@ def test_doctor_does_not_call_an_endpoint_origin_an_app(stack):
     report = subprocess.run([sys.executable, "-m", "lockgate", "doctor", "--port", str(server.port)],
                             capture_output=True, text=True, timeout=60, cwd=ROOT)
     assert app.origin not in report.stdout + report.stderr, report.stdout
+
+
+def test_a_step_that_keeps_failing_fails_the_run_after_its_retries(stack):
+    _, app, api = stack
+    key, response = call(app, "/api/broken")
+    # the redirected caller learns how the run ended
+    assert response.status_code == 500
+    assert response.json()["status"] == "Failed" and "broken on try 4" in response.json()["error"]["message"]
+    assert app.steps_of(key) == {"broken": 4}  # the first try and the endpoint's 3 retries
+    run = run_of(api, app, "/api/broken", key)
+    assert run["status"] == "Failed"

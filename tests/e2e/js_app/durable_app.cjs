@@ -64,6 +64,14 @@ const routes = {
     const after = await once(key, "after-sleep", () => 2);
     return json({ slept: true, after });
   }),
+  // A step that always fails: its retries run out and the run fails.
+  "/api/broken": inngest.endpoint(async (req) => {
+    const key = new URL(req.url).searchParams.get("key");
+    await once(key, "broken", (n) => {
+      throw new Error(`broken on try ${n}`);
+    });
+    return json({ unreachable: true });
+  }),
   // Two steps at once: planned by the SDK, each run by its own call from lockgate.
   "/api/parallel": inngest.endpoint(async (req) => {
     const key = new URL(req.url).searchParams.get("key");
