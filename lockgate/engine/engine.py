@@ -10,7 +10,7 @@ from typing import Any
 import aiohttp
 import orjson
 
-from lockgate.engine import checkpoint, cron, interpreter, operator, progress, signals, step_requests, waits
+from lockgate.engine import checkpoint, cron, endpoints, interpreter, operator, progress, signals, step_requests, waits
 from lockgate.engine.flow import admission
 from lockgate.engine.dispatcher import LEASE_MS, Dispatcher, Timers
 from lockgate.engine.executor import APP_KEEPALIVE_S, Executor, connection_reuse_trace
@@ -345,6 +345,26 @@ class Engine:
     async def checkpoint(self, run_id: str, body: Any) -> int:
         """Save steps a JS v4 SDK ran inside a call still in flight. Raises CheckpointError."""
         return await self._write(lambda tx: checkpoint.save_checkpoint(tx, run_id, body, now=now_ms()))
+
+    async def checkpoint_new_run(self, body: Any) -> endpoints.Created:
+        """A durable endpoint's run starts (JS v4 sync mode). Raises CheckpointError."""
+        new = endpoints.parse_new_run(body)
+        ctx = self.context
+        created, changed = await self._write(lambda tx: endpoints.create_run(tx, ctx, new, now=now_ms()))
+        if changed:
+            await self.reload_registry()
+        self._after_endpoint_report(created.settled)
+        return created
+
+    async def checkpoint_steps(self, run_id: str, body: Any) -> None:
+        """More of a durable endpoint's steps, maybe its end or its hand-over. Raises CheckpointError."""
+        ctx = self.context
+        settled = await self._write(lambda tx: endpoints.save_steps(tx, ctx, run_id, body, now=now_ms()))
+        self._after_endpoint_report(settled)
+
+    def _after_endpoint_report(self, settled: interpreter.Settled | None) -> None:
+        if settled is not None:  # the run was handed over (or ended): its queued work goes to the dispatcher
+            self.dispatcher.wake()
 
     # -- run progress ----------------------------------------------------------------
 

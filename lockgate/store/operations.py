@@ -165,6 +165,17 @@ def replace_app_functions(tx: Tx, app_name: str, functions: list[Function], at: 
     return archived
 
 
+def upsert_function(tx: Tx, fn: Function, at: int) -> None:
+    """Create or update one function by id, leaving its app's others alone (durable endpoints)."""
+    tx.execute(
+        "INSERT INTO functions (id, slug, app_name, name, url, config, version, archived, updated_at)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, 0, ?) ON CONFLICT (id) DO UPDATE SET app_name = excluded.app_name,"
+        " name = excluded.name, url = excluded.url, config = excluded.config, version = excluded.version,"
+        " archived = 0, updated_at = excluded.updated_at",
+        (fn.id, fn.slug, fn.app_name, fn.name, fn.url, _json(fn.config), fn.version, at),
+    )
+
+
 def load_functions(tx: Tx, *, include_archived: bool = False) -> list[Function]:
     sql = "SELECT * FROM functions" + ("" if include_archived else " WHERE archived = 0")
     return [_function_from_row(r) for r in tx.all(sql + " ORDER BY slug")]
