@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 import uuid
@@ -131,15 +132,19 @@ def test_start_logs_json_lines_and_quiet_keeps_only_warnings(tmp_path):
         assert any(r["level"] == "warning" and "--signing-key on the command line" in r["msg"] for r in records)
     finally:
         server.stop()
-    dead_app = f"http://127.0.0.1:{free_port()}/api/inngest"
-    quiet = LockgateProcess(args=["dev", "--quiet", "--in-memory", "--no-discovery", "-u", dead_app], data_dir=None,
-                            log_path=tmp_path / "quiet.log").start()
-    try:
-        Api(quiet.url).send({"name": "nobody/listens"})  # an info line, left out
-        wait_until(lambda: "app unreachable" in (tmp_path / "quiet.log").read_text(), timeout=30,
-                   what="the warning about the app")
-    finally:
-        quiet.stop()
+    # A port held bound but not listening refuses connections, and no other process can take it
+    # meanwhile (a port merely found free could be picked up by a server of another test).
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        dead_app = f"http://127.0.0.1:{held.getsockname()[1]}/api/inngest"
+        quiet = LockgateProcess(args=["dev", "--quiet", "--in-memory", "--no-discovery", "-u", dead_app],
+                                data_dir=None, log_path=tmp_path / "quiet.log").start()
+        try:
+            Api(quiet.url).send({"name": "nobody/listens"})  # an info line, left out
+            wait_until(lambda: "app unreachable" in (tmp_path / "quiet.log").read_text(), timeout=30,
+                       what="the warning about the app")
+        finally:
+            quiet.stop()
     lines = [line for line in (tmp_path / "quiet.log").read_text().splitlines() if line.strip()]
     assert "listening on" in lines[0]
     assert [line for line in lines[1:] if " WARN " not in line] == []
