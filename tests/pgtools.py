@@ -26,8 +26,13 @@ def unreachable_reason(uri: str = ADMIN_URI) -> str | None:
     return None
 
 
+# Whose databases these are, on a server several people share (names only: letters, digits, _).
+DB_TAG_ENV = "LOCKGATE_TEST_DB_TAG"
+
+
 def create_database(admin_uri: str = ADMIN_URI) -> str:
-    name = "lockgate_t_" + uuid.uuid4().hex[:12]
+    tag = "".join(c for c in os.environ.get(DB_TAG_ENV, "").lower() if c.isalnum() or c == "_")
+    name = "lockgate_t_" + (f"{tag}_" if tag else "") + uuid.uuid4().hex[:12]
     with psycopg.connect(admin_uri, autocommit=True) as conn:
         conn.execute(f"CREATE DATABASE {name}")
     return make_conninfo(admin_uri, dbname=name) if "=" in admin_uri else _with_db(admin_uri, name)
