@@ -350,13 +350,13 @@ def fill_in_database(raw: Raw, functions: dict[str, str], total: int, chunk: int
 
     for base in range(0, total, chunk):
         last = min(total, base + chunk) - 1
-        series = f"generate_series({base}, {last}) AS g(i) JOIN tpl_{{}} t ON t.tpl_k = g.i % 2"
+        series = f"generate_series({base}::bigint, {last}) AS g(i) JOIN tpl_{{}} t ON t.tpl_k = g.i % 2"
         with raw.conn.transaction():
             for table in ("runs", "steps", "events"):
                 names, exprs = select(table)
                 raw.conn.execute(f"INSERT INTO {table} ({names}) SELECT {exprs} FROM {series.format(table)}")
             raw.conn.execute(f"INSERT INTO run_triggers (event_internal_id, run_id) SELECT {new_event}, {new_run}"
-                             f" FROM generate_series({base}, {last}) AS g(i)")
+                             f" FROM generate_series({base}::bigint, {last}) AS g(i)")
         print(f"  filled {last + 1:,} runs in {time.monotonic() - started:.0f}s", flush=True)
     raw.conn.execute("DROP TABLE tpl_runs, tpl_steps, tpl_events")
     for table in TABLES:  # as autovacuum would leave them: statistics and the visibility map current

@@ -22,9 +22,12 @@ def delete_finished_runs(tx: Tx, *, ended_before: int, ended_from: int, limit: i
     trigger links and leftovers. Returns (deleted, the last one's end time to resume from, or None
     when none is left). Resuming from there, not from the start of the index, keeps each batch from
     stepping over the entries of the rows earlier batches deleted (PostgreSQL keeps them until vacuum)."""
+    # On PostgreSQL, rows another transaction holds (a replica's own sweep, an operator's action) are
+    # skipped, not waited for: the next sweep takes them.
+    skip_locked = " FOR UPDATE SKIP LOCKED" if tx.dialect == "postgres" else ""
     rows = tx.all(
         f"SELECT run_id, ended_at FROM runs WHERE ended_at >= ? AND ended_at < ? AND status IN ({_FINAL_MARKS})"
-        " ORDER BY ended_at LIMIT ?",  # runs_ended (0004)
+        f" ORDER BY ended_at LIMIT ?{skip_locked}",  # runs_ended (0004)
         (ended_from, ended_before, *_FINAL, limit),
     )
     ids = [row["run_id"] for row in rows]
