@@ -445,7 +445,7 @@ def bench_backend(backend: str, args: argparse.Namespace) -> dict[str, list]:
     if backend == "postgres":
         from tests import pgtools
 
-        os.environ.setdefault(pgtools.DB_TAG_ENV, "bigstore")
+        os.environ.setdefault("LOCKGATE_TEST_DB_TAG", "bigstore")  # tests/pgtools.py puts it in the names
         uris = [pgtools.create_database(), pgtools.create_database()]
     parts = set(args.parts.split(","))
     print(f"\n=== {backend}: {args.runs:,} synthetic runs, burst {args.events}, light {args.light},"

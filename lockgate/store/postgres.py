@@ -138,11 +138,9 @@ class PostgresStore(ThreadedStore):
         self._listener: threading.Thread | None = None
         self._stopping = threading.Event()
         self._origin = uuid.uuid4().hex  # tags our NOTIFYs so our own listener skips them
-        self._urgent = _Lane(uri, self._origin, "urgent")
-        # Deleting expired rows: a lost commit is redone by the next sweep, so it need not wait
-        # for the WAL flush; it never waits long for a lock either (the next sweep tries again).
-        self._background = _Lane(uri, self._origin, "housekeeping",
-                                 setup=("SET synchronous_commit = off", "SET lock_timeout = '2s'"))
+        self._urgent_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lockgate-pg-urgent")
+        self._urgent_conn: psycopg.Connection | None = None
+        self._background = _BackgroundLane(uri, self._origin)
         self.commits = 0
         self.writes = 0
 
@@ -185,9 +183,15 @@ class PostgresStore(ThreadedStore):
         if self._listener is not None:
             await loop.run_in_executor(None, self._listener.join, 5)
         self._reader_pool.shutdown(wait=True)
-        self._urgent.close()
+        self._urgent_pool.shutdown(wait=True)
+        if self._urgent_conn is not None:
+            self._urgent_conn.close()
         self._background.close()
         await loop.run_in_executor(None, self._pool.close)
+
+    async def write_background(self, fn: Callable[..., T], *args: Any) -> T:
+        assert self._loop is not None, "store is not open"
+        return await self._loop.run_in_executor(self._background.executor, self._background.run, fn, args)
 
     def _read_in_thread(self, fn: Callable[..., T], args: tuple) -> T:
         deadline = time.monotonic() + RECONNECT_FOR_S
@@ -208,11 +212,25 @@ class PostgresStore(ThreadedStore):
 
     async def write_urgent(self, fn: Callable[..., T], *args: Any) -> T:
         assert self._loop is not None, "store is not open"
-        return await self._urgent.run(self._loop, fn, args)
+        return await self._loop.run_in_executor(self._urgent_pool, self._urgent_in_thread, fn, args)
 
-    async def write_background(self, fn: Callable[..., T], *args: Any) -> T:
-        assert self._loop is not None, "store is not open"
-        return await self._background.run(self._loop, fn, args)
+    def _urgent_in_thread(self, fn: Callable[..., T], args: tuple) -> T:
+        """One transaction on the urgent lane's own connection; a broken one is replaced next time."""
+        conn = self._urgent_conn
+        if conn is None or conn.closed or conn.broken:
+            conn = self._urgent_conn = psycopg.connect(self.uri, autocommit=False, row_factory=dict_row,
+                                                       connect_timeout=5)
+        try:
+            result = fn(PostgresTx(conn, self._origin), *args)
+            conn.commit()
+            return result
+        except BaseException:
+            if not conn.closed:
+                try:
+                    conn.rollback()
+                except psycopg.Error:
+                    conn.close()
+            raise
 
     # -- wake-ups between replicas -------------------------------------------------
 
@@ -341,23 +359,24 @@ class PostgresStore(ThreadedStore):
 
 
 
-class _Lane:
-    """One thread with its own connection, outside the pool and the group-commit queue: each
-    call is one transaction of its own. A broken connection is replaced on the next call."""
+class _BackgroundLane:
+    """Housekeeping's deletes: one thread with its own connection, outside the pool and the
+    group-commit queue, one transaction per call. A delete lost in a crash is simply done again by
+    the next sweep, so commits do not wait for the WAL flush; and a delete never waits long for a
+    row lock (the next sweep tries again). A broken connection is replaced on the next call."""
 
-    def __init__(self, uri: str, origin: str, name: str, *, setup: tuple[str, ...] = ()) -> None:
-        self._uri, self._origin, self._setup = uri, origin, setup
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"lockgate-pg-{name}")
+    SETUP = ("SET synchronous_commit = off", "SET lock_timeout = '2s'")
+
+    def __init__(self, uri: str, origin: str) -> None:
+        self._uri, self._origin = uri, origin
+        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lockgate-pg-housekeeping")
         self._conn: psycopg.Connection | None = None
 
-    async def run(self, loop: asyncio.AbstractEventLoop, fn: Callable[..., T], args: tuple) -> T:
-        return await loop.run_in_executor(self._executor, self._run_in_thread, fn, args)
-
-    def _run_in_thread(self, fn: Callable[..., T], args: tuple) -> T:
+    def run(self, fn: Callable[..., T], args: tuple) -> T:
         conn = self._conn
         if conn is None or conn.closed or conn.broken:
             conn = self._conn = psycopg.connect(self._uri, autocommit=True, row_factory=dict_row, connect_timeout=5)
-            for statement in self._setup:
+            for statement in self.SETUP:
                 conn.execute(statement)
             conn.autocommit = False
         try:
@@ -373,7 +392,7 @@ class _Lane:
             raise
 
     def close(self) -> None:
-        self._executor.shutdown(wait=True)
+        self.executor.shutdown(wait=True)
         if self._conn is not None:
             self._conn.close()
 
