@@ -1,5 +1,6 @@
 """Housekeeping: delete finished runs and unneeded events after the retention period, rows
-whose time window has lapsed (idempotency keys, QStash dedup ids, rate-limit buckets), and rows
+whose time window has lapsed (idempotency keys, QStash dedup ids, rate-limit buckets, finished
+QStash messages and their logs), and rows
 kept for a key nobody uses any more (wait keys, concurrency keys, singleton keys, silent Connect
 replicas and workers).
 
@@ -19,6 +20,7 @@ import time
 from dataclasses import dataclass, field
 
 from lockgate.models import now_ms
+from lockgate.qstash.models import FINISHED_KEPT_MS, LOGS_KEPT_MS
 from lockgate.store import retention_operations as rops
 from lockgate.store.base import Store
 
@@ -90,6 +92,11 @@ class Housekeeping:
             cutoff = now - int(self.retention.seconds * 1000)
             totals.runs = await self._delete_runs(cutoff)
             totals.events = await self._delete_events(cutoff)
+        totals.expired["qstash_messages"] = await self._repeat(
+            lambda tx: rops.delete_finished_messages(tx, finished_before=now - FINISHED_KEPT_MS, limit=self.batch))
+        totals.expired["qstash_events"] = await self._walk(
+            lambda tx, after: rops.delete_old_message_logs(tx, logged_before=now - LOGS_KEPT_MS, after_seq=after,
+                                                           limit=self.batch))
         for table in rops.EXPIRING_TABLES:
             totals.expired[table] = await self._repeat(
                 lambda tx, table=table: rops.delete_expired(tx, table, now=now, limit=self.batch))
@@ -145,11 +152,15 @@ class Housekeeping:
             await self._yield()
 
     async def _delete_events(self, cutoff: int) -> int:
+        return await self._walk(lambda tx, after: rops.delete_unreferenced_events(
+            tx, received_before=cutoff, after_seq=after, limit=self.batch))
+
+    async def _walk(self, delete_after) -> int:
+        """Repeat `delete_after(tx, cursor)` -> (deleted, last seq looked at or None when done),
+        each batch starting after the last one's cursor."""
         total, cursor = 0, 0
         while True:
-            deleted, last_seq = await self._write_paced(
-                lambda tx: rops.delete_unreferenced_events(tx, received_before=cutoff, after_seq=cursor,
-                                                           limit=self.batch))
+            deleted, last_seq = await self._write_paced(lambda tx: delete_after(tx, cursor))
             total += deleted
             if last_seq is None:
                 return total

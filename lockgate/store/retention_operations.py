@@ -7,6 +7,7 @@ call is one short write transaction and the hot path never waits long behind it.
 from __future__ import annotations
 
 from lockgate.models import FINAL_STATUSES
+from lockgate.qstash.models import FINAL_STATES as QSTASH_FINAL
 from lockgate.store.base import Tx
 
 _FINAL = tuple(sorted(FINAL_STATUSES))
@@ -64,6 +65,31 @@ def delete_unreferenced_events(tx: Tx, *, received_before: int, after_seq: int, 
         tx.execute(f"DELETE FROM flow_skips WHERE event_internal_id IN ({_marks(internal_ids)})", internal_ids)
         tx.execute(f"DELETE FROM events WHERE seq IN ({_marks(seqs)})", seqs)
     return len(doomed), high
+
+
+def delete_finished_messages(tx: Tx, *, finished_before: int, limit: int) -> int:
+    """QStash messages delivered, failed or cancelled before the cutoff (their grace period is over)."""
+    rows = tx.all(f"SELECT seq FROM qstash_messages WHERE state IN ({_marks(QSTASH_FINAL)}) AND finished_at < ?"
+                  " LIMIT ?", (*QSTASH_FINAL, finished_before, limit))  # qstash_messages_state
+    seqs = [row["seq"] for row in rows]
+    if seqs:
+        tx.execute(f"DELETE FROM qstash_messages WHERE seq IN ({_marks(seqs)})", seqs)
+    return len(seqs)
+
+
+def delete_old_message_logs(tx: Tx, *, logged_before: int, after_seq: int, limit: int) -> tuple[int, int | None]:
+    """QStash log entries logged before the cutoff, walked in `seq` order from `after_seq` (they are
+    logged in that order) and stopping at the first young one. Returns (deleted, last seq or None)."""
+    rows = tx.all("SELECT seq, logged_at FROM qstash_events WHERE seq > ? ORDER BY seq LIMIT ?", (after_seq, limit))
+    seqs = []
+    for row in rows:  # a filter on logged_at (not indexed) would read the whole table when none is old
+        if row["logged_at"] >= logged_before:
+            break
+        seqs.append(row["seq"])
+    if not seqs:
+        return 0, None
+    tx.execute(f"DELETE FROM qstash_events WHERE seq IN ({_marks(seqs)})", seqs)
+    return len(seqs), seqs[-1]
 
 
 # Rows whose window has lapsed behave exactly as absent ones, so deleting them changes nothing.

@@ -176,3 +176,27 @@ async def test_a_key_being_registered_is_not_deleted_under_it(store, backend):
         conn.commit()
     await Housekeeping(store, Retention(seconds=0), pause_s=0).sweep()  # now in use: kept
     assert await store.read(ops.wait_paths, "shop/paid") == ["data.id"]
+
+
+async def test_finished_qstash_messages_and_old_logs_go_in_batches(store):
+    now = now_ms()
+    message = ("INSERT INTO qstash_messages (message_id, state, url, not_before, created_at, finished_at, spec)"
+               " VALUES (?, ?, 'http://x', 0, ?, ?, '{}')")
+    log_entry = "INSERT INTO qstash_events (message_id, state, logged_at, url, data) VALUES (?, 'DELIVERED', ?, 'http://x', '{}')"
+
+    def seed(tx) -> None:
+        for i in range(7):
+            tx.execute(message, (f"done-{i}", "delivered", now - DAY_MS, now - 10 * 60_000))  # grace over
+        tx.execute(message, ("done-just-now", "failed", now - 60_000, now - 30_000))  # still readable
+        tx.execute(message, ("pending", "pending", now - DAY_MS, None))
+        for i in range(12):
+            tx.execute(log_entry, (f"m-{i}", now - 8 * DAY_MS))  # older than the 7 days logs are kept
+        tx.execute(log_entry, ("m-young", now - DAY_MS))
+        tx.execute(log_entry, ("m-old-after-young", now - 8 * DAY_MS))  # out of order: left for later
+
+    await store.write(seed)
+    totals = await Housekeeping(store, Retention(seconds=0), batch=5, pause_s=0).sweep()
+    assert (totals.expired["qstash_messages"], totals.expired["qstash_events"]) == (7, 12)
+    left = await store.read(lambda tx: (_keys(tx.all("SELECT message_id FROM qstash_messages")),
+                                        _keys(tx.all("SELECT message_id FROM qstash_events"))))
+    assert left == ({"done-just-now", "pending"}, {"m-young", "m-old-after-young"})
