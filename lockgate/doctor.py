@@ -15,6 +15,7 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 
+from lockgate.engine.endpoints import FRAMEWORK as ENDPOINT_FRAMEWORK
 from lockgate.engine.sync import CONNECT_APP_SCHEME
 from lockgate.protocol.signing import hashed_signing_key, sign_body, validate_signing_key
 from lockgate.settings import Settings
@@ -85,7 +86,7 @@ def check_port(settings: Settings, report: Report) -> str | None:
 def check_database(settings: Settings, report: Report) -> list[tuple[str, int]]:
     """Returns (app url, function count) for the apps the database knows."""
     query = ("SELECT a.url AS url, (SELECT COUNT(*) FROM functions f WHERE f.app_name = a.name AND f.archived = 0)"
-             " AS n FROM apps a ORDER BY a.name")
+             f" AS n FROM apps a WHERE COALESCE(a.framework, '') <> '{ENDPOINT_FRAMEWORK}' ORDER BY a.name")
     if settings.postgres_uri:
         import psycopg
 
@@ -193,7 +194,8 @@ def check_server(url: str, settings: Settings, report: Report) -> dict[str, int]
             report.problem(f"app {app['name']} ({app['url']}): {app['error']}")
     if not apps:
         report.warn("the server has no app synced yet: start your app pointed at it and name it with -u")
-    return {app["url"]: len(app["functions"]) for app in apps}
+    # A durable endpoint's app is only the origin its requests came from: nothing to call.
+    return {app["url"]: len(app["functions"]) for app in apps if app.get("framework") != ENDPOINT_FRAMEWORK}
 
 
 def check_realtime(settings: Settings, server: str | None, report: Report) -> None:

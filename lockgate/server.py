@@ -24,7 +24,7 @@ from lockgate.connect.gateway import ConnectOptions
 from lockgate.engine.engine import Engine, EngineOptions
 from lockgate.engine.operator import OperatorError
 from lockgate.engine.retention import Retention
-from lockgate.interfaces import dashboard, graphql_api, inngest_api, metrics, openapi, realtime_api, rest_v1
+from lockgate.interfaces import checkpoint_api, dashboard, graphql_api, inngest_api, metrics, openapi, realtime_api, rest_v1
 from lockgate.interfaces.dashboard import live
 from lockgate.interfaces.dashboard.session import DashboardAuth
 from lockgate.interfaces.qstash_api import QStashApi
@@ -159,6 +159,7 @@ def build_app(settings: Settings, *, kind: str = "dev", store: Store | None = No
         *metrics.routes(engine, metrics_allowed),
         Route("/openapi.json", openapi_json, methods=["GET"]),
         *inngest_api.routes(engine, access),
+        *checkpoint_api.routes(engine, access, signing_keys=keys),
         *rest_v1.routes(engine, access),
         *graphql_api.routes(engine, access),
         *realtime_api.routes(engine, access, signing_keys=keys),

@@ -48,8 +48,8 @@ class Backend:
     databases: list[str] = field(default_factory=list)
     servers: list["LockgateProcess"] = field(default_factory=list)
 
-    def new_database(self) -> str:
-        uri = pgtools.create_database()
+    def new_database(self, prefix: str = "lockgate_t_") -> str:
+        uri = pgtools.create_database(prefix=prefix)
         self.databases.append(uri)
         return uri
 

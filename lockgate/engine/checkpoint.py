@@ -18,13 +18,13 @@ import orjson
 
 from lockgate.engine import progress
 from lockgate.engine.interpreter import MAX_STEP_OUTPUT_BYTES, MAX_STEPS_PER_RUN
-from lockgate.models import RunStatus, Step
-from lockgate.protocol.sdk_response import parse_op
+from lockgate.models import Run, RunStatus, Step
+from lockgate.protocol.sdk_response import Op, parse_op
 from lockgate.store import operations as ops
 from lockgate.store.base import Tx
 
 # Ops the SDK may checkpoint that carry a step result; lazy ops (DeferAdd, ...) need nothing here.
-_RESULT_OPS = ("StepRun", "Step")
+RESULT_OPS = ("StepRun", "Step")
 
 
 class CheckpointError(Exception):
@@ -62,10 +62,21 @@ def save_checkpoint(tx: Tx, run_id: str, body: Any, *, now: int) -> int:
         raise CheckpointError(409, f"run {run_id} has already ended ({run.status})")
     if qi_id and not any(job.id == qi_id for job in ops.jobs_of_run(tx, run_id)):
         raise CheckpointError(409, f"queue item {qi_id} of run {run_id} is no longer current")
+    saved = record_step_results(tx, run, steps, now=now)
+    if saved and qi_id:
+        # Progress was made: a step failing later in this call gets its full retries (as Inngest).
+        tx.execute("UPDATE jobs SET attempt = 0 WHERE id = ? AND run_id = ?", (qi_id, run_id))
+    return saved
+
+
+def record_step_results(tx: Tx, run: Run, steps: list[Op], *, now: int, reason: str | None = None) -> int:
+    """Record the step results (StepRun, Step) among `steps` as the SDK reported them from inside
+    a call or an endpoint, leaving `reason` as the run's; other ops are left to the caller.
+    Returns how many were new."""
     stack = list(run.stack)
     saved = 0
     for op in steps:
-        if op.op not in _RESULT_OPS:
+        if op.op not in RESULT_OPS:
             continue
         memo = op.data if op.op == "Step" else {"data": op.data}
         # Over a limit: refuse, and the SDK falls back to a 206 in which the interpreter fails the run.
@@ -73,15 +84,13 @@ def save_checkpoint(tx: Tx, run_id: str, body: Any, *, now: int) -> int:
             raise CheckpointError(400, f"the run exceeded the limit of {MAX_STEPS_PER_RUN} steps")
         if len(orjson.dumps(memo)) > MAX_STEP_OUTPUT_BYTES:
             raise CheckpointError(400, f"step {op.display_name or op.id!r} returned more output than the limit")
-        step = Step(run_id=run_id, step_id=op.id, display_name=op.display_name, op=op.op, status="completed",
+        step = Step(run_id=run.run_id, step_id=op.id, display_name=op.display_name, op=op.op, status="completed",
                     memo=memo, position=len(stack), attempts=1, started_at=now, ended_at=now)
         if ops.record_step(tx, step):
             stack.append(op.id)
             saved += 1
             progress.note("step.finished", run, step=progress.step_info(op.id, op.display_name, op.op), output=op.data)
     if saved:
-        ops.update_run(tx, run_id, stack=stack, reason=None)
-        if qi_id:
-            # Progress was made: a step failing later in this call gets its full retries (as Inngest).
-            tx.execute("UPDATE jobs SET attempt = 0 WHERE id = ? AND run_id = ?", (qi_id, run_id))
+        ops.update_run(tx, run.run_id, stack=stack, reason=reason)
+        run.stack = stack
     return saved

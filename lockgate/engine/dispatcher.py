@@ -71,8 +71,10 @@ def _lease_batch(tx: Tx, owner: str, now: int, limit: int, lease_ms: int,
 class Dispatcher:
     def __init__(self, store: Store, handle: Callable[[Job, Any], Awaitable[tuple[Job, Any] | None]], *,
                  workers: int = 100, lease_ms: int = LEASE_MS, owner: str | None = None,
-                 timers: Timers | None = None) -> None:
+                 timers: Timers | None = None, write: Callable[..., Awaitable[Any]] | None = None) -> None:
         self.store = store
+        # The leasing write; the engine passes one that publishes the run progress it notes.
+        self._write = write or store.write
         self.lease_ms = lease_ms  # how long a dead replica's jobs wait before another takes them
         self.handle = handle
         self.timers = timers
@@ -125,7 +127,7 @@ class Dispatcher:
             self._wake.clear()
             free = self.workers - len(self._inflight)
             try:
-                jobs, applied, next_at = await self.store.write(_lease_batch, self.owner, now_ms(), free,
+                jobs, applied, next_at = await self._write(_lease_batch, self.owner, now_ms(), free,
                                                                self.lease_ms, self.timers)
             except Exception:  # the store may be restarting: back off, keep going
                 log.exception("leasing jobs failed")

@@ -10,7 +10,7 @@ from typing import Any
 import aiohttp
 import orjson
 
-from lockgate.engine import checkpoint, cron, interpreter, operator, progress, signals, step_requests, waits
+from lockgate.engine import checkpoint, cron, endpoints, interpreter, operator, progress, signals, step_requests, waits
 from lockgate.engine.flow import admission
 from lockgate.engine.dispatcher import LEASE_MS, Dispatcher, Timers
 from lockgate.engine.executor import APP_KEEPALIVE_S, Executor, connection_reuse_trace
@@ -94,7 +94,7 @@ class Engine:
         name = self.options.replica_name or default_replica_name(self.options.own_port)
         self.dispatcher = Dispatcher(store, self._handle_job, workers=self.options.workers,
                                      lease_ms=self.options.lease_ms, owner=replica_owner(name),
-                                     timers=Timers(TIMER_KINDS, self._apply_due_timers))
+                                     timers=Timers(TIMER_KINDS, self._apply_due_timers), write=self._write)
         self.membership = Membership(store, self.dispatcher, name=name, replicas=not self.options.single_node,
                                      lease_ms=self.options.lease_ms)
         self._background: list[asyncio.Task] = []
@@ -345,12 +345,32 @@ class Engine:
         """Save steps a JS v4 SDK ran inside a call still in flight. Raises CheckpointError."""
         return await self._write(lambda tx: checkpoint.save_checkpoint(tx, run_id, body, now=now_ms()))
 
+    async def checkpoint_new_run(self, body: Any) -> endpoints.Created:
+        """A durable endpoint's run starts (JS v4 sync mode). Raises CheckpointError."""
+        new = endpoints.parse_new_run(body)
+        ctx = self.context
+        created, changed = await self._write(lambda tx: endpoints.create_run(tx, ctx, new, now=now_ms()))
+        if changed:
+            await self.reload_registry()
+        self._after_endpoint_report(created.settled)
+        return created
+
+    async def checkpoint_steps(self, run_id: str, body: Any) -> None:
+        """More of a durable endpoint's steps, maybe its end or its hand-over. Raises CheckpointError."""
+        ctx = self.context
+        settled = await self._write(lambda tx: endpoints.save_steps(tx, ctx, run_id, body, now=now_ms()))
+        self._after_endpoint_report(settled)
+
+    def _after_endpoint_report(self, settled: interpreter.Settled | None) -> None:
+        if settled is not None:  # the run was handed over (or ended): its queued work goes to the dispatcher
+            self.dispatcher.wake()
+
     # -- run progress ----------------------------------------------------------------
 
-    async def _write(self, fn: Any) -> Any:
+    async def _write(self, fn: Any, *args: Any) -> Any:
         """A store write whose progress notes are published once it committed."""
         collected, notes = progress.collecting(fn)
-        result = await self.store.write(collected)
+        result = await self.store.write(collected, *args)
         if notes:
             self.progress.publish(notes)
         return result

@@ -14,6 +14,7 @@ import aiohttp
 import orjson
 
 from lockgate.connect.gateway import connect_request, reply_as_http
+from lockgate.engine import endpoints
 from lockgate.engine.sync import CONNECT_STEP_SCHEMES
 from lockgate.models import Function, Job, Run, now_ms
 from lockgate.protocol.event_ids import new_ulid
@@ -129,7 +130,9 @@ class Executor:
 
     async def call(self, run: Run, fn: Function, job: Job, memos: dict[str, Any]) -> SdkResult:
         """One call to the app, over whichever transport reaches it: HTTP, or a Connect worker."""
-        if fn.url.startswith(CONNECT_STEP_SCHEMES):
+        if endpoints.is_endpoint(fn):
+            result = await self._call_endpoint(run, fn, job)
+        elif fn.url.startswith(CONNECT_STEP_SCHEMES):
             result = await self._call_connect(run, fn, job, memos)
         else:
             result = await self._call_http(run, fn, job, memos)
@@ -174,11 +177,40 @@ class Executor:
             result = await self._post(self.fresh_session, url, data, headers)
         return result
 
-    async def _post(self, session: aiohttp.ClientSession, url: str, data: bytes, headers: dict) -> SdkResult:
+    async def _call_endpoint(self, run: Run, fn: Function, job: Job) -> SdkResult:
+        """Continue a durable endpoint's run: its original request again, marked with the run id.
+
+        The SDK recognises the call by `X-Run-Id` and `X-Inngest-Signature` (empty in dev mode) and
+        fetches the run's event and recorded steps over the API itself."""
+        method, url, body, content_type = endpoints.continuation(run, fn)
+        signed = b""
+        if body is not None:
+            try:  # the SDK parses a JSON body and checks the signature of its canonical form
+                body = signed = canonical_json(orjson.loads(body))
+            except orjson.JSONDecodeError:
+                signed = body
+        headers = {
+            "Content-Type": content_type,
+            "X-Inngest-Signature": sign_body(signed, self.signing_key) if self.signing_key else "",
+            "X-Run-Id": run.run_id,
+            "X-Request-Id": new_ulid(),
+            "X-Inngest-Job-Id": job.id,
+            "X-Inngest-Req-Version": str(run.request_version if run.request_version >= 0 else 2),
+            "X-Inngest-Server-Kind": self.server_kind,
+        }
+        if job.step_id and job.step_id != "step":  # one planned step of a parallel group
+            headers["X-Inngest-Step-Id"] = job.step_id
+        if run.disable_immediate:
+            headers["X-Inngest-Force-Step-Plan"] = "true"
+        self.calls += 1
+        return await self._post(self.session, url, body, headers, method=method)
+
+    async def _post(self, session: aiohttp.ClientSession, url: str, data: bytes | None, headers: dict, *,
+                    method: str = "POST") -> SdkResult:
         probe = SimpleNamespace(reused=False)  # set by the trace hook of `connection_reuse_trace`
         answered = False
         try:
-            async with session.post(url, data=data, headers=headers, trace_request_ctx=probe) as response:
+            async with session.request(method, url, data=data, headers=headers, trace_request_ctx=probe) as response:
                 answered = True
                 body = await response.read()
                 if self.verify_keys:

@@ -71,6 +71,8 @@ def resume_sleeps(tx: Tx, jobs: list[Job], *, now: int) -> int:
             steps.append(Step(job.run_id, job.step_id, "Sleep", "completed", display, memo=None,
                               position=len(stack), ended_at=now))
             stack.append(job.step_id)
+            progress.note("run.resumed", run_id=job.run_id, function=run["function"], status=RunStatus.RUNNING.value,
+                          step=progress.step_info(job.step_id, display, "Sleep"))
         if job.step_id in pending:
             pending.remove(job.step_id)
         touched[job.run_id] = run

@@ -6,7 +6,6 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from lockgate.engine.checkpoint import CheckpointError
 from lockgate.engine.engine import Engine
 from lockgate.engine.ingest import EventValidationError
 from lockgate.interfaces.auth import AccessPolicy
@@ -56,16 +55,6 @@ def routes(engine: Engine, access: AccessPolicy) -> list[Route]:
         run = await _run_or_404(engine, request.path_params["run_id"])
         return json_response(await engine.store.read(ops.completed_memos, run.run_id))
 
-    async def checkpoint_async(request: Request) -> Response:
-        # JS v4 retries anything but 200 and 409, then returns the steps in its 206 instead.
-        access.check_api(request)
-        body = await read_json(request, limit=limits.max_checkpoint_bytes, max_depth=limits.max_json_depth)
-        try:
-            saved = await engine.checkpoint(request.path_params["run_id"], body)
-        except CheckpointError as exc:
-            return error_response(exc.status, exc.message)
-        return json_response({"status": 200, "saved": saved})
-
     async def send_signal(request: Request) -> Response:
         # JS `sendSignal`: 200 with the resumed run, or 404 (the SDK's "no run id") when nobody waits.
         access.check_api(request)
@@ -94,7 +83,6 @@ def routes(engine: Engine, access: AccessPolicy) -> list[Route]:
         Route("/v0/runs/{run_id}/batch", run_batch, methods=["GET"]),
         Route("/v0/runs/{run_id}/actions", run_actions, methods=["GET"]),
         Route("/v0/runs/{run_id}", delete_run, methods=["DELETE"]),
-        Route("/v1/checkpoint/{run_id}/async", checkpoint_async, methods=["POST"]),
         Route("/v1/signals", send_signal, methods=["POST"]),
     ]
 

@@ -126,6 +126,27 @@ def document(limits: Limits) -> dict[str, Any]:
                 body={"type": "object", "properties": {"fn_id": {"type": "string"}, "qi_id": {"type": "string"},
                                                        "steps": {"type": "array", "items": {"type": "object"}}}},
                 extra=("404", "409", "413"))},
+            "/v1/checkpoint": {"post": _op(
+                "A durable endpoint's run starts inside the app's HTTP request (JS v4 sync mode), with the steps"
+                " it ran so far; answers the run's function id, an output token and a realtime token",
+                body={"type": "object", "required": ["run_id", "event"], "properties": {
+                    "run_id": {"type": "string", "description": "a ULID made by the SDK"},
+                    "event": {"type": "object", "description": "data: domain, method, path, query_params, body..."},
+                    "steps": {"type": "array", "items": {"type": "object"}},
+                    "request_version": {"type": "integer"}, "retries": {"type": "integer"}}},
+                extra=("409", "413"))},
+            "/v1/checkpoint/{run_id}/steps": {"post": _op(
+                "More steps of a durable endpoint's run; RunComplete ends it, other ops hand it to the queue",
+                params=[run_id],
+                body={"type": "object", "properties": {"fn_id": {"type": "string"}, "app_id": {"type": "string"},
+                                                       "steps": {"type": "array", "items": {"type": "object"}}}},
+                extra=("404", "409", "413"))},
+            "/v1/checkpoint/{run_id}/output": {"get": _op(
+                "The HTTP response a durable endpoint's run ended with (waits up to 5 minutes for the end);"
+                " also at /v1/http/runs/{run_id}/output", params=[run_id, _query("token")], extra=("404",))},
+            "/v1/realtime/publish/tee": {"post": _op(
+                "A durable endpoint's response stream, forwarded as it arrives to the run's `$stream` subscribers",
+                params=[_query("channel")])},
             "/v1/signals": {"post": _op(
                 "Resume the run waiting for a signal (step.waitForSignal); 404 when none waits",
                 body={"type": "object", "required": ["signal"],

@@ -31,6 +31,7 @@ log = logging.getLogger("lockgate.realtime")
 HEARTBEAT_S = 15.0
 SSE_RETRY_MS = 2000
 STREAM_CONTENT_TYPE = "text/stream"
+RAW_KIND = "raw"  # see lockgate.interfaces.checkpoint_api (the stream tee)
 
 
 def routes(engine: Engine, access: AccessPolicy, *, signing_keys: list[str]) -> list:
@@ -236,6 +237,8 @@ async def sse_stream(sub: Subscription) -> AsyncIterator[bytes]:
 
 
 def sse_frame(message: Message) -> bytes:
+    if message.kind == RAW_KIND and isinstance(message.data, str):
+        return message.data.encode()  # a durable endpoint's stream: already SSE, sent as the app wrote it
     lines = []
     if message.id is not None:
         lines.append(f"id: {message.id}")

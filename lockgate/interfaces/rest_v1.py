@@ -6,7 +6,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from lockgate.engine import health_snapshot, run_search
+from lockgate.engine import endpoints, health_snapshot, run_search
 from lockgate.engine.cron import next_fire_times
 from lockgate.engine.engine import Engine, FunctionNotFound
 from lockgate.engine.sync import CONNECT_APP_SCHEME
@@ -192,6 +192,8 @@ def routes(engine: Engine, access: AccessPolicy) -> list[Route]:
         app = await store.read(ops.get_app, request.path_params["name"])
         if app is None:
             raise ApiError(404, f"app {request.path_params['name']} not found")
+        if endpoints.is_endpoint_app(app):
+            raise ApiError(400, endpoints.NOT_SYNCED)
         error = await engine.add_app(app.url)
         if error:
             raise ApiError(502, error)

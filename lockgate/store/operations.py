@@ -165,6 +165,17 @@ def replace_app_functions(tx: Tx, app_name: str, functions: list[Function], at: 
     return archived
 
 
+def upsert_function(tx: Tx, fn: Function, at: int) -> None:
+    """Create or update one function by id, leaving its app's others alone (durable endpoints)."""
+    tx.execute(
+        "INSERT INTO functions (id, slug, app_name, name, url, config, version, archived, updated_at)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, 0, ?) ON CONFLICT (id) DO UPDATE SET app_name = excluded.app_name,"
+        " name = excluded.name, url = excluded.url, config = excluded.config, version = excluded.version,"
+        " archived = 0, updated_at = excluded.updated_at",
+        (fn.id, fn.slug, fn.app_name, fn.name, fn.url, _json(fn.config), fn.version, at),
+    )
+
+
 def load_functions(tx: Tx, *, include_archived: bool = False) -> list[Function]:
     sql = "SELECT * FROM functions" + ("" if include_archived else " WHERE archived = 0")
     return [_function_from_row(r) for r in tx.all(sql + " ORDER BY slug")]
@@ -466,15 +477,15 @@ def update_run(tx: Tx, run_id: str, **fields: Any) -> None:
 
 
 def runs_progress(tx: Tx, run_ids: list[str]) -> dict[str, dict[str, Any]]:
-    """Status, stack, pending steps and disable_immediate of several runs, locked on PostgreSQL
+    """Function, status, stack, pending steps and disable_immediate of several runs, locked on PostgreSQL
     (in run id order, so two such batches never wait on each other crosswise)."""
     found: dict[str, dict[str, Any]] = {}
     lock = " ORDER BY run_id FOR UPDATE" if tx.dialect == "postgres" else ""
     for i in range(0, len(run_ids), 500):
         condition, params = where_in(tx, "run_id", run_ids[i:i + 500])
-        for r in tx.all(f"SELECT run_id, status, stack, pending_steps, disable_immediate FROM runs"
+        for r in tx.all(f"SELECT run_id, function_slug, status, stack, pending_steps, disable_immediate FROM runs"
                         f" WHERE {condition}{lock}", params):
-            found[r["run_id"]] = {"status": r["status"], "stack": orjson.loads(r["stack"]),
+            found[r["run_id"]] = {"function": r["function_slug"], "status": r["status"], "stack": orjson.loads(r["stack"]),
                                   "pending_steps": orjson.loads(r["pending_steps"]),
                                   "disable_immediate": bool(r["disable_immediate"])}
     return found

@@ -144,9 +144,10 @@ class LockgateClient:
 
 @dataclass
 class LockgateServer:
-    """`lockgate dev --in-memory` on a free port, in its own process."""
+    """`lockgate dev --in-memory` on a free port, in its own process (on `postgres_uri`, if given)."""
 
     retry_interval: float | None = 0.5  # seconds between retries, instead of the production backoff
+    postgres_uri: str | None = None  # a database to use instead of in-memory SQLite; the kit leaves it as is
     extra_args: list[str] = field(default_factory=list)
     proc: subprocess.Popen | None = None
     url: str = ""
@@ -157,6 +158,8 @@ class LockgateServer:
                 "--host", "127.0.0.1", "--port", "0", *self.extra_args]
         if self.retry_interval is not None:
             args += ["--retry-interval", str(self.retry_interval)]
+        if self.postgres_uri:
+            args += ["--postgres-uri", self.postgres_uri]
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

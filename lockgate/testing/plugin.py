@@ -7,6 +7,15 @@
 Say which app to serve with the `lockgate_app` ini option ("package.module:app" for an ASGI app,
 or the serve URL of an app you run yourself), or by overriding the `lockgate_app_target` fixture.
 Nothing starts unless a test asks for one of these fixtures.
+
+A narrower scope (a server per module, say one on SQLite and one on PostgreSQL) is an override
+of the four fixtures at that scope; `serve_lockgate` and `serve_app` are the fixtures' bodies:
+
+    @pytest.fixture(scope="module")
+    def lockgate_server(pytestconfig):
+        yield from serve_lockgate(pytestconfig, postgres_uri="postgresql://…/mytests")
+
+    (then lockgate_app_target, lockgate_app with `yield from serve_app(...)`, and lockgate)
 """
 
 from __future__ import annotations
@@ -32,13 +41,20 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 @pytest.fixture(scope="session")
 def lockgate_server(pytestconfig: pytest.Config) -> Iterator[str]:
     """The URL of a lockgate dev server for this session; the SDKs are pointed at it."""
+    yield from serve_lockgate(pytestconfig)
+
+
+def serve_lockgate(pytestconfig: pytest.Config, *, postgres_uri: str | None = None) -> Iterator[str]:
+    """Start a server (on postgres_uri if given, else in-memory SQLite) unless LOCKGATE_TEST_SERVER
+    names one; point the SDKs at it; yield its URL; stop it."""
     existing = os.environ.get(SERVER_ENV)
     server = None
     if existing:
         url = existing.rstrip("/")
     else:
         interval = pytestconfig.getini("lockgate_retry_interval")
-        server = LockgateServer(retry_interval=float(interval) if interval else None).start()
+        server = LockgateServer(retry_interval=float(interval) if interval else None,
+                                postgres_uri=postgres_uri).start()
         url = server.url
     previous = point_sdk_at(url)
     try:
@@ -73,6 +89,11 @@ def lockgate_app_target(request: pytest.FixtureRequest, pytestconfig: pytest.Con
 @pytest.fixture(scope="session")
 def lockgate_app(pytestconfig: pytest.Config, lockgate_server: str, lockgate_app_target: Any) -> Iterator[str]:
     """The app's serve URL, once its functions are registered with lockgate."""
+    yield from serve_app(pytestconfig, lockgate_server, lockgate_app_target)
+
+
+def serve_app(pytestconfig: pytest.Config, lockgate_server: str, lockgate_app_target: Any) -> Iterator[str]:
+    """Serve the target (unless it is a URL), sync it with the server, yield its serve URL."""
     served = None
     if isinstance(lockgate_app_target, str):
         url = lockgate_app_target

@@ -173,14 +173,20 @@ def test_call_longer_than_heartbeat_interval_keeps_its_lease(fresh):
     assert len(ledger(fresh.ledger, "step-start", run_id=run["run_id"])) == 1  # one attempt, never retried
 
 
+def sigterm_mid_step(stack: Stack, worker: Worker, event: str, app: str) -> tuple[dict, dict]:
+    """SIGTERM the worker while it runs step two of a run; once it paused, send another run.
+    Returns both runs."""
+    run = stack.run_of({"name": event, "data": {"pause": 3}})
+    wait_until(lambda: ledger(stack.ledger, "step-start", run_id=run["run_id"]), what="step two to start")
+    worker.signal(signal.SIGTERM)
+    wait_until(lambda: all(w["status"] != "ready" for w in connected(stack.api, app)), timeout=10,
+               what="the worker to pause")
+    return run, stack.run_of({"name": event, "data": {"n": "later"}})
+
+
 def test_sigterm_of_worker_finishes_call_in_flight_and_takes_no_more(fresh):
     worker = fresh.worker("term")
-    run = fresh.run_of({"name": "connect/steps", "data": {"pause": 3}})
-    wait_until(lambda: ledger(fresh.ledger, "step-start", run_id=run["run_id"]), what="step two to start")
-    worker.signal(signal.SIGTERM)
-    wait_until(lambda: all(w["status"] != "ready" for w in connected(fresh.api, "connect-py")), timeout=10,
-               what="the worker to pause")
-    later = fresh.run_of({"name": "connect/steps", "data": {"n": "later"}})
+    run, later = sigterm_mid_step(fresh, worker, "connect/steps", "connect-py")
     # The step in flight finishes and its result is recorded before the worker exits.
     assert worker.proc.wait(timeout=30) == 0
     steps = fresh.api.http.get(f"/v1/runs/{run['run_id']}/steps").json()["data"]
@@ -192,6 +198,39 @@ def test_sigterm_of_worker_finishes_call_in_flight_and_takes_no_more(fresh):
         assert fresh.api.wait_for_end(run_id, timeout=30)["status"] == "Completed"
     assert len(ledger(fresh.ledger, "step-start", run_id=run["run_id"])) == 1  # drained, not cut and retried
     assert {e["worker"] for e in ledger(fresh.ledger, "step", run_id=later["run_id"])} == {"after-term"}
+
+
+def test_js_worker_killed_mid_step_is_retried_on_another_worker(fresh):
+    fresh.worker("js-kill-a", language="js")
+    fresh.worker("js-kill-b", language="js")
+    run = fresh.run_of({"name": "connect-js/steps", "data": {"pause": 60}})
+    started = wait_until(lambda: ledger(fresh.ledger, "step-start", run_id=run["run_id"]), what="step two to start")
+    victim = next(w for w in fresh.workers if w.name == started[0]["worker"])
+    survivor = next(w for w in fresh.workers if w is not victim)
+    victim.signal(signal.SIGKILL)
+    # The victim's lease lapses (four missed extensions) and the call goes to the other worker.
+    done = fresh.api.wait_for_end(run["run_id"], timeout=60)
+    assert done["status"] == "Completed", done
+    assert done["output"] == {"steps": ["one", "two"]}
+    assert [e["worker"] for e in ledger(fresh.ledger, "step", run_id=run["run_id"], step="two")] == [survivor.name]
+    assert len(ledger(fresh.ledger, "step", run_id=run["run_id"], step="one")) == 1  # recorded: never again
+
+
+def test_sigterm_of_js_worker_drains_the_call_in_flight_and_loses_nothing(fresh):
+    worker = fresh.worker("js-term", language="js")
+    run, later = sigterm_mid_step(fresh, worker, "connect-js/steps", "connect-js")
+    # The SDK drains: the call in flight completes before the worker exits.
+    assert worker.proc.wait(timeout=30) == 0
+    assert ledger(fresh.ledger, "step", run_id=run["run_id"], step="two")
+    # Nothing is lost: what the drained worker did not finish, and the run sent meanwhile,
+    # finish on the next worker; no step ran twice.
+    fresh.worker("js-after-term", language="js")
+    for run_id in (run["run_id"], later["run_id"]):
+        assert fresh.api.wait_for_end(run_id, timeout=30)["status"] == "Completed"
+    for step in ("one", "two"):
+        assert len(ledger(fresh.ledger, "step", run_id=run["run_id"], step=step)) == 1
+    assert len(ledger(fresh.ledger, "step-start", run_id=run["run_id"])) == 1  # drained, not cut and retried
+    assert {e["worker"] for e in ledger(fresh.ledger, "step", run_id=later["run_id"])} == {"js-after-term"}
 
 
 def test_two_workers_share_a_burst(fresh):

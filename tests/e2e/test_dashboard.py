@@ -107,6 +107,13 @@ def test_a_runs_steps_show_output_and_an_error_with_its_retries(page, stack):
     assert "completed" in step.inner_text()
     assert '"greeting": "hello"' in step.locator("pre").inner_text()
 
+    paused = run_of(api, send(api, "dash/greet", {"name": "bo", "pause": True}))
+    api.wait_for_end(paused["run_id"])
+    page.goto(f"/runs/{paused['run_id']}")
+    nap = page.locator("li.step[data-step='pause']")
+    assert "completed" in nap.inner_text() and "Sleep" in nap.inner_text()
+    assert nap.locator("pre").count() == 0, "a finished sleep has no output to show"
+
     flaky = run_of(api, send(api, "dash/flaky", {"user_id": "u-steps"}))
     assert api.wait_for_end(flaky["run_id"])["status"] == "Failed"
     page.goto(f"/runs/{flaky['run_id']}")

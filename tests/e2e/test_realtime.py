@@ -345,6 +345,18 @@ def test_every_run_has_a_progress_stream_with_no_app_code(rt):
     assert [e["event"] for e in everything if e["data"]["run_id"] == run["run_id"]] == types
 
 
+def test_a_sleep_woken_by_the_timer_path_reports_sleeping_and_resumed(rt):
+    run = run_of(rt.api, {"name": "rt/nap"})
+    assert run["status"] == "Completed"
+    token = mint(rt.api, f"lockgate:run:{run['run_id']}", ["progress"])
+    events = sse_events(rt.server.url, token, last_event_id="0", stop=lambda e: e["event"] == "run.finished")
+    types = [e["event"] for e in events]
+    assert types == ["run.queued", "run.started", "run.sleeping", "run.resumed", "run.finished"], types
+    resumed = events[3]["data"]["data"]
+    assert resumed["function"] == "realtime-py-nap" and resumed["status"] == "Running"
+    assert resumed["step"]["op"] == "Sleep" and resumed["step"]["name"] == "nap"
+
+
 # -- limits and bad input -------------------------------------------------------------------------
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 import uuid
 
@@ -16,7 +17,7 @@ def order_id() -> str:
     return f"o-{uuid.uuid4().hex[:8]}"
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def shop(lockgate_app):
     from examples.fastapi_app import app
 
@@ -24,8 +25,11 @@ def shop(lockgate_app):
         yield http, app
 
 
-def test_health_reports_the_functions_lockgate_synced(shop, lockgate):
+def test_health_reports_the_functions_lockgate_synced(shop, lockgate, backend):
     http, _ = shop
+    store = lockgate.request("GET", "/v1/server")[1]["data"]["store"]
+    if not os.environ.get("LOCKGATE_TEST_SERVER"):  # else the server named there, on its own store
+        assert ("PostgreSQL" in store) == (backend.name == "postgres"), store
     synced = lockgate.request("GET", "/v1/apps")[1]["data"]
     assert [a["name"] for a in synced] == ["shop"]
     assert http.get("/health").json() == {"status": "ok", "functions": len(synced[0]["functions"])} == \

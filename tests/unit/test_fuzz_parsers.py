@@ -10,6 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from lockgate.engine.checkpoint import CheckpointError, parse_checkpoint
+from lockgate.engine.endpoints import endpoint_function, parse_new_run
 from lockgate.engine.ingest import EventValidationError, parse_events
 from lockgate.engine.sync import SyncError, parse_registration
 from lockgate.expressions import ExpressionError, compile_expression
@@ -73,6 +74,22 @@ def test_checkpoint_parser_accepts_or_explains(body):
         parse_checkpoint(body)
     except CheckpointError:
         pass
+
+
+@FUZZ
+@given(st.one_of(json_values, st.fixed_dictionaries({}, optional={
+    "run_id": st.one_of(json_values, st.text(alphabet="0123456789ABCDEFGHJKMNPQRSTVWXYZ", min_size=26, max_size=26)),
+    "event": st.one_of(json_values, st.fixed_dictionaries({"data": st.fixed_dictionaries({}, optional={
+        "domain": st.one_of(json_values, st.sampled_from(["http://a", "https://b:1", "ftp://c", "x"])),
+        "method": st.one_of(json_values, st.sampled_from(["GET", "POST", "G ET", ""])),
+        "path": st.one_of(json_values, st.sampled_from(["/", "/a?b", "a"]))})})),
+    "steps": st.lists(json_values, max_size=3), "retries": json_values, "request_version": json_values})))
+def test_durable_endpoint_run_parser_accepts_or_explains(body):
+    try:
+        new = parse_new_run(body)
+    except CheckpointError:
+        return
+    endpoint_function(new.event["data"], new.retries)  # a parsed request always names its function
 
 
 @FUZZ

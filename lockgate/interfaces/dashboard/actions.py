@@ -11,7 +11,7 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
-from lockgate.engine import run_search
+from lockgate.engine import endpoints, run_search
 from lockgate.engine.engine import FunctionNotFound
 from lockgate.engine.ingest import EventValidationError
 from lockgate.engine.operator import OperatorError
@@ -219,7 +219,7 @@ class Actions:
         app = await self.store.read(ops.get_app, request.path_params["name"])
         if app is None:
             return self._failed(request, 404, "App not found", f"No app named {request.path_params['name']}.")
-        error = await self.engine.add_app(app.url)
+        error = endpoints.NOT_SYNCED if endpoints.is_endpoint_app(app) else await self.engine.add_app(app.url)
         return redirect(request, with_notice("/apps", f"sync failed: {error}" if error else f"re-synced {app.name}"))
 
     async def remove_app(self, request: Request, form: Any) -> Response:

@@ -22,6 +22,8 @@ async def greet(ctx: inngest.Context) -> dict:
         return {"greeting": "hello", "name": ctx.event.data.get("name", "nobody")}
 
     found = await ctx.step.run("look-up", look_up)
+    if ctx.event.data.get("pause"):
+        await ctx.step.sleep("pause", datetime.timedelta(milliseconds=50))
     return {"message": f"{found['greeting']} {found['name']}"}
 
 

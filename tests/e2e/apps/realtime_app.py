@@ -39,5 +39,11 @@ async def three_steps(ctx: inngest.Context) -> dict:
     return {"a": a, "b_len": len(b)}
 
 
+@client.create_function(fn_id="nap", trigger=inngest.TriggerEvent(event="rt/nap"))
+async def nap(ctx: inngest.Context) -> str:
+    await ctx.step.sleep("nap", 200)  # milliseconds: woken by the dispatcher's bulk timer path
+    return "rested"
+
+
 app = FastAPI()
-inngest.fast_api.serve(app, client, [report_progress, three_steps])
+inngest.fast_api.serve(app, client, [report_progress, three_steps, nap])
