@@ -2,12 +2,14 @@
 
     .venv/bin/python bench/big_store.py --backend sqlite --runs 5000000
     .venv/bin/python bench/big_store.py --backend postgres --runs 5000000
+    .venv/bin/python bench/big_store.py --backend both --runs 1000000 --parts retention
 
 1. Real rows: `lockgate dev` + bench/bench_app.py (official SDK) run 200 noop and 200 three-step
    runs; disk per run (bytes per noop and per three-step run, by column) is read from them.
 2. The store is filled with --runs synthetic finished runs: copies of those real rows with new
    ids, spread over the last six days (90% Completed, 8% Failed, 2% Cancelled), each with its
-   event, trigger link and steps, inserted directly.
+   event, trigger link and steps, inserted directly (SQLite: from Python; PostgreSQL: by
+   INSERT … SELECT over generate_series inside the database).
 3. Empty against full: a second, empty store is served beside the full one, and --rounds rounds
    alternate between them (order flipped each round): a burst of --events runs (runs/s, p50/p99
    event→done) and --light runs one at a time (p50/p99), for noop and three-step functions.
@@ -16,6 +18,9 @@
 4. Retention's hot-path cost: the full store served with retention off, and with --retention 5d
    so that housekeeping deletes a backlog (the oldest sixth of the synthetic runs) meanwhile,
    alternating over --rounds rounds.
+--parts picks among 3 (versus), the queries of 3 (queries) and 4 (retention); --backend both runs
+everything on SQLite, then on PostgreSQL, and prints every ratio at the end.
+PostgreSQL databases are named after LOCKGATE_TEST_DB_TAG (default "bigstore") and dropped at the end.
 Ratios are medians of the per-round ratios, so slow drifts of a shared machine cancel out.
 """
 
@@ -229,6 +234,20 @@ def disk_per_run(raw: Raw, functions: dict[str, str]) -> None:
               + ", ".join(f"{c} {v:.0f}" for c, v in top))
 
 
+def disk_by_table(raw: Raw, functions: dict[str, str]) -> None:
+    """On-disk bytes per row of each table (indexes included), and what a noop and a three-step run
+    take on disk from them (a run row, its event, its trigger link, its steps)."""
+    sizes = raw.table_bytes()
+    rows = {t: raw.one(f"SELECT COUNT(*) FROM {t}") for t in TABLES}
+    per_row = {t: sizes[t] / max(1, rows[t]) for t in TABLES}
+    print("  by table: " + ", ".join(f"{t} {sizes[t] / 2**20:,.0f} MiB ({per_row[t]:,.0f} B/row)" for t in TABLES))
+    for slug in ("noop", "three-steps"):
+        steps = raw.one("SELECT COUNT(*) FROM steps WHERE run_id IN (SELECT run_id FROM runs WHERE function_id = ?"
+                        " AND status = 'Completed' LIMIT 1)", (functions[slug],))
+        on_disk = per_row["runs"] + per_row["events"] + per_row["run_triggers"] + steps * per_row["steps"]
+        print(f"  {slug:<12} about {on_disk:,.0f} B on disk per run ({steps} step rows), indexes included")
+
+
 # -- synthetic fill ------------------------------------------------------------------------
 
 
@@ -287,6 +306,61 @@ def fill(raw: Raw, functions: dict[str, str], total: int, chunk: int = 20_000) -
     else:
         raw.conn.execute("PRAGMA synchronous=NORMAL")
         raw.conn.execute("ANALYZE")
+    return time.monotonic() - started
+
+
+def fill_in_database(raw: Raw, functions: dict[str, str], total: int, chunk: int = 250_000) -> float:
+    """PostgreSQL: the same copies made by INSERT … SELECT over generate_series inside the database,
+    many times faster than sending rows from Python. Row k of each template table is the noop
+    (k = 0) or three-step (k = 1) original; ids and times are rewritten as `fill` does."""
+    started = time.monotonic()
+    now = int(time.time() * 1000)
+    raw.conn.execute("DROP TABLE IF EXISTS tpl_runs, tpl_steps, tpl_events")
+    for k, slug in enumerate(("noop", "three-steps")):
+        run_id = raw.one("SELECT run_id FROM runs WHERE function_id = ? AND status = 'Completed' LIMIT 1",
+                         (functions[slug],))
+        event_id = raw.one("SELECT event_internal_id FROM run_triggers WHERE run_id = ?", (run_id,))
+        for table, key, value in (("runs", "run_id", run_id), ("steps", "run_id", run_id),
+                                  ("events", "internal_id", event_id)):
+            verb = f"CREATE TEMP TABLE tpl_{table} AS" if k == 0 else f"INSERT INTO tpl_{table}"
+            raw.conn.execute(f"{verb} SELECT {k} AS tpl_k, %s::text AS tpl_run, %s::text AS tpl_event, x.*"
+                             f" FROM {table} x WHERE {key} = %s", (run_id, event_id, value))
+    types = {t: dict(raw.all("SELECT column_name, data_type FROM information_schema.columns WHERE table_name = ?",
+                             (t,))) for t in TABLES}
+    new_run = "('01SYN' || lpad(g.i::text, 21, '0'))"
+    new_event = "('01EVT' || lpad(g.i::text, 21, '0'))"
+    at = f"({now - 6 * DAY_MS} + ({6 * DAY_MS}::bigint * g.i) / {total} - (g.i * 7919) % 1000)"
+    status = "(CASE WHEN g.i % 100 < 90 THEN 'Completed' WHEN g.i % 100 < 98 THEN 'Failed' ELSE 'Cancelled' END)"
+
+    def select(table: str) -> tuple[str, str]:
+        names, exprs = [], []
+        for col in raw.columns(table):
+            if col == "seq":
+                continue
+            names.append(col)
+            if table == "runs" and col == "status":
+                exprs.append(status)
+            elif col in TIME_COLUMNS:
+                exprs.append(f"CASE WHEN t.{col} IS NULL THEN NULL ELSE {at} END")
+            elif types[table][col] == "text":
+                exprs.append(f"replace(replace(t.{col}, t.tpl_run, {new_run}), t.tpl_event, {new_event})")
+            else:
+                exprs.append(f"t.{col}")
+        return ", ".join(names), ", ".join(exprs)
+
+    for base in range(0, total, chunk):
+        last = min(total, base + chunk) - 1
+        series = f"generate_series({base}::bigint, {last}) AS g(i) JOIN tpl_{{}} t ON t.tpl_k = g.i % 2"
+        with raw.conn.transaction():
+            for table in ("runs", "steps", "events"):
+                names, exprs = select(table)
+                raw.conn.execute(f"INSERT INTO {table} ({names}) SELECT {exprs} FROM {series.format(table)}")
+            raw.conn.execute(f"INSERT INTO run_triggers (event_internal_id, run_id) SELECT {new_event}, {new_run}"
+                             f" FROM generate_series({base}::bigint, {last}) AS g(i)")
+        print(f"  filled {last + 1:,} runs in {time.monotonic() - started:.0f}s", flush=True)
+    raw.conn.execute("DROP TABLE tpl_runs, tpl_steps, tpl_events")
+    for table in TABLES:  # as autovacuum would leave them: statistics and the visibility map current
+        raw.conn.execute(f"VACUUM (ANALYZE) {table}")
     return time.monotonic() - started
 
 
@@ -361,25 +435,24 @@ def query_plans(raw: Raw, functions: dict[str, str]) -> None:
 # -- main ----------------------------------------------------------------------------------
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--backend", choices=("sqlite", "postgres"), default="sqlite")
-    parser.add_argument("--runs", type=int, default=1_000_000, help="synthetic finished runs to fill in")
-    parser.add_argument("--events", type=int, default=300, help="burst size")
-    parser.add_argument("--light", type=int, default=60, help="light-load runs")
-    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds per comparison")
-    args = parser.parse_args()
+PARTS = ("versus", "queries", "retention")
 
+
+def bench_backend(backend: str, args: argparse.Namespace) -> dict[str, list]:
+    """Every part asked for, on one backend. Returns the per-round figures for the summary."""
     tmp = Path(tempfile.mkdtemp(prefix="lockgate-bigstore-", dir=os.environ.get("BENCH_DIR")))
     uris: list[str] = []
-    if args.backend == "postgres":
+    if backend == "postgres":
         from tests import pgtools
 
+        os.environ.setdefault("LOCKGATE_TEST_DB_TAG", "bigstore")  # tests/pgtools.py puts it in the names
         uris = [pgtools.create_database(), pgtools.create_database()]
-    print(f"lockgate big-store bench — {args.backend}, {args.runs:,} synthetic runs, burst {args.events}, "
-          f"light {args.light}, {args.rounds} interleaved rounds, {os.cpu_count()} cores (shared machine)", flush=True)
+    parts = set(args.parts.split(","))
+    print(f"\n=== {backend}: {args.runs:,} synthetic runs, burst {args.events}, light {args.light},"
+          f" {args.rounds} interleaved rounds, parts {args.parts}", flush=True)
     empty = Stack(tmp, "empty", uris[0] if uris else None)
     full = Stack(tmp, "full", uris[1] if uris else None)
+    figures: dict[str, list] = {}
     try:
         # Real rows first: the templates of the synthetic ones, and the disk-per-run figures.
         full.start("0")
@@ -389,54 +462,53 @@ def main() -> None:
         full.stop()
         before = full.raw.database_bytes()
         print(f"\nFilling {args.runs:,} finished runs...", flush=True)
-        seconds = fill(full.raw, full.functions, args.runs)
+        seconds = (fill_in_database if full.raw.pg else fill)(full.raw, full.functions, args.runs)
         after = full.raw.database_bytes()
         print(f"  {args.runs:,} runs in {seconds:.0f}s; store grew {(after - before) / 2**20:,.0f} MiB:"
               f" {(after - before) / args.runs:,.0f} bytes per run (half noop, half three-step), indexes included")
-        print("  by table (MiB): " + ", ".join(f"{t} {b / 2**20:,.0f}" for t, b in full.raw.table_bytes().items()))
+        disk_by_table(full.raw, full.functions)
 
-        # Empty against full, in alternating order, servers up side by side.
-        empty.start("0")
-        full.start("0")
-        print(f"\nEmpty store against {args.runs:,} finished runs (retention off):")
-        versus: dict[str, list] = {"noop": [], "three-steps": []}
-        for r in range(args.rounds):
-            for slug in versus:
-                order = (empty, full) if r % 2 == 0 else (full, empty)
-                got = {stack.name: measure(stack.server, stack.raw, stack.functions, slug, args.events, args.light)
-                       for stack in order}
-                print(f"  round {r + 1} {slug}")
-                show("empty", got["empty"])
-                show("full", got["full"])
-                versus[slug].append((got["empty"], got["full"]))
-        empty.close()
-        dashboard_queries(full.data_dir, full.postgres_uri, full.functions)
-        query_plans(full.raw, full.functions)
-
-        # Retention off against housekeeping deleting the runs older than 5 days (a backlog).
-        print("\nFull store, retention off against housekeeping deleting its backlog (--retention 5d):")
-        sweep: dict[str, list] = {"noop": [], "three-steps": []}
-        runs_before = full.raw.one("SELECT COUNT(*) FROM runs")
-        for r in range(args.rounds):
-            got: dict[str, dict] = {}
-            for retention in (("0", "5d") if r % 2 == 0 else ("5d", "0")):
-                full.stop()
-                full.start(retention)
-                got[retention] = {slug: measure(full.server, full.raw, full.functions, slug, args.events, args.light)
-                                  for slug in sweep}
-            for slug in sweep:
-                print(f"  round {r + 1} {slug}")
-                show("retention off", got["0"][slug])
-                show("sweeping", got["5d"][slug])
-                sweep[slug].append((got["0"][slug], got["5d"][slug]))
-        deleted = runs_before - full.raw.one("SELECT COUNT(*) FROM runs")
-        print(f"  housekeeping deleted {deleted:,} runs meanwhile")
-
-        print("\nRatios (1.0 = no change; above 1 = the second is faster):")
-        for slug in versus:
-            ratios(versus[slug], slug, "full ÷ empty")
-        for slug in sweep:
-            ratios(sweep[slug], slug, "sweeping ÷ retention off")
+        if "versus" in parts:  # empty against full, in alternating order, servers up side by side
+            empty.start("0")
+            full.start("0")
+            print(f"\nEmpty store against {args.runs:,} finished runs (retention off):")
+            for r in range(args.rounds):
+                for slug in ("noop", "three-steps"):
+                    order = (empty, full) if r % 2 == 0 else (full, empty)
+                    got = {stack.name: measure(stack.server, stack.raw, stack.functions, slug, args.events,
+                                               args.light) for stack in order}
+                    print(f"  round {r + 1} {slug}")
+                    show("empty", got["empty"])
+                    show("full", got["full"])
+                    figures.setdefault(f"{slug}|full ÷ empty", []).append((got["empty"], got["full"]))
+            empty.close()
+        if "queries" in parts:
+            dashboard_queries(full.data_dir, full.postgres_uri, full.functions)
+            query_plans(full.raw, full.functions)
+        if "retention" in parts:  # retention off against housekeeping deleting runs older than 5 days
+            print("\nFull store, retention off against housekeeping deleting its backlog (--retention 5d):")
+            backlog_sql = "SELECT COUNT(*) FROM runs WHERE ended_at < ?"  # runs_ended: quick at any size
+            for r in range(args.rounds):
+                got: dict[str, dict] = {}
+                for retention in (("0", "5d") if r % 2 == 0 else ("5d", "0")):
+                    full.stop()
+                    backlog = full.raw.one(backlog_sql, (int(time.time() * 1000) - 5 * DAY_MS,))
+                    full.start(retention)
+                    started = time.monotonic()
+                    got[retention] = {slug: measure(full.server, full.raw, full.functions, slug, args.events,
+                                                    args.light) for slug in ("noop", "three-steps")}
+                    if retention != "0":
+                        deleted = backlog - full.raw.one(backlog_sql, (int(time.time() * 1000) - 5 * DAY_MS,))
+                        print(f"  round {r + 1}: housekeeping deleted {deleted:,} of {backlog:,} runs past retention"
+                              f" in the {time.monotonic() - started:.0f} s measured", flush=True)
+                for slug in ("noop", "three-steps"):
+                    print(f"  round {r + 1} {slug}")
+                    show("retention off", got["0"][slug])
+                    show("sweeping", got["5d"][slug])
+                    figures.setdefault(f"{slug}|sweeping ÷ retention off", []).append((got["0"][slug],
+                                                                                       got["5d"][slug]))
+            left = full.raw.one(backlog_sql, (int(time.time() * 1000) - 5 * DAY_MS,))
+            print(f"  backlog left at the end: {left:,} runs older than 5 days")
     finally:
         empty.close()
         full.close()
@@ -445,6 +517,31 @@ def main() -> None:
             from tests import pgtools
 
             pgtools.drop_database(uri)
+    return figures
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--backend", choices=("sqlite", "postgres", "both"), default="sqlite")
+    parser.add_argument("--runs", type=int, default=1_000_000, help="synthetic finished runs to fill in")
+    parser.add_argument("--events", type=int, default=300, help="burst size")
+    parser.add_argument("--light", type=int, default=60, help="light-load runs")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds per comparison")
+    parser.add_argument("--parts", default=",".join(PARTS),
+                        help=f"comma-separated, of {', '.join(PARTS)} (default all)")
+    args = parser.parse_args()
+    unknown = set(args.parts.split(",")) - set(PARTS)
+    if unknown:
+        parser.error(f"unknown part(s) {', '.join(sorted(unknown))}; choose from {', '.join(PARTS)}")
+    backends = ("sqlite", "postgres") if args.backend == "both" else (args.backend,)
+    print(f"lockgate big-store bench — {', '.join(backends)}, {os.cpu_count()} cores (shared machine,"
+          f" load average {os.getloadavg()[0]:.1f} at start)", flush=True)
+    results = {backend: bench_backend(backend, args) for backend in backends}
+    print(f"\nRatios (1.0 = no change; above 1 = the second is faster); load average now {os.getloadavg()[0]:.1f}:")
+    for backend, figures in results.items():
+        for key, rounds in figures.items():
+            slug, label = key.split("|")
+            ratios(rounds, f"{backend} {slug}", label)
 
 
 if __name__ == "__main__":

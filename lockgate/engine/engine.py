@@ -146,9 +146,8 @@ class Engine:
         self.progress.start()
         await self.dispatcher.start()
         self._background.append(asyncio.create_task(self._sync_loop(), name="lockgate-sync"))
+        # Housekeeping also deletes finished QStash messages and old QStash logs.
         self._background.append(asyncio.create_task(self.housekeeping.run_forever(), name="lockgate-housekeeping"))
-        if self.qstash is not None:
-            self._background.append(asyncio.create_task(self.qstash.housekeeping(), name="lockgate-qstash"))
 
     async def stop(self) -> None:
         background = list(self._background)

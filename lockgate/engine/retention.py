@@ -1,8 +1,14 @@
-"""Housekeeping: delete finished runs and unneeded events after the retention period, and rows
-whose time window has lapsed (idempotency keys, QStash dedup ids, rate-limit buckets).
+"""Housekeeping: delete finished runs and unneeded events after the retention period, rows
+whose time window has lapsed (idempotency keys, QStash dedup ids, rate-limit buckets, finished
+QStash messages and their logs), and rows
+kept for a key nobody uses any more (wait keys, concurrency keys, singleton keys, silent Connect
+replicas and workers).
 
-Deletes go in small batches, each its own short write, with a pause between them (at least twice
-the batch's own time) so the hot path's writes never queue long behind housekeeping. Debounce/batch windows and waits need no
+Deletes go in small batches, each its own short transaction, off the hot path's write queue
+where the store has more than one writer (PostgreSQL: `Store.write_background`). Between batches
+housekeeping yields: it pauses at least twice as long as the batch took, and while the hot path
+keeps writing it waits longer, up to twenty times the batch, so under load it takes at most about
+5% of the database's time and still makes progress. Debounce/batch windows and waits need no
 sweep: they are deleted when they fire, match or time out.
 """
 
@@ -14,14 +20,16 @@ import time
 from dataclasses import dataclass, field
 
 from lockgate.models import now_ms
+from lockgate.qstash.models import FINISHED_KEPT_MS, LOGS_KEPT_MS
 from lockgate.store import retention_operations as rops
 from lockgate.store.base import Store
 
 log = logging.getLogger("lockgate.retention")
 
 BATCH = 100  # rows (runs, events, keys) per write transaction
-PAUSE_S = 0.02  # between batches: room for the hot path's writes...
-PACE = 2.0  # ...and at least twice as long as the batch took, so a backlog uses at most a third of the writer
+PAUSE_S = 0.02  # between batches, at least
+PACE = 2.0  # ...and at least twice as long as the batch took: an idle store's backlog uses a third
+BUSY_PACE = 20.0  # while the hot path writes, up to twenty times as long: about 5% under load
 
 
 @dataclass
@@ -62,7 +70,7 @@ class Housekeeping:
         self.batch = batch
         self.pause_s = pause_s
         self.last = SweepTotals()
-        self._pause = pause_s
+        self._batch_s = 0.0  # how long the last batch took
 
     async def run_forever(self) -> None:
         while True:
@@ -82,19 +90,46 @@ class Housekeeping:
         now = now_ms()
         if not self.retention.keeps_forever:
             cutoff = now - int(self.retention.seconds * 1000)
-            totals.runs = await self._repeat(lambda tx: rops.delete_finished_runs(tx, ended_before=cutoff,
-                                                                                  limit=self.batch))
+            totals.runs = await self._delete_runs(cutoff)
             totals.events = await self._delete_events(cutoff)
+        totals.expired["qstash_messages"] = await self._repeat(
+            lambda tx: rops.delete_finished_messages(tx, finished_before=now - FINISHED_KEPT_MS, limit=self.batch))
+        totals.expired["qstash_events"] = await self._walk(
+            lambda tx, after: rops.delete_old_message_logs(tx, logged_before=now - LOGS_KEPT_MS, after_seq=after,
+                                                           limit=self.batch))
         for table in rops.EXPIRING_TABLES:
             totals.expired[table] = await self._repeat(
                 lambda tx, table=table: rops.delete_expired(tx, table, now=now, limit=self.batch))
+        for table in rops.IN_USE_TABLES:
+            totals.expired[table] = await self._repeat(
+                lambda tx, table=table: rops.delete_unused(tx, table, limit=self.batch))
+        totals.expired["connect"] = await self._write_paced(lambda tx: rops.delete_silent_connect_rows(tx, now=now))
         return totals
+
+    def _hot_writes(self) -> int:
+        """Writes the hot path has committed so far (stores that count them), to see whether it is busy."""
+        return getattr(self.store, "writes", 0)
 
     async def _write_paced(self, delete_batch):
         started = time.monotonic()
-        result = await self.store.write(delete_batch)
-        self._pause = max(self.pause_s, PACE * (time.monotonic() - started)) if self.pause_s else 0.0
+        result = await self.store.write_background(delete_batch)
+        self._batch_s = time.monotonic() - started
         return result
+
+    async def _yield(self) -> None:
+        """Pause after a batch: at least PACE times its duration, and while the hot path wrote during
+        the pause, again, up to BUSY_PACE times it."""
+        if not self.pause_s:
+            return
+        step = max(self.pause_s, PACE * self._batch_s)
+        budget = max(step, BUSY_PACE * self._batch_s)
+        waited = 0.0
+        while waited < budget:
+            seen = self._hot_writes()
+            await asyncio.sleep(step)
+            waited += step
+            if self._hot_writes() == seen:
+                return
 
     async def _repeat(self, delete_batch) -> int:
         total = 0
@@ -103,16 +138,31 @@ class Housekeeping:
             total += deleted
             if deleted < self.batch:
                 return total
-            await asyncio.sleep(self._pause)
+            await self._yield()
 
-    async def _delete_events(self, cutoff: int) -> int:
+    async def _delete_runs(self, cutoff: int) -> int:
         total, cursor = 0, 0
         while True:
-            deleted, last_seq = await self._write_paced(
-                lambda tx: rops.delete_unreferenced_events(tx, received_before=cutoff, after_seq=cursor,
-                                                           limit=self.batch))
+            deleted, last_ended = await self._write_paced(
+                lambda tx: rops.delete_finished_runs(tx, ended_before=cutoff, ended_from=cursor, limit=self.batch))
+            total += deleted
+            if last_ended is None or deleted < self.batch:
+                return total
+            cursor = last_ended
+            await self._yield()
+
+    async def _delete_events(self, cutoff: int) -> int:
+        return await self._walk(lambda tx, after: rops.delete_unreferenced_events(
+            tx, received_before=cutoff, after_seq=after, limit=self.batch))
+
+    async def _walk(self, delete_after) -> int:
+        """Repeat `delete_after(tx, cursor)` -> (deleted, last seq looked at or None when done),
+        each batch starting after the last one's cursor."""
+        total, cursor = 0, 0
+        while True:
+            deleted, last_seq = await self._write_paced(lambda tx: delete_after(tx, cursor))
             total += deleted
             if last_seq is None:
                 return total
             cursor = last_seq
-            await asyncio.sleep(self._pause)
+            await self._yield()

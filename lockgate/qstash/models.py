@@ -19,6 +19,8 @@ class MessageState(StrEnum):
 
 
 FINAL_STATES = (MessageState.DELIVERED.value, MessageState.FAILED.value, MessageState.CANCELED.value)
+FINISHED_KEPT_MS = 5 * 60_000  # finished messages stay readable this long (housekeeping deletes them after)
+LOGS_KEPT_MS = 7 * 86_400_000  # message log entries
 
 
 class LogState(StrEnum):

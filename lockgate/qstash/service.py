@@ -23,8 +23,6 @@ from lockgate.store.base import Store, Tx
 log = logging.getLogger("lockgate.qstash")
 
 OWNER = "default"
-RETENTION_MS = 5 * 60_000  # finished messages stay readable this long
-LOG_RETENTION_MS = 7 * 86_400_000
 
 
 @dataclass(slots=True)
@@ -185,16 +183,6 @@ class QStash:
         outcome = await delivery.call(session, msg, key=current, max_timeout_s=self.options.max_timeout_s)
         await self.store.write(lambda tx: delivery.settle(tx, job, msg, outcome, now=now_ms(),
                                                           backoff_scale=self.options.backoff_scale))
-
-    async def housekeeping(self) -> None:
-        """Drop finished messages once their grace period is over, and old log entries."""
-        while True:
-            await asyncio.sleep(60)
-            try:
-                await self.store.write(qops.purge_finished_messages, now_ms() - RETENTION_MS)
-                await self.store.write(qops.purge_events, now_ms() - LOG_RETENTION_MS)
-            except Exception:
-                log.exception("purging finished QStash messages failed")
 
 
 def _fire_schedule(tx: Tx, job: Job, *, now: int) -> None:

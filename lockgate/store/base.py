@@ -49,6 +49,11 @@ class Store(abc.ABC):
         """A small write that must not wait behind queued ones (heartbeats). By default, a write."""
         return await self.write(fn, *args)
 
+    async def write_background(self, fn: Callable[..., T], *args: Any) -> T:
+        """Housekeeping (deleting expired rows): a transaction that should not share a commit with,
+        or hold up, the hot path's writes. By default a write (SQLite has one writer anyway)."""
+        return await self.write(fn, *args)
+
     @abc.abstractmethod
     async def read(self, fn: Callable[..., T], *args: Any) -> T:
         """Run fn(tx, *args) on a read-only snapshot."""

@@ -827,7 +827,10 @@ def insert_wait(tx: Tx, wait: Wait) -> None:
             wait.display_name, wait.created_at, wait.expires_at,
         ),
     )
-    tx.execute("INSERT INTO wait_keys (event_name, match_path) VALUES (?, ?) ON CONFLICT DO NOTHING",
+    # An upsert that updates holds the key's row until commit, so housekeeping, which deletes keys
+    # no pending wait uses, leaves it alone meanwhile (retention_operations.delete_unused).
+    tx.execute("INSERT INTO wait_keys (event_name, match_path) VALUES (?, ?)"
+               " ON CONFLICT (event_name, match_path) DO UPDATE SET match_path = excluded.match_path",
                (wait.event_name, wait.match_path or ""))
 
 

@@ -6,8 +6,9 @@ applies them and commits them together. Writes seldom fail, so a batch first run
 a savepoint per write; if one fails, the batch is rolled back and run again with each write
 in its own savepoint, so only the failing one fails. Reads run on a small
 thread pool. The pool is bounded, so a replica never holds more than `pool_size`
-connections, plus one for LISTEN and one for urgent writes (heartbeats), which must not
-wait behind a burst of queued writes.
+connections, plus one for LISTEN, one for urgent writes (heartbeats), which must not
+wait behind a burst of queued writes, and one for housekeeping's deletes, which must not make
+the hot path's commits wait for them.
 
 A restart of the database does not lose work: a write whose transaction failed with a
 connection error before COMMIT was never applied and is retried on a fresh connection;
@@ -139,6 +140,7 @@ class PostgresStore(ThreadedStore):
         self._origin = uuid.uuid4().hex  # tags our NOTIFYs so our own listener skips them
         self._urgent_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lockgate-pg-urgent")
         self._urgent_conn: psycopg.Connection | None = None
+        self._background = _BackgroundLane(uri, self._origin)
         self.commits = 0
         self.writes = 0
 
@@ -184,7 +186,12 @@ class PostgresStore(ThreadedStore):
         self._urgent_pool.shutdown(wait=True)
         if self._urgent_conn is not None:
             self._urgent_conn.close()
+        self._background.close()
         await loop.run_in_executor(None, self._pool.close)
+
+    async def write_background(self, fn: Callable[..., T], *args: Any) -> T:
+        assert self._loop is not None, "store is not open"
+        return await self._loop.run_in_executor(self._background.executor, self._background.run, fn, args)
 
     def _read_in_thread(self, fn: Callable[..., T], args: tuple) -> T:
         deadline = time.monotonic() + RECONNECT_FOR_S
@@ -350,6 +357,44 @@ class PostgresStore(ThreadedStore):
         for future, result, exc in outcomes:
             self._loop.call_soon_threadsafe(settle_future, future, result, exc)
 
+
+
+class _BackgroundLane:
+    """Housekeeping's deletes: one thread with its own connection, outside the pool and the
+    group-commit queue, one transaction per call. A delete lost in a crash is simply done again by
+    the next sweep, so commits do not wait for the WAL flush; and a delete never waits long for a
+    row lock (the next sweep tries again). A broken connection is replaced on the next call."""
+
+    SETUP = ("SET synchronous_commit = off", "SET lock_timeout = '2s'")
+
+    def __init__(self, uri: str, origin: str) -> None:
+        self._uri, self._origin = uri, origin
+        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lockgate-pg-housekeeping")
+        self._conn: psycopg.Connection | None = None
+
+    def run(self, fn: Callable[..., T], args: tuple) -> T:
+        conn = self._conn
+        if conn is None or conn.closed or conn.broken:
+            conn = self._conn = psycopg.connect(self._uri, autocommit=True, row_factory=dict_row, connect_timeout=5)
+            for statement in self.SETUP:
+                conn.execute(statement)
+            conn.autocommit = False
+        try:
+            result = fn(PostgresTx(conn, self._origin), *args)
+            conn.commit()
+            return result
+        except BaseException:
+            if not conn.closed:
+                try:
+                    conn.rollback()
+                except psycopg.Error:
+                    conn.close()
+            raise
+
+    def close(self) -> None:
+        self.executor.shutdown(wait=True)
+        if self._conn is not None:
+            self._conn.close()
 
 
 def _redact(uri: str) -> str:

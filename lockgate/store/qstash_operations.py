@@ -104,14 +104,6 @@ def select_unfinished_ids(tx: Tx, filters: dict[str, list[Any]], *, from_ms: int
     return [r["message_id"] for r in tx.all(sql, params)]
 
 
-def purge_finished_messages(tx: Tx, before: int) -> None:
-    tx.execute("DELETE FROM qstash_messages WHERE state IN (?, ?, ?) AND finished_at < ?", (*FINAL_STATES, before))
-
-
-def purge_events(tx: Tx, before: int) -> None:
-    tx.execute("DELETE FROM qstash_events WHERE logged_at < ?", (before,))
-
-
 def active_count(tx: Tx, column: str, value: str) -> int:
     row = tx.one(f"SELECT COUNT(*) AS n FROM qstash_messages WHERE {column} = ? AND state = 'active'", (value,))
     return row["n"]

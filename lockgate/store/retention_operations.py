@@ -7,6 +7,7 @@ call is one short write transaction and the hot path never waits long behind it.
 from __future__ import annotations
 
 from lockgate.models import FINAL_STATUSES
+from lockgate.qstash.models import FINAL_STATES as QSTASH_FINAL
 from lockgate.store.base import Tx
 
 _FINAL = tuple(sorted(FINAL_STATUSES))
@@ -17,20 +18,27 @@ def _marks(values: list) -> str:
     return ", ".join("?" for _ in values)
 
 
-def delete_finished_runs(tx: Tx, *, ended_before: int, limit: int) -> int:
-    """Finished runs that ended before the cutoff, with their steps, trigger links and leftovers."""
+def delete_finished_runs(tx: Tx, *, ended_before: int, ended_from: int, limit: int) -> tuple[int, int | None]:
+    """Finished runs that ended in [ended_from, ended_before), oldest first, with their steps,
+    trigger links and leftovers. Returns (deleted, the last one's end time to resume from, or None
+    when none is left). Resuming from there, not from the start of the index, keeps each batch from
+    stepping over the entries of the rows earlier batches deleted (PostgreSQL keeps them until vacuum)."""
+    # On PostgreSQL, rows another transaction holds (a replica's own sweep, an operator's action) are
+    # skipped, not waited for: the next sweep takes them.
+    skip_locked = " FOR UPDATE SKIP LOCKED" if tx.dialect == "postgres" else ""
     rows = tx.all(
-        f"SELECT run_id FROM runs WHERE ended_at < ? AND status IN ({_FINAL_MARKS}) LIMIT ?",  # runs_ended (0004)
-        (ended_before, *_FINAL, limit),
+        f"SELECT run_id, ended_at FROM runs WHERE ended_at >= ? AND ended_at < ? AND status IN ({_FINAL_MARKS})"
+        f" ORDER BY ended_at LIMIT ?{skip_locked}",  # runs_ended (0004)
+        (ended_from, ended_before, *_FINAL, limit),
     )
     ids = [row["run_id"] for row in rows]
     if not ids:
-        return 0
+        return 0, None
     marks = _marks(ids)
     for table in ("steps", "run_triggers", "flow_runs", "jobs"):  # waits go when a run ends
         tx.execute(f"DELETE FROM {table} WHERE run_id IN ({marks})", ids)
     tx.execute(f"DELETE FROM runs WHERE run_id IN ({marks})", ids)
-    return len(ids)
+    return len(ids), rows[-1]["ended_at"]
 
 
 def delete_unreferenced_events(tx: Tx, *, received_before: int, after_seq: int, limit: int) -> tuple[int, int | None]:
@@ -59,6 +67,31 @@ def delete_unreferenced_events(tx: Tx, *, received_before: int, after_seq: int, 
     return len(doomed), high
 
 
+def delete_finished_messages(tx: Tx, *, finished_before: int, limit: int) -> int:
+    """QStash messages delivered, failed or cancelled before the cutoff (their grace period is over)."""
+    rows = tx.all(f"SELECT seq FROM qstash_messages WHERE state IN ({_marks(QSTASH_FINAL)}) AND finished_at < ?"
+                  " LIMIT ?", (*QSTASH_FINAL, finished_before, limit))  # qstash_messages_state
+    seqs = [row["seq"] for row in rows]
+    if seqs:
+        tx.execute(f"DELETE FROM qstash_messages WHERE seq IN ({_marks(seqs)})", seqs)
+    return len(seqs)
+
+
+def delete_old_message_logs(tx: Tx, *, logged_before: int, after_seq: int, limit: int) -> tuple[int, int | None]:
+    """QStash log entries logged before the cutoff, walked in `seq` order from `after_seq` (they are
+    logged in that order) and stopping at the first young one. Returns (deleted, last seq or None)."""
+    rows = tx.all("SELECT seq, logged_at FROM qstash_events WHERE seq > ? ORDER BY seq LIMIT ?", (after_seq, limit))
+    seqs = []
+    for row in rows:  # a filter on logged_at (not indexed) would read the whole table when none is old
+        if row["logged_at"] >= logged_before:
+            break
+        seqs.append(row["seq"])
+    if not seqs:
+        return 0, None
+    tx.execute(f"DELETE FROM qstash_events WHERE seq IN ({_marks(seqs)})", seqs)
+    return len(seqs), seqs[-1]
+
+
 # Rows whose window has lapsed behave exactly as absent ones, so deleting them changes nothing.
 _EXPIRING = {
     "unique_keys": ("key", "expires_at"),  # idempotency keys, event-id dedupe per function
@@ -77,6 +110,71 @@ def delete_expired(tx: Tx, table: str, *, now: int, limit: int) -> int:
 
 
 EXPIRING_TABLES = tuple(_EXPIRING)
+
+
+# -- rows kept while something uses them ---------------------------------------------------
+# One row per wait key, concurrency key or singleton key: needed while a wait, a call or a run
+# uses the key, deleted after. The hot path creates or locks such a row with an upsert in the
+# transaction that uses it, so housekeeping takes only rows nobody holds (SKIP LOCKED) and
+# deletes them in a later statement, which on PostgreSQL sees everything committed before it:
+# a user that committed first is seen and keeps its row; one that comes after finds no row and
+# creates it again. (SQLite has one writer: nothing runs between the statements.)
+
+_WAIT_KEY_UNUSED = ("NOT EXISTS (SELECT 1 FROM waits w WHERE w.event_name = k.event_name"
+                    " AND (w.match_path = k.match_path OR (k.match_path = '' AND w.match_path IS NULL)))")
+_LIMIT_UNUSED = ("NOT EXISTS (SELECT 1 FROM flow_slots s WHERE s.limit_key = k.limit_key)"
+                 " AND NOT EXISTS (SELECT 1 FROM jobs j WHERE j.lease_owner = 'flow:' || k.limit_key)")
+_SINGLETON_UNUSED = (f"NOT EXISTS (SELECT 1 FROM runs r WHERE r.run_id = k.run_id"
+                     f" AND r.status NOT IN ({_FINAL_MARKS}))")
+
+_IN_USE_KEYS = {
+    # table: (key columns, condition under which the row serves nobody, its parameters)
+    "wait_keys": (("event_name", "match_path"), _WAIT_KEY_UNUSED, ()),  # no pending wait of that name and path
+    "flow_limits": (("limit_key",), _LIMIT_UNUSED, ()),  # no call holds a slot or is parked on it
+    "flow_singletons": (("singleton_key",), _SINGLETON_UNUSED, _FINAL),  # its run has ended (or is gone)
+}
+
+
+def delete_unused(tx: Tx, table: str, *, limit: int) -> int:
+    columns, unused, params = _IN_USE_KEYS[table]
+    cols = ", ".join(columns)
+    rows = tx.all(f"SELECT {cols} FROM {table} k WHERE {unused} LIMIT ?", (*params, limit))
+    if not rows:
+        return 0
+    keys = [tuple(row[c] for c in columns) for row in rows]
+    match = _key_match(columns, keys)
+    flat = [value for key in keys for value in key]
+    if tx.dialect == "postgres":
+        held = tx.all(f"SELECT {cols} FROM {table} WHERE {match} ORDER BY {cols} FOR UPDATE SKIP LOCKED", flat)
+        keys = [tuple(row[c] for c in columns) for row in held]
+        if not keys:
+            return 0
+        match = _key_match(columns, keys)
+        flat = [value for key in keys for value in key]
+    cur = tx.execute(f"DELETE FROM {table} AS k WHERE {match} AND {unused}", (*flat, *params))
+    return cur.rowcount
+
+
+def _key_match(columns: tuple[str, ...], keys: list[tuple]) -> str:
+    if len(columns) == 1:
+        return f"{columns[0]} IN ({_marks(keys)})"
+    row = "(" + ", ".join("?" for _ in columns) + ")"
+    return f"({', '.join(columns)}) IN ({', '.join(row for _ in keys)})"
+
+
+IN_USE_TABLES = tuple(_IN_USE_KEYS)
+
+# Connect rows of a replica or worker that stopped without saying so (kill -9, lost host): readers
+# ignore them after 15 s of silence; an hour later they go.
+CONNECT_SILENT_MS = 3_600_000
+
+
+def delete_silent_connect_rows(tx: Tx, *, now: int) -> int:
+    before = now - CONNECT_SILENT_MS
+    workers = tx.execute("DELETE FROM connect_workers WHERE last_heartbeat_at < ?", (before,)).rowcount
+    gateways = tx.execute("DELETE FROM connect_gateways WHERE heartbeat_at < ?", (before,)).rowcount
+    requests = tx.execute("DELETE FROM connect_requests WHERE created_at < ?", (before,)).rowcount
+    return workers + gateways + requests
 
 
 def table_sizes(tx: Tx, tables: list[str]) -> dict[str, int]:

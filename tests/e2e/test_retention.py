@@ -1,5 +1,6 @@
 """Retention on a real server: finished runs and their events go after the retention period,
-live runs stay whole, and the tables behind flow control stay as small as what is still open."""
+live runs stay whole, and the tables behind flow control, waits and singletons stay as small as
+what is still open."""
 
 from __future__ import annotations
 
@@ -75,3 +76,59 @@ def test_finished_work_is_deleted_and_what_is_open_stays_small(stack):
     assert api.send({"name": "ops/go", "data": {"id": "keep-0"}}).status_code == 200
     assert api.wait_for_end(waiter_runs[0])["status"] == "Completed"
     wait_until(lambda: sizes(server)["runs"] == 3, timeout=90, what="the resumed run to be deleted in turn")
+
+
+KEY_TABLES = ["flow_limits", "flow_singletons", "wait_keys"]
+
+
+@pytest.fixture(scope="module")
+def keys_stack(tmp_path_factory, backend):
+    tmp = tmp_path_factory.mktemp("keys")
+    config = tmp / "lockgate.json"
+    config.write_text(json.dumps({"housekeeping_interval": 3600}))  # one sweep at start, then none for now
+    server, app, api = start_stack(tmp, "tests.e2e.apps.keys_app", persist=True,
+                                   server_args=["--retention", "2s", "--config", str(config)])
+    yield server, app, api, config
+    app.stop()
+    server.stop()
+
+
+def key_rows(server) -> dict[str, int]:
+    return {t: query_store(server, f"SELECT COUNT(*) FROM {t}")[0][0] for t in KEY_TABLES}
+
+
+def test_key_tables_fill_through_use_and_shrink_to_what_is_live(keys_stack):
+    server, app, api, config = keys_stack
+    send = lambda name, data: api.send([{"name": name, "data": d} for d in data]).json()["ids"]  # noqa: E731
+    held = send("keys/hold", [{"id": f"live-{i}"} for i in range(2)])
+    send("keys/keyed", [{"key": f"k-{i % 6}"} for i in range(12)])
+    send("keys/single", [{"key": f"s-{i}"} for i in range(6)])
+    send("keys/ping", [{"await": f"keys/pong-{i}"} for i in range(5)])
+    wait_until(lambda: len(app.effects("keyed")) == 12 and len(app.effects("single")) == 6
+               and len(app.effects("ping")) == 5 and len(app.effects("hold-waiting")) == 2,
+               timeout=120, what="every function to have run")
+    live_runs = [api.wait_for_runs(e)[0]["run_id"] for e in held]
+    # One row per key used: 6 concurrency keys; 6 + 2 singleton keys; 5 + 1 wait keys (name, path).
+    wait_until(lambda: key_rows(server) == {"flow_limits": 6, "flow_singletons": 8, "wait_keys": 6},
+               what="a key row for each key used")  # the holds' waits register just after their first step
+
+    # Sweeping every 0.3 s from now on: the rows nobody uses go, the live runs' rows stay.
+    config.write_text(json.dumps({"housekeeping_interval": 0.3}))
+    server.stop()
+    server.start()
+    wait_until(lambda: key_rows(server) == {"flow_limits": 0, "flow_singletons": 2, "wait_keys": 1}, timeout=90,
+               what="unused key rows to be deleted")
+    wait_until(lambda: query_store(server, "SELECT COUNT(*) FROM runs")[0][0] == 2, timeout=90,
+               what="finished runs to be deleted")
+    # Live work was left whole: the singletons still hold (a second run for live-0 is skipped) and the
+    # waits still match their event by key.
+    [again] = send("keys/hold", [{"id": "live-0"}])
+    [skip] = wait_until(lambda: api.http.get(f"/v1/events/{again}").json()["data"]["skipped"], what="the skip")
+    assert "singleton" in skip["reason"] and live_runs[0] in skip["reason"]
+    send("keys/release", [{"id": f"live-{i}"} for i in range(2)])
+    for run_id in live_runs:
+        assert api.wait_for_end(run_id)["status"] == "Completed"
+    assert all(e["got"] for e in app.effects("hold-released"))
+    # Now nothing uses any key: every key table empties.
+    wait_until(lambda: key_rows(server) == {"flow_limits": 0, "flow_singletons": 0, "wait_keys": 0}, timeout=90,
+               what="the last key rows to be deleted")

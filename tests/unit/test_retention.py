@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from lockgate.engine.retention import Housekeeping, Retention
-from lockgate.models import Event, Run, Step, now_ms
+from lockgate.models import Event, Job, Run, Step, Wait, now_ms
+from lockgate.store import connect_operations as cops
 from lockgate.store import flow_operations as fops
 from lockgate.store import operations as ops
 from lockgate.store import qstash_operations as qops
@@ -84,10 +85,118 @@ async def test_zero_retention_keeps_runs_forever_but_windows_still_expire(store)
 
     await store.write(seed)
     totals = await Housekeeping(store, Retention(seconds=0), batch=5, pause_s=0).sweep()
-    assert totals.runs == 0 and totals.expired == {"unique_keys": 8, "qstash_dedup": 10, "flow_buckets": 11}
+    assert totals.runs == 0
+    assert {t: totals.expired[t] for t in rops.EXPIRING_TABLES} == {"unique_keys": 8, "qstash_dedup": 10,
+                                                                      "flow_buckets": 11}
     sizes = await _sizes(store)
     assert sizes["runs"] == 1 and sizes["events"] == 1
     assert (sizes["unique_keys"], sizes["qstash_dedup"], sizes["flow_buckets"]) == (4, 2, 1)
     # A still-live key keeps doing its job after the sweep.
     assert not await store.write(lambda tx: ops.claim_unique_key(tx, "idem-11", expires_at=now + 5, now=now))
     assert await store.write(lambda tx: ops.claim_unique_key(tx, "idem-0", expires_at=now + 5, now=now))
+
+
+def _wait(run_id: str, event_name: str, path: str | None, now: int) -> Wait:
+    return Wait(id=f"{run_id}:w", run_id=run_id, step_id="w", kind="wait", event_name=event_name,
+                expression=None, trigger={}, created_at=now, expires_at=now + DAY_MS, match_path=path,
+                match_value="x" if path else None)
+
+
+def _keys(rows) -> set:
+    values = [tuple(r[k] for k in r.keys()) for r in rows]  # sqlite3.Row and dict rows alike
+    return {v if len(v) > 1 else v[0] for v in values}
+
+
+async def test_keys_nobody_uses_are_deleted_and_keys_in_use_kept(store):
+    """Wait keys, concurrency keys and singleton keys go once no wait, call or live run uses them."""
+    now = now_ms()
+
+    def seed(tx) -> None:
+        _seed(tx, "live", status="Running", at=now, ended=False)
+        _seed(tx, "done", status="Completed", at=now, ended=True)
+        ops.insert_wait(tx, _wait("live", "shop/paid", "data.id", now))  # pending: its key stays
+        for name, path in (("shop/shipped", None), ("shop/refund", "data.order")):  # resolved: keys unused
+            ops.insert_wait(tx, _wait(f"gone-{name}", name, path, now))
+            ops.take_wait(tx, f"gone-{name}:w")
+        for key in ("idle", "slot", "parked"):
+            fops.lock_limit(tx, key, 1)
+        ops.enqueue(tx, [Job(id="call-1", kind="call", due_at=now, run_id="live", created_at=now),
+                         Job(id="call-2", kind="call", due_at=now, run_id="live", created_at=now)])
+        fops.take_slot(tx, "slot", "call-1", "worker-a")
+        fops.park_job(tx, "call-2", "parked", now + 60_000)
+        fops.set_singleton_run(tx, "fn:live", "live")
+        fops.set_singleton_run(tx, "fn:done", "done")
+        fops.set_singleton_run(tx, "fn:deleted", "no-such-run")
+        fops.singleton_run(tx, "fn:never-started")  # a key whose run was not created
+        cops.beat_gateway(tx, "gw-dead", "ws://dead", False, now - 2 * rops.CONNECT_SILENT_MS)
+        cops.beat_gateway(tx, "gw-live", "ws://live", False, now)
+        cops.upsert_workers(tx, [cops.WorkerRow(f"conn-{n}", "app", f"gw-{n}", None, None, "py", "0.5", "ready", None,
+                                                at, at)
+                                 for n, at in (("dead", now - 2 * rops.CONNECT_SILENT_MS), ("live", now))])
+
+    await store.write(seed)
+    totals = await Housekeeping(store, Retention(seconds=0), batch=2, pause_s=0).sweep()
+    assert {t: totals.expired[t] for t in rops.IN_USE_TABLES} == {"wait_keys": 2, "flow_limits": 1,
+                                                                  "flow_singletons": 3}
+    assert totals.expired["connect"] == 2
+
+    def left(tx) -> dict:
+        return {"wait_keys": _keys(tx.all("SELECT event_name, match_path FROM wait_keys")),
+                "flow_limits": _keys(tx.all("SELECT limit_key FROM flow_limits")),
+                "flow_singletons": _keys(tx.all("SELECT singleton_key FROM flow_singletons")),
+                "gateways": _keys(tx.all("SELECT gateway_id FROM connect_gateways")),
+                "workers": _keys(tx.all("SELECT connection_id FROM connect_workers"))}
+
+    assert await store.read(left) == {"wait_keys": {("shop/paid", "data.id")}, "flow_limits": {"slot", "parked"},
+                                      "flow_singletons": {"fn:live"}, "gateways": {"gw-live"},
+                                      "workers": {"conn-live"}}
+    # What is left still works: the pending wait is found by its key, the live singleton is active.
+    assert await store.read(ops.wait_paths, "shop/paid") == ["data.id"]
+    assert await store.write(fops.singleton_run, "fn:live") == "live"
+    assert await store.write(fops.singleton_run, "fn:done") is None  # a deleted key reads as new
+
+
+async def test_a_key_being_registered_is_not_deleted_under_it(store, backend):
+    """PostgreSQL runs the sweep beside the hot path: a wait registered (not yet committed) on a key
+    row that looks unused must keep that row. (SQLite has one writer: the two cannot interleave.)"""
+    if backend.name != "postgres":
+        pytest.skip("SQLite serialises every write: no interleaving to test")
+    import psycopg
+    from psycopg.rows import dict_row
+
+    from lockgate.store.postgres import PostgresTx
+
+    now = now_ms()
+    await store.write(lambda tx: (ops.insert_wait(tx, _wait("old", "shop/paid", "data.id", now)),
+                                  ops.take_wait(tx, "old:w")))  # an unused key row, committed
+    with psycopg.connect(store.uri, autocommit=False, row_factory=dict_row) as conn:
+        ops.insert_wait(PostgresTx(conn), _wait("new", "shop/paid", "data.id", now))  # in flight
+        totals = await Housekeeping(store, Retention(seconds=0), pause_s=0).sweep()
+        assert totals.expired["wait_keys"] == 0  # the row is held: left alone
+        conn.commit()
+    await Housekeeping(store, Retention(seconds=0), pause_s=0).sweep()  # now in use: kept
+    assert await store.read(ops.wait_paths, "shop/paid") == ["data.id"]
+
+
+async def test_finished_qstash_messages_and_old_logs_go_in_batches(store):
+    now = now_ms()
+    message = ("INSERT INTO qstash_messages (message_id, state, url, not_before, created_at, finished_at, spec)"
+               " VALUES (?, ?, 'http://x', 0, ?, ?, '{}')")
+    log_entry = "INSERT INTO qstash_events (message_id, state, logged_at, url, data) VALUES (?, 'DELIVERED', ?, 'http://x', '{}')"
+
+    def seed(tx) -> None:
+        for i in range(7):
+            tx.execute(message, (f"done-{i}", "delivered", now - DAY_MS, now - 10 * 60_000))  # grace over
+        tx.execute(message, ("done-just-now", "failed", now - 60_000, now - 30_000))  # still readable
+        tx.execute(message, ("pending", "pending", now - DAY_MS, None))
+        for i in range(12):
+            tx.execute(log_entry, (f"m-{i}", now - 8 * DAY_MS))  # older than the 7 days logs are kept
+        tx.execute(log_entry, ("m-young", now - DAY_MS))
+        tx.execute(log_entry, ("m-old-after-young", now - 8 * DAY_MS))  # out of order: left for later
+
+    await store.write(seed)
+    totals = await Housekeeping(store, Retention(seconds=0), batch=5, pause_s=0).sweep()
+    assert (totals.expired["qstash_messages"], totals.expired["qstash_events"]) == (7, 12)
+    left = await store.read(lambda tx: (_keys(tx.all("SELECT message_id FROM qstash_messages")),
+                                        _keys(tx.all("SELECT message_id FROM qstash_events"))))
+    assert left == ({"done-just-now", "pending"}, {"m-young", "m-old-after-young"})
