@@ -321,12 +321,17 @@ def test_resume_older_than_retention_gets_an_explicit_lost_event(rt):
 # -- run progress ---------------------------------------------------------------------------------
 
 
-def test_every_run_has_a_progress_stream_with_no_app_code(rt):
-    run = run_of(rt.api, {"name": "rt/steps"})
+def completed_run_progress(rt, event: dict) -> tuple[dict, list[dict], list[str]]:
+    """Run the event's function to completion; its run, its progress events and their types."""
+    run = run_of(rt.api, event)
     assert run["status"] == "Completed"
     token = mint(rt.api, f"lockgate:run:{run['run_id']}", ["progress"])
     events = sse_events(rt.server.url, token, last_event_id="0", stop=lambda e: e["event"] == "run.finished")
-    types = [e["event"] for e in events]
+    return run, events, [e["event"] for e in events]
+
+
+def test_every_run_has_a_progress_stream_with_no_app_code(rt):
+    run, events, types = completed_run_progress(rt, {"name": "rt/steps"})
     assert types == ["run.queued", "run.started", "step.finished", "step.finished", "run.finished"], types
     assert all(e["data"]["data"]["type"] == e["event"] for e in events)
     assert {e["data"]["data"]["run_id"] for e in events} == {run["run_id"]}
@@ -346,11 +351,7 @@ def test_every_run_has_a_progress_stream_with_no_app_code(rt):
 
 
 def test_a_sleep_woken_by_the_timer_path_reports_sleeping_and_resumed(rt):
-    run = run_of(rt.api, {"name": "rt/nap"})
-    assert run["status"] == "Completed"
-    token = mint(rt.api, f"lockgate:run:{run['run_id']}", ["progress"])
-    events = sse_events(rt.server.url, token, last_event_id="0", stop=lambda e: e["event"] == "run.finished")
-    types = [e["event"] for e in events]
+    _, events, types = completed_run_progress(rt, {"name": "rt/nap"})
     assert types == ["run.queued", "run.started", "run.sleeping", "run.resumed", "run.finished"], types
     resumed = events[3]["data"]["data"]
     assert resumed["function"] == "realtime-py-nap" and resumed["status"] == "Running"
