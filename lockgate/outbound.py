@@ -73,6 +73,18 @@ class OutboundPolicy:
                 return f"{ip}:{port} is lockgate's own listener"
         return None
 
+    def url_problem(self, url: str) -> str | None:
+        """Why a URL whose host is an IP literal is refused, known before any connection (so a
+        QStash message to the metadata service is refused at publish, not at every delivery).
+        Hostnames are checked when they are resolved, at connection time."""
+        try:
+            parts = urlsplit(url)
+            ipaddress.ip_address((parts.hostname or "").split("%", 1)[0])
+            port = parts.port or (443 if parts.scheme == "https" else 80)
+        except ValueError:
+            return None
+        return self.problem(parts.hostname or "", port)
+
     def socket_factory(self, addr_info: tuple) -> socket.socket:
         """aiohttp's socket factory: runs for each resolved address before connecting to it."""
         family, kind, proto, _, sockaddr = addr_info

@@ -327,6 +327,7 @@ def build_qstash(settings: Settings, store: Store, engine: Engine, kind: str) ->
         current_signing_key=settings.qstash_current_signing_key or (DEV_CURRENT_KEY if dev else new_signing_key()),
         next_signing_key=settings.qstash_next_signing_key or (DEV_NEXT_KEY if dev else new_signing_key()),
         backoff_scale=settings.qstash_backoff_scale,
+        outbound=engine.options.outbound,
     )
     return QStash(store, options, engine.dispatcher.wake)
 

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import aiohttp
 
 from lockgate.models import Job, JobKind, now_ms
+from lockgate.outbound import OutboundPolicy
 from lockgate.protocol.cron import parse_cron
 from lockgate.protocol.qstash_signing import new_signing_key, random_b58
 from lockgate.qstash import delivery
@@ -32,6 +33,7 @@ class QStashOptions:
     next_signing_key: str
     backoff_scale: float = 1.0
     max_timeout_s: float = 900.0
+    outbound: OutboundPolicy = field(default_factory=OutboundPolicy)  # where deliveries may go
 
 
 def schedule_job_id(schedule_id: str) -> str:
@@ -68,12 +70,23 @@ class QStash:
 
     # -- publishing ----------------------------------------------------------------
 
+    def _refuse_forbidden(self, destination: str, cfg: PublishConfig) -> None:
+        """A destination or callback the outbound policy refuses is a 400 now, not a failure per delivery."""
+        for what, url in (("destination url", destination), ("callback url", cfg.callback),
+                          ("failure callback url", cfg.failure_callback)):
+            problem = url and self.options.outbound.url_problem(url)
+            if problem:
+                raise ConfigError(f"invalid {what}: refused by lockgate's outbound policy: {problem}")
+
     async def publish(self, req: PublishRequest) -> Any:
+        self._refuse_forbidden(req.destination, req.config)
         result = await self.store.write(lambda tx: publish_in_tx(tx, req, now=now_ms()))
         self.wake()
         return result
 
     async def batch(self, requests: list[PublishRequest]) -> list[Any]:
+        for req in requests:
+            self._refuse_forbidden(req.destination, req.config)
         result = await self.store.write(lambda tx: batch_in_tx(tx, requests, now=now_ms()))
         self.wake()
         return result
@@ -147,6 +160,7 @@ class QStash:
         now = now_ms()
         schedule_id = cfg.schedule_id or "scd_" + random_b58(24)
         classify_destination(destination)
+        self._refuse_forbidden(destination, cfg)
 
         def run(tx: Tx) -> None:
             existing = qops.get_schedule(tx, schedule_id)

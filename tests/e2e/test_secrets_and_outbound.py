@@ -112,15 +112,22 @@ def test_data_files_are_private(prod, backend):
     ("http://169.254.169.254/latest/meta-data/", "link-local"),
     ("http://0.0.0.0:9/x", "not a destination"),
     ("OWN/health", "own listener"),
-    ("http://localhost:OWNPORT/health", "own listener"),  # a name resolved to a forbidden address
 ])
-def test_forbidden_destinations_are_refused_with_the_reason(prod, destination, reason):
-    destination = destination.replace("OWN", f"http://127.0.0.1:{prod.port}", 1) if destination.startswith("OWN") \
-        else destination.replace("OWNPORT", str(prod.port))
-    accepted = _publish(prod, destination)
+def test_forbidden_address_literals_are_refused_at_publish_with_the_reason(prod, destination, reason):
+    destination = destination.replace("OWN", f"http://127.0.0.1:{prod.port}", 1)
+    refused = _publish(prod, destination)
+    assert refused.status_code == 400, refused.text
+    assert "outbound policy" in refused.json()["error"] and reason in refused.json()["error"]
+    callback = httpx.post(f"{prod.url}/v2/publish/http://127.0.0.1:9/x", content=b"{}",
+                          headers={"Authorization": f"Bearer {QSTASH_TOKEN}", "Upstash-Callback": destination})
+    assert callback.status_code == 400 and "callback url" in callback.json()["error"], callback.text
+
+
+def test_a_name_resolving_to_a_forbidden_address_is_refused_at_delivery(prod):
+    accepted = _publish(prod, f"http://localhost:{prod.port}/health")  # known only once resolved
     assert accepted.status_code in (200, 201), accepted.text
     error = _delivery_error(prod, accepted.json()["messageId"])
-    assert "outbound policy" in error and reason in error
+    assert "outbound policy" in error and "own listener" in error
 
 
 def test_loopback_and_private_apps_stay_allowed(prod, receiver):
