@@ -27,7 +27,9 @@ def unreachable_reason(uri: str = ADMIN_URI) -> str | None:
 
 
 def create_database(admin_uri: str = ADMIN_URI) -> str:
-    name = "lockgate_t_" + uuid.uuid4().hex[:12]
+    # LOCKGATE_TEST_DB_TAG goes into the name, so whoever shares the server can tell whose it is.
+    tag = "".join(ch for ch in os.environ.get("LOCKGATE_TEST_DB_TAG", "").lower() if ch.isalnum())[:16]
+    name = "lockgate_t_" + (tag + "_" if tag else "") + uuid.uuid4().hex[:12]
     with psycopg.connect(admin_uri, autocommit=True) as conn:
         conn.execute(f"CREATE DATABASE {name}")
     return make_conninfo(admin_uri, dbname=name) if "=" in admin_uri else _with_db(admin_uri, name)

@@ -777,7 +777,7 @@ FUNCTIONS_CHANNEL = "lockgate_functions"
 def notify_replicas(tx: Tx, channel: str = JOBS_CHANNEL) -> None:
     """Tell the other replicas when this transaction commits (PostgreSQL only; one process needs nothing)."""
     if tx.dialect == "postgres":
-        tx.execute("SELECT pg_notify(?, ?)", (channel, tx.origin))
+        tx.notify_on_commit(channel)  # one NOTIFY per channel and commit, however many writes asked
 
 
 def release_leases_of(tx: Tx, owner: str) -> int:
