@@ -73,7 +73,9 @@ def append_messages(tx: Tx, entries: list[tuple[str, str, int]], keep: int) -> l
                " FROM unnest(?::text[], ?::bigint[], ?::bigint[]) AS u(channel, last_id, held)"
                " WHERE realtime_channels.channel = u.channel",
                (channels, [state[c][0] for c in channels], [state[c][1] for c in channels]))
-    tx.execute("SELECT pg_notify(?, note) FROM unnest(?::text[]) AS note", (NOTIFY_CHANNEL, notes))
+    # One JSON parameter: psycopg's text[] encoding escapes every quote of every body in Python.
+    tx.execute("SELECT pg_notify(?, note) FROM json_array_elements_text(?::json) AS note",
+               (NOTIFY_CHANNEL, orjson.dumps(notes).decode()))
     return ids
 
 
