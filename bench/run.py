@@ -137,8 +137,8 @@ async def direct(app_url: str, slug: str, n: int, concurrency: int) -> tuple[flo
         return n / (time.time() - start), latencies
 
 
-def start_bench_stack(*server_args: str, postgres_uri: str | None = None,
-                      log_level: str = "warning") -> tuple[LockgateProcess, AppProcess]:
+def start_bench_stack(*server_args: str, postgres_uri: str | None = None, log_level: str = "warning",
+                      server_root: Path = ROOT) -> tuple[LockgateProcess, AppProcess]:
     """`lockgate dev` (on-disk SQLite, or PostgreSQL at postgres_uri) and bench/bench_app.py, synced."""
     tmp = Path(tempfile.mkdtemp(prefix="lockgate-bench-"))
     app_port = free_port()
@@ -148,6 +148,7 @@ def start_bench_stack(*server_args: str, postgres_uri: str | None = None,
         data_dir=tmp / "data",
         log_path=tmp / "lockgate.log",
         postgres_uri=postgres_uri,
+        cwd=server_root,
     ).start()
     app = AppProcess(module="bench.bench_app", port=app_port, server_url=server.url, ledger=tmp / "ledger").start()
     wait_until(lambda: httpx.get(server.url + "/v1/apps").json()["data"][0]["functions"], what="sync")
@@ -196,17 +197,18 @@ class CpuMeter:
         self.database_ms = sum(ms - self._db0.get(pid, 0.0) for pid, ms in self._backends().items())
 
 
-def bench_backend(args: argparse.Namespace, backend: str) -> None:
+def bench_backend(args: argparse.Namespace, backend: str, server_root: Path = ROOT) -> None:
     postgres_uri = None
     if backend == "postgres":
         from tests import pgtools
 
         postgres_uri = pgtools.create_database(args.postgres_admin_uri or pgtools.ADMIN_URI)
     server, app = start_bench_stack("--workers", str(args.concurrency), postgres_uri=postgres_uri,
-                                    log_level=args.log_level)
+                                    log_level=args.log_level, server_root=server_root)
     app_url = app.url
     try:
-        print(f"\nstore: {'PostgreSQL' if postgres_uri else 'SQLite WAL on disk'}")
+        where = "" if server_root == ROOT else f", server from {server_root}"
+        print(f"\nstore: {'PostgreSQL' if postgres_uri else 'SQLite WAL on disk'}{where}")
         print(f"{'function':<12} {'mode':<10} {'runs/s':>9} {'p50 ms':>9} {'p99 ms':>9} {'server CPU ms/run':>18}"
               f" {'database CPU ms/run':>20}")
         for slug, event in (("noop", "bench/noop"), ("three-steps", "bench/steps")):
@@ -306,6 +308,9 @@ def main() -> None:
                         help="server to create a fresh benchmark database on (default: LOCKGATE_TEST_POSTGRES)")
     parser.add_argument("--log-level", default="warning",
                         help="the server's log level: info measures the cost of the terminal activity log")
+    parser.add_argument("--compare-with", type=Path, default=None,
+                        help="a checkout of another lockgate version (the folder holding its lockgate/ package):"
+                             " each backend is run with that version's server, then this one's, back to back")
     parser.add_argument("--replicas", action="store_true",
                         help="instead: one lockgate start replica against two on one PostgreSQL database")
     args = parser.parse_args()
@@ -315,6 +320,8 @@ def main() -> None:
     print(f"lockgate bench — {args.events} events burst, {args.light} light-load events, "
           f"concurrency {args.concurrency}, {os.cpu_count()} cores")
     for backend in args.backends.split(","):
+        if args.compare_with is not None:
+            bench_backend(args, backend.strip(), args.compare_with.resolve())
         bench_backend(args, backend.strip())
 
 

@@ -85,11 +85,14 @@ def _hand_off(tx: Tx, ctx: EngineContext, run_id: str, jobs: list[Job], now: int
     return settled
 
 
-def _lease_on_insert(ctx: EngineContext, run: Run, fn: Function, job: Job, now: int) -> None:
-    """Lease a new call (fresh id) of a run as it is queued, when nothing may hold it back: no
-    handoff limit reached, due now, and no concurrency limit or priority on the run (those are
-    recorded only for runs created under a flow-shaping config, i.e. another function version)."""
-    if (ctx.handoff is not None and ctx.handoff.limit > 0 and job.kind == JobKind.CALL.value and job.due_at <= now
+def _lease_on_insert(ctx: EngineContext, run: Run, fn: Function, job: Job, now: int, *, calls_before: int) -> None:
+    """Lease a new call (fresh id) of a run as it is queued, when nothing may hold it back and
+    `_hand_off` will surely take it (fewer than its limit of calls queued before it): due now, and
+    no concurrency limit or priority on the run (those are recorded only for runs created under a
+    flow-shaping config, i.e. another function version). A leased call nobody runs would wait
+    for its lease to lapse."""
+    if (ctx.handoff is not None and calls_before < ctx.handoff.limit and job.kind == JobKind.CALL.value
+            and job.due_at <= now
             and run.function_version == fn.version and not flow_of(fn).shapes_creation):
         job.lease_owner, job.lease_expires_at = ctx.handoff.owner, now + ctx.handoff.lease_ms
 
@@ -413,7 +416,8 @@ def _apply_ops(
         if not pending:
             disable_immediate = False
         discovery = _discovery_job(run.run_id, now)
-        _lease_on_insert(ctx, run, fn, discovery, now)
+        calls_before = sum(1 for j in new_jobs if j.kind == JobKind.CALL.value)
+        _lease_on_insert(ctx, run, fn, discovery, now, calls_before=calls_before)
         new_jobs.append(discovery)
     ops.enqueue(tx, new_jobs)
     ops.update_run(
