@@ -457,7 +457,8 @@ class Engine:
         result = await self.executor.call(run, fn, job, memos)
         await self._note_app_health(fn, result)
         settled = await self._write(
-            lambda tx: interpreter.settle_call(tx, ctx, job, fn, result, started_at=started, now=now_ms())
+            lambda tx: interpreter.settle_call(tx, ctx, job, fn, result, started_at=started, now=now_ms(),
+                                               sent=(run.stack, memos))
         )
         _log_settled(run, fn, job, settled)
         if not settled.next_jobs:

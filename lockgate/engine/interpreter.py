@@ -67,11 +67,12 @@ class Settled:
 
 
 def _hand_off(tx: Tx, ctx: EngineContext, run_id: str, jobs: list[Job], now: int, *,
-              run: Run | None = None) -> Settled:
+              run: Run | None = None, memos: dict[str, Any] | None = None) -> Settled:
     """Lease this run's follow-up calls that are due now, so the worker continues without a queue trip.
 
     Calls that went into the queue already leased by us (`_lease_on_insert`) need no second write;
-    `run`, when given, is the run as this transaction left it (its row is locked), so it is not read again."""
+    `run` and `memos`, when given, are the run as this transaction left it (its row is locked) and
+    its recorded steps' memos, so they are not read again."""
     settled = Settled()
     if ctx.handoff is None:
         return settled
@@ -81,7 +82,8 @@ def _hand_off(tx: Tx, ctx: EngineContext, run_id: str, jobs: list[Job], now: int
                                                                   lease_ms=ctx.handoff.lease_ms):
                 settled.next_jobs.append(job)
     if settled.next_jobs:
-        settled.next_state = (run or ops.get_run(tx, run_id), ops.completed_memos(tx, run_id))
+        settled.next_state = (run or ops.get_run(tx, run_id),
+                              ops.completed_memos(tx, run_id) if memos is None else memos)
     return settled
 
 
@@ -133,7 +135,10 @@ def settle_call(
     *,
     started_at: int,
     now: int,
+    sent: tuple[list[str], dict[str, Any]] | None = None,
 ) -> Settled:
+    """Apply what the app answered to a call. `sent`: the stack and memos the call carried, so a
+    follow-up call can be given them plus this call's steps without reading every memo again."""
     ours, run = _claim_for_settling(tx, job)
     if not ours:
         return Settled(applied=False)
@@ -170,7 +175,10 @@ def settle_call(
         reason = f"attempt {job.attempt + 1} of {max_attempts} failed, {why}: {error_summary(error)}"
         return finish_run(tx, ctx, run, RunStatus.FAILED, error=error, reason=reason, now=now)
     assert isinstance(result, OpsReturned)
-    return _apply_ops(tx, ctx, run, job, fn, result.ops, max_attempts=max_attempts, started_at=started_at, now=now)
+    # The memos sent are still the run's own if no step was recorded meanwhile (a checkpoint).
+    known = dict(sent[1]) if sent is not None and list(sent[0]) == list(run.stack) else None
+    return _apply_ops(tx, ctx, run, job, fn, result.ops, max_attempts=max_attempts, started_at=started_at, now=now,
+                      known_memos=known)
 
 
 def _apply_ops(
@@ -184,7 +192,10 @@ def _apply_ops(
     max_attempts: int,
     started_at: int,
     now: int,
+    known_memos: dict[str, Any] | None = None,
 ) -> Settled:
+    """`known_memos`: every recorded step's memo before this call (None: read them when needed);
+    steps recorded here are added to it."""
     planned_any = any(op.op == "StepPlanned" for op in op_list)
     parallel = len(op_list) > 1 or planned_any
     stack = list(run.stack)
@@ -246,6 +257,8 @@ def _apply_ops(
             )
             if recorded:
                 stack.append(op.id)
+                if known_memos is not None:
+                    known_memos[op.id] = memo
                 step = progress.step_info(op.id, op.display_name, kind, job.attempt)
                 if status == "completed":
                     progress.note("step.finished", run, step=step, output=op.data)
@@ -314,8 +327,11 @@ def _apply_ops(
                 return _fail(tx, ctx, run, job, f"step {op.display_name or op.id}: {exc}", now)
             earlier = waits.lookback_match(tx, wait, now=now, exclude=run.event_ids) if satisfiable else None
             if earlier is not None:
-                ops.record_step(tx, Step(run.run_id, op.id, kind, "completed", op.display_name, memo=earlier,
-                                         position=len(stack), started_at=now, ended_at=now))
+                if not ops.record_step(tx, Step(run.run_id, op.id, kind, "completed", op.display_name,
+                                                memo=earlier, position=len(stack), started_at=now, ended_at=now)):
+                    known_memos = None  # recorded before: its memo is the stored one
+                elif known_memos is not None:
+                    known_memos[op.id] = earlier
                 stack.append(op.id)
                 completed_any = True
                 continue
@@ -338,6 +354,7 @@ def _apply_ops(
                                                          "message": f"could not find function with ID: {target_ref}"}},
                                          started_at=now, ended_at=now))
                 stack.append(op.id)
+                known_memos = None  # rare: the follow-up reads the memos again
                 completed_any = True
                 continue
             try:
@@ -430,7 +447,7 @@ def _apply_ops(
     )
     ops.release_job(tx, job)
     after = replace(run, stack=stack, pending_steps=pending, disable_immediate=disable_immediate, reason=None)
-    return _hand_off(tx, ctx, run.run_id, new_jobs, now, run=after)
+    return _hand_off(tx, ctx, run.run_id, new_jobs, now, run=after, memos=known_memos)
 
 
 def _first_line(message: Any) -> str:
