@@ -104,7 +104,8 @@ class PostgresTx(Tx):
     def send_notifications(self) -> None:
         """One NOTIFY per channel for everything this transaction (a whole batch of writes) asked for."""
         if self._notify:
-            self._conn.execute("SELECT pg_notify(c, %s) FROM unnest(%s::text[]) AS c", (self.origin, sorted(self._notify)))
+            self._conn.execute("SELECT pg_notify(c, %s) FROM unnest(%s::text[]) AS c",
+                               (self.origin, sorted(self._notify)))
             self._notify.clear()
 
 
@@ -358,9 +359,15 @@ class PostgresStore(ThreadedStore):
                 raise BatchBroken(str(exc)) from exc
             try:
                 tx.send_notifications()
-            except Exception as exc:
-                conn.rollback()
-                raise exc if _is_connection_error(exc, conn) else BatchBroken(str(exc))
+            except Exception as exc:  # nothing committed: like a failed write
+                if not conn.closed:
+                    try:
+                        conn.rollback()
+                    except psycopg.Error:
+                        pass
+                if _is_connection_error(exc, conn):
+                    raise
+                raise BatchBroken(str(exc)) from exc
             try:
                 conn.commit()
             except psycopg.Error as exc:
