@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import datetime
+import os
 import time
 
 import inngest
 import inngest.fast_api
 from fastapi import FastAPI
 
-client = inngest.Inngest(app_id="bench", is_production=False)
+# Production mode (signed calls, for `lockgate start`) when started with INNGEST_DEV=0 and a signing key.
+client = inngest.Inngest(app_id="bench", is_production=os.environ.get("INNGEST_DEV") == "0")
 
 
 def noop_and_steps(client: inngest.Inngest, prefix: str) -> list:

@@ -60,12 +60,17 @@ def main() -> None:
     parser.add_argument("--sleep-ms", type=int, default=20000,
                         help="long enough for every run of the burst to be asleep before the due time")
     parser.add_argument("--backends", default="sqlite,postgres")
+    parser.add_argument("--compare-with", type=Path, default=None,
+                        help="a checkout of another lockgate version: its server runs first, then this one's")
     args = parser.parse_args()
     print(f"sleep lateness (ms after the due time), all due {args.sleep_ms} ms after the burst is sent")
     print(f"{'store':<11} {'':<22} {'fired p50':>9} {'p99':>7} {'max':>7} {'resumed p50':>11} {'p99':>7} {'max':>7}")
-    for backend in args.backends.split(","):
+    roots = [ROOT] if args.compare_with is None else [args.compare_with.resolve(), ROOT]
+    for backend, root in ((b, r) for b in args.backends.split(",") for r in roots):
+        if len(roots) > 1:
+            print(f"(server from {root})")
         postgres_uri = pgtools.create_database() if backend == "postgres" else None
-        server, app = start_bench_stack(postgres_uri=postgres_uri)
+        server, app = start_bench_stack(postgres_uri=postgres_uri, server_root=root)
         try:
             alone = [asyncio.run(sleep_burst(server.url, 1, args.sleep_ms)) for _ in range(5)]
             alone_fired = [x for fired, _ in alone for x in fired]

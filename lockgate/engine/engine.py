@@ -429,12 +429,11 @@ class Engine:
         for next_job in settled.next_jobs:
             self.dispatcher.adopt(next_job, settled.next_state)
 
-    def _apply_due_timers(self, tx: Tx, now: int, limit: int) -> int:
-        """Apply up to `limit` due timers inside the dispatcher's leasing transaction; returns how many.
+    def _apply_due_timers(self, tx: Tx, due: list[Job], now: int) -> None:
+        """Apply due timers (selected FOR UPDATE by the dispatcher) inside its leasing transaction.
 
         Sleeps that are over (the bulk of a burst) take a few statements for the whole batch; the
         rarer kinds go one by one, each in a savepoint so one that fails leaves the others applied."""
-        due = ops.select_due_jobs(tx, now=now, limit=limit, kinds=TIMER_KINDS)
         wakes = [job for job in due if job.kind == JobKind.WAKE.value]
         if wakes:
             resume_sleeps(tx, wakes, now=now)
@@ -450,7 +449,6 @@ class Engine:
                 log.exception("timer job %s (%s) failed; it is retried when its lease lapses", job.id, job.kind)
                 tx.execute("ROLLBACK TO SAVEPOINT one_timer")
             tx.execute("RELEASE SAVEPOINT one_timer")
-        return len(wakes) + len(others)
 
     async def _call_once(self, job: Job, ctx: interpreter.EngineContext, state: Any) -> Any:
         if state is None:
@@ -478,7 +476,8 @@ class Engine:
         result = await self.executor.call(run, fn, job, memos)
         await self._note_app_health(fn, result)
         settled = await self._write(
-            lambda tx: interpreter.settle_call(tx, ctx, job, fn, result, started_at=started, now=now_ms())
+            lambda tx: interpreter.settle_call(tx, ctx, job, fn, result, started_at=started, now=now_ms(),
+                                               sent=(run.stack, memos))
         )
         _log_settled(run, fn, job, settled)
         if not settled.next_jobs:

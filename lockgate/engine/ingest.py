@@ -198,16 +198,24 @@ def create_run_in_tx(
         return None
     run, job = new_run(fn, events, now=now, **kwargs)
     timers = admission.prepare_run(tx, fn, run, job, now) if shaped else []
+    hand_off = handoff is not None and result is not None and len(result.leased) < handoff.limit
+    # Without flow control nothing can hold the first call back: it goes in leased and the run
+    # in running, with no second write to either row.
+    leased_now = hand_off and not shaped and job.due_at <= now
+    if leased_now:
+        job.lease_owner, job.lease_expires_at = handoff.owner, now + handoff.lease_ms
+        run.status, run.started_at = RunStatus.RUNNING.value, now
     ops.insert_run(tx, run)
     ops.enqueue(tx, [job, *timers])
-    progress.note("run.queued", run)
+    progress.note("run.queued", run, status=RunStatus.QUEUED.value)
     if len(events) == 1:  # batched runs get no cancel listeners
         cancellation.register_listeners(tx, fn, run, now=now)
-    if handoff is not None and result is not None and len(result.leased) < handoff.limit:
-        if lease_call(tx, job, owner=handoff.owner, now=now, lease_ms=handoff.lease_ms):
-            ops.mark_runs_started(tx, [run.run_id], now)
-            run.status, run.started_at, run.reason = RunStatus.RUNNING.value, now, None
-            result.leased.append((job, run))
+    if leased_now:
+        result.leased.append((job, run))
+    elif hand_off and lease_call(tx, job, owner=handoff.owner, now=now, lease_ms=handoff.lease_ms):
+        ops.mark_runs_started(tx, [run.run_id], now)
+        run.status, run.started_at, run.reason = RunStatus.RUNNING.value, now, None
+        result.leased.append((job, run))
     return run
 
 

@@ -8,12 +8,13 @@ or not at all. The job being settled is fenced by its lease: if the lease was lo
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import orjson
 
 from lockgate.engine.flow.concurrency import lease_call
+from lockgate.engine.flow.config import flow_of
 from lockgate.engine.ingest import Handoff, create_run_in_tx, ingest_in_tx
 from lockgate.engine.resume import discovery_job, resume_step
 from lockgate.engine import progress, signals, waits
@@ -65,22 +66,54 @@ class Settled:
     next_state: tuple[Run, dict[str, Any]] | None = None  # the run and its memos, for next_jobs
 
 
-def _hand_off(tx: Tx, ctx: EngineContext, run_id: str, jobs: list[Job], now: int) -> Settled:
-    """Lease this run's follow-up calls that are due now, so the worker continues without a queue trip."""
+def _hand_off(tx: Tx, ctx: EngineContext, run_id: str, jobs: list[Job], now: int, *,
+              run: Run | None = None, memos: dict[str, Any] | None = None) -> Settled:
+    """Lease this run's follow-up calls that are due now, so the worker continues without a queue trip.
+
+    Calls that went into the queue already leased by us (`_lease_on_insert`) need no second write;
+    `run` and `memos`, when given, are the run as this transaction left it (its row is locked) and
+    its recorded steps' memos, so they are not read again."""
     settled = Settled()
     if ctx.handoff is None:
         return settled
     for job in jobs:
         if job.kind == JobKind.CALL.value and len(settled.next_jobs) < ctx.handoff.limit:
-            if lease_call(tx, job, owner=ctx.handoff.owner, now=now, lease_ms=ctx.handoff.lease_ms):
+            if job.lease_owner == ctx.handoff.owner or lease_call(tx, job, owner=ctx.handoff.owner, now=now,
+                                                                  lease_ms=ctx.handoff.lease_ms):
                 settled.next_jobs.append(job)
     if settled.next_jobs:
-        run = ops.get_run(tx, run_id)
-        settled.next_state = (run, ops.completed_memos(tx, run_id))
+        settled.next_state = (run or ops.get_run(tx, run_id),
+                              ops.completed_memos(tx, run_id) if memos is None else memos)
     return settled
 
 
+def _lease_on_insert(ctx: EngineContext, run: Run, fn: Function, job: Job, now: int, *, calls_before: int) -> None:
+    """Lease a new call (fresh id) of a run as it is queued, when nothing may hold it back and
+    `_hand_off` will surely take it (fewer than its limit of calls queued before it): due now, and
+    no concurrency limit or priority on the run (those are recorded only for runs created under a
+    flow-shaping config, i.e. another function version). A leased call nobody runs would wait
+    for its lease to lapse."""
+    if (ctx.handoff is not None and calls_before < ctx.handoff.limit and job.kind == JobKind.CALL.value
+            and job.due_at <= now
+            and run.function_version == fn.version and not flow_of(fn).shapes_creation):
+        job.lease_owner, job.lease_expires_at = ctx.handoff.owner, now + ctx.handoff.lease_ms
+
+
 _discovery_job = discovery_job
+
+
+def _claim_for_settling(tx: Tx, job: Job) -> tuple[bool, Run | None]:
+    """(the lease is still ours, the run locked) in one round trip; see `_lease_still_ours`."""
+    found = ops.lock_run_of_job(tx, job)
+    if found is None:  # the job or its run is gone: tell which, the slow way (rare)
+        if not _lease_still_ours(tx, job):
+            return False, None
+        return True, ops.get_run(tx, job.run_id, for_update=True)
+    owner, attempt, run = found
+    if owner != job.lease_owner:
+        return False, None
+    job.attempt = attempt
+    return True, run
 
 
 def _lease_still_ours(tx: Tx, job: Job) -> bool:
@@ -102,23 +135,28 @@ def settle_call(
     *,
     started_at: int,
     now: int,
+    sent: tuple[list[str], dict[str, Any]] | None = None,
 ) -> Settled:
-    if not _lease_still_ours(tx, job):
+    """Apply what the app answered to a call. `sent`: the stack and memos the call carried, so a
+    follow-up call can be given them plus this call's steps without reading every memo again."""
+    ours, run = _claim_for_settling(tx, job)
+    if not ours:
         return Settled(applied=False)
-    run = ops.get_run(tx, job.run_id, for_update=True)
     if run is None or RunStatus(run.status).is_final:
         # Cancelled (or gone) while the call was in flight: its ops are discarded.
         ops.release_job(tx, job)
         return Settled(applied=False)
+    new_version = None
     if run.request_version == -1 and getattr(result, "request_version", None) is not None:
-        run.request_version = int(result.request_version)
-        ops.update_run(tx, run.run_id, request_version=run.request_version)
+        run.request_version = new_version = int(result.request_version)
 
     max_attempts = fn.retries + 1
     if isinstance(result, FunctionCompleted):
-        settled = finish_run(tx, ctx, run, RunStatus.COMPLETED, output=result.output, now=now, keep_job=job.id)
-        ops.release_job(tx, job)
-        return settled
+        # Ending the run drops every job of it, this one (whose lease we hold) included.
+        return finish_run(tx, ctx, run, RunStatus.COMPLETED, output=result.output, now=now,
+                          request_version=new_version)
+    if new_version is not None:
+        ops.update_run(tx, run.run_id, request_version=new_version)
     if isinstance(result, (FunctionErrored, TransportError)):
         if isinstance(result, FunctionErrored):
             error, retriable, retry_at = result.error, result.retriable, result.retry_at_ms
@@ -135,11 +173,12 @@ def settle_call(
             return Settled(retry_reason=reason)
         why = "not retriable" if not retriable else f"no retries left ({fn.retries} allowed)"
         reason = f"attempt {job.attempt + 1} of {max_attempts} failed, {why}: {error_summary(error)}"
-        settled = finish_run(tx, ctx, run, RunStatus.FAILED, error=error, reason=reason, now=now, keep_job=job.id)
-        ops.release_job(tx, job)
-        return settled
+        return finish_run(tx, ctx, run, RunStatus.FAILED, error=error, reason=reason, now=now)
     assert isinstance(result, OpsReturned)
-    return _apply_ops(tx, ctx, run, job, fn, result.ops, max_attempts=max_attempts, started_at=started_at, now=now)
+    # The memos sent are still the run's own if no step was recorded meanwhile (a checkpoint).
+    known = dict(sent[1]) if sent is not None and list(sent[0]) == list(run.stack) else None
+    return _apply_ops(tx, ctx, run, job, fn, result.ops, max_attempts=max_attempts, started_at=started_at, now=now,
+                      known_memos=known)
 
 
 def _apply_ops(
@@ -153,7 +192,10 @@ def _apply_ops(
     max_attempts: int,
     started_at: int,
     now: int,
+    known_memos: dict[str, Any] | None = None,
 ) -> Settled:
+    """`known_memos`: every recorded step's memo before this call (None: read them when needed);
+    steps recorded here are added to it."""
     planned_any = any(op.op == "StepPlanned" for op in op_list)
     parallel = len(op_list) > 1 or planned_any
     stack = list(run.stack)
@@ -215,6 +257,8 @@ def _apply_ops(
             )
             if recorded:
                 stack.append(op.id)
+                if known_memos is not None:
+                    known_memos[op.id] = memo
                 step = progress.step_info(op.id, op.display_name, kind, job.attempt)
                 if status == "completed":
                     progress.note("step.finished", run, step=step, output=op.data)
@@ -283,8 +327,11 @@ def _apply_ops(
                 return _fail(tx, ctx, run, job, f"step {op.display_name or op.id}: {exc}", now)
             earlier = waits.lookback_match(tx, wait, now=now, exclude=run.event_ids) if satisfiable else None
             if earlier is not None:
-                ops.record_step(tx, Step(run.run_id, op.id, kind, "completed", op.display_name, memo=earlier,
-                                         position=len(stack), started_at=now, ended_at=now))
+                if not ops.record_step(tx, Step(run.run_id, op.id, kind, "completed", op.display_name,
+                                                memo=earlier, position=len(stack), started_at=now, ended_at=now)):
+                    known_memos = None  # recorded before: its memo is the stored one
+                elif known_memos is not None:
+                    known_memos[op.id] = earlier
                 stack.append(op.id)
                 completed_any = True
                 continue
@@ -307,6 +354,7 @@ def _apply_ops(
                                                          "message": f"could not find function with ID: {target_ref}"}},
                                          started_at=now, ended_at=now))
                 stack.append(op.id)
+                known_memos = None  # rare: the follow-up reads the memos again
                 completed_any = True
                 continue
             try:
@@ -367,8 +415,7 @@ def _apply_ops(
                                 payload={"op": kind, "opts": op.opts, "display_name": op.display_name}))
             ops.note_step_pending(tx, Step(run.run_id, op.id, kind, "requesting", op.display_name, started_at=now))
         elif kind == "RunComplete":
-            ops.release_job(tx, job)
-            return finish_run(tx, ctx, run, RunStatus.COMPLETED, output=op.data, now=now, keep_job=job.id)
+            return finish_run(tx, ctx, run, RunStatus.COMPLETED, output=op.data, now=now)
         elif kind == "DiscoveryRequest":
             discover = True
         else:
@@ -385,7 +432,10 @@ def _apply_ops(
     if discover:
         if not pending:
             disable_immediate = False
-        new_jobs.append(_discovery_job(run.run_id, now))
+        discovery = _discovery_job(run.run_id, now)
+        calls_before = sum(1 for j in new_jobs if j.kind == JobKind.CALL.value)
+        _lease_on_insert(ctx, run, fn, discovery, now, calls_before=calls_before)
+        new_jobs.append(discovery)
     ops.enqueue(tx, new_jobs)
     ops.update_run(
         tx,
@@ -396,7 +446,8 @@ def _apply_ops(
         reason=None,
     )
     ops.release_job(tx, job)
-    return _hand_off(tx, ctx, run.run_id, new_jobs, now)
+    after = replace(run, stack=stack, pending_steps=pending, disable_immediate=disable_immediate, reason=None)
+    return _hand_off(tx, ctx, run.run_id, new_jobs, now, run=after, memos=known_memos)
 
 
 def _first_line(message: Any) -> str:
@@ -416,8 +467,8 @@ def _mib(size: int) -> str:
 
 
 def _fail(tx: Tx, ctx: EngineContext, run: Run, job: Job, message: str, now: int) -> Settled:
-    ops.release_job(tx, job)
-    return finish_run(tx, ctx, run, RunStatus.FAILED, error=server_error(message), now=now, keep_job=job.id)
+    # Ending the run drops every job of it, `job` (whose lease we hold) included.
+    return finish_run(tx, ctx, run, RunStatus.FAILED, error=server_error(message), now=now)
 
 
 def settle_step_request(tx: Tx, ctx: EngineContext, job: Job, fn: Function,
@@ -486,18 +537,21 @@ def finish_run(
     error: Any = None,
     reason: str | None = None,
     keep_job: str | None = None,
+    request_version: int | None = None,
 ) -> Settled:
-    """End a run, drop its queued work and emit the system events (which may start runs)."""
+    """End a run, drop its queued work (but `keep_job`) and emit the system events (which may start
+    runs). `request_version`: the SDK's, when this call is the first to tell it."""
     if reason is None and status is not RunStatus.COMPLETED:  # a run that did not complete says why
         reason = f"{status.value.lower()}: {error_summary(error)}"
     fields: dict[str, Any] = {"status": status.value, "ended_at": now, "reason": reason, "pending_steps": []}
+    if request_version is not None:
+        fields["request_version"] = request_version
     if status is RunStatus.COMPLETED:
         fields["output"] = output
     if error is not None:
         fields["error"] = error
     ops.update_run(tx, run.run_id, **fields)
-    ops.drop_run_jobs(tx, run.run_id, except_job=keep_job)
-    ops.drop_run_waits(tx, run.run_id)
+    ops.drop_run_work(tx, run.run_id, except_job=keep_job)
     base = {
         "function_id": run.function_slug,
         "run_id": run.run_id,

@@ -20,6 +20,11 @@ def canonical_json(value: Any) -> bytes:
     we sign are the bytes it recomputes. Values that no double can hold (NaN,
     infinity, integers above ~1.8e308) raise ValueError.
     """
+    if _orjson_is_canonical(value):
+        try:
+            return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
+        except TypeError:  # e.g. a lone surrogate, which orjson refuses: let rfc8785 decide
+            pass
     try:
         return rfc8785.dumps(value)
     except rfc8785.IntegerDomainError:
@@ -32,6 +37,32 @@ def canonical_json(value: Any) -> bytes:
         return rfc8785.dumps(_big_ints_as_floats(value))
     except rfc8785.CanonicalizationError as exc:
         raise ValueError(f"value cannot be written as canonical JSON: {exc}") from None
+
+
+def _orjson_is_canonical(value: Any) -> bool:
+    """True when orjson with sorted keys writes exactly the RFC 8785 bytes (about 7x faster than
+    rfc8785, which is pure Python and was a tenth of a signing server's CPU): no floats (RFC 8785
+    writes them as JavaScript does, 1.0 as 1), integers within +-(2**53-1), and ASCII keys only
+    (RFC 8785 orders keys by UTF-16 code units, orjson by code points). Both escape strings alike:
+    quote, backslash and the short forms for backspace, tab, newline, form feed and carriage return,
+    other control characters as lower-case u00xx escapes, everything else as plain UTF-8."""
+    try:
+        return _plain(value)
+    except RecursionError:
+        return False
+
+
+def _plain(value: Any) -> bool:
+    kind = type(value)
+    if kind is str or kind is bool or value is None:
+        return True
+    if kind is int:
+        return -_MAX_SAFE_INT <= value <= _MAX_SAFE_INT
+    if kind is dict:
+        return all(type(k) is str and k.isascii() and _plain(v) for k, v in value.items())
+    if kind is list:
+        return all(_plain(v) for v in value)
+    return False
 
 
 def _big_ints_as_floats(value: Any) -> Any:

@@ -21,6 +21,7 @@ import psycopg
 from lockgate.realtime.broker import Broker, History, RealtimeOptions
 from lockgate.realtime.message import Draft, Message
 from lockgate.store.base import Tx
+from lockgate.store.operations import insert_rows
 
 log = logging.getLogger("lockgate.realtime")
 
@@ -29,39 +30,52 @@ MAX_NOTIFY_BYTES = 7000  # PostgreSQL caps a payload at 8000 bytes
 IDLE_CHANNEL_MS = 30 * 86400_000  # a channel's last id is remembered this long after its last message
 
 
+_MESSAGE_COLUMNS = (("id", "bigint"), ("channel", "text"), ("prev_id", "bigint"), ("created_at", "bigint"),
+                    ("body", "text"))
+
+
 def append_messages(tx: Tx, entries: list[tuple[str, str, int]], keep: int) -> list[int]:
-    """Store (channel, body JSON, created_at) entries; returns their ids, in the same order."""
-    ids: list[int] = [0] * len(entries)
-    by_channel: dict[str, list[int]] = {}
-    for index, (channel, _, _) in enumerate(entries):
-        by_channel.setdefault(channel, []).append(index)
+    """Store (channel, body JSON, created_at) entries; returns their ids, in the same order.
+
+    A handful of statements for the whole batch, however many channels it touches (run progress
+    writes to one channel per run): lock and read every channel's row, draw the ids, insert the
+    messages, write the channels back, NOTIFY."""
+    updated: dict[str, int] = {}
+    for channel, _, created in entries:
+        updated[channel] = created  # a channel's time is its latest message's
+    channels = sorted(updated)  # rows locked in one order: two batches never wait on each other crosswise
+    state = {r["channel"]: [r["last_id"], r["held"]] for r in tx.all(
+        "INSERT INTO realtime_channels (channel, last_id, held, updated_at)"
+        " SELECT c, 0, 0, t FROM unnest(?::text[], ?::bigint[]) AS u(c, t) ORDER BY c"
+        " ON CONFLICT (channel) DO UPDATE SET updated_at = excluded.updated_at RETURNING channel, last_id, held",
+        (channels, [updated[c] for c in channels]))}
+    fresh = sorted(r["id"] for r in tx.all(
+        "SELECT nextval(pg_get_serial_sequence('realtime_messages', 'id')) AS id FROM generate_series(1, ?)",
+        (len(entries),)))
+    ids: list[int] = []
+    rows: list[tuple] = []
     notes: list[str] = []
-    for channel, indexes in by_channel.items():
-        now = entries[indexes[-1]][2]
-        row = tx.one("INSERT INTO realtime_channels (channel, last_id, held, updated_at) VALUES (?, 0, 0, ?) "
-                     "ON CONFLICT (channel) DO UPDATE SET updated_at = excluded.updated_at RETURNING last_id, held",
-                     (channel, now))
-        prev, held = row["last_id"], row["held"]
-        fresh = [r["id"] for r in tx.all(
-            "SELECT nextval(pg_get_serial_sequence('realtime_messages', 'id')) AS id FROM generate_series(1, ?)",
-            (len(indexes),))]
-        fresh.sort()
-        rows = []
-        for index, new_id in zip(indexes, fresh):
-            _, body, created = entries[index]
-            rows.append((new_id, channel, prev, created, body))
-            head = f'{{"c":{orjson.dumps(channel).decode()},"i":{new_id},"p":{prev}'
-            notes.append(head + (f',"m":{body}}}' if len(head) + len(body) < MAX_NOTIFY_BYTES else "}"))
-            ids[index] = new_id
-            prev = new_id
-        tx.executemany("INSERT INTO realtime_messages (id, channel, prev_id, created_at, body) VALUES (?, ?, ?, ?, ?)",
-                       rows)
-        held += len(rows)
-        if held > keep + max(10, keep // 10):  # trim in steps, not on every publish
-            tx.execute("DELETE FROM realtime_messages WHERE channel = ? AND id <= ?", (channel, prev_kept(tx, channel, keep)))
-            held = keep
-        tx.execute("UPDATE realtime_channels SET last_id = ?, held = ? WHERE channel = ?", (prev, held, channel))
-    tx.execute("SELECT pg_notify(?, note) FROM unnest(?::text[]) AS note", (NOTIFY_CHANNEL, notes))
+    for (channel, body, created), new_id in zip(entries, fresh):  # ids increase along each channel
+        last = state[channel]
+        rows.append((new_id, channel, last[0], created, body))
+        head = f'{{"c":{orjson.dumps(channel).decode()},"i":{new_id},"p":{last[0]}'
+        notes.append(head + (f',"m":{body}}}' if len(head) + len(body) < MAX_NOTIFY_BYTES else "}"))
+        ids.append(new_id)
+        last[0] = new_id
+        last[1] += 1
+    insert_rows(tx, "realtime_messages", _MESSAGE_COLUMNS, rows)
+    for channel in channels:
+        if state[channel][1] > keep + max(10, keep // 10):  # trim in steps, not on every publish
+            tx.execute("DELETE FROM realtime_messages WHERE channel = ? AND id <= ?",
+                       (channel, prev_kept(tx, channel, keep)))
+            state[channel][1] = keep
+    tx.execute("UPDATE realtime_channels SET last_id = u.last_id, held = u.held"
+               " FROM unnest(?::text[], ?::bigint[], ?::bigint[]) AS u(channel, last_id, held)"
+               " WHERE realtime_channels.channel = u.channel",
+               (channels, [state[c][0] for c in channels], [state[c][1] for c in channels]))
+    # One JSON parameter: psycopg's text[] encoding escapes every quote of every body in Python.
+    tx.execute("SELECT pg_notify(?, note) FROM json_array_elements_text(?::json) AS note",
+               (NOTIFY_CHANNEL, orjson.dumps(notes).decode()))
     return ids
 
 

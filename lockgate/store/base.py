@@ -27,6 +27,9 @@ class Tx(abc.ABC):
     @abc.abstractmethod
     def executemany(self, sql: str, rows: list[tuple]) -> None: ...
 
+    def notify_on_commit(self, channel: str) -> None:
+        """Have other processes' LISTENers told on `channel` when this transaction commits."""
+
     def one(self, sql: str, params: tuple | list = ()) -> Any:
         return self.execute(sql, params).fetchone()
 

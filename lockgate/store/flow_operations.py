@@ -13,6 +13,7 @@ from typing import Any
 import orjson
 
 from lockgate.store.base import Tx
+from lockgate.store.operations import where_in
 
 PARK_PREFIX = "flow:"
 
@@ -35,6 +36,16 @@ def run_limits(tx: Tx, run_id: str) -> tuple[list[list[Any]], int] | None:
     """The run's concurrency limits and its priority shift, if it has either."""
     row = tx.one("SELECT limits, priority_ms FROM flow_runs WHERE run_id = ?", (run_id,))
     return None if row is None else (orjson.loads(row["limits"]), row["priority_ms"])
+
+
+def runs_limits(tx: Tx, run_ids: list[str]) -> dict[str, tuple[list[list[Any]], int]]:
+    """`run_limits` of several runs at once; runs without any are left out."""
+    found: dict[str, tuple[list[list[Any]], int]] = {}
+    for i in range(0, len(run_ids), 500):
+        condition, params = where_in(tx, "run_id", run_ids[i:i + 500])
+        for row in tx.all(f"SELECT run_id, limits, priority_ms FROM flow_runs WHERE {condition}", params):
+            found[row["run_id"]] = (orjson.loads(row["limits"]), row["priority_ms"])
+    return found
 
 
 def lock_limit(tx: Tx, limit_key: str, capacity: int) -> None:

@@ -34,16 +34,22 @@ def _unjson(text: str | None) -> Any:
     return None if text is None else orjson.loads(text)
 
 
+def json_rows(columns: tuple[tuple[str, str], ...]) -> str:
+    """PostgreSQL: `SELECT` the rows of one parameter holding them as a JSON array of arrays, each
+    value cast to its column's type. Many rows in one statement; and encoding them with orjson costs
+    a fraction of psycopg's array parameters, which quote and escape each value in Python."""
+    picks = ", ".join(f"(r->>{i})::{kind}" for i, (_, kind) in enumerate(columns))
+    return f"SELECT {picks} FROM json_array_elements(?::json) AS r"
+
+
 def insert_rows(tx: Tx, table: str, columns: tuple[tuple[str, str], ...], rows: list[tuple], suffix: str = "") -> None:
-    """INSERT many rows. PostgreSQL gets one statement whatever their number (one array per
-    column, unnested), not one per row: `columns` pairs each name with its PostgreSQL type."""
+    """INSERT many rows. PostgreSQL gets one statement whatever their number, not one per row:
+    `columns` pairs each name with its PostgreSQL type."""
     if not rows:
         return
     names = ", ".join(name for name, _ in columns)
     if tx.dialect == "postgres" and len(rows) > 1:
-        arrays = [list(values) for values in zip(*rows)]
-        casts = ", ".join(f"?::{kind}[]" for _, kind in columns)
-        tx.execute(f"INSERT INTO {table} ({names}) SELECT * FROM unnest({casts}){suffix}", arrays)
+        tx.execute(f"INSERT INTO {table} ({names}) {json_rows(columns)}{suffix}", (_json(rows),))
     else:
         tx.executemany(f"INSERT INTO {table} ({names}) VALUES ({', '.join('?' for _ in columns)}){suffix}", rows)
 
@@ -276,32 +282,37 @@ _RUN_COLUMNS = (
     " created_at, started_at, ended_at"
 )
 
+_INSERT_RUN = f"INSERT INTO runs ({_RUN_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+
 
 def insert_run(tx: Tx, run: Run) -> None:
-    tx.execute(
-        f"INSERT INTO runs ({_RUN_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        (
-            run.run_id,
-            run.function_id,
-            run.function_slug,
-            run.function_version,
-            run.status,
-            _json(run.events),
-            _json(run.event_ids),
-            run.reason,
-            run.request_version,
-            int(run.disable_immediate),
-            _json(run.pending_steps),
-            _json(run.stack),
-            _json(run.output) if run.has_output else None,
-            _json(run.error) if run.error is not None else None,
-            run.cron,
-            run.correlation_id,
-            run.created_at,
-            run.started_at,
-            run.ended_at,
-        ),
+    values = (
+        run.run_id,
+        run.function_id,
+        run.function_slug,
+        run.function_version,
+        run.status,
+        _json(run.events),
+        _json(run.event_ids),
+        run.reason,
+        run.request_version,
+        int(run.disable_immediate),
+        _json(run.pending_steps),
+        _json(run.stack),
+        _json(run.output) if run.has_output else None,
+        _json(run.error) if run.error is not None else None,
+        run.cron,
+        run.correlation_id,
+        run.created_at,
+        run.started_at,
+        run.ended_at,
     )
+    if tx.dialect == "postgres":  # the run and its trigger links in one statement
+        tx.execute(f"WITH r AS ({_INSERT_RUN} RETURNING run_id) INSERT INTO run_triggers (event_internal_id, run_id)"
+                   " SELECT e, r.run_id FROM r, unnest(?::text[]) AS e ON CONFLICT DO NOTHING",
+                   (*values, list(run.event_ids)))
+        return
+    tx.execute(_INSERT_RUN, values)
     tx.executemany(
         "INSERT INTO run_triggers (event_internal_id, run_id) VALUES (?, ?) ON CONFLICT DO NOTHING",
         [(eid, run.run_id) for eid in run.event_ids],
@@ -332,6 +343,16 @@ def _run_from_row(row: Any) -> Run:
         started_at=row["started_at"],
         ended_at=row["ended_at"],
     )
+
+
+def lock_run_of_job(tx: Tx, job: Job) -> tuple[str | None, int, Run | None] | None:
+    """For settling a call in one round trip: the job's lease owner and attempt, and its run locked
+    (FOR UPDATE on PostgreSQL). None when the job or its run is gone."""
+    lock = " FOR UPDATE OF r" if tx.dialect == "postgres" else ""
+    columns = ", ".join("r." + c.strip() for c in _RUN_COLUMNS.split(","))
+    row = tx.one(f"SELECT j.lease_owner AS job_lease_owner, j.attempt AS job_attempt, {columns} FROM jobs j"
+                 f" JOIN runs r ON r.run_id = j.run_id WHERE j.id = ?{lock}", (job.id,))
+    return None if row is None else (row["job_lease_owner"], row["job_attempt"], _run_from_row(row))
 
 
 def get_run(tx: Tx, run_id: str, *, for_update: bool = False) -> Run | None:
@@ -498,10 +519,10 @@ def update_runs_progress(tx: Tx, progress: dict[str, dict[str, Any]]) -> None:
     if not rows:
         return
     if tx.dialect == "postgres":
+        columns = (("run_id", "text"), ("stack", "text"), ("pending", "text"), ("immediate", "int"))
         tx.execute("UPDATE runs SET stack = u.stack, pending_steps = u.pending, disable_immediate = u.immediate,"
-                   " reason = NULL FROM unnest(?::text[], ?::text[], ?::text[], ?::int[])"
-                   " AS u(run_id, stack, pending, immediate) WHERE runs.run_id = u.run_id",
-                   [list(values) for values in zip(*rows)])
+                   f" reason = NULL FROM ({json_rows(columns)}) AS u(run_id, stack, pending, immediate)"
+                   " WHERE runs.run_id = u.run_id", (_json(rows),))
     else:
         tx.executemany("UPDATE runs SET stack = ?, pending_steps = ?, disable_immediate = ?, reason = NULL"
                        " WHERE run_id = ?", [(stack, pending, immediate, run_id)
@@ -509,10 +530,10 @@ def update_runs_progress(tx: Tx, progress: dict[str, dict[str, Any]]) -> None:
 
 
 def mark_runs_started(tx: Tx, run_ids: list[str], at: int) -> None:
-    tx.executemany(
-        "UPDATE runs SET status = ?, started_at = ?, reason = NULL WHERE run_id = ? AND status = ?",
-        [(RunStatus.RUNNING.value, at, rid, RunStatus.QUEUED.value) for rid in run_ids],
-    )
+    for i in range(0, len(run_ids), 500):
+        condition, params = where_in(tx, "run_id", run_ids[i:i + 500])
+        tx.execute(f"UPDATE runs SET status = ?, started_at = ?, reason = NULL WHERE {condition} AND status = ?",
+                   [RunStatus.RUNNING.value, at, *params, RunStatus.QUEUED.value])
 
 
 def count_runs_by_status(tx: Tx) -> dict[str, int]:
@@ -647,17 +668,22 @@ def _job_from_row(row: Any) -> Job:
 
 
 _JOB_COLUMNS = (("id", "text"), ("kind", "text"), ("run_id", "text"), ("step_id", "text"), ("attempt", "int"),
-                ("due_at", "bigint"), ("rank_at", "bigint"), ("payload", "text"), ("created_at", "bigint"))
+                ("due_at", "bigint"), ("rank_at", "bigint"), ("payload", "text"), ("created_at", "bigint"),
+                ("lease_owner", "text"), ("lease_expires_at", "bigint"))
 
 
 def enqueue(tx: Tx, jobs: Iterable[Job]) -> None:
-    """Insert jobs; a job whose id already exists is left alone (idempotent enqueue)."""
+    """Insert jobs; a job whose id already exists is left alone (idempotent enqueue).
+
+    A job may go in already leased (`lease_owner` set): only for a new id, which cannot exist yet."""
     jobs = list(jobs)
     if not jobs:
         return
-    notify_replicas(tx)
+    if any(j.lease_owner is None for j in jobs):  # leased ones are taken here: nothing for the others
+        notify_replicas(tx)
     rows = [(j.id, j.kind, j.run_id, j.step_id, j.attempt, j.due_at, j.due_at if j.rank_at is None else j.rank_at,
-             None if j.payload is None else _json(j.payload), j.created_at) for j in jobs]
+             None if j.payload is None else _json(j.payload), j.created_at, j.lease_owner, j.lease_expires_at)
+            for j in jobs]
     insert_rows(tx, "jobs", _JOB_COLUMNS, rows, " ON CONFLICT (id) DO NOTHING")
 
 
@@ -716,17 +742,17 @@ def lease_job(tx: Tx, job: Job, *, owner: str, now: int, lease_ms: int) -> bool:
 
 
 def next_wakeup(tx: Tx) -> int | None:
-    """The earliest time at which some job becomes leasable (two index lookups, no scan).
+    """The earliest time at which some job becomes leasable (two index lookups, no scan, one statement).
 
     A free job is leasable at max(due_at, rank_at); looking at the earliest few by due_at is
     exact unless many of them are held back by a negative priority, and then the dispatcher's
     safety poll still finds the job.
     """
-    free = tx.all("SELECT due_at, rank_at FROM jobs WHERE lease_owner IS NULL ORDER BY due_at LIMIT 32")
-    leased = tx.one("SELECT MIN(lease_expires_at) AS t FROM jobs WHERE lease_owner IS NOT NULL")
-    times = [max(r["due_at"], r["rank_at"]) for r in free]
-    if leased is not None and leased["t"] is not None:
-        times.append(leased["t"])
+    later = "GREATEST" if tx.dialect == "postgres" else "MAX"
+    row = tx.one(f"SELECT (SELECT MIN({later}(due_at, rank_at)) FROM (SELECT due_at, rank_at FROM jobs"
+                 " WHERE lease_owner IS NULL ORDER BY due_at LIMIT 32) AS f) AS free,"
+                 " (SELECT MIN(lease_expires_at) FROM jobs WHERE lease_owner IS NOT NULL) AS leased")
+    times = [t for t in (row["free"], row["leased"]) if t is not None]
     return min(times) if times else None
 
 
@@ -755,6 +781,16 @@ def retry_job(tx: Tx, job: Job, *, due_at: int, attempt: int) -> bool:
 
 def drop_run_jobs(tx: Tx, run_id: str, *, except_job: str | None = None) -> None:
     tx.execute("DELETE FROM jobs WHERE run_id = ? AND id <> ?", (run_id, except_job or ""))
+
+
+def drop_run_work(tx: Tx, run_id: str, *, except_job: str | None = None) -> None:
+    """An ended run's queued jobs (but `except_job`) and its waits."""
+    if tx.dialect == "postgres":  # one round trip
+        tx.execute("WITH j AS (DELETE FROM jobs WHERE run_id = ? AND id <> ?) DELETE FROM waits WHERE run_id = ?",
+                   (run_id, except_job or "", run_id))
+        return
+    drop_run_jobs(tx, run_id, except_job=except_job)
+    drop_run_waits(tx, run_id)
 
 
 # Timers a test may fast-forward: a step.sleep's wake-up and a waitForEvent/invoke deadline.
@@ -788,7 +824,7 @@ FUNCTIONS_CHANNEL = "lockgate_functions"
 def notify_replicas(tx: Tx, channel: str = JOBS_CHANNEL) -> None:
     """Tell the other replicas when this transaction commits (PostgreSQL only; one process needs nothing)."""
     if tx.dialect == "postgres":
-        tx.execute("SELECT pg_notify(?, ?)", (channel, tx.origin))
+        tx.notify_on_commit(channel)  # one NOTIFY per channel and commit, however many writes asked
 
 
 def release_leases_of(tx: Tx, owner: str) -> int:

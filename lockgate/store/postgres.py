@@ -87,14 +87,27 @@ class PostgresTx(Tx):
     def __init__(self, conn: psycopg.Connection, origin: str = "") -> None:
         self._conn = conn
         self.origin = origin
+        self._notify: set[str] = set()
 
     def execute(self, sql: str, params: tuple | list = ()) -> psycopg.Cursor:
         return self._conn.execute(translate(sql), tuple(params) if params else None)
 
     def executemany(self, sql: str, rows: list[tuple]) -> None:
-        if rows:
+        if len(rows) == 1:  # executemany enters and leaves a pipeline: dearer than one statement
+            self._conn.execute(translate(sql), rows[0])
+        elif rows:
             with self._conn.cursor() as cur:
                 cur.executemany(translate(sql), rows)
+
+    def notify_on_commit(self, channel: str) -> None:
+        self._notify.add(channel)
+
+    def send_notifications(self) -> None:
+        """One NOTIFY per channel for everything this transaction (a whole batch of writes) asked for."""
+        if self._notify:
+            self._conn.execute("SELECT pg_notify(c, %s) FROM unnest(%s::text[]) AS c",
+                               (self.origin, sorted(self._notify)))
+            self._notify.clear()
 
 
 def _is_connection_error(exc: BaseException, conn: psycopg.Connection | None) -> bool:
@@ -200,10 +213,15 @@ class PostgresStore(ThreadedStore):
             try:
                 with self._pool.connection() as conn:
                     try:
-                        return fn(PostgresTx(conn), *args)
-                    finally:
+                        result = fn(PostgresTx(conn), *args)
+                    except BaseException:
                         if not conn.closed:
-                            conn.rollback()  # reads never change anything
+                            conn.rollback()
+                        raise
+                    # Reads change nothing, so COMMIT ends them as well as ROLLBACK would; but a
+                    # ROLLBACK makes psycopg drop the connection's prepared statements.
+                    conn.commit()
+                    return result
             except Exception as exc:
                 if not _is_connection_error(exc, conn) or time.monotonic() > deadline or self._stopping.is_set():
                     raise
@@ -221,7 +239,9 @@ class PostgresStore(ThreadedStore):
             conn = self._urgent_conn = psycopg.connect(self.uri, autocommit=False, row_factory=dict_row,
                                                        connect_timeout=5)
         try:
-            result = fn(PostgresTx(conn, self._origin), *args)
+            tx = PostgresTx(conn, self._origin)
+            result = fn(tx, *args)
+            tx.send_notifications()
             conn.commit()
             return result
         except BaseException:
@@ -342,6 +362,17 @@ class PostgresStore(ThreadedStore):
                 if not conn.closed:
                     conn.rollback()
                 if isinstance(exc, (BatchBroken, _WriteFailedUnisolated)) or _is_connection_error(exc, conn):
+                    raise
+                raise BatchBroken(str(exc)) from exc
+            try:
+                tx.send_notifications()
+            except Exception as exc:  # nothing committed: like a failed write
+                if not conn.closed:
+                    try:
+                        conn.rollback()
+                    except psycopg.Error:
+                        pass
+                if _is_connection_error(exc, conn):
                     raise
                 raise BatchBroken(str(exc)) from exc
             try:

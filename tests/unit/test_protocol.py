@@ -13,6 +13,7 @@ import random
 
 import jcs
 import pytest
+import rfc8785
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from inngest._internal import errors as sdk_errors
@@ -98,6 +99,27 @@ def test_sdk_recanonicalising_our_bytes_gives_the_same_bytes(value):
     except ValueError:
         return  # e.g. lone surrogates in text
     assert transforms.canonicalize(raw) == raw
+
+
+_plain_values = st.recursive(
+    st.none() | st.booleans() | st.integers(min_value=-(2**53 - 1), max_value=2**53 - 1)
+    | st.text(alphabet=st.characters(codec="utf-8")) | st.sampled_from(["\x00\x1f\x7f\u2028", "é\"\\/", "\U0001f600"]),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(
+        st.text(max_size=6) | st.sampled_from(["a", "B", "_", "\ue000", "\U0001f600", "é"]), inner, max_size=5),
+    max_leaves=25,
+)
+
+
+@settings(max_examples=500, deadline=None)
+@given(_plain_values | _json_values)
+def test_canonical_json_writes_exactly_what_rfc8785_and_the_sdk_write(value):
+    # The fast path (orjson, for values without floats or big integers or non-ASCII keys) must give
+    # the very bytes of the reference encoders, or signatures would not verify.
+    try:
+        expected = rfc8785.dumps(value)
+    except rfc8785.CanonicalizationError:
+        return  # big integers, lone surrogates: covered above
+    assert canonical_json(value) == expected == jcs.canonicalize(value)
 
 
 def test_dumps_and_loads_round_trip_including_big_integers():

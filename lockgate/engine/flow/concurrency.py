@@ -18,11 +18,16 @@ from lockgate.store.base import Tx
 PARK_MS = 60_000  # safety net: a parked call is re-checked at least this often
 
 
-def admit(tx: Tx, job: Job, now: int) -> bool:
-    """Called with `job` freshly leased: take its slots, or park it and explain why."""
+_UNREAD = object()
+
+
+def admit(tx: Tx, job: Job, now: int, found: object = _UNREAD) -> bool:
+    """Called with `job` freshly leased: take its slots, or park it and explain why. `found`: the
+    run's limits if the caller read them already (`fops.runs_limits`), None for none."""
     if job.kind != JobKind.CALL.value or not job.run_id:
         return True
-    found = fops.run_limits(tx, job.run_id)
+    if found is _UNREAD:
+        found = fops.run_limits(tx, job.run_id)
     if not found or not found[0]:
         return True
     limits, priority_ms = found
@@ -68,9 +73,11 @@ def lease_due(tx: Tx, *, owner: str, now: int, limit: int, lease_ms: int,
         if wanted <= 0:
             break
         jobs = ops.lease_due_jobs(tx, owner=owner, now=now, limit=wanted, lease_ms=lease_ms, other_than=other_than)
+        # The runs' limits in one statement for the whole round, not one per job.
+        limits = fops.runs_limits(tx, [j.run_id for j in jobs if j.kind == JobKind.CALL.value and j.run_id])
         parked = 0
         for job in jobs:
-            if admit(tx, job, now):
+            if admit(tx, job, now, limits.get(job.run_id)):
                 admitted.append(job)
             else:
                 parked += 1
