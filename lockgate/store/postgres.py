@@ -151,9 +151,12 @@ class PostgresStore(ThreadedStore):
         self._listener: threading.Thread | None = None
         self._stopping = threading.Event()
         self._origin = uuid.uuid4().hex  # tags our NOTIFYs so our own listener skips them
-        self._urgent_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lockgate-pg-urgent")
-        self._urgent_conn: psycopg.Connection | None = None
-        self._background = _BackgroundLane(uri, self._origin)
+        # Heartbeats and lease extensions: never queued behind a burst's group commits.
+        self._urgent = _OwnConnectionLane(uri, self._origin, "urgent", notify=True)
+        # Housekeeping's deletes: a delete lost in a crash is simply done again by the next sweep,
+        # so commits do not wait for the WAL flush; and a delete never waits long for a row lock.
+        self._background = _OwnConnectionLane(uri, self._origin, "housekeeping",
+                                              setup=("SET synchronous_commit = off", "SET lock_timeout = '2s'"))
         self.commits = 0
         self.writes = 0
 
@@ -196,9 +199,7 @@ class PostgresStore(ThreadedStore):
         if self._listener is not None:
             await loop.run_in_executor(None, self._listener.join, 5)
         self._reader_pool.shutdown(wait=True)
-        self._urgent_pool.shutdown(wait=True)
-        if self._urgent_conn is not None:
-            self._urgent_conn.close()
+        self._urgent.close()
         self._background.close()
         await loop.run_in_executor(None, self._pool.close)
 
@@ -230,27 +231,7 @@ class PostgresStore(ThreadedStore):
 
     async def write_urgent(self, fn: Callable[..., T], *args: Any) -> T:
         assert self._loop is not None, "store is not open"
-        return await self._loop.run_in_executor(self._urgent_pool, self._urgent_in_thread, fn, args)
-
-    def _urgent_in_thread(self, fn: Callable[..., T], args: tuple) -> T:
-        """One transaction on the urgent lane's own connection; a broken one is replaced next time."""
-        conn = self._urgent_conn
-        if conn is None or conn.closed or conn.broken:
-            conn = self._urgent_conn = psycopg.connect(self.uri, autocommit=False, row_factory=dict_row,
-                                                       connect_timeout=5)
-        try:
-            tx = PostgresTx(conn, self._origin)
-            result = fn(tx, *args)
-            tx.send_notifications()
-            conn.commit()
-            return result
-        except BaseException:
-            if not conn.closed:
-                try:
-                    conn.rollback()
-                except psycopg.Error:
-                    conn.close()
-            raise
+        return await self._loop.run_in_executor(self._urgent.executor, self._urgent.run, fn, args)
 
     # -- wake-ups between replicas -------------------------------------------------
 
@@ -390,28 +371,27 @@ class PostgresStore(ThreadedStore):
 
 
 
-class _BackgroundLane:
-    """Housekeeping's deletes: one thread with its own connection, outside the pool and the
-    group-commit queue, one transaction per call. A delete lost in a crash is simply done again by
-    the next sweep, so commits do not wait for the WAL flush; and a delete never waits long for a
-    row lock (the next sweep tries again). A broken connection is replaced on the next call."""
+class _OwnConnectionLane:
+    """One thread with its own connection, outside the pool and the group-commit queue, one
+    transaction per call; a broken connection is replaced on the next call."""
 
-    SETUP = ("SET synchronous_commit = off", "SET lock_timeout = '2s'")
-
-    def __init__(self, uri: str, origin: str) -> None:
-        self._uri, self._origin = uri, origin
-        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lockgate-pg-housekeeping")
+    def __init__(self, uri: str, origin: str, name: str, *, setup: tuple[str, ...] = (), notify: bool = False) -> None:
+        self._uri, self._origin, self._setup, self._notify = uri, origin, setup, notify
+        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"lockgate-pg-{name}")
         self._conn: psycopg.Connection | None = None
 
     def run(self, fn: Callable[..., T], args: tuple) -> T:
         conn = self._conn
         if conn is None or conn.closed or conn.broken:
             conn = self._conn = psycopg.connect(self._uri, autocommit=True, row_factory=dict_row, connect_timeout=5)
-            for statement in self.SETUP:
+            for statement in self._setup:
                 conn.execute(statement)
             conn.autocommit = False
         try:
-            result = fn(PostgresTx(conn, self._origin), *args)
+            tx = PostgresTx(conn, self._origin)
+            result = fn(tx, *args)
+            if self._notify:
+                tx.send_notifications()
             conn.commit()
             return result
         except BaseException:
