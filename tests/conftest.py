@@ -18,6 +18,7 @@ from typing import Any, Callable
 import httpx
 import pytest
 
+from lockgate.protocol.signing import sign_body
 from tests import pgtools
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -203,10 +204,15 @@ class AppProcess:
     ledger: Path
     proc: subprocess.Popen | None = None
     extra_env: dict[str, str | None] = field(default_factory=dict)  # None unsets an inherited variable
+    output: Path | None = None  # where the app's stdout and stderr go (default: the test's own)
+    log_level: str = "warning"  # uvicorn's; "info" adds its access log
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}/api/inngest"
+
+    def logged(self) -> str:
+        return self.output.read_text() if self.output and self.output.exists() else ""
 
     def start(self) -> "AppProcess":
         env = {
@@ -217,14 +223,21 @@ class AppProcess:
             **self.extra_env,
         }
         env = {k: v for k, v in env.items() if v is not None}  # None unsets a variable
+        sink = open(self.output, "ab") if self.output else None
         self.proc = subprocess.Popen(
             [PYTHON, "-m", "uvicorn", self.module + ":app", "--port", str(self.port), "--host", "127.0.0.1",
-             "--log-level", "warning"],
+             "--log-level", self.log_level],
             cwd=ROOT,
             env=env,
+            stdout=sink,
+            stderr=subprocess.STDOUT if sink else None,
         )
-        # Any answer will do: a production-mode SDK refuses unsigned GETs with 401.
-        wait_until(lambda: httpx.get(self.url, timeout=1).status_code < 500, what=f"app {self.module}")
+        if sink:
+            sink.close()  # the child holds its own copy
+        # Any answer will do. A production-mode SDK refuses (and logs) unsigned GETs: sign ours.
+        key = env.get("INNGEST_SIGNING_KEY") if env.get("INNGEST_DEV") == "0" else None
+        headers = {"X-Inngest-Signature": sign_body(b"", key)} if key else {}
+        wait_until(lambda: httpx.get(self.url, headers=headers, timeout=1).status_code < 500, what=f"app {self.module}")
         return self
 
     def stop(self) -> None:

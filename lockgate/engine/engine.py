@@ -565,8 +565,12 @@ class Engine:
 
     async def check_app(self, url: str) -> None:
         """The periodic check of an app we do not re-sync: is it still there?"""
+        headers = {"X-Inngest-Server-Kind": self.options.server_kind}
+        if self.options.signing_key:  # a cloud-mode SDK answers an unsigned GET 401 and logs an error each time
+            headers["X-Inngest-Signature"] = sign_body(b"", self.options.signing_key)
         try:
-            async with self.session.get(url, timeout=aiohttp.ClientTimeout(total=10, sock_connect=5)) as response:
+            async with self.session.get(url, headers=headers,
+                                        timeout=aiohttp.ClientTimeout(total=10, sock_connect=5)) as response:
                 await response.read()
         except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
             await self.health.failed(url, unreachable_text(url, exc))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 import signal
 import subprocess
 import sys
@@ -36,7 +37,8 @@ def prod_server(tmp_path: Path, app_url: str, *, name: str = "lockgate", postgre
 def prod_app(tmp_path: Path, port: int, server_url: str, signing_key: str = SIGNING_KEY) -> AppProcess:
     return AppProcess(module=APP, port=port, server_url=server_url, ledger=tmp_path / "ledger.jsonl",
                       extra_env={"INNGEST_DEV": "0", "INNGEST_BASE_URL": server_url,
-                                 "INNGEST_SIGNING_KEY": signing_key, "INNGEST_EVENT_KEY": EVENT_KEY})
+                                 "INNGEST_SIGNING_KEY": signing_key, "INNGEST_EVENT_KEY": EVENT_KEY},
+                      output=tmp_path / f"app-{port}.log", log_level="info")
 
 
 def doctor(server: LockgateProcess, *args: str) -> subprocess.CompletedProcess:
@@ -121,6 +123,13 @@ def test_production_app_runs_signed_and_keys_are_enforced(tmp_path):
         assert f"app {app.url} holds the same signing key" in report.stdout
         assert "app http://127.0.0.1:9/api/inngest does not answer" in report.stdout
         assert report.returncode == 1
+
+        # The periodic check that the app is still there (every --poll-interval) is signed too:
+        # a cloud-mode SDK logs an error for every unsigned request it refuses.
+        checks = len(re.findall(r"\bGET /api/inngest\b", app.logged()))
+        wait_until(lambda: len(re.findall(r"\bGET /api/inngest\b", app.logged())) >= checks + 2
+                   or "unauthorized" in app.logged(), what="two health checks of the app")
+        assert "unauthorized" not in app.logged(), app.logged()
     finally:
         app.stop()
         server.stop()
