@@ -140,6 +140,7 @@ class LockgateProcess:
                 break
             if self.log_path:
                 self._log.write(line)
+                self._log.flush()  # a test may read the log before any later line arrives
             match = re.search(rb"listening on http://[^:]+:(\d+)", line)
             if match:
                 self.port = int(match.group(1))

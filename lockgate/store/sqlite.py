@@ -18,6 +18,7 @@ import shutil
 import sqlite3
 import tempfile
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import Any, Callable, Iterator, TypeVar
@@ -78,6 +79,31 @@ def _connect(path: str, *, synchronous: str) -> sqlite3.Connection:
     return conn
 
 
+def _connect_and_migrate(path: str, *, synchronous: str, apply: bool = True):
+    """Open `path` and apply pending migrations; returns (connection, status, applied).
+
+    Processes opening a new database together can get "database is locked" at once, without the
+    busy timeout (switching it to WAL, or a read snapshot gone stale before a write). Migrating is
+    idempotent (each file is recorded in the transaction that applies it), so it simply goes again."""
+    deadline = time.monotonic() + 30
+    while True:
+        conn = None
+        try:
+            conn = _connect(path, synchronous=synchronous)
+            status, applied = migrate_sqlite(conn, where=f"the SQLite database {path}", apply=apply)
+            return conn, status, applied
+        except sqlite3.OperationalError as exc:
+            if conn is not None:
+                conn.close()
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+        except BaseException:
+            if conn is not None:
+                conn.close()
+            raise
+
+
 def migrate_sqlite(conn: sqlite3.Connection, *, where: str, apply: bool = True):
     """Apply pending migrations, each in its own BEGIN IMMEDIATE transaction (which also keeps
     a second process from migrating at the same time). Returns (status found, applied)."""
@@ -103,11 +129,9 @@ def migrate_data_dir(data_dir: str, *, apply: bool = True):
         if not apply:  # nothing to look at: a new folder starts with every migration pending
             return migrations.SchemaStatus(applied=[], pending=migrations.available(), unknown=[]), []
         os.makedirs(data_dir, exist_ok=True)
-    conn = _connect(path, synchronous="NORMAL")
-    try:
-        return migrate_sqlite(conn, where=f"the SQLite database {path}", apply=apply)
-    finally:
-        conn.close()
+    conn, status, applied = _connect_and_migrate(path, synchronous="NORMAL", apply=apply)
+    conn.close()
+    return status, applied
 
 
 class SQLiteStore(ThreadedStore):
@@ -156,11 +180,9 @@ class SQLiteStore(ThreadedStore):
             self._owner.__enter__()
         if not os.path.exists(self.path):
             os.close(os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600))
-        conn = _connect(self.path, synchronous=self._synchronous)
         try:
-            _, applied = migrate_sqlite(conn, where=f"the SQLite database {self.path}")
+            conn, _, applied = _connect_and_migrate(self.path, synchronous=self._synchronous)
         except BaseException:
-            conn.close()
             self._release_data_dir()
             raise
         for migration in applied:
