@@ -533,14 +533,20 @@ class Engine:
             200, {"ok": True, "modified": modified, "app_id": reg.app.name, "sync_id": reg.checksum[:32], "status": 200}
         )
 
+    def _app_request_headers(self, body: bytes) -> dict[str, str]:
+        """Headers of a sync or health check sent to an app. Cloud-mode SDKs refuse unsigned ones
+        (401, and the Python SDK logs an error for each)."""
+        headers = {"X-Inngest-Server-Kind": self.options.server_kind}
+        if self.options.signing_key:
+            headers["X-Inngest-Signature"] = sign_body(body, self.options.signing_key)
+        return headers
+
     async def sync_url(self, url: str) -> str | None:
         """PUT the app so it registers; returns an error message when it could not be reached."""
         self._remember_url(url)
         assert self.session is not None
         body = canonical_json({"url": url})
-        headers = {"X-Inngest-Server-Kind": self.options.server_kind, "Content-Type": "application/json"}
-        if self.options.signing_key:  # cloud-mode SDKs refuse unsigned syncs
-            headers["X-Inngest-Signature"] = sign_body(body, self.options.signing_key)
+        headers = {**self._app_request_headers(body), "Content-Type": "application/json"}
         try:
             async with self.session.put(
                 url,
@@ -565,11 +571,8 @@ class Engine:
 
     async def check_app(self, url: str) -> None:
         """The periodic check of an app we do not re-sync: is it still there?"""
-        headers = {"X-Inngest-Server-Kind": self.options.server_kind}
-        if self.options.signing_key:  # a cloud-mode SDK answers an unsigned GET 401 and logs an error each time
-            headers["X-Inngest-Signature"] = sign_body(b"", self.options.signing_key)
         try:
-            async with self.session.get(url, headers=headers,
+            async with self.session.get(url, headers=self._app_request_headers(b""),
                                         timeout=aiohttp.ClientTimeout(total=10, sock_connect=5)) as response:
                 await response.read()
         except (aiohttp.ClientError, asyncio.TimeoutError) as exc:

@@ -25,10 +25,8 @@ def stack(tmp_path_factory, backend):
 
 @pytest.fixture(scope="module")
 def browser(stack):
-    playwright, browser = launch_browser()
-    yield browser
-    browser.close()
-    playwright.stop()
+    with launch_browser() as browser:
+        yield browser
 
 
 @pytest.fixture

@@ -28,10 +28,8 @@ def server(tmp_path_factory, backend):
 
 @pytest.fixture(scope="module")
 def browser(server):
-    playwright, browser = launch_browser()
-    yield browser
-    browser.close()
-    playwright.stop()
+    with launch_browser() as browser:
+        yield browser
 
 
 def dashboard_token() -> str:

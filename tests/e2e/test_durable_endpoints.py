@@ -168,16 +168,12 @@ def test_the_dashboard_shows_the_run_with_its_steps(stack):
         pytest.skip("the dashboard of `lockgate start` needs a login; dev mode is enough to see the page")
     key, _ = call(app, "/api/steps", x=1)
     run = run_of(api, app, "/api/steps", key)
-    playwright, browser = launch_browser()
-    try:
+    with launch_browser() as browser:
         page = browser.new_page(base_url=server.url)
         page.goto(f"/runs/{run['run_id']}")
         body = page.locator("body")
         for text in ("add-one", "double", "Completed", f"GET {app.origin}/api/steps"):
             expect(body).to_contain_text(text)
-    finally:
-        browser.close()
-        playwright.stop()
 
 
 def test_bad_checkpoint_input_gets_a_clear_error(stack):

@@ -124,10 +124,8 @@ def stack(tmp_path_factory, backend):  # backend: one stack per store backend
 
 @pytest.fixture(scope="module")
 def browser():
-    playwright, chromium = launch_browser()
-    yield chromium
-    chromium.close()
-    playwright.stop()
+    with launch_browser() as chromium:
+        yield chromium
 
 
 @pytest.fixture

@@ -311,8 +311,7 @@ def test_progress_is_streamed_live(video):
 
 
 def test_the_batch_page_follows_progress_in_a_browser(video):
-    playwright, browser = launch_browser()
-    try:
+    with launch_browser() as browser:
         video.provider.hold_submits = video.provider.hold_renders = True
         batch = video.create("viewer", "a <b>bold</b> sunset", "a glitch at noon", seconds=3)
         page = browser.new_page()
@@ -330,9 +329,6 @@ def test_the_batch_page_follows_progress_in_a_browser(video):
         rows = page.locator("#shots tr")
         assert [rows.nth(i).get_attribute("class") for i in range(2)] == ["succeeded", "failed"]
         assert rows.nth(0).locator("td").nth(5).inner_text().endswith(".mp4")
-    finally:
-        browser.close()
-        playwright.stop()
 
 
 def start_app_process(port: int, env: dict[str, str]) -> subprocess.Popen:
