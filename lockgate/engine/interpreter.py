@@ -171,8 +171,8 @@ def settle_call(
             progress.note("step.retried", run, step=progress.step_info(job.step_id, None, "Call", job.attempt),
                           error=error, until=progress.until(due), reason=reason)
             return Settled(retry_reason=reason)
-        why = "not retriable" if not retriable else f"no retries left ({fn.retries} allowed)"
-        reason = f"attempt {job.attempt + 1} of {max_attempts} failed, {why}: {error_summary(error)}"
+        reason = _final_failure_reason(tx, run, error, retriable=retriable, attempts=job.attempt + 1,
+                                       max_attempts=max_attempts, app_answered=isinstance(result, FunctionErrored))
         return finish_run(tx, ctx, run, RunStatus.FAILED, error=error, reason=reason, now=now)
     assert isinstance(result, OpsReturned)
     # The memos sent are still the run's own if no step was recorded meanwhile (a checkpoint).
@@ -460,6 +460,47 @@ def error_summary(error: Any) -> str:
     if isinstance(error, dict):
         return f"{error.get('name') or 'Error'}: {_first_line(error.get('message'))}"
     return f"Error: {_first_line(error)}"
+
+
+def _attempts(count: int) -> str:
+    return f"{count} attempt" if count == 1 else f"{count} attempts"
+
+
+def _final_failure_reason(tx: Tx, run: Run, error: Any, *, retriable: bool, attempts: int, max_attempts: int,
+                          app_answered: bool) -> str:
+    """Why a run failed for good, naming the step whose error ended it when there is one: the SDKs
+    throw a step's final error again from the function, as a fresh, non-retriable function error."""
+    step = _failed_step_behind(tx, run, error) if app_answered else None
+    if step is not None:
+        name = step.display_name or step.step_id
+        step_error = (step.memo or {}).get("error") if isinstance(step.memo, dict) else error
+        given_up_early = step.attempts < max_attempts or _is_non_retriable(step_error)
+        if given_up_early:
+            return f"step {name!r} failed (not retriable): {error_summary(step_error)}"
+        return f"step {name!r} failed after {_attempts(step.attempts)}: {error_summary(step_error)}"
+    what = "the function" if app_answered else "the call to the app"
+    if not retriable and (attempts < max_attempts or _is_non_retriable(error)):
+        return f"{what} failed (not retriable): {error_summary(error)}"
+    return f"{what} failed after {_attempts(attempts)}: {error_summary(error)}"
+
+
+def _is_non_retriable(error: Any) -> bool:
+    return isinstance(error, dict) and error.get("name") == "NonRetriableError"
+
+
+def _failed_step_behind(tx: Tx, run: Run, error: Any) -> Step | None:
+    """The latest failed step whose error the function raised again (same name and message), if any."""
+    if not isinstance(error, dict):
+        return None
+    for step in reversed(ops.failed_steps(tx, run.run_id)):
+        step_error = (step.memo or {}).get("error") if isinstance(step.memo, dict) else None
+        if not isinstance(step_error, dict):
+            continue
+        same_message = _first_line(step_error.get("message")) == _first_line(error.get("message"))
+        same_name = step_error.get("name") in (None, "", "Error") or step_error.get("name") == error.get("name")
+        if same_message and same_name:
+            return step
+    return None
 
 
 def _mib(size: int) -> str:

@@ -595,6 +595,13 @@ def get_steps(tx: Tx, run_id: str) -> list[Step]:
     return [_step_from_row(r) for r in rows]
 
 
+def failed_steps(tx: Tx, run_id: str) -> list[Step]:
+    """The run's steps recorded as failed, latest last."""
+    rows = tx.all("SELECT * FROM steps WHERE run_id = ? AND status = 'failed' AND position IS NOT NULL"
+                  " ORDER BY position", (run_id,))
+    return [_step_from_row(r) for r in rows]
+
+
 def completed_memos(tx: Tx, run_id: str) -> dict[str, Any]:
     rows = tx.all(
         "SELECT step_id, memo FROM steps WHERE run_id = ? AND position IS NOT NULL", (run_id,)

@@ -21,7 +21,7 @@ def test_sync_registers_every_function_with_failure_handler(stack):
     slugs = {f["slug"] for f in api.functions()}
     assert "basic-hello" in slugs
     assert "basic-non-retriable-failure" in slugs  # on_failure arrives as its own function
-    assert len(slugs) == 16
+    assert len(slugs) == 17
 
 
 def test_sdk_client_send_and_function_output(stack):
@@ -63,7 +63,19 @@ def test_function_error_retries_then_fails(stack):
     run = api.wait_for_end(api.wait_for_runs(event_id)[0]["run_id"])
     assert run["status"] == "Failed"
     assert "always fails" in run["error"]["message"]
+    assert run["reason"] == "the function failed after 3 attempts: RuntimeError: this function always fails"
     assert [e["attempt"] for e in app.effects("always-fails", run_id=run["run_id"])] == [0, 1, 2]
+
+
+def test_a_step_that_exhausts_its_retries_fails_the_run_naming_the_step(stack):
+    _, app, api = stack
+    event_id = api.send({"name": "test/step-gives-up"}).json()["ids"][0]
+    run = api.wait_for_end(api.wait_for_runs(event_id)[0]["run_id"])
+    assert run["status"] == "Failed"
+    assert run["reason"] == "step 'charge' failed after 3 attempts: ValueError: card declined"
+    assert [e["attempt"] for e in app.effects("charge-attempt", run_id=run["run_id"])] == [0, 1, 2]
+    [step] = api.http.get(f"/v1/runs/{run['run_id']}/steps").json()["data"]
+    assert (step["name"], step["status"], step["attempts"]) == ("charge", "failed", 3)
 
 
 def test_non_retriable_failure_runs_once_and_calls_on_failure(stack):
@@ -71,6 +83,7 @@ def test_non_retriable_failure_runs_once_and_calls_on_failure(stack):
     event_id = api.send({"name": "test/non-retriable", "data": {"order": 1}}).json()["ids"][0]
     run = api.wait_for_end(api.wait_for_runs(event_id)[0]["run_id"])
     assert run["status"] == "Failed"
+    assert run["reason"] == "the function failed (not retriable): NonRetriableError: payment card was declined"
     assert len(app.effects("non-retriable", run_id=run["run_id"])) == 1
     handled = wait_until(lambda: app.effects("on-failure", failed_run_id=run["run_id"]), what="on_failure handler")
     assert handled[0]["function_id"] == "basic-non-retriable"

@@ -115,6 +115,8 @@ def test_a_runs_steps_show_output_and_an_error_with_its_retries(page, stack):
     flaky = run_of(api, send(api, "dash/flaky", {"user_id": "u-steps"}))
     assert api.wait_for_end(flaky["run_id"])["status"] == "Failed"
     page.goto(f"/runs/{flaky['run_id']}")
+    assert page.locator("#explanation").inner_text() == (
+        "Why it ended: step 'charge' failed after 2 attempts: ValueError: card declined for u-steps")
     step = page.locator("li.step[data-step='charge']")
     text = step.inner_text()
     assert "failed" in text and "2 attempts" in text  # retries=1: two attempts in all

@@ -90,6 +90,8 @@ def test_non_retriable_error_fails_the_run_once_and_calls_on_failure(stack):
     # v4 serialises the error's class name; v3 sends name "Error" with the class only in the stack
     assert "NonRetriableError" in run["error"]["name"] + run["error"].get("stack", "")
     assert run["error"]["message"] == "this cannot work"
+    assert run["reason"].startswith("step 'doomed-step' failed (not retriable): ")
+    assert run["reason"].endswith(": this cannot work")
     seen = wait_until(lambda: app.effects("on-failure", failed_run_id=run["run_id"]), what="onFailure")
     assert seen[0]["function_id"] == "js-app-doomed"
     assert seen[0]["message"] == "this cannot work"

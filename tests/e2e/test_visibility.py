@@ -99,8 +99,7 @@ def test_a_failed_run_carries_its_reason(stack):
     event_id = api.send({"name": "card/charge", "data": {}}).json()["ids"][0]
     run = api.wait_for_end(api.wait_for_runs(event_id)[0]["run_id"])
     assert run["status"] == "Failed"
-    assert run["reason"] == ("attempt 2 of 2 failed, no retries left (1 allowed):"
-                             " RuntimeError: card declined by the provider")
+    assert run["reason"] == "the function failed after 2 attempts: RuntimeError: card declined by the provider"
     assert len(app.effects("charge", run_id=run["run_id"])) == 2
 
 
@@ -135,7 +134,7 @@ def test_terminal_log_shows_sync_runs_failures_and_retries(stack):
     assert "attempt=1" in retry
     [failed] = _log_lines(server, "WARN", "run failed after", f"run={bad_run}", "fn=vis-charge-card")
     assert failed.split("run failed after ")[1].split(": ", 1)[1].startswith(
-        "attempt 2 of 2 failed, no retries left (1 allowed): RuntimeError: card declined by the provider  run=")
+        "the function failed after 2 attempts: RuntimeError: card declined by the provider  run=")
 
 
 def test_the_log_says_which_run_an_event_resumed(stack):

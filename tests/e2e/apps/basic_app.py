@@ -104,6 +104,15 @@ async def step_error_caught(ctx: inngest.Context) -> str:
     return "not caught"
 
 
+@client.create_function(fn_id="step-gives-up", trigger=inngest.TriggerEvent(event="test/step-gives-up"), retries=2)
+async def step_gives_up(ctx: inngest.Context) -> None:
+    async def charge() -> None:
+        record("charge-attempt", run_id=ctx.run_id, attempt=ctx.attempt)
+        raise ValueError("card declined\nsecond line of detail")
+
+    await ctx.step.run("charge", charge)
+
+
 @client.create_function(fn_id="retry-after", trigger=inngest.TriggerEvent(event="test/retry-after"), retries=1)
 async def retry_after(ctx: inngest.Context) -> int:
     record("retry-after", run_id=ctx.run_id, attempt=ctx.attempt)
@@ -182,5 +191,5 @@ inngest.fast_api.serve(
     app,
     client,
     [hello, three_steps, flaky_step, always_fails, non_retriable, filtered, wildcard, every_minute,
-     step_error_caught, retry_after, napper, waiter, child, parent, fan_out],
+     step_error_caught, step_gives_up, retry_after, napper, waiter, child, parent, fan_out],
 )
