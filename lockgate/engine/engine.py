@@ -14,7 +14,7 @@ from lockgate.engine import checkpoint, cron, endpoints, interpreter, operator, 
 from lockgate.engine.flow import admission
 from lockgate.engine.dispatcher import LEASE_MS, Dispatcher, Timers
 from lockgate.engine.executor import APP_KEEPALIVE_S, Executor, connection_reuse_trace
-from lockgate.engine.health import AppHealth, bad_call_text, refused_sync_text, unreachable_text
+from lockgate.engine.health import AppHealth, bad_call_text, refused_check_text, refused_sync_text, unreachable_text
 from lockgate.engine.ingest import Handoff, create_run_in_tx, ingest_in_tx, parse_events
 from lockgate.engine.registry import Registry
 from lockgate.engine.resume import resume_sleeps
@@ -574,9 +574,14 @@ class Engine:
         try:
             async with self.session.get(url, headers=self._app_request_headers(b""),
                                         timeout=aiohttp.ClientTimeout(total=10, sock_connect=5)) as response:
-                await response.read()
+                status, text = response.status, (await response.text(errors="replace"))[:2000]
         except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
             await self.health.failed(url, unreachable_text(url, exc))
+            return
+        if status >= 300:
+            await self.health.failed(url, refused_check_text(url, status, text, signed=bool(self.options.signing_key)))
+        else:
+            await self.health.recovered(url)
 
     async def _note_app_health(self, fn: Function, result: Any) -> None:
         """Failed calls mark the function's app in /v1/apps; the next good call clears it."""

@@ -1,8 +1,8 @@
 """App health: what `/v1/apps` says about each app, and the fix in words.
 
 An app's `error` is set when a sync fails, when a call to it fails at the transport level
-(refused, timed out, bad signature) and when the periodic check cannot reach it; a later
-successful sync or call clears it. Changes are logged once per transition ("unreachable",
+(refused, timed out, bad signature) and when the periodic check cannot reach it or gets an
+error status (401: the signing keys differ); a later successful sync, call or check clears it. Changes are logged once per transition ("unreachable",
 "recovered"), not once per failed call.
 """
 
@@ -39,6 +39,19 @@ def refused_sync_text(url: str, status: int, body: str, *, own_url: str | None, 
         # The SDK registers by calling back to its configured server; when that is not us it fails.
         return text + (f". If the app could not reach lockgate to register, point it here: start it with"
                        f" INNGEST_DEV={own_url} (or INNGEST_BASE_URL={own_url})")
+    return text
+
+
+def refused_check_text(url: str, status: int, body: str, *, signed: bool) -> str:
+    """Why an app answered the periodic GET with an error, and what to change."""
+    if status == 401 and signed:
+        return (f"signing key mismatch: the app refused lockgate's signature (401) at {url}. Give the app the"
+                " same INNGEST_SIGNING_KEY as lockgate's --signing-key")
+    first_line = next((line.strip() for line in body.splitlines() if line.strip()), "")[:300]
+    text = f"the app at {url} answered the health check with HTTP {status}" + (f": {first_line}" if first_line else "")
+    if status == 401:
+        return text + (". The app runs in cloud mode and wants signed requests: start it with INNGEST_DEV=1"
+                       " for `lockgate dev`, or use `lockgate start --signing-key` with the app's key")
     return text
 
 

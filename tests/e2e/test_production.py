@@ -10,6 +10,7 @@ import sys
 import threading
 import time
 from collections import defaultdict
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
@@ -34,8 +35,9 @@ def prod_server(tmp_path: Path, app_url: str, *, name: str = "lockgate", postgre
     )
 
 
-def prod_app(tmp_path: Path, port: int, server_url: str, signing_key: str = SIGNING_KEY) -> AppProcess:
-    return AppProcess(module=APP, port=port, server_url=server_url, ledger=tmp_path / "ledger.jsonl",
+def prod_app(tmp_path: Path, port: int, server_url: str, signing_key: str = SIGNING_KEY,
+             module: str = APP) -> AppProcess:
+    return AppProcess(module=module, port=port, server_url=server_url, ledger=tmp_path / "ledger.jsonl",
                       extra_env={"INNGEST_DEV": "0", "INNGEST_BASE_URL": server_url,
                                  "INNGEST_SIGNING_KEY": signing_key, "INNGEST_EVENT_KEY": EVENT_KEY},
                       output=tmp_path / f"app-{port}.log", log_level="info")
@@ -155,6 +157,125 @@ def test_app_with_another_signing_key_is_refused_and_the_reason_is_shown(tmp_pat
         assert report.returncode == 1
         assert "its INNGEST_SIGNING_KEY differs from lockgate's --signing-key" in report.stdout
     finally:
+        app.stop()
+        server.stop()
+
+
+class _Frontend(BaseHTTPRequestHandler):
+    """A load balancer in front of the app: forwards to `server.target`, or answers 503 when it is None."""
+
+    server: "_Balancer"
+
+    def do_GET(self) -> None:
+        self._forward()
+
+    def do_PUT(self) -> None:
+        self._forward()
+
+    def do_POST(self) -> None:
+        self._forward()
+
+    def _forward(self) -> None:
+        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        if self.server.target is None:
+            self._answer(503, {}, b"\n  upstream app is down for maintenance\nretry in 5 minutes\n")
+            return
+        headers = {k: v for k, v in self.headers.items() if k.lower() not in ("content-length", "connection")}
+        answer = httpx.request(self.command, self.server.target + self.path, headers=headers, content=body,
+                               timeout=30)
+        kept = {k: v for k, v in answer.headers.items()
+                if k.lower() not in ("content-length", "connection", "transfer-encoding", "content-encoding")}
+        self._answer(answer.status_code, kept, answer.content)
+
+    def _answer(self, status: int, headers: dict[str, str], body: bytes) -> None:
+        self.send_response(status)
+        for name, value in headers.items():
+            self.send_header(name, value)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+class _Balancer(ThreadingHTTPServer):
+    def __init__(self, port: int, target: str) -> None:
+        super().__init__(("127.0.0.1", port), _Frontend)
+        self.target: str | None = target
+        threading.Thread(target=self.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.shutdown()
+        self.server_close()
+
+
+# No cron: the only requests it gets are the periodic check's, so the check is what reports a problem.
+QUIET_APP = "tests.e2e.apps.steps_app"
+WARNING = '"level":"warning"'  # lockgate start logs JSON lines
+
+
+def _server_log_lines(server: LockgateProcess, *needles: str) -> list[str]:
+    def found():
+        lines = server.log_path.read_text(errors="replace").splitlines()
+        return [line for line in lines if all(n in line for n in needles)]
+    return wait_until(found, what=f"a log line with {needles}")
+
+
+def _app_error(api: Api) -> str | None:
+    apps = api.http.get("/v1/apps").json()["data"]
+    return apps[0]["error"] if apps else None
+
+
+def test_the_periodic_check_reports_an_app_redeployed_with_another_signing_key(tmp_path):
+    # The app synced with lockgate's key, then was redeployed behind its load balancer with another
+    # one: its functions stay listed, so only the periodic signed GET (now refused, 401) can tell
+    # that every call will fail.
+    front_port = free_port()
+    app_url = f"http://127.0.0.1:{front_port}/api/inngest"
+    server = prod_server(tmp_path, app_url).start()
+    good = prod_app(tmp_path, free_port(), server.url, module=QUIET_APP).start()
+    other_key = prod_app(tmp_path, free_port(), server.url, signing_key="signkey-test-" + "0badc0de" * 8,
+                         module=QUIET_APP).start()
+    front = _Balancer(front_port, f"http://127.0.0.1:{good.port}")
+    try:
+        api = Api(server.url, SIGNING_KEY)
+        wait_until(lambda: api.functions(), what="the app to sync")
+        assert _app_error(api) is None
+        front.target = f"http://127.0.0.1:{other_key.port}"
+        [warning] = _server_log_lines(server, WARNING, "signing key mismatch: the app refused lockgate's signature (401)")
+        assert app_url in warning and "INNGEST_SIGNING_KEY" in warning
+        # /v1/apps (and the dashboard's apps page) show the app in error until it holds the key again;
+        # the next rounds re-sync it, and that refusal names the key too.
+        error = wait_until(lambda: _app_error(api), what="the app's error in /v1/apps")
+        assert "401" in error and "signing key" in error.lower()
+
+        front.target = f"http://127.0.0.1:{good.port}"
+        wait_until(lambda: _app_error(api) is None, what="the app's error to clear once it holds the key again")
+    finally:
+        front.close()
+        other_key.stop()
+        good.stop()
+        server.stop()
+
+
+def test_the_periodic_check_reports_an_error_status_with_its_first_line(tmp_path):
+    front_port = free_port()
+    app_url = f"http://127.0.0.1:{front_port}/api/inngest"
+    server = prod_server(tmp_path, app_url).start()
+    app = prod_app(tmp_path, free_port(), server.url, module=QUIET_APP).start()
+    front = _Balancer(front_port, f"http://127.0.0.1:{app.port}")
+    try:
+        api = Api(server.url, SIGNING_KEY)
+        wait_until(lambda: api.functions(), what="the app to sync")
+        front.target = None  # the app is down; its load balancer answers 503
+        [warning] = _server_log_lines(server, WARNING, f"the app at {app_url} answered the health check with HTTP 503")
+        assert warning.split("HTTP 503", 1)[1].startswith(": upstream app is down for maintenance")
+        assert "retry in 5 minutes" not in warning  # the first line only
+        error = wait_until(lambda: _app_error(api), what="the app's error in /v1/apps")
+        assert "503" in error and "upstream app is down for maintenance" in error
+    finally:
+        front.close()
         app.stop()
         server.stop()
 
