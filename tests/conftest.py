@@ -295,9 +295,18 @@ class NodeAppProcess(AppProcess):
             **self.extra_env,
         }
         env = {k: v for k, v in env.items() if v is not None}  # None unsets a variable
-        self.proc = subprocess.Popen(["node", str(JS_APP_DIR / self.script)], cwd=JS_APP_DIR, env=env)
-        # Any answer will do: a cloud-mode SDK refuses unsigned GETs with 401.
-        wait_until(lambda: httpx.get(self.url, timeout=1).status_code < 500, what=f"js app ({self.module})")
+        sink = open(self.output, "ab") if self.output else None
+        self.proc = subprocess.Popen(["node", str(JS_APP_DIR / self.script)], cwd=JS_APP_DIR, env=env,
+                                     stdout=sink, stderr=subprocess.STDOUT if sink else None)
+        if sink:
+            sink.close()  # the child holds its own copy
+        # Any answer will do. A cloud-mode SDK refuses an unsigned GET with 401 and logs "Signature
+        # validation failed", which would read as a real error in the app's log: sign ours with the
+        # app's own key (a dev-mode SDK ignores the signature).
+        key = env.get("INNGEST_SIGNING_KEY")
+        headers = {"X-Inngest-Signature": sign_body(b"", key)} if key else {}
+        wait_until(lambda: httpx.get(self.url, headers=headers, timeout=1).status_code < 500,
+                   what=f"js app ({self.module})")
         return self
 
 

@@ -435,6 +435,27 @@ def test_an_app_left_in_dev_mode_is_refused_at_sync_with_the_fix(tmp_path, sdk):
         server.stop()
 
 
+@pytest.mark.parametrize("sdk", SDKS)
+def test_a_cloud_mode_app_logs_no_signature_error_for_the_harness_or_the_checks(tmp_path, sdk):
+    # Every request reaching the app is signed (the harness's readiness probe, lockgate's syncs,
+    # periodic checks and calls), so a "Signature validation failed" in its log is a real problem.
+    ensure_node_sdk(sdk)
+    app_port = free_port()
+    server = cloud_server(tmp_path, f"http://127.0.0.1:{app_port}/api/inngest", SIGNING_KEY).start()
+    app = NodeAppProcess(module=sdk, port=app_port, server_url=server.url, ledger=tmp_path / "ledger.jsonl",
+                         extra_env={**cloud_app_env(), "INNGEST_BASE_URL": server.url}, output=tmp_path / "app.log")
+    try:
+        app.start()
+        api = Api(server.url, SIGNING_KEY)
+        wait_until(lambda: api.functions(), what="the app to sync")
+        run = run_for(api, "js/hello", {"name": "quiet"})
+        assert run["status"] == "Completed" and run["output"]["hello"] == "quiet"
+        assert "Signature validation failed" not in app.logged(), app.logged()
+    finally:
+        app.stop()
+        server.stop()
+
+
 NEW_KEY = "signkey-test-" + "1e7a11" * 8
 
 
