@@ -109,14 +109,26 @@ async def page() -> str:
     return (Path(__file__).parent / "page.html").read_text()
 
 
+async def sse_url(task_id: str) -> str:
+    token = await realtime.get_subscription_token(client, channel_of(task_id), TOPICS)
+    return f"{REALTIME_URL}/v1/realtime/sse?token={token['key']}"
+
+
 @app.post("/tasks", status_code=201)
 async def create_task(task: NewTask) -> dict:
     """A task and a token for its channel; nothing runs until the page, subscribed, calls start."""
     task_id = uuid.uuid4().hex[:12]
     TASKS[task_id] = Task(prompt=task.prompt)
-    token = await realtime.get_subscription_token(client, channel_of(task_id), TOPICS)
-    return {"task_id": task_id, "channel": channel_of(task_id),
-            "sse_url": f"{REALTIME_URL}/v1/realtime/sse?token={token['key']}"}
+    return {"task_id": task_id, "channel": channel_of(task_id), "sse_url": await sse_url(task_id)}
+
+
+@app.post("/tasks/{task_id}/token")
+async def renew_token(task_id: str) -> dict:
+    """A fresh subscription token for the task's channel: lockgate's expire (an hour by default),
+    and the page needs a new one to reconnect to an answer it has followed for longer."""
+    if task_id not in TASKS:
+        raise HTTPException(404, f"no task {task_id!r}: create it with POST /tasks first")
+    return {"task_id": task_id, "sse_url": await sse_url(task_id)}
 
 
 @app.post("/tasks/{task_id}/start", status_code=202)

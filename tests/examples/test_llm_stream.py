@@ -240,6 +240,51 @@ def test_the_drop_button_reopens_from_the_last_event_id(page, stack):
     assert seen["drops"] == 1 and seen["midwayAtDrop"] is True
 
 
+def test_an_expired_subscription_token_is_renewed_and_the_stream_resumes(browser, tmp_path, backend):
+    # lockgate's subscription tokens expire (an hour by default; 3 s here). A page following a long
+    # answer whose connection drops after that cannot reconnect with the token it holds (401): it
+    # asks the app for a fresh one and resumes after the last id it saw.
+    app_port = free_port()
+    server = LockgateProcess(args=["dev", "--no-discovery", "--in-memory", "--cors-origin", f"http://127.0.0.1:{app_port}"],
+                             data_dir=None, log_path=tmp_path / "lockgate.log",
+                             env={"LOCKGATE_REALTIME_TOKEN_TTL": "3"}).start()
+    proxy = CuttableProxy(server.port).start()
+    app = ExampleApp(app_port, server.url, tmp_path / "app.log", REALTIME_URL=f"http://127.0.0.1:{proxy.port}",
+                     FAKE_LLM_TOKEN_DELAY="0.15")
+    page = browser.new_page(viewport={"width": 900, "height": 860})
+    try:
+        page.goto(app.url + "/")
+        prompt = "Tell me about tokens that expire"
+        ask(page, prompt)
+        page.wait_for_function("window.llmStream.deliveries['0:3'] === 1")
+        page.wait_for_function("tokenExpired(task.sseUrl)", timeout=30_000)  # the page's token is past its expiry
+        expired_url = page.evaluate("task.sseUrl")
+        assert httpx.get(expired_url.replace(f":{proxy.port}/", f":{server.port}/")).status_code == 401
+        assert not stats(page)["ended"], "the answer must still be streaming when the connection drops"
+        assert proxy.cut() >= 1  # the SSE connection, mid-answer; the browser's reconnect is refused (401)
+        wait_for_end(page)
+        assert page.text_content("#answer") == fake_llm.answer(prompt)
+        seen = assert_each_message_once(page)
+        assert seen["renewals"] == 1 and seen["fallbacks"] == 1, seen
+        assert page.evaluate("task.sseUrl") != expired_url
+        assert "the subscription token had expired; resuming after id" in page.text_content("#log")
+        assert page.is_hidden("#error")
+    finally:
+        page.close()
+        app.stop()
+        proxy.stop()
+        server.stop()
+
+
+def test_renewing_a_token_for_an_unknown_task_is_refused(stack):
+    with httpx.Client(base_url=stack[2].url, timeout=10) as http:
+        unknown = http.post("/tasks/nope/token")
+        assert unknown.status_code == 404 and "create it with POST /tasks first" in unknown.json()["detail"]
+        created = http.post("/tasks", json={"prompt": "renew me"}).json()
+        renewed = http.post(f"/tasks/{created['task_id']}/token").json()
+        assert renewed["sse_url"].split("?token=")[0] == created["sse_url"].split("?token=")[0]
+
+
 def signed(key: str, url: str, body: bytes) -> str:
     now = int(time.time())
     return jwt.encode({"iss": "Upstash", "sub": url, "exp": now + 300, "nbf": now, "iat": now, "jti": "test",
