@@ -330,8 +330,12 @@ class Api:
         return self.http.get(f"/v1/runs/{run_id}").json()["data"]
 
     def wait_for_runs(self, event_id: str, count: int = 1, timeout: float = 30.0) -> list[dict]:
-        return wait_until(lambda: (r := self.event_runs(event_id)) and len(r) >= count and r, timeout=timeout,
-                          what=f"{count} run(s) of event {event_id}")
+        try:
+            return wait_until(lambda: (r := self.event_runs(event_id)) and len(r) >= count and r, timeout=timeout,
+                              what=f"{count} run(s) of event {event_id}")
+        except AssertionError as exc:  # say why the server thinks the event started nothing
+            event = self.http.get(f"/v1/events/{event_id}").json().get("data") or {}
+            raise AssertionError(f"{exc}; the event's started_nothing: {event.get('started_nothing')!r}") from None
 
     def wait_for_end(self, run_id: str, timeout: float = 60.0) -> dict:
         return wait_until(

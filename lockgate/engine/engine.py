@@ -519,8 +519,9 @@ class Engine:
         functions = await self.store.write(_store_registration, reg, now)
         modified = functions is not None
         if modified:
-            # Loaded in the sync's own transaction: no window in which the API already lists the
-            # new functions but events still match the old registry.
+            # Loaded in the sync's own transaction. The API lists them from the commit on, a moment
+            # before this swap: an event matching nothing meanwhile re-checks the stored functions
+            # (ingest._fresher_registry), as on a replica that has not reloaded yet.
             async with self._reload_lock:
                 self.registry = Registry.build(functions)
             self.dispatcher.wake()

@@ -219,6 +219,18 @@ def create_run_in_tx(
     return run
 
 
+def _fresher_registry(tx: Tx, registry: Registry) -> Registry | None:
+    """The stored functions when they differ from `registry`, else None. A process swaps in a sync's
+    functions only after the sync committed (another replica: after its notification arrives), so
+    an event can be matched against the older set while the new one is already stored and listed;
+    one it matched nothing would start nothing for good. Checked for such events only: cheap ids
+    and versions first, the configs only when they differ."""
+    stored = ops.active_function_versions(tx)
+    if stored == {fid: fn.version for fid, fn in registry.by_id.items()}:
+        return None
+    return Registry.build(ops.load_functions(tx))
+
+
 def ingest_in_tx(
     tx: Tx, events: list[Event], registry: Registry, *, now: int, handoff: Handoff | None = None
 ) -> IngestResult:
@@ -240,6 +252,11 @@ def ingest_in_tx(
         result.resumed_runs.extend((job.run_id, event) for job in resumed if job.run_id)
         payload = event.payload()
         functions = registry.match(payload)
+        if not functions and not resumed and not event.name.startswith(RESERVED_PREFIX):
+            fresher = _fresher_registry(tx, registry)
+            if fresher is not None:
+                registry = fresher
+                functions = registry.match(payload)
         if not functions and not resumed and not event.name.startswith(RESERVED_PREFIX):
             # System events (a run finished...) usually start nothing: only users' events are explained.
             event.started_nothing = why_nothing_started(registry, event.name)

@@ -187,6 +187,11 @@ def load_functions(tx: Tx, *, include_archived: bool = False) -> list[Function]:
     return [_function_from_row(r) for r in tx.all(sql + " ORDER BY slug")]
 
 
+def active_function_versions(tx: Tx) -> dict[str, int]:
+    """Each active function's id and version: what a registry built now would hold, without configs."""
+    return {r["id"]: r["version"] for r in tx.all("SELECT id, version FROM functions WHERE archived = 0")}
+
+
 def get_function(tx: Tx, function_id: str) -> Function | None:
     row = tx.one("SELECT * FROM functions WHERE id = ?", (function_id,))
     return _function_from_row(row) if row else None

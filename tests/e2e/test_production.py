@@ -376,3 +376,37 @@ def test_two_replicas_share_the_work_and_survive_kill9_of_one(tmp_path, backend)
     app.stop()
     a.stop()
     b.stop()
+
+
+def _registration(url: str, count: int) -> dict:
+    """An app's sync body with `count` functions, function i triggered by event race/<i>."""
+    return {"appName": "racer", "url": url, "framework": "test", "sdk": "test:v0", "v": "0.1",
+            "functions": [{"id": f"racer-f{i}", "name": f"f{i}", "triggers": [{"event": f"race/{i}"}],
+                           "steps": {"step": {"id": "step", "name": "step", "runtime": {
+                               "type": "http", "url": f"{url}?fnId=racer-f{i}&stepId=step"}}}}
+                          for i in range(count)]}
+
+
+def test_an_event_sent_to_a_replica_right_after_a_sync_on_another_starts_its_run(tmp_path, backend):
+    # Replica b learns of a sync on replica a by a PostgreSQL notification, then reloads its
+    # functions: an event b takes in before that reload lands must still find the new function
+    # (it is committed and listed), not start nothing for good.
+    if backend.name != "postgres":
+        pytest.skip("replicas share a PostgreSQL database")
+    nowhere = f"http://127.0.0.1:{free_port()}/api/inngest"  # runs may fail; that they start is the point
+    a = prod_server(tmp_path, nowhere, name="a").start()
+    b = prod_server(tmp_path, nowhere, name="b", postgres_uri=a.postgres_uri).start()
+    try:
+        register = httpx.Client(base_url=a.url, timeout=10, headers={"Authorization": f"Bearer {SIGNING_KEY}"})
+        api_b = Api(b.url, SIGNING_KEY)
+        for i in range(1, 6):
+            b.proc.send_signal(signal.SIGSTOP)  # b takes in the sync's notification only after the event
+            try:
+                assert register.post("/fn/register", json=_registration(nowhere, i)).status_code == 200
+            finally:
+                b.proc.send_signal(signal.SIGCONT)
+            event_id = api_b.send({"name": f"race/{i - 1}"}, key=EVENT_KEY).json()["ids"][0]
+            assert api_b.wait_for_runs(event_id)[0]["function_slug"] == f"racer-f{i - 1}"
+    finally:
+        a.stop()
+        b.stop()
