@@ -13,7 +13,7 @@ import orjson
 from lockgate.engine import checkpoint, cron, endpoints, interpreter, operator, progress, signals, step_requests, waits
 from lockgate.engine.flow import admission
 from lockgate.engine.dispatcher import LEASE_MS, Dispatcher, Timers
-from lockgate.engine.executor import APP_KEEPALIVE_S, Executor, connection_reuse_trace
+from lockgate.engine.executor import APP_KEEPALIVE_S, AppConnector, Executor
 from lockgate.engine.health import AppHealth, bad_call_text, refused_sync_text, unreachable_text
 from lockgate.engine.ingest import Handoff, create_run_in_tx, ingest_in_tx, parse_events
 from lockgate.engine.registry import Registry
@@ -125,10 +125,9 @@ class Engine:
         timeout = aiohttp.ClientTimeout(total=self.options.request_timeout_s, sock_connect=10)
         self.session = aiohttp.ClientSession(
             timeout=timeout,
-            connector=aiohttp.TCPConnector(limit=max(200, self.options.workers * 2), limit_per_host=0,
-                                           keepalive_timeout=APP_KEEPALIVE_S,
-                                           socket_factory=self.options.outbound.socket_factory),
-            trace_configs=[connection_reuse_trace()],
+            connector=AppConnector(limit=max(200, self.options.workers * 2), limit_per_host=0,
+                                   keepalive_timeout=APP_KEEPALIVE_S, socket_factory=self.options.outbound.socket_factory),
+            cookie_jar=aiohttp.DummyCookieJar(),  # calls to apps carry no state between runs
         )
         self._fresh_session = aiohttp.ClientSession(
             timeout=timeout, connector=aiohttp.TCPConnector(force_close=True, limit=0))

@@ -9,7 +9,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from lockgate.engine.executor import APP_KEEPALIVE_S, Executor, connection_reuse_trace
+from lockgate.engine.executor import APP_KEEPALIVE_S, AppConnector, Executor
 from lockgate.models import Function, Job, Run
 from lockgate.protocol.sdk_response import FunctionCompleted, FunctionErrored, TransportError
 from tests.conftest import free_port
@@ -50,7 +50,7 @@ async def app_server():
 @pytest.fixture
 async def sessions():
     pooled = aiohttp.ClientSession(
-        connector=aiohttp.TCPConnector(keepalive_timeout=APP_KEEPALIVE_S), trace_configs=[connection_reuse_trace()],
+        connector=AppConnector(keepalive_timeout=APP_KEEPALIVE_S),
         timeout=aiohttp.ClientTimeout(total=0.5))
     fresh = aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True),
                                   timeout=aiohttp.ClientTimeout(total=0.5))
