@@ -53,25 +53,27 @@ class IndexedRouter(Router):
         self._anywhere = [r for r in self.routes if _literal_first_segment(r) is None]
         self._indexed_routes, self._count = self.routes, len(self.routes)
 
-    async def app(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] not in ("http", "websocket"):
-            return await super().app(scope, receive, send)
-        if "router" not in scope:
-            scope["router"] = self
+    def lookup(self, scope: Scope) -> tuple[BaseRoute, Scope] | None:
+        """The route Starlette would hand this request to: the first full match, else the first
+        partial one (the path is known but not for this method: its 405); None when neither."""
         partial = None
         for route in self._candidates(get_route_path(scope)):
             match, child_scope = route.matches(scope)
             if match is Match.FULL:
-                scope["route"] = route
-                scope.update(child_scope)
-                await route.handle(scope, receive, send)
-                return
+                return route, child_scope
             if match is Match.PARTIAL and partial is None:
-                partial, partial_scope = route, child_scope
-        if partial is not None:  # e.g. the path is known but not for this method: its 405
-            scope["route"] = partial
-            scope.update(partial_scope)
-            await partial.handle(scope, receive, send)
-            return
-        # Nothing here: Starlette's own lookup gives the trailing-slash redirect or the 404.
-        await super().app(scope, receive, send)
+                partial = route, child_scope
+        return partial
+
+    async def app(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            return await super().app(scope, receive, send)
+        found = self.lookup(scope)
+        if found is None:  # Starlette's own lookup gives the trailing-slash redirect or the 404
+            return await super().app(scope, receive, send)
+        route, child_scope = found
+        if "router" not in scope:
+            scope["router"] = self
+        scope["route"] = route
+        scope.update(child_scope)
+        await route.handle(scope, receive, send)
