@@ -18,6 +18,7 @@ import orjson
 from yarl import URL
 
 from lockgate.connect.gateway import connect_request, reply_as_http
+from lockgate.engine.app_client import AppConnectError, AppConnectionLost, AppHttpClient, Target, target_of
 from lockgate.engine import endpoints
 from lockgate.engine.sync import CONNECT_STEP_SCHEMES
 from lockgate.models import Function, Job, Run, now_ms
@@ -62,10 +63,13 @@ def step_url(function_url: str, step_id: str) -> str:
 
 
 @functools.lru_cache(maxsize=4096)
-def _step_target(function_url: str, step_id: str) -> tuple[str, URL]:
-    """`step_url` and its parsed form, once per function and step: most calls are "step"."""
+def _step_target(function_url: str, step_id: str) -> tuple[str, URL, Target | None]:
+    """`step_url`, its parsed form and, for plain http, the lean client's target: once per
+    function and step (most calls are "step")."""
     url = step_url(function_url, step_id)
-    return url, URL(url)
+    parsed = URL(url)
+    lean = target_of(parsed) if parsed.scheme == "http" and parsed.raw_host and not parsed.raw_user else None
+    return url, parsed, lean
 
 
 class Executor:
@@ -77,8 +81,13 @@ class Executor:
         signing_key: str | None = None,
         signing_key_fallback: str | None = None,
         server_kind: str = "dev",
+        app_client: AppHttpClient | None = None,
+        timeout_s: float | None = None,
     ) -> None:
         self.session = session
+        # Calls to http:// apps, when given; https, redirects and the rest go through aiohttp.
+        self.app_client = app_client
+        self.timeout_s = timeout_s if timeout_s is not None else session.timeout.total
         # A new connection per request: where a call goes once a reused connection proved stale.
         self.fresh_session = fresh_session or session
         self.signing_key = signing_key
@@ -179,7 +188,17 @@ class Executor:
             signature=signature,
         )
         headers["X-Inngest-Server-Kind"] = self.server_kind
-        url, target = _step_target(fn.url, job.step_id or "step")
+        url, target, lean = _step_target(fn.url, job.step_id or "step")
+        if lean is not None and self.app_client is not None:
+            result = await self._post_lean(url, lean, data, headers)
+            if result is None:  # redirected: aiohttp follows it
+                result = await self._post(self.session, url, data, headers, target=target)
+            elif isinstance(result, TransportError) and result.reason == "stale_connection":
+                self._failed(run, fn, job, result, retried=True)
+                result = await self._post_lean(url, lean, data, headers, fresh=True)
+                if result is None:
+                    result = await self._post(self.session, url, data, headers, target=target)
+            return result
         result = await self._post(self.session, url, data, headers, target=target)
         if isinstance(result, TransportError) and result.reason == "stale_connection":
             # The app never saw this request (it closed the idle connection as it went out):
@@ -187,6 +206,32 @@ class Executor:
             self._failed(run, fn, job, result, retried=True)
             result = await self._post(self.fresh_session, url, data, headers, target=target)
         return result
+
+    async def _post_lean(self, url: str, target: Target, data: bytes, headers: dict, *,
+                         fresh: bool = False) -> SdkResult | None:
+        """`_post` over the lean client; None when the app redirects (aiohttp then follows)."""
+        assert self.app_client is not None
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                answer = await self.app_client.post(target, headers, data, fresh=fresh)
+        except TimeoutError:
+            return TransportError(f"the app did not answer in time ({url})", reason="timeout")
+        except AppConnectError as exc:
+            reason = "connection_refused" if exc.refused else "connect_failed"
+            return TransportError(f"could not reach the app at {url}: ClientConnectorError: {exc}", reason=reason)
+        except AppConnectionLost as exc:
+            # Only a connection that had served earlier requests, and broke before any answer came
+            # back, was closed by the app while idle.
+            reason = "stale_connection" if exc.reused and not exc.answered else "connection_reset"
+            name = "ServerDisconnectedError" if not exc.answered else "ClientPayloadError"
+            return TransportError(f"could not reach the app at {url}: {name}: {exc}", reason=reason)
+        if answer.status in (301, 302, 303, 307, 308) and "location" in answer.headers:
+            return None
+        if self.verify_keys:
+            problem = untrusted_answer(url, answer.status, answer.headers, answer.body, self.verify_keys)
+            if problem:
+                return TransportError(problem, reason="bad_signature")
+        return parse_sdk_response(answer.status, answer.headers, answer.body, now_ms())
 
     async def _call_endpoint(self, run: Run, fn: Function, job: Job) -> SdkResult:
         """Continue a durable endpoint's run: its original request again, marked with the run id.
