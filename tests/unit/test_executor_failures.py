@@ -12,6 +12,7 @@ from aiohttp import web
 from lockgate.engine.app_client import AppHttpClient
 from lockgate.engine.executor import APP_KEEPALIVE_S, AppConnector, Executor
 from lockgate.models import Function, Job, Run
+from lockgate.outbound import OutboundPolicy, parse_networks
 from lockgate.protocol.sdk_response import FunctionCompleted, FunctionErrored, TransportError
 from tests.conftest import free_port
 from tests.stale_proxy import StaleKeepAliveProxy
@@ -165,3 +166,23 @@ async def test_chunked_closing_and_redirected_answers_are_read_whole(app_server,
     assert [r.output for r in closing] == ["closed after"] * 3
     assert isinstance(moved, FunctionCompleted) and moved.output == "done"  # a 307 keeps the POST
     assert executor.failures == {} and failure_records(caplog) == []
+
+
+@pytest.mark.parametrize("client", ["lean", "aiohttp"])
+async def test_a_call_the_outbound_policy_forbids_fails_with_the_rule(app_server, client, caplog):
+    policy = OutboundPolicy(deny=parse_networks(["127.0.0.0/8"], "outbound_deny"))
+    pooled = aiohttp.ClientSession(connector=AppConnector(socket_factory=policy.socket_factory),
+                                   timeout=aiohttp.ClientTimeout(total=2))
+    lean = AppHttpClient(keepalive_s=APP_KEEPALIVE_S, connect_timeout_s=2, limit=10,
+                         socket_factory=policy.socket_factory) if client == "lean" else None
+    try:
+        executor = Executor(pooled, app_client=lean)
+        with caplog.at_level(logging.WARNING, logger="lockgate.executor"):
+            result = await executor.call(*call_args(f"http://127.0.0.1:{app_server}/ok"))
+        assert isinstance(result, TransportError) and result.reason == "connect_failed"
+        assert "outbound policy" in result.message and "outbound_deny" in result.message
+        assert executor.failures == {"connect_failed": 1}
+    finally:
+        await pooled.close()
+        if lean is not None:
+            await lean.close()
