@@ -1,6 +1,7 @@
 """End-to-end benchmark: events through lockgate vs. the same app driven directly.
 
-    .venv/bin/python bench/run.py [--events 1000] [--concurrency 100] [--backends sqlite,postgres]
+    .venv/bin/python bench/run.py [--events 1000] [--concurrency 100] [--backends sqlite,postgres|both]
+                                  [--mode dev|start|both]
 
 For each function (noop, three steps) it measures, in one run on this machine:
   * burst: N events sent at once; runs/s until every run completed; p50/p99 event→done
@@ -9,6 +10,11 @@ For each function (noop, three steps) it measures, in one run on this machine:
   * direct: the app's own ceiling — the same SDK endpoint called with the same request
     bodies by a minimal in-process driver (no server, no store), at the same concurrency
 and prints lockgate ÷ direct. "event→done" = the run's ended_at minus the client's send time.
+
+`--mode start` measures the production setting instead: `lockgate start` with a signing key and an
+event key, the app in production mode (it checks our signature and signs its answers, which the
+server checks), and the direct driver signing its requests and checking the answers' signatures
+too, so the ceiling pays the same HMACs. `--mode both` runs dev, then start, on each store.
 
 The burst line also gives the CPU the server used per run (and, on PostgreSQL, the CPU of the
 database's backends serving it), from the first event sent until the last run completed: the
@@ -33,12 +39,14 @@ from pathlib import Path
 
 import aiohttp
 import httpx
+import orjson
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from lockgate.protocol.execution_request import build_execution_body  # noqa: E402
 from lockgate.protocol.jsoncanon import canonical_json  # noqa: E402
+from lockgate.protocol.signing import answer_signature_problem, sign_body  # noqa: E402
 from tests.conftest import AppProcess, LockgateProcess, free_port, wait_until  # noqa: E402
 from typing import Callable  # noqa: E402
 
@@ -88,9 +96,9 @@ async def lockgate_burst(base: str | list[str], name: str, n: int, *,
         return n / elapsed, [(ended[e] - sent[e]) * 1000 for e in sent]
 
 
-async def lockgate_light(base: str, name: str, n: int) -> list[float]:
+async def lockgate_light(base: str, name: str, n: int, *, headers: dict[str, str] | None = None) -> list[float]:
     latencies = []
-    async with httpx.AsyncClient(base_url=base, timeout=60) as http:
+    async with httpx.AsyncClient(base_url=base, timeout=60, headers=headers) as http:
         for i in range(n):
             t = time.time()
             event_id = (await http.post("/e/bench", json={"name": name, "data": {"i": i}})).json()["ids"][0]
@@ -103,8 +111,10 @@ async def lockgate_light(base: str, name: str, n: int) -> list[float]:
     return latencies
 
 
-async def direct(app_url: str, slug: str, n: int, concurrency: int) -> tuple[float, list[float]]:
-    """Drive the SDK endpoint as a server would, keeping memos in memory."""
+async def direct(app_url: str, slug: str, n: int, concurrency: int,
+                 signing_key: str | None = None) -> tuple[float, list[float]]:
+    """Drive the SDK endpoint as a server would, keeping memos in memory. With `signing_key`, as a
+    cloud-mode server: every request signed, every answer's signature checked."""
     latencies: list[float] = []
     # aiohttp, as lockgate uses: the ceiling must not be held back by a slower client.
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=concurrency)) as http:
@@ -122,9 +132,17 @@ async def direct(app_url: str, slug: str, n: int, concurrency: int) -> tuple[flo
                         max_attempts=5, disable_immediate_execution=False, stack=stack, request_version=2,
                         use_api=False,
                     )
-                    async with http.post(f"{app_url}?fnId=bench-{slug}&stepId=step", data=canonical_json(body),
-                                         headers={"content-type": "application/json"}) as r:
-                        status, answer = r.status, await r.json(content_type=None)
+                    data = canonical_json(body)
+                    headers = {"content-type": "application/json"}
+                    if signing_key:
+                        headers["X-Inngest-Signature"] = sign_body(data, signing_key)
+                        headers["X-Inngest-Server-Kind"] = "cloud"
+                    async with http.post(f"{app_url}?fnId=bench-{slug}&stepId=step", data=data,
+                                         headers=headers) as r:
+                        status, raw = r.status, await r.read()
+                        if signing_key and answer_signature_problem(status, r.headers, raw, [signing_key]):
+                            raise AssertionError(f"the app's answer is not signed with the key (HTTP {status})")
+                        answer = orjson.loads(raw)
                     if status == 200:
                         break
                     for op in answer:
@@ -137,22 +155,42 @@ async def direct(app_url: str, slug: str, n: int, concurrency: int) -> tuple[flo
         return n / (time.time() - start), latencies
 
 
+# `--mode start`: the keys of the production setting (the app gets the same signing key).
+SIGNING_KEY = "signkey-bench-" + "0123456789abcdef" * 4
+EVENT_KEY = "bench"
+
+
 def start_bench_stack(*server_args: str, postgres_uri: str | None = None, log_level: str = "warning",
-                      server_root: Path = ROOT) -> tuple[LockgateProcess, AppProcess]:
-    """`lockgate dev` (on-disk SQLite, or PostgreSQL at postgres_uri) and bench/bench_app.py, synced."""
+                      server_root: Path = ROOT, mode: str = "dev") -> tuple[LockgateProcess, AppProcess]:
+    """`lockgate dev` (on-disk SQLite, or PostgreSQL at postgres_uri) and bench/bench_app.py, synced.
+    `mode="start"`: `lockgate start` with signing and event keys, and the app in production mode."""
     tmp = Path(tempfile.mkdtemp(prefix="lockgate-bench-"))
     app_port = free_port()
     app_url = f"http://127.0.0.1:{app_port}/api/inngest"
+    if mode == "start":
+        args = ["start", "--signing-key", SIGNING_KEY, "--event-key", EVENT_KEY, "--poll-interval", "30"]
+        app_env = {"INNGEST_DEV": "0", "INNGEST_SIGNING_KEY": SIGNING_KEY, "INNGEST_EVENT_KEY": EVENT_KEY}
+    else:
+        args, app_env = ["dev", "--no-discovery", "--no-poll"], {}
     server = LockgateProcess(
-        args=["dev", "--no-discovery", "--no-poll", "-u", app_url, "--log-level", log_level, *server_args],
+        args=[*args, "-u", app_url, "--log-level", log_level, *server_args],
         data_dir=tmp / "data",
         log_path=tmp / "lockgate.log",
         postgres_uri=postgres_uri,
         cwd=server_root,
     ).start()
-    app = AppProcess(module="bench.bench_app", port=app_port, server_url=server.url, ledger=tmp / "ledger").start()
-    wait_until(lambda: httpx.get(server.url + "/v1/apps").json()["data"][0]["functions"], what="sync")
+    if app_env:
+        app_env["INNGEST_BASE_URL"] = server.url
+    app = AppProcess(module="bench.bench_app", port=app_port, server_url=server.url, ledger=tmp / "ledger",
+                     extra_env=app_env).start()
+    auth = api_headers(mode)
+    wait_until(lambda: httpx.get(server.url + "/v1/apps", headers=auth).json()["data"][0]["functions"], what="sync")
     return server, app
+
+
+def api_headers(mode: str) -> dict[str, str]:
+    """What the benchmark sends to the server's REST API in this mode."""
+    return {"Authorization": f"Bearer {SIGNING_KEY}"} if mode == "start" else {}
 
 
 def cpu_ms(pid: int) -> float:
@@ -197,33 +235,37 @@ class CpuMeter:
         self.database_ms = sum(ms - self._db0.get(pid, 0.0) for pid, ms in self._backends().items())
 
 
-def bench_backend(args: argparse.Namespace, backend: str, server_root: Path = ROOT) -> None:
+def bench_backend(args: argparse.Namespace, backend: str, server_root: Path = ROOT, mode: str = "dev") -> None:
     postgres_uri = None
     if backend == "postgres":
         from tests import pgtools
 
         postgres_uri = pgtools.create_database(args.postgres_admin_uri or pgtools.ADMIN_URI)
     server, app = start_bench_stack("--workers", str(args.concurrency), postgres_uri=postgres_uri,
-                                    log_level=args.log_level, server_root=server_root)
+                                    log_level=args.log_level, server_root=server_root, mode=mode)
     app_url = app.url
+    key = SIGNING_KEY if mode == "start" else None
+    auth = api_headers(mode)
     try:
         where = "" if server_root == ROOT else f", server from {server_root}"
-        print(f"\nstore: {'PostgreSQL' if postgres_uri else 'SQLite WAL on disk'}{where}")
+        setting = "lockgate start, signed" if mode == "start" else "lockgate dev, unsigned"
+        print(f"\nstore: {'PostgreSQL' if postgres_uri else 'SQLite WAL on disk'}, {setting}{where}")
         print(f"{'function':<12} {'mode':<10} {'runs/s':>9} {'p50 ms':>9} {'p99 ms':>9} {'server CPU ms/run':>18}"
               f" {'database CPU ms/run':>20}")
         for slug, event in (("noop", "bench/noop"), ("three-steps", "bench/steps")):
             # The app's ceiling: its best throughput over a few client concurrencies.
             d_rate, d_lat = max(
-                (asyncio.run(direct(app_url, slug, args.events, c)) for c in (4, 16, args.concurrency)),
+                (asyncio.run(direct(app_url, slug, args.events, c, key)) for c in (4, 16, args.concurrency)),
                 key=lambda result: result[0],
             )
             meter = CpuMeter([server.proc.pid], postgres_uri)
             meter.start()
-            l_rate, l_lat = asyncio.run(lockgate_burst(server.url, event, args.events, when_done=meter.stop))
+            l_rate, l_lat = asyncio.run(lockgate_burst(server.url, event, args.events, when_done=meter.stop,
+                                                       headers=auth))
             cpu_per_run = meter.server_ms / args.events
             db_per_run = f"{meter.database_ms / args.events:>20.2f}" if postgres_uri else ""
-            light = asyncio.run(lockgate_light(server.url, event, args.light))
-            _, d_light = asyncio.run(direct(app_url, slug, args.light, 1))
+            light = asyncio.run(lockgate_light(server.url, event, args.light, headers=auth))
+            _, d_light = asyncio.run(direct(app_url, slug, args.light, 1, key))
             print(f"{slug:<12} {'direct':<10} {d_rate:>9.1f} {pct(d_lat, 50):>9.1f} {pct(d_lat, 99):>9.1f}")
             print(f"{slug:<12} {'burst':<10} {l_rate:>9.1f} {pct(l_lat, 50):>9.1f} {pct(l_lat, 99):>9.1f}"
                   f" {cpu_per_run:>18.2f} {db_per_run}")
@@ -303,7 +345,9 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=1000)
     parser.add_argument("--light", type=int, default=200)
     parser.add_argument("--concurrency", type=int, default=100)
-    parser.add_argument("--backends", default="sqlite,postgres", help="comma-separated: sqlite, postgres")
+    parser.add_argument("--backends", default="sqlite,postgres", help="comma-separated: sqlite, postgres (or both)")
+    parser.add_argument("--mode", default="dev", choices=("dev", "start", "both"),
+                        help="dev: lockgate dev, unsigned; start: lockgate start, signed calls and event key")
     parser.add_argument("--postgres-admin-uri", default=None,
                         help="server to create a fresh benchmark database on (default: LOCKGATE_TEST_POSTGRES)")
     parser.add_argument("--log-level", default="warning",
@@ -319,10 +363,17 @@ def main() -> None:
         return
     print(f"lockgate bench — {args.events} events burst, {args.light} light-load events, "
           f"concurrency {args.concurrency}, {os.cpu_count()} cores")
-    for backend in args.backends.split(","):
-        if args.compare_with is not None:
-            bench_backend(args, backend.strip(), args.compare_with.resolve())
-        bench_backend(args, backend.strip())
+    backends = ["sqlite", "postgres"] if args.backends.strip() == "both" else \
+        [b.strip() for b in args.backends.split(",")]
+    unknown = set(backends) - {"sqlite", "postgres"}
+    if unknown:
+        parser.error(f"unknown backend(s) {', '.join(sorted(unknown))}: use sqlite, postgres or both")
+    modes = ["dev", "start"] if args.mode == "both" else [args.mode]
+    for backend in backends:
+        for mode in modes:
+            if args.compare_with is not None:
+                bench_backend(args, backend, args.compare_with.resolve(), mode)
+            bench_backend(args, backend, mode=mode)
 
 
 if __name__ == "__main__":

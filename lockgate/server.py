@@ -34,6 +34,7 @@ from lockgate.realtime import RealtimeOptions, build_broker
 from lockgate.interfaces.auth import AccessPolicy
 from lockgate.interfaces.errors import ApiError, error_response, json_response
 from lockgate.interfaces.guard import EdgeGuard
+from lockgate.interfaces.routing import IndexedRouter
 from lockgate.outbound import OutboundPolicy, local_addresses, parse_networks
 from lockgate.settings import Settings
 from lockgate.startup import StartupProblem
@@ -54,26 +55,6 @@ def build_store(settings: Settings) -> Store:
         in_memory=settings.in_memory,
         synchronous=settings.sqlite_synchronous,
     )
-
-
-class ServerKindHeader:
-    """Announce the server kind on every response, as SDKs expect."""
-
-    def __init__(self, app, kind: str) -> None:
-        self.app = app
-        self.header = (b"x-inngest-server-kind", kind.encode())
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-
-        async def send_with_header(message):
-            if message["type"] == "http.response.start":
-                message.setdefault("headers", [])
-                message["headers"] = list(message["headers"]) + [self.header]
-            await send(message)
-
-        return await self.app(scope, receive, send_with_header)
 
 
 def build_app(settings: Settings, *, kind: str = "dev", store: Store | None = None, own_port: int | None = None,
@@ -170,13 +151,16 @@ def build_app(settings: Settings, *, kind: str = "dev", store: Store | None = No
     app = Starlette(
         routes=routes,
         # Inside Starlette's own error layer, so an unexpected exception ends here as a JSON 500.
-        middleware=[Middleware(EdgeGuard, max_body_bytes=largest_body)],
+        # It also announces the server kind on every response, as SDKs expect.
+        middleware=[Middleware(EdgeGuard, max_body_bytes=largest_body,
+                               headers=[(b"x-inngest-server-kind", kind.encode())])],
         exception_handlers={ApiError: on_api_error, OperatorError: on_operator_error, 404: not_found,
                             405: method_not_allowed},
     )
+    app.router = IndexedRouter(routes)  # the same routes, found by their first path segment
     app.state.engine = engine
     app.state.gateway = gateway
-    served = ServerKindHeader(app, kind)
+    served = app
     if settings.cors_origins:  # browser pages on these origins may call every API
         served = CORSMiddleware(served, allow_origins=list(settings.cors_origins), allow_methods=["*"],
                                 allow_headers=["*"], expose_headers=["x-inngest-server-kind"])

@@ -13,7 +13,8 @@ import orjson
 from lockgate.engine import checkpoint, cron, endpoints, interpreter, operator, progress, signals, step_requests, waits
 from lockgate.engine.flow import admission
 from lockgate.engine.dispatcher import LEASE_MS, Dispatcher, Timers
-from lockgate.engine.executor import APP_KEEPALIVE_S, Executor, connection_reuse_trace
+from lockgate.engine.app_client import AppHttpClient
+from lockgate.engine.executor import APP_KEEPALIVE_S, AppConnector, Executor
 from lockgate.engine.health import AppHealth, bad_call_text, refused_check_text, refused_sync_text, unreachable_text
 from lockgate.engine.ingest import Handoff, create_run_in_tx, ingest_in_tx, parse_events
 from lockgate.engine.registry import Registry
@@ -90,6 +91,7 @@ class Engine:
         # aiohttp: its connection pool stays fast with hundreds of calls in flight.
         self.session: aiohttp.ClientSession | None = None
         self._fresh_session: aiohttp.ClientSession | None = None  # one connection per request
+        self.app_client: AppHttpClient | None = None  # calls to http:// apps
         self.executor: Executor | None = None
         name = self.options.replica_name or default_replica_name(self.options.own_port)
         self.dispatcher = Dispatcher(store, self._handle_job, workers=self.options.workers,
@@ -125,16 +127,19 @@ class Engine:
         timeout = aiohttp.ClientTimeout(total=self.options.request_timeout_s, sock_connect=10)
         self.session = aiohttp.ClientSession(
             timeout=timeout,
-            connector=aiohttp.TCPConnector(limit=max(200, self.options.workers * 2), limit_per_host=0,
-                                           keepalive_timeout=APP_KEEPALIVE_S,
-                                           socket_factory=self.options.outbound.socket_factory),
-            trace_configs=[connection_reuse_trace()],
+            connector=AppConnector(limit=max(200, self.options.workers * 2), limit_per_host=0,
+                                   keepalive_timeout=APP_KEEPALIVE_S, socket_factory=self.options.outbound.socket_factory),
+            cookie_jar=aiohttp.DummyCookieJar(),  # calls to apps carry no state between runs
         )
         self._fresh_session = aiohttp.ClientSession(
             timeout=timeout, connector=aiohttp.TCPConnector(force_close=True, limit=0))
+        self.app_client = AppHttpClient(keepalive_s=APP_KEEPALIVE_S, connect_timeout_s=10,
+                                        limit=max(200, self.options.workers * 2),
+                                        socket_factory=self.options.outbound.socket_factory)
         self.executor = Executor(self.session, fresh_session=self._fresh_session, signing_key=self.options.signing_key,
                                  signing_key_fallback=self.options.signing_key_fallback,
-                                 server_kind=self.options.server_kind)
+                                 server_kind=self.options.server_kind, app_client=self.app_client,
+                                 timeout_s=self.options.request_timeout_s)
         self.executor.connect = self.connect
         await self.reload_registry()
         if self.options.single_node:
@@ -164,6 +169,8 @@ class Engine:
         for session in (self.session, self._fresh_session):
             if session is not None:
                 await session.close()
+        if self.app_client is not None:
+            await self.app_client.close()
 
     def _functions_changed(self) -> None:
         """Another replica stored a sync: load its functions so events here trigger them too."""

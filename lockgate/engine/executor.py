@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import errno
+import functools
 import logging
+import weakref
 from collections import Counter
 from types import SimpleNamespace
 from typing import Any
@@ -12,8 +15,10 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import aiohttp
 import orjson
+from yarl import URL
 
 from lockgate.connect.gateway import connect_request, reply_as_http
+from lockgate.engine.app_client import AppConnectError, AppConnectionLost, AppHttpClient, Target, target_of
 from lockgate.engine import endpoints
 from lockgate.engine.sync import CONNECT_STEP_SCHEMES
 from lockgate.models import Function, Job, Run, now_ms
@@ -57,6 +62,16 @@ def step_url(function_url: str, step_id: str) -> str:
     return urlunsplit(parts._replace(query=urlencode(query)))
 
 
+@functools.lru_cache(maxsize=4096)
+def _step_target(function_url: str, step_id: str) -> tuple[str, URL, Target | None]:
+    """`step_url`, its parsed form and, for plain http, the lean client's target: once per
+    function and step (most calls are "step")."""
+    url = step_url(function_url, step_id)
+    parsed = URL(url)
+    lean = target_of(parsed) if parsed.scheme == "http" and parsed.raw_host and not parsed.raw_user else None
+    return url, parsed, lean
+
+
 class Executor:
     def __init__(
         self,
@@ -66,8 +81,13 @@ class Executor:
         signing_key: str | None = None,
         signing_key_fallback: str | None = None,
         server_kind: str = "dev",
+        app_client: AppHttpClient | None = None,
+        timeout_s: float | None = None,
     ) -> None:
         self.session = session
+        # Calls to http:// apps, when given; https, redirects and the rest go through aiohttp.
+        self.app_client = app_client
+        self.timeout_s = timeout_s if timeout_s is not None else session.timeout.total
         # A new connection per request: where a call goes once a reused connection proved stale.
         self.fresh_session = fresh_session or session
         self.signing_key = signing_key
@@ -168,14 +188,50 @@ class Executor:
             signature=signature,
         )
         headers["X-Inngest-Server-Kind"] = self.server_kind
-        url = step_url(fn.url, job.step_id or "step")
-        result = await self._post(self.session, url, data, headers)
+        url, target, lean = _step_target(fn.url, job.step_id or "step")
+        if lean is not None and self.app_client is not None:
+            result = await self._post_lean(url, lean, data, headers)
+            if result is None:  # redirected: aiohttp follows it
+                result = await self._post(self.session, url, data, headers, target=target)
+            elif isinstance(result, TransportError) and result.reason == "stale_connection":
+                self._failed(run, fn, job, result, retried=True)
+                result = await self._post_lean(url, lean, data, headers, fresh=True)
+                if result is None:
+                    result = await self._post(self.session, url, data, headers, target=target)
+            return result
+        result = await self._post(self.session, url, data, headers, target=target)
         if isinstance(result, TransportError) and result.reason == "stale_connection":
             # The app never saw this request (it closed the idle connection as it went out):
             # send it again at once on a new connection, without using up an attempt.
             self._failed(run, fn, job, result, retried=True)
-            result = await self._post(self.fresh_session, url, data, headers)
+            result = await self._post(self.fresh_session, url, data, headers, target=target)
         return result
+
+    async def _post_lean(self, url: str, target: Target, data: bytes, headers: dict, *,
+                         fresh: bool = False) -> SdkResult | None:
+        """`_post` over the lean client; None when the app redirects (aiohttp then follows)."""
+        assert self.app_client is not None
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                answer = await self.app_client.post(target, headers, data, fresh=fresh)
+        except TimeoutError:
+            return TransportError(f"the app did not answer in time ({url})", reason="timeout")
+        except AppConnectError as exc:
+            reason = "connection_refused" if exc.refused else "connect_failed"
+            return TransportError(f"could not reach the app at {url}: ClientConnectorError: {exc}", reason=reason)
+        except AppConnectionLost as exc:
+            # Only a connection that had served earlier requests, and broke before any answer came
+            # back, was closed by the app while idle.
+            reason = "stale_connection" if exc.reused and not exc.answered else "connection_reset"
+            name = "ServerDisconnectedError" if not exc.answered else "ClientPayloadError"
+            return TransportError(f"could not reach the app at {url}: {name}: {exc}", reason=reason)
+        if answer.status in (301, 302, 303, 307, 308) and "location" in answer.headers:
+            return None
+        if self.verify_keys:
+            problem = untrusted_answer(url, answer.status, answer.headers, answer.body, self.verify_keys)
+            if problem:
+                return TransportError(problem, reason="bad_signature")
+        return parse_sdk_response(answer.status, answer.headers, answer.body, now_ms())
 
     async def _call_endpoint(self, run: Run, fn: Function, job: Job) -> SdkResult:
         """Continue a durable endpoint's run: its original request again, marked with the run id.
@@ -206,11 +262,12 @@ class Executor:
         return await self._post(self.session, url, body, headers, method=method)
 
     async def _post(self, session: aiohttp.ClientSession, url: str, data: bytes | None, headers: dict, *,
-                    method: str = "POST") -> SdkResult:
-        probe = SimpleNamespace(reused=False)  # set by the trace hook of `connection_reuse_trace`
+                    method: str = "POST", target: URL | None = None) -> SdkResult:
+        probe = SimpleNamespace(reused=False)  # set by `AppConnector` when the request goes out on a pooled connection
+        _reuse_probe.set(probe)
         answered = False
         try:
-            async with session.request(method, url, data=data, headers=headers, trace_request_ctx=probe) as response:
+            async with session.request(method, target or url, data=data, headers=headers) as response:
                 answered = True
                 body = await response.read()
                 if self.verify_keys:
@@ -281,14 +338,28 @@ def _first_line(error: Any) -> str:
     return line[:300]
 
 
-def connection_reuse_trace() -> aiohttp.TraceConfig:
-    """Tells `Executor._post` whether its request went out on a pooled (reused) connection."""
+# The probe of the request `Executor._post` is making in this task; `AppConnector` marks it.
+_reuse_probe: contextvars.ContextVar[SimpleNamespace | None] = contextvars.ContextVar("lockgate_reuse_probe",
+                                                                                      default=None)
 
-    async def on_reuse(session: Any, context: Any, params: Any) -> None:
-        probe = context.trace_request_ctx
-        if probe is not None:
-            probe.reused = True
 
-    trace = aiohttp.TraceConfig()
-    trace.on_connection_reuseconn.append(on_reuse)
-    return trace
+class AppConnector(aiohttp.TCPConnector):
+    """The pool of connections to apps; tells `Executor._post` whether its request went out on a
+    connection that had served an earlier request (a stale keep-alive connection is then sent
+    again at once). Cheaper than an aiohttp TraceConfig, whose signals cost every request a
+    dozen awaits and parameter objects."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._served: weakref.WeakSet = weakref.WeakSet()  # protocols that carried a request before
+
+    async def connect(self, req: Any, traces: Any, timeout: Any) -> Any:
+        connection = await super().connect(req, traces, timeout)
+        protocol = connection.protocol
+        if protocol in self._served:
+            probe = _reuse_probe.get()
+            if probe is not None:
+                probe.reused = True
+        elif protocol is not None:
+            self._served.add(protocol)
+        return connection

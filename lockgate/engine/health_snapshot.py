@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from importlib import metadata
 from typing import Any
 
@@ -15,6 +16,7 @@ WINDOW_MS = 15 * 60_000  # the chart's span
 BUCKET_MS = 60_000
 
 
+@functools.cache  # reading the package metadata parses a file: /v1/stats is polled
 def version() -> str:
     try:
         return metadata.version("lockgate")

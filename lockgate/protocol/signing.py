@@ -10,6 +10,7 @@ over the wrapper's `body` string. An SDK in dev mode signs nothing, even when it
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import re
@@ -40,9 +41,14 @@ def validate_signing_key(key: str) -> None:
         raise ValueError(f"the signing key must have an even number of hex digits, it has {len(bare)}")
 
 
-def _mac(body: bytes, key: str, t: int) -> str:
+@functools.lru_cache(maxsize=64)
+def _mac_key(key: str) -> bytes:
     # The key is used as its ASCII text, not hex-decoded (spec §4.2).
-    return hmac.new(strip_key_prefix(key).encode(), body + str(t).encode(), hashlib.sha256).hexdigest()
+    return strip_key_prefix(key).encode()
+
+
+def _mac(body: bytes, key: str, t: int) -> str:
+    return hmac.new(_mac_key(key), body + str(t).encode(), hashlib.sha256).hexdigest()
 
 
 def sign_body(body: bytes, key: str, t: int | None = None) -> str:
