@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import hashlib
 import re
 import signal
@@ -402,7 +403,13 @@ def test_an_event_sent_to_a_replica_right_after_a_sync_on_another_starts_its_run
         for i in range(1, 6):
             b.proc.send_signal(signal.SIGSTOP)  # b takes in the sync's notification only after the event
             try:
-                assert register.post("/fn/register", json=_registration(nowhere, i)).status_code == 200
+                with concurrent.futures.ThreadPoolExecutor(1) as pool:
+                    sync = pool.submit(register.post, "/fn/register", json=_registration(nowhere, i))
+                    try:  # b may have been stopped inside a transaction whose row lock the sync waits for
+                        sync.result(timeout=3)
+                    except concurrent.futures.TimeoutError:
+                        b.proc.send_signal(signal.SIGCONT)
+                    assert sync.result().status_code == 200
             finally:
                 b.proc.send_signal(signal.SIGCONT)
             event_id = api_b.send({"name": f"race/{i - 1}"}, key=EVENT_KEY).json()["ids"][0]
