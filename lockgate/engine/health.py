@@ -35,6 +35,14 @@ def refused_sync_text(url: str, status: int, body: str, *, own_url: str | None, 
                            " INNGEST_SIGNING_KEY as lockgate's --signing-key")
         return text + (". The app runs in cloud mode and wants signed requests: start it with INNGEST_DEV=1"
                        " for `lockgate dev`, or use `lockgate start --signing-key` with the app's key")
+    if "expected dev server" in lowered:
+        # The Python SDK in dev mode refuses a sync that carries a signature (from `lockgate start`).
+        return text + (". The app runs in dev mode, and `lockgate start` is a production server that signs"
+                       " its requests: start the app with INNGEST_DEV=0 and the same INNGEST_SIGNING_KEY as"
+                       " lockgate's --signing-key (Python: not with is_production=False), or use `lockgate dev`")
+    if "expected cloud" in lowered:
+        return text + (". The app runs in cloud mode, and `lockgate dev` does not sign its requests: start the"
+                       " app with INNGEST_DEV=1, or use `lockgate start --signing-key` with the app's key")
     if own_url:
         # The SDK registers by calling back to its configured server; when that is not us it fails.
         return text + (f". If the app could not reach lockgate to register, point it here: start it with"

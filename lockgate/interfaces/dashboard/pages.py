@@ -15,6 +15,7 @@ from lockgate.interfaces.errors import ApiError
 from lockgate.interfaces.rest_v1 import find_runs
 from lockgate.interfaces.run_filters import RunFilterInput, parse_run_filter
 from lockgate.models import FINAL_STATUSES, JobKind, RunStatus, now_ms
+from lockgate.protocol.qstash_signing import DEV_TOKEN
 from lockgate.qstash.render import group_json, message_json, queue_json, schedule_json
 from lockgate.store import flow_operations as flow_ops
 from lockgate.store import health_operations as hops
@@ -215,7 +216,9 @@ class Pages:
             return {"groups": [group_json(g) for g in qops.list_url_groups(tx)]}
 
         data = await self.store.read(read)
-        return self.render.page(request, "qstash.html", tab=tab, tabs=QSTASH_TABS, **data)
+        origin = f"{request.url.scheme}://{request.url.netloc}"
+        return self.render.page(request, "qstash.html", tab=tab, tabs=QSTASH_TABS, origin=origin,
+                                qstash_dev_token=DEV_TOKEN, **data)
 
     # -- health ----------------------------------------------------------------------
 
