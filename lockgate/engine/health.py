@@ -8,6 +8,7 @@ error status (401: the signing keys differ); a later successful sync, call or ch
 
 from __future__ import annotations
 
+import json
 import logging
 from urllib.parse import urlsplit
 
@@ -35,6 +36,11 @@ def refused_sync_text(url: str, status: int, body: str, *, own_url: str | None, 
                            " INNGEST_SIGNING_KEY as lockgate's --signing-key")
         return text + (". The app runs in cloud mode and wants signed requests: start it with INNGEST_DEV=1"
                        " for `lockgate dev`, or use `lockgate start --signing-key` with the app's key")
+    refusal = _own_refusal(body)
+    if refusal:
+        # The SDK reached /fn/register and relays lockgate's own 4xx: a function's configuration is refused.
+        return (f"lockgate refused the functions of the app at {url}: {refusal}. Fix that function's"
+                " configuration in the app and restart it (it syncs again by itself)")
     if "expected dev server" in lowered:
         # The Python SDK in dev mode refuses a sync that carries a signature (from `lockgate start`).
         return text + (". The app runs in dev mode, and `lockgate start` is a production server that signs"
@@ -48,6 +54,18 @@ def refused_sync_text(url: str, status: int, body: str, *, own_url: str | None, 
         return text + (f". If the app could not reach lockgate to register, point it here: start it with"
                        f" INNGEST_DEV={own_url} (or INNGEST_BASE_URL={own_url})")
     return text
+
+
+def _own_refusal(body: str) -> str | None:
+    """The message of a lockgate error body (`{"error": ..., "status": 4xx}`) an SDK passed on, if it is one."""
+    try:
+        found = json.loads(body)
+    except ValueError:
+        return None
+    if isinstance(found, dict) and isinstance(found.get("error"), str) and isinstance(found.get("status"), int) \
+            and 400 <= found["status"] < 500 and found["status"] != 401:
+        return found["error"]
+    return None
 
 
 def refused_check_text(url: str, status: int, body: str, *, signed: bool) -> str:
