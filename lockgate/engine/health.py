@@ -28,6 +28,9 @@ def unreachable_text(url: str, exc: BaseException) -> str:
 
 def refused_sync_text(url: str, status: int, body: str, *, own_url: str | None, signed: bool) -> str:
     """Why an app answered our sync PUT with an error, and what to change."""
+    if own_url and _same_server(url, own_url):
+        return (f"{url} is this lockgate server, not an app: give -u/--sdk-url the address and port your app"
+                " listens on (lockgate's own port cannot serve an app)")
     text = f"the app at {url} refused the sync with HTTP {status}: {body.strip()[:300]}"
     lowered = body.lower()
     if status == 401 or "signature" in lowered or "signing key" in lowered:
@@ -56,6 +59,21 @@ def refused_sync_text(url: str, status: int, body: str, *, own_url: str | None, 
     return text
 
 
+_LOCAL_NAMES = {"127.0.0.1", "localhost", "::1", "0.0.0.0"}
+
+
+def _same_server(url: str, own_url: str) -> bool:
+    """Whether an app URL points at lockgate's own listener (a local name on lockgate's port)."""
+    try:
+        app, own = urlsplit(url), urlsplit(own_url)
+        app_port = app.port or (443 if app.scheme == "https" else 80)
+        own_port = own.port or 80
+    except ValueError:
+        return False
+    same_host = app.hostname == own.hostname or {app.hostname, own.hostname} <= _LOCAL_NAMES
+    return same_host and app_port == own_port
+
+
 def _own_refusal(body: str) -> str | None:
     """The message of a lockgate error body (`{"error": ..., "status": 4xx}`) an SDK passed on, if it is one."""
     try:
@@ -63,7 +81,7 @@ def _own_refusal(body: str) -> str | None:
     except ValueError:
         return None
     if isinstance(found, dict) and isinstance(found.get("error"), str) and isinstance(found.get("status"), int) \
-            and 400 <= found["status"] < 500 and found["status"] != 401:
+            and found["status"] == 400:
         return found["error"]
     return None
 

@@ -200,3 +200,18 @@ def test_a_postgres_uri_that_is_not_one_says_what_is_expected(uri, said):
                           capture_output=True, text=True, timeout=60, cwd=ROOT)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert proc.stderr.strip() == (f"lockgate: {said}; expected postgresql://user[:password]@host[:port]/database")
+
+
+def test_an_app_url_on_lockgates_own_port_says_so(tmp_path, backend):
+    port = free_port()
+    own = f"http://127.0.0.1:{port}/api/inngest"
+    server = LockgateProcess(args=["dev", "--no-discovery", "--in-memory", "-u", own], data_dir=None, port=port,
+                             log_path=tmp_path / "lockgate.log").start()
+    try:
+        error = wait_until(lambda: (a := httpx.get(f"{server.url}/v1/apps").json()["data"]) and a[0]["error"],
+                           what="the app's error")
+        assert error == (f"{own} is this lockgate server, not an app: give -u/--sdk-url the address and port your"
+                         " app listens on (lockgate's own port cannot serve an app)")
+        assert error in (tmp_path / "lockgate.log").read_text()
+    finally:
+        server.stop()
