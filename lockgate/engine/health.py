@@ -26,6 +26,12 @@ def unreachable_text(url: str, exc: BaseException) -> str:
             " Fix the URL with -u/--sdk-url, or start the app")
 
 
+def refused_functions_text(url: str, message: str) -> str:
+    """lockgate refused an app's function configs at /fn/register: which one, why, and the fix."""
+    return (f"lockgate refused the functions of the app at {url}: {message}. Fix that function's"
+            " configuration in the app and restart it (it syncs again by itself)")
+
+
 def refused_sync_text(url: str, status: int, body: str, *, own_url: str | None, signed: bool) -> str:
     """Why an app answered our sync PUT with an error, and what to change."""
     if own_url and _same_server(url, own_url):
@@ -42,8 +48,7 @@ def refused_sync_text(url: str, status: int, body: str, *, own_url: str | None, 
     refusal = _own_refusal(body)
     if refusal:
         # The SDK reached /fn/register and relays lockgate's own 4xx: a function's configuration is refused.
-        return (f"lockgate refused the functions of the app at {url}: {refusal}. Fix that function's"
-                " configuration in the app and restart it (it syncs again by itself)")
+        return refused_functions_text(url, refusal)
     if "expected dev server" in lowered:
         # The Python SDK in dev mode refuses a sync that carries a signature (from `lockgate start`).
         return text + (". The app runs in dev mode, and `lockgate start` is a production server that signs"

@@ -165,7 +165,12 @@ def test_a_function_the_server_refuses_is_named_with_the_fix(stack, tmp_path, pa
         assert "INNGEST_DEV=" not in error  # the app did reach lockgate: pointing it elsewhere is no fix
         wait_until(lambda: "lockgate refused the functions of the app" in logged(server), what="the log line")
         page.goto("/apps")
-        assert "bad cron '61 * * * *'" in page.locator("body").inner_text()
+        row = page.locator("tr", has_text=url)
+        assert "lockgate refused the functions of the app" in row.inner_text()
+        assert "Fix: make sure the app runs" not in row.inner_text()  # the error names its own fix
+        # Each poll syncs the app again: /fn/register and the sync's check record the same words.
+        listed = next(a for a in httpx.get(f"{server.url}/v1/apps").json()["data"] if a["url"] == url)
+        assert listed["error"].startswith(f"lockgate refused the functions of the app at {url}: function"), listed
     finally:
         app.terminate()
         app.wait(timeout=10)
