@@ -220,3 +220,19 @@ def test_an_app_url_on_lockgates_own_port_says_so(tmp_path, backend):
         assert error in (tmp_path / "lockgate.log").read_text()
     finally:
         server.stop()
+
+
+def test_a_cancelled_runs_waiting_step_shows_stopped_not_waiting(page, stack):
+    _, _, api = stack
+    event_id = api.send({"name": "first/wait", "data": {"order_id": "o1"}}).json()["ids"][0]
+    run_id = api.wait_for_runs(event_id)[0]["run_id"]
+    page.goto(f"/runs/{run_id}")
+    step = page.locator("li.step[data-step='payment']")
+    step.locator(".badge", has_text="waiting").wait_for()
+    page.get_by_role("button", name="Cancel run").click()
+    page.locator("h1 .badge", has_text="Cancelled").wait_for()
+    badge = page.locator("li.step[data-step='payment'] .badge")
+    assert badge.inner_text() == "stopped"
+    assert badge.get_attribute("title") == "the run ended before this step did"
+    assert page.locator("li.step.st-waiting").count() == 0
+    assert api.run(run_id)["status"] == "Cancelled"

@@ -101,9 +101,13 @@ class Pages:
         for step in steps:
             began = step.started_at if step.started_at is not None else start
             finished = step.ended_at if step.ended_at is not None else (now if step.position is None else began)
-            rows.append({"step": step, "offset": 100 * (began - start) / span,
+            status = step.status
+            if run.ended_at is not None and step.ended_at is None and status not in ("completed", "failed"):
+                # The run ended (cancelled, timed out, failed elsewhere) while this step slept or waited.
+                status, finished = "stopped", max(began, run.ended_at)
+            rows.append({"step": step, "status": status, "offset": 100 * (began - start) / span,
                          "width": max(0.6, 100 * (finished - began) / span),
-                         "duration": (finished - began) if step.ended_at is not None else None,
+                         "duration": (finished - began) if step.ended_at is not None or status == "stopped" else None,
                          "error": step.memo.get("error") if isinstance(step.memo, dict) and step.status in
                          ("failed", "retrying") else None,
                          "output": step.memo.get("data", step.memo) if isinstance(step.memo, dict) else step.memo})
