@@ -149,8 +149,8 @@ def _prepare_schema(settings: Settings) -> None:
             _fail(str(exc))
     state, applied = _migrate(settings, apply=True)
     if applied and not state.applied:  # a new store: one line, not one per migration
-        where = "PostgreSQL database" if settings.postgres_uri else f"SQLite store in {settings.data_dir}"
-        log.info("created a new %s (schema %s, %d migrations)", where, applied[-1].label, len(applied))
+        where = "the PostgreSQL database" if settings.postgres_uri else f"SQLite in {settings.data_dir}"
+        log.info("set up a new store in %s (schema %s, %d migrations)", where, applied[-1].label, len(applied))
         return
     for migration in applied:
         log.info("applied schema migration %s", migration.label)
