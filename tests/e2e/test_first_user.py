@@ -166,6 +166,8 @@ def test_a_function_the_server_refuses_is_named_with_the_fix(stack, tmp_path, pa
         row = page.locator("tr", has_text=url)
         assert "lockgate refused the functions of the app" in row.inner_text()
         assert "Fix: make sure the app runs" not in row.inner_text()  # the error names its own fix
+        # A long app URL (its name until it syncs) wraps: the page does not scroll sideways at 1280 px.
+        assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
         # Each poll syncs the app again: /fn/register and the sync's check record the same words.
         listed = next(a for a in httpx.get(f"{server.url}/v1/apps").json()["data"] if a["url"] == url)
         assert listed["error"].startswith(f"lockgate refused the functions of the app at {url}: function"), listed
