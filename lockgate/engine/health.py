@@ -46,6 +46,8 @@ def refused_sync_text(url: str, status: int, body: str, *, own_url: str | None, 
         return text + (". The app runs in cloud mode and wants signed requests: start it with INNGEST_DEV=1"
                        " for `lockgate dev`, or use `lockgate start --signing-key` with the app's key")
     refusal = _own_refusal(body)
+    if refusal and refusal.startswith("sync refused: "):
+        return refusal  # the trust probe's verdict (an app in dev mode, another key): it names its fix
     if refusal:
         # The SDK reached /fn/register and relays lockgate's own 4xx: a function's configuration is refused.
         return refused_functions_text(url, refusal)
