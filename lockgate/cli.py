@@ -75,6 +75,9 @@ def _run_server(settings: Settings, kind: str, *, create_db: bool = False, examp
         # after this line finds its functions. Tools wait for this line (and parse the port from it).
         log.info("lockgate %s server listening on http://%s:%s (store: %s)", kind, settings.host, port,
                  engine.store.description, extra=ALWAYS)
+        if kind == "dev":
+            log.info("dashboard: http://%s:%s/  ·  send events to http://%s:%s/e/dev", _browsable(settings.host),
+                     port, _browsable(settings.host), port)
         if len(sockets) > 1:
             log.info("QStash API also on http://%s:%s/v2", settings.host, sockets[1].getsockname()[1], extra=ALWAYS)
 
@@ -92,6 +95,13 @@ def _run_server(settings: Settings, kind: str, *, create_db: bool = False, examp
         raise
     if app.problem:
         _fail(app.problem)
+
+
+def _browsable(host: str) -> str:
+    """An address a browser on this machine can open (a wildcard bind is not one)."""
+    if host in ("0.0.0.0", "", "::"):
+        return "127.0.0.1"
+    return f"[{host}]" if ":" in host else host
 
 
 def _terminal_options(command):
@@ -137,7 +147,11 @@ def _prepare_schema(settings: Settings) -> None:
                 pass
         except DataDirInUse as exc:
             _fail(str(exc))
-    _, applied = _migrate(settings, apply=True)
+    state, applied = _migrate(settings, apply=True)
+    if applied and not state.applied:  # a new store: one line, not one per migration
+        where = "the PostgreSQL database" if settings.postgres_uri else f"SQLite in {settings.data_dir}"
+        log.info("set up a new store in %s (schema %s, %d migrations)", where, applied[-1].label, len(applied))
+        return
     for migration in applied:
         log.info("applied schema migration %s", migration.label)
 

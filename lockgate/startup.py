@@ -41,6 +41,13 @@ def _where(uri: str) -> tuple[str, str, str]:
     """(host:port, database, user) of a PostgreSQL URI, without the password."""
     import psycopg
 
+    scheme = uri.split("://", 1)[0].lower() if "://" in uri else None
+    if scheme is not None and scheme not in ("postgresql", "postgres"):
+        raise StartupProblem(f"--postgres-uri must start with postgresql:// (it starts with {scheme}://);"
+                             " expected postgresql://user[:password]@host[:port]/database")
+    if scheme is None and "=" not in uri:
+        raise StartupProblem("--postgres-uri is not a PostgreSQL URI (no postgresql:// in front);"
+                             " expected postgresql://user[:password]@host[:port]/database")
     try:
         info = psycopg.conninfo.conninfo_to_dict(uri)
     except psycopg.ProgrammingError as exc:

@@ -15,7 +15,8 @@ from lockgate.engine.flow import admission
 from lockgate.engine.dispatcher import LEASE_MS, Dispatcher, Timers
 from lockgate.engine.app_client import AppHttpClient
 from lockgate.engine.executor import APP_KEEPALIVE_S, AppConnector, Executor
-from lockgate.engine.health import AppHealth, bad_call_text, refused_check_text, refused_sync_text, unreachable_text
+from lockgate.engine.health import (AppHealth, bad_call_text, refused_check_text, refused_functions_text,
+                                    refused_sync_text, unreachable_text)
 from lockgate.engine.ingest import Handoff, create_run_in_tx, ingest_in_tx, parse_events
 from lockgate.engine.registry import Registry
 from lockgate.engine.resume import resume_sleeps
@@ -511,7 +512,8 @@ class Engine:
             message = str(exc)
             url = body.get("url") if isinstance(body, dict) else None
             if is_app_url(url):  # remember why this app's sync failed (never for a malformed URL)
-                await self.store.write(lambda tx: ops.set_app_error(tx, url=url, error=message, at=now))
+                stored = refused_functions_text(url, message)  # the same words the sync's own check records
+                await self.store.write(lambda tx: ops.set_app_error(tx, url=url, error=stored, at=now))
             return SyncOutcome(400, {"error": message, "status": 400})
         if self.executor is not None and self.executor.verify_keys and not connect and _offers_trust_probe(body):
             # Cloud mode: an app that would not check our signatures, or would sign its answers with

@@ -200,25 +200,36 @@ def _finish(tx: Tx, job: Job, msg: Message, state: MessageState, log_state: LogS
                                       next_at=schedule.next_schedule_time, states=schedule.last_states)
 
 
-def settle(tx: Tx, job: Job, sent: Message, outcome: Outcome, *, now: int, backoff_scale: float) -> None:
+def failure_text(outcome: Outcome) -> str:
+    """A failed delivery in words: the transport error, or the status and the answer's first line."""
+    if outcome.error:
+        return f"no answer ({outcome.error})"
+    first_line = next((line.strip() for line in outcome.body.decode("utf-8", "replace").splitlines()
+                       if line.strip()), "")[:200]
+    return f"HTTP {outcome.status}" + (f": {first_line}" if first_line else "")
+
+
+def settle(tx: Tx, job: Job, sent: Message, outcome: Outcome, *, now: int, backoff_scale: float) -> str | None:
+    """Record one delivery attempt; answers what became of the message ("delivered", "dlq", "retry at <ms>",
+    "cancelled"), or None when it had already ended."""
     msg = qops.get_message(tx, sent.message_id, for_update=True)
     if msg is None or MessageState(msg.state).is_final:
         ops.release_job(tx, job)
-        return
+        return None
     response = _response_fields(outcome)
     if msg.callback:
         _publish_callback(tx, msg, msg.callback, msg.callback_headers, _callback_body(msg, outcome), now)
     if outcome.ok:
         _finish(tx, job, msg, MessageState.DELIVERED, LogState.DELIVERED, now, **response)
-        return
+        return "delivered"
     qops.add_event(tx, msg, LogState.ERROR.value, now, event_json(msg, LogState.ERROR.value, now, **response))
     if msg.cancel_requested:
         _finish(tx, job, msg, MessageState.CANCELED, LogState.CANCELED, now)
-        return
+        return "cancelled"
     if outcome.non_retryable or msg.retried >= msg.max_retries:
         dlq_id = f"{now}-{qops.dlq_count_at(tx, now)}"
         entry = {**message_json(msg), "dlqId": dlq_id, "responseStatus": outcome.status,
-                 "responseHeader": outcome.headers or None}
+                 "responseHeader": outcome.headers or None, "error": outcome.error}
         try:
             entry["responseBody"] = outcome.body.decode("utf-8")
         except UnicodeDecodeError:
@@ -228,13 +239,14 @@ def settle(tx: Tx, job: Job, sent: Message, outcome: Outcome, *, now: int, backo
         if msg.failure_callback:
             _publish_callback(tx, msg, msg.failure_callback, msg.failure_callback_headers,
                               _callback_body(msg, outcome, dlq_id=dlq_id), now)
-        return
+        return "dlq"
     delay = next_retry_delay_ms(msg.retried + 1, response_headers=outcome.headers, expression=msg.retry_delay_expr,
                                 now_ms=now, backoff_scale=backoff_scale)
     qops.update_message(tx, msg.message_id, retried=msg.retried + 1)
     qops.add_event(tx, msg, LogState.RETRY.value, now,
                    event_json(msg, LogState.RETRY.value, now, nextDeliveryTime=now + delay))
     ops.retry_job(tx, job, due_at=now + delay, attempt=msg.retried + 1)
+    return f"retry at {now + delay}"
 
 
 def cancel_in_tx(tx: Tx, message_ids: list[str], *, now: int) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import logging
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -194,8 +195,26 @@ class QStash:
             return
         current, _ = await self.keys()
         outcome = await delivery.call(session, msg, key=current, max_timeout_s=self.options.max_timeout_s)
-        await self.store.write(lambda tx: delivery.settle(tx, job, msg, outcome, now=now_ms(),
-                                                          backoff_scale=self.options.backoff_scale))
+        became = await self.store.write(lambda tx: delivery.settle(tx, job, msg, outcome, now=now_ms(),
+                                                                   backoff_scale=self.options.backoff_scale))
+        _log_delivery(msg, outcome, became)
+
+
+def _log_delivery(msg: Any, outcome: delivery.Outcome, became: str | None) -> None:
+    """One terminal line per attempt, as for runs: a failed delivery is never silent."""
+    fields = {"message_id": msg.message_id, "url": msg.url}
+    if became == "delivered":
+        log.info("qstash message %s delivered to %s (HTTP %s)", msg.message_id, msg.url, outcome.status,
+                 extra=fields)
+    elif became == "dlq":
+        log.warning("qstash message %s to %s failed: %s; no retry left (%d retried), moved to the DLQ"
+                    " (dashboard: QStash → DLQ, or GET /v2/dlq)", msg.message_id, msg.url,
+                    delivery.failure_text(outcome), msg.retried, extra=fields)
+    elif became and became.startswith("retry at "):
+        at = datetime.datetime.fromtimestamp(int(became.split()[-1]) / 1000, datetime.timezone.utc)
+        log.warning("qstash message %s to %s failed: %s; retry %d of %d at %s", msg.message_id, msg.url,
+                    delivery.failure_text(outcome), msg.retried + 1, msg.max_retries,
+                    at.isoformat(timespec="seconds").replace("+00:00", "Z"), extra=fields)
 
 
 def _fire_schedule(tx: Tx, job: Job, *, now: int) -> None:

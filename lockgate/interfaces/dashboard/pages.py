@@ -15,6 +15,7 @@ from lockgate.interfaces.errors import ApiError
 from lockgate.interfaces.rest_v1 import find_runs
 from lockgate.interfaces.run_filters import RunFilterInput, parse_run_filter
 from lockgate.models import FINAL_STATUSES, JobKind, RunStatus, now_ms
+from lockgate.protocol.qstash_signing import DEV_TOKEN
 from lockgate.qstash.render import group_json, message_json, queue_json, schedule_json
 from lockgate.store import flow_operations as flow_ops
 from lockgate.store import health_operations as hops
@@ -100,9 +101,13 @@ class Pages:
         for step in steps:
             began = step.started_at if step.started_at is not None else start
             finished = step.ended_at if step.ended_at is not None else (now if step.position is None else began)
-            rows.append({"step": step, "offset": 100 * (began - start) / span,
+            status = step.status
+            if run.ended_at is not None and step.ended_at is None and status not in ("completed", "failed"):
+                # The run ended (cancelled, timed out, failed elsewhere) while this step slept or waited.
+                status, finished = "stopped", max(began, run.ended_at)
+            rows.append({"step": step, "status": status, "offset": 100 * (began - start) / span,
                          "width": max(0.6, 100 * (finished - began) / span),
-                         "duration": (finished - began) if step.ended_at is not None else None,
+                         "duration": (finished - began) if step.ended_at is not None or status == "stopped" else None,
                          "error": step.memo.get("error") if isinstance(step.memo, dict) and step.status in
                          ("failed", "retrying") else None,
                          "output": step.memo.get("data", step.memo) if isinstance(step.memo, dict) else step.memo})
@@ -215,7 +220,9 @@ class Pages:
             return {"groups": [group_json(g) for g in qops.list_url_groups(tx)]}
 
         data = await self.store.read(read)
-        return self.render.page(request, "qstash.html", tab=tab, tabs=QSTASH_TABS, **data)
+        origin = f"{request.url.scheme}://{request.url.netloc}"
+        return self.render.page(request, "qstash.html", tab=tab, tabs=QSTASH_TABS, origin=origin,
+                                qstash_dev_token=DEV_TOKEN, **data)
 
     # -- health ----------------------------------------------------------------------
 

@@ -1,0 +1,238 @@
+"""What a first-time user meets: the terminal of `lockgate dev`/`start` and the dashboard say what happened and
+what to do, for the README's steps and the common mistakes (a QStash destination that is down, a function
+the server refuses, a dev-mode app against `lockgate start`, a run that failed before any step, a
+--postgres-uri that is not one). Real servers, the official SDKs, Debian's chromium."""
+
+from __future__ import annotations
+
+import re
+import shlex
+import subprocess
+import sys
+
+import httpx
+import pytest
+
+from tests.conftest import (EVENT_KEY, PYTHON, ROOT, SIGNING_KEY, Api, AppProcess, LockgateProcess,
+                            free_port, start_stack, wait_until)
+from tests.e2e.browser import launch_browser
+
+APP = "tests.e2e.apps.first_user_app"
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory, backend):
+    server, app, api = start_stack(tmp_path_factory.mktemp("first-user"), APP)
+    yield server, app, api
+    app.stop()
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def browser(stack):
+    with launch_browser() as browser:
+        yield browser
+
+
+@pytest.fixture
+def page(browser, stack):
+    context = browser.new_context(base_url=stack[0].url, viewport={"width": 1280, "height": 900})
+    page = context.new_page()
+    page.set_default_timeout(20_000)
+    yield page
+    context.close()
+
+
+def logged(server: LockgateProcess) -> str:
+    return server.log_path.read_text()
+
+
+def test_dev_names_the_dashboard_and_where_to_send_events(stack):
+    server, _, _ = stack
+    text = logged(server)
+    assert f"dashboard: http://127.0.0.1:{server.port}/" in text
+    assert f"send events to http://127.0.0.1:{server.port}/e/dev" in text
+
+
+def test_a_new_store_is_one_line(tmp_path, backend):
+    proc = LockgateProcess(args=["dev", "--no-discovery"], data_dir=tmp_path / "data",
+                           log_path=tmp_path / "lockgate.log")
+    proc.start()  # on the postgres round: a new database, kept for the restart below
+    proc.stop()
+    text = (tmp_path / "lockgate.log").read_text()
+    kind = "the PostgreSQL database" if backend.name == "postgres" else f"SQLite in {tmp_path / 'data'}"
+    assert len(re.findall(rf"set up a new store in {re.escape(kind)} \(schema \d{{4}}_\w+, \d+ migrations\)", text)) == 1, text
+    assert "applied schema migration" not in text
+    proc.start()  # an existing store says nothing about its schema
+    proc.stop()
+    assert (tmp_path / "lockgate.log").read_text().count("set up a new store") == 1
+
+
+def test_the_empty_qstash_page_shows_a_publish_command_that_works(page, stack):
+    server, app, _ = stack
+    page.goto("/qstash")
+    hint = page.locator(".empty pre").inner_text()
+    assert "No messages." in page.locator(".empty").inner_text()
+    assert f"QSTASH_URL={server.url}" in page.locator(".empty").inner_text()
+    # The command as shown, pointed at the app's refusing endpoint instead of example.com, publishes.
+    argv = shlex.split(hint.replace("https://example.com/hook", f"http://127.0.0.1:{app.port}/deliveries/down"))
+    assert argv[:3] == ["curl", "-X", "POST"]
+    token = argv[argv.index("-H") + 1].split("Bearer ", 1)[1]
+    published = httpx.post(argv[3], headers={"Authorization": f"Bearer {token}", "Upstash-Retries": "0"},
+                           content=argv[argv.index("-d") + 1].encode())
+    assert published.status_code in (200, 201), published.text
+    message_id = published.json()["messageId"]
+    wait_until(lambda: message_id in logged(server), what="the delivery's log line")
+    page.goto("/qstash")
+    page.locator("td", has_text=message_id).wait_for()
+
+
+def test_a_qstash_delivery_that_fails_is_logged_with_its_retry_and_the_dlq_says_why(page, stack):
+    server, _, _ = stack
+    qstash = httpx.Client(base_url=server.url, timeout=10, headers={
+        "Authorization": "Bearer eyJVc2VySUQiOiJkZWZhdWx0VXNlciIsIlBhc3N3b3JkIjoiZGVmYXVsdFBhc3N3b3JkIn0="})
+    down = f"http://127.0.0.1:{free_port()}/nobody-listens"
+    published = qstash.post(f"/v2/publish/{down}", content=b"x",
+                            headers={"Upstash-Retries": "1", "Upstash-Retry-Delay": "50"})
+    assert published.status_code in (200, 201), published.text
+    message_id = published.json()["messageId"]
+    wait_until(lambda: any(message_id in line and "moved to the DLQ" in line for line in logged(server).splitlines()),
+               what="the DLQ line")
+    lines = [line for line in logged(server).splitlines() if message_id in line]
+    assert any(f"qstash message {message_id} to {down} failed: no answer (" in line and "retry 1 of 1 at" in line
+               for line in lines), lines
+    assert any("no retry left (1 retried), moved to the DLQ" in line for line in lines), lines
+    assert "Traceback" not in logged(server)
+    entry = next(m for m in qstash.get("/v2/dlq").json()["messages"] if m["messageId"] == message_id)
+    assert entry["responseStatus"] == 0 and "Cannot connect" in entry["error"]
+    page.goto("/qstash?tab=dlq")
+    row = page.locator(f"tr[data-dlq-id='{entry['dlqId']}']")
+    assert "no answer: ClientConnectorError: Cannot connect" in row.inner_text()
+
+
+def test_a_qstash_destination_answering_an_error_is_logged_with_its_status(stack):
+    server, app, _ = stack
+    published = httpx.post(f"{server.url}/v2/publish/http://127.0.0.1:{app.port}/deliveries/down", content=b"y",
+                           headers={"Upstash-Retries": "0", "Authorization": "Bearer eyJVc2VySUQiOiJkZWZhdWx0VXNl"
+                                    "ciIsIlBhc3N3b3JkIjoiZGVmYXVsdFBhc3N3b3JkIn0="})
+    message_id = published.json()["messageId"]
+    line = wait_until(lambda: [ln for ln in logged(server).splitlines() if message_id in ln and "DLQ" in ln],
+                      what="the DLQ line")[0]
+    assert "failed: HTTP 503: the receiver is down; no retry left (0 retried)" in line
+
+
+def test_a_run_that_failed_before_any_step_says_so(page, stack):
+    _, _, api = stack
+    event_id = api.send({"name": "first/boom", "data": {"customer": "c9"}}).json()["ids"][0]
+    run = api.wait_for_end(api.wait_for_runs(event_id)[0]["run_id"])
+    assert run["status"] == "Failed"
+    page.goto(f"/runs/{run['run_id']}")
+    assert "no such customer c9" in page.locator("body").inner_text()
+    assert page.locator(".empty", has_text="No step finished: the function failed outside a step").count() == 1
+    assert "No steps yet." not in page.locator("body").inner_text()
+    done = api.send({"name": "first/hello", "data": {}}).json()["ids"][0]
+    page.goto(f"/runs/{api.wait_for_end(api.wait_for_runs(done)[0]['run_id'])['run_id']}")
+    page.locator(".empty", has_text="This run recorded no steps.").wait_for()
+
+
+def _bad_cron_app(tmp_path) -> str:
+    (tmp_path / "bad_cron_app.py").write_text(
+        "import inngest, inngest.fast_api\nfrom fastapi import FastAPI\n"
+        "client = inngest.Inngest(app_id='bad-cron', is_production=False)\n"
+        "@client.create_function(fn_id='tick', trigger=inngest.TriggerCron(cron='61 * * * *'))\n"
+        "async def tick(ctx):\n    return 1\n"
+        "app = FastAPI()\ninngest.fast_api.serve(app, client, [tick])\n")
+    return "bad_cron_app"
+
+
+def test_a_function_the_server_refuses_is_named_with_the_fix(stack, tmp_path, page):
+    server, _, api = stack
+    port = free_port()
+    app = subprocess.Popen([PYTHON, "-m", "uvicorn", f"{_bad_cron_app(tmp_path)}:app", "--port", str(port),
+                            "--log-level", "warning"], cwd=tmp_path,
+                           env={"INNGEST_DEV": server.url, "PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT)})
+    try:
+        url = f"http://127.0.0.1:{port}/api/inngest"
+        wait_until(lambda: httpx.get(url, timeout=1).status_code < 500, what="the app")
+        added = httpx.post(f"{server.url}/v1/apps", json={"url": url})
+        assert added.status_code == 502
+        error = added.json()["error"]
+        assert error.startswith(f"lockgate refused the functions of the app at {url}: function 'bad-cron-tick':"
+                                " bad cron '61 * * * *'"), error
+        assert "Fix that function's configuration in the app" in error
+        assert "INNGEST_DEV=" not in error  # the app did reach lockgate: pointing it elsewhere is no fix
+        wait_until(lambda: "lockgate refused the functions of the app" in logged(server), what="the log line")
+        page.goto("/apps")
+        row = page.locator("tr", has_text=url)
+        assert "lockgate refused the functions of the app" in row.inner_text()
+        assert "Fix: make sure the app runs" not in row.inner_text()  # the error names its own fix
+        # A long app URL (its name until it syncs) wraps: the page does not scroll sideways at 1280 px.
+        assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
+        # Each poll syncs the app again: /fn/register and the sync's check record the same words.
+        listed = next(a for a in httpx.get(f"{server.url}/v1/apps").json()["data"] if a["url"] == url)
+        assert listed["error"].startswith(f"lockgate refused the functions of the app at {url}: function"), listed
+    finally:
+        app.terminate()
+        app.wait(timeout=10)
+        httpx.delete(f"{server.url}/v1/apps/{url}")
+
+
+def test_a_dev_mode_app_against_lockgate_start_is_told_to_run_in_cloud_mode(tmp_path, backend):
+    server = LockgateProcess(args=["start", "--signing-key", SIGNING_KEY, "--event-key", EVENT_KEY,
+                                   "--poll-interval", "0.5"],
+                             data_dir=tmp_path / "data", log_path=tmp_path / "lockgate.log").start()
+    app = AppProcess(module=APP, port=free_port(), server_url=server.url, ledger=tmp_path / "ledger.jsonl",
+                     extra_env={"INNGEST_SIGNING_KEY": SIGNING_KEY}).start()  # INNGEST_DEV=<url>: dev mode
+    try:
+        api = Api(server.url, SIGNING_KEY)
+        added = api.http.post("/v1/apps", json={"url": app.url})
+        assert added.status_code == 502
+        error = added.json()["error"]
+        assert "The app runs in dev mode" in error and "INNGEST_DEV=0" in error, error
+        assert "point it here" not in error
+        wait_until(lambda: "The app runs in dev mode" in (tmp_path / "lockgate.log").read_text(), what="log line")
+    finally:
+        app.stop()
+        server.stop()
+
+
+@pytest.mark.parametrize("uri, said", [
+    ("mysql://root@127.0.0.1/app", "--postgres-uri must start with postgresql:// (it starts with mysql://)"),
+    ("127.0.0.1:5432/test", "--postgres-uri is not a PostgreSQL URI (no postgresql:// in front)"),
+])
+def test_a_postgres_uri_that_is_not_one_says_what_is_expected(uri, said):
+    proc = subprocess.run([sys.executable, "-m", "lockgate", "dev", "--postgres-uri", uri, "--port", "0"],
+                          capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip() == (f"lockgate: {said}; expected postgresql://user[:password]@host[:port]/database")
+
+
+def test_an_app_url_on_lockgates_own_port_says_so(tmp_path, backend):
+    port = free_port()
+    own = f"http://127.0.0.1:{port}/api/inngest"
+    server = LockgateProcess(args=["dev", "--no-discovery", "--in-memory", "-u", own], data_dir=None, port=port,
+                             log_path=tmp_path / "lockgate.log").start()
+    try:
+        error = wait_until(lambda: (a := httpx.get(f"{server.url}/v1/apps").json()["data"]) and a[0]["error"],
+                           what="the app's error")
+        assert error == (f"{own} is this lockgate server, not an app: give -u/--sdk-url the address and port your"
+                         " app listens on (lockgate's own port cannot serve an app)")
+        assert error in (tmp_path / "lockgate.log").read_text()
+    finally:
+        server.stop()
+
+
+def test_a_cancelled_runs_waiting_step_shows_stopped_not_waiting(page, stack):
+    _, _, api = stack
+    event_id = api.send({"name": "first/wait", "data": {"order_id": "o1"}}).json()["ids"][0]
+    run_id = api.wait_for_runs(event_id)[0]["run_id"]
+    page.goto(f"/runs/{run_id}")
+    step = page.locator("li.step[data-step='payment']")
+    step.locator(".badge", has_text="waiting").wait_for()
+    page.get_by_role("button", name="Cancel run").click()
+    page.locator("h1 .badge", has_text="Cancelled").wait_for()
+    badge = page.locator("li.step[data-step='payment'] .badge")
+    assert badge.inner_text() == "stopped"
+    assert badge.get_attribute("title") == "the run ended before this step did"
+    assert page.locator("li.step.st-waiting").count() == 0
+    assert api.run(run_id)["status"] == "Cancelled"
