@@ -236,7 +236,7 @@ class PostgresStore(ThreadedStore):
                                              notify=True, pipelined=True, reconnect=True)
         self.commits = 0
         self.writes = 0
-        self.round_trips = 0  # of committed write batches, COMMIT included
+        self._round_trips = 0  # of committed write batches and reads, COMMIT included
 
     @property
     def description(self) -> str:
@@ -286,6 +286,12 @@ class PostgresStore(ThreadedStore):
         assert self._loop is not None, "store is not open"
         return await self._loop.run_in_executor(self._background.executor, self._background.run, fn, args)
 
+    @property
+    def round_trips(self) -> int:
+        """Waits for the server in committed transactions so far (statements, pipeline syncs, COMMIT),
+        all connections: what the benchmark reports per run."""
+        return self._round_trips + self._urgent.round_trips + self._background.round_trips + self._unflushed.round_trips
+
     async def write_unflushed(self, fn: Callable[..., T], *args: Any) -> T:
         assert self._loop is not None, "store is not open"
         return await self._loop.run_in_executor(self._unflushed.executor, self._unflushed.run, fn, args)
@@ -296,8 +302,9 @@ class PostgresStore(ThreadedStore):
             conn = None
             try:
                 with self._pool.connection() as conn:
+                    tx = PostgresTx(conn)
                     try:
-                        result = fn(PostgresTx(conn), *args)
+                        result = fn(tx, *args)
                     except BaseException:
                         if not conn.closed:
                             conn.rollback()
@@ -305,6 +312,7 @@ class PostgresStore(ThreadedStore):
                     # Reads change nothing, so COMMIT ends them as well as ROLLBACK would; but a
                     # ROLLBACK makes psycopg drop the connection's prepared statements.
                     conn.commit()
+                    self._round_trips += tx.round_trips + 1
                     return result
             except Exception as exc:
                 if not _is_connection_error(exc, conn) or time.monotonic() > deadline or self._stopping.is_set():
@@ -466,7 +474,7 @@ class PostgresStore(ThreadedStore):
                 raise _CommitUnknown("connection lost during commit") from exc
         self.commits += 1
         self.writes += len(outcomes)
-        self.round_trips += tx.round_trips + 1
+        self._round_trips += tx.round_trips + 1
         return outcomes, again
 
     def _settle_all(self, outcomes: list) -> None:
@@ -485,6 +493,7 @@ class _OwnConnectionLane:
                  pipelined: bool = False, reconnect: bool = False) -> None:
         self._uri, self._origin, self._setup, self._notify = uri, origin, setup, notify
         self._pipelined, self._reconnect = pipelined, reconnect
+        self.round_trips = 0
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"lockgate-pg-{name}")
         self._conn: psycopg.Connection | None = None
 
@@ -509,6 +518,7 @@ class _OwnConnectionLane:
                 tx.end_pipeline()
                 committing = True
                 conn.commit()
+                self.round_trips += tx.round_trips + 1
                 return result
             except BaseException as exc:
                 tx.abandon_pipeline(exc)
