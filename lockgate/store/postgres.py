@@ -125,6 +125,12 @@ class PostgresTx(Tx):
             with self._conn.cursor() as cur:
                 cur.executemany(translate(sql), rows)
 
+    def begin(self) -> None:
+        """Start the transaction (on a connection in autocommit mode): in the pipeline, no round trip."""
+        if self._pipeline is None:
+            self.round_trips += 1
+        self._conn.execute("BEGIN")
+
     def wait_for_results(self) -> None:
         """Have every statement sent so far answered (their errors raise here)."""
         if self._unread and self._pipeline is not None:
@@ -209,7 +215,10 @@ class PostgresStore(ThreadedStore):
             uri,
             min_size=1,
             max_size=pool_size,
-            kwargs={"autocommit": False, "row_factory": dict_row},
+            # Autocommit: a read is its statements alone (psycopg's BEGIN and COMMIT around it were
+            # two more round trips; under READ COMMITTED each statement has its own snapshot
+            # anyway), and a write sends its BEGIN itself, in the pipeline with its statements.
+            kwargs={"autocommit": True, "row_factory": dict_row},
             # No check on checkout (a round trip per use): a connection a restart killed fails its
             # first statement, the pool drops it, and the read or write is retried.
             open=False,
@@ -259,7 +268,13 @@ class PostgresStore(ThreadedStore):
             raise ConnectionError(f"cannot connect to PostgreSQL at {_redact(self.uri)}") from None
         try:
             with self._pool.connection() as conn:
-                _, applied = migrate_connection(conn, where=self.description)
+                conn.autocommit = False  # the migrations' advisory lock lasts a transaction
+                try:
+                    _, applied = migrate_connection(conn, where=self.description)
+                finally:
+                    if not conn.closed:
+                        conn.rollback()
+                        conn.autocommit = True
         except BaseException:
             self._pool.close()
             raise
@@ -302,17 +317,9 @@ class PostgresStore(ThreadedStore):
             conn = None
             try:
                 with self._pool.connection() as conn:
-                    tx = PostgresTx(conn)
-                    try:
-                        result = fn(tx, *args)
-                    except BaseException:
-                        if not conn.closed:
-                            conn.rollback()
-                        raise
-                    # Reads change nothing, so COMMIT ends them as well as ROLLBACK would; but a
-                    # ROLLBACK makes psycopg drop the connection's prepared statements.
-                    conn.commit()
-                    self._round_trips += tx.round_trips + 1
+                    tx = PostgresTx(conn)  # in autocommit: no transaction to end
+                    result = fn(tx, *args)
+                    self._round_trips += tx.round_trips
                     return result
             except Exception as exc:
                 if not _is_connection_error(exc, conn) or time.monotonic() > deadline or self._stopping.is_set():
@@ -408,6 +415,7 @@ class PostgresStore(ThreadedStore):
             tx = PostgresTx(conn, self._origin, pipelined=not isolate)
             shared = len(batch) > 1 and not isolate  # a failure here undoes the neighbours too
             try:
+                tx.begin()
                 for item in batch:
                     fn, args, future = item
                     if isolate:
@@ -503,7 +511,8 @@ class _OwnConnectionLane:
             conn = self._conn = psycopg.connect(self._uri, autocommit=True, row_factory=dict_row, connect_timeout=5)
             for statement in self._setup:
                 conn.execute(statement)
-            conn.autocommit = False
+            if not self._pipelined:  # pipelined, it sends BEGIN itself, without a round trip
+                conn.autocommit = False
         return conn
 
     def run(self, fn: Callable[..., T], args: tuple) -> T:
@@ -512,6 +521,8 @@ class _OwnConnectionLane:
             tx = PostgresTx(conn, self._origin, pipelined=self._pipelined)
             committing = False
             try:
+                if self._pipelined:
+                    tx.begin()
                 result = fn(tx, *args)
                 if self._notify:
                     tx.send_notifications()
