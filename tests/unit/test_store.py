@@ -155,6 +155,16 @@ async def test_statements_nobody_reads_share_a_round_trip_on_postgres(store, bac
     assert store.round_trips - before == 3
 
 
+async def test_an_unflushed_write_is_committed_beside_the_group_commit(store, backend):
+    """Run progress goes through `write_unflushed`: committed and visible like any write, but on
+    PostgreSQL on its own connection, never in a writer thread's batch."""
+    batches = store.commits
+    await store.write_unflushed(ops.enqueue, [_job("progress", 0)])
+    assert await store.read(ops.queue_depth) == 1
+    if backend.name == "postgres":
+        assert store.commits == batches
+
+
 async def test_concurrent_writes_are_group_committed(store):
     await asyncio.gather(*(store.write(ops.enqueue, [_job(f"j{i}", 0)]) for i in range(200)))
     assert await store.read(ops.queue_depth) == 200
