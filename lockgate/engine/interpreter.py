@@ -144,7 +144,7 @@ def settle_call(
         return Settled(applied=False)
     if run is None or RunStatus(run.status).is_final:
         # Cancelled (or gone) while the call was in flight: its ops are discarded.
-        ops.release_job(tx, job)
+        ops.drop_settled_job(tx, job)
         return Settled(applied=False)
     new_version = None
     if run.request_version == -1 and getattr(result, "request_version", None) is not None:
@@ -445,7 +445,7 @@ def _apply_ops(
         disable_immediate=disable_immediate,
         reason=None,
     )
-    ops.release_job(tx, job)
+    ops.drop_settled_job(tx, job)
     after = replace(run, stack=stack, pending_steps=pending, disable_immediate=disable_immediate, reason=None)
     return _hand_off(tx, ctx, run.run_id, new_jobs, now, run=after, memos=known_memos)
 

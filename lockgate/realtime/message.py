@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
@@ -77,5 +78,10 @@ def control(kind: str, channel: str, data: Any) -> Message:
 
 
 def iso_ms(ms: int | None) -> str:
-    when = datetime.now(timezone.utc) if not ms else datetime.fromtimestamp(ms / 1000, timezone.utc)
+    return _iso_of_ms(int(datetime.now(timezone.utc).timestamp() * 1000) if not ms else ms)
+
+
+@functools.lru_cache(maxsize=512)  # a run's progress goes to two channels with one time
+def _iso_of_ms(ms: int) -> str:
+    when = datetime.fromtimestamp(ms / 1000, timezone.utc)
     return when.strftime("%Y-%m-%dT%H:%M:%S.") + f"{when.microsecond // 1000:03d}Z"

@@ -147,7 +147,9 @@ class PostgresBroker(Broker):
     async def _store_batch(self, drafts: list[Draft]) -> list[Message]:
         bodies = [d.body() for d in drafts]
         entries = [(d.channel, orjson.dumps(b).decode(), d.created_at_ms) for d, b in zip(drafts, bodies)]
-        ids = await self.store.write(append_messages, entries, self.options.retention_messages)
+        # Not flushed to disk before it returns: a realtime message is not kept across a database crash
+        # (nor by the in-process broker across a restart), and runs' commits need not wait for it.
+        ids = await self.store.write_unflushed(append_messages, entries, self.options.retention_messages)
         # Delivery, here too, comes through NOTIFY: one path keeps every replica in the same order.
         return [Message(str(i), b) for i, b in zip(ids, bodies)]
 

@@ -57,6 +57,13 @@ class Store(abc.ABC):
         or hold up, the hot path's writes. By default a write (SQLite has one writer anyway)."""
         return await self.write(fn, *args)
 
+    async def write_unflushed(self, fn: Callable[..., T], *args: Any) -> T:
+        """A write lockgate may lose only if the database server itself crashes, not when lockgate
+        does (live progress messages, which nobody is promised to keep): PostgreSQL commits it on
+        its own connection without waiting for the WAL flush, outside the group-commit queue, so
+        it never waits in front of, nor adds an fsync to, the runs' own commits. By default, a write."""
+        return await self.write(fn, *args)
+
     @abc.abstractmethod
     async def read(self, fn: Callable[..., T], *args: Any) -> T:
         """Run fn(tx, *args) on a read-only snapshot."""

@@ -781,6 +781,12 @@ def release_job(tx: Tx, job: Job) -> bool:
     return cur.rowcount == 1
 
 
+def drop_settled_job(tx: Tx, job: Job) -> None:
+    """`release_job` for a caller that checked the lease already and ignores the outcome (a
+    settlement, holding its run's lock): nothing read back, so no round trip of its own."""
+    tx.execute("DELETE FROM jobs WHERE id = ? AND lease_owner = ?", (job.id, job.lease_owner))
+
+
 def retry_job(tx: Tx, job: Job, *, due_at: int, attempt: int) -> bool:
     """Queue a leased job again at due_at, keeping its priority shift (rank_at - due_at)."""
     cur = tx.execute(

@@ -82,22 +82,85 @@ def migrate_uri(uri: str, *, apply: bool = True):
 
 
 class PostgresTx(Tx):
+    """With `pipeline` (the writer threads' batches), statements go out without waiting for their
+    results: a statement whose cursor is read (rows, rowcount) waits for everything sent so far,
+    one round trip; the rest (inserts, updates nobody counts) travel with that one or with the
+    pipeline's end before COMMIT. Their errors therefore show at a later statement of the same
+    transaction or at `end_pipeline`. A SAVEPOINT ends the pipeline first, so that a savepoint's
+    `try` block sees the errors of its own statements."""
+
     dialect = "postgres"
 
-    def __init__(self, conn: psycopg.Connection, origin: str = "") -> None:
+    def __init__(self, conn: psycopg.Connection, origin: str = "", *, pipelined: bool = False) -> None:
         self._conn = conn
         self.origin = origin
         self._notify: set[str] = set()
+        self._pipeline_mode = conn.pipeline() if pipelined else None  # the context manager
+        self._pipeline = self._pipeline_mode.__enter__() if self._pipeline_mode is not None else None
+        self._unread = 0  # statements sent in the pipeline whose results have not come back yet
+        self.round_trips = 0  # waits for the server (statements, syncs), for the benchmark's counts
 
-    def execute(self, sql: str, params: tuple | list = ()) -> psycopg.Cursor:
-        return self._conn.execute(translate(sql), tuple(params) if params else None)
+    def execute(self, sql: str, params: tuple | list = ()) -> Any:
+        if self._pipeline is None:
+            self.round_trips += 1
+            return self._conn.execute(translate(sql), tuple(params) if params else None)
+        if sql.lstrip()[:9].upper() == "SAVEPOINT":
+            self.end_pipeline()
+            return self.execute(sql, params)
+        cursor = self._conn.execute(translate(sql), tuple(params) if params else None)
+        self._unread += 1
+        return _PipelinedCursor(cursor, self)
 
     def executemany(self, sql: str, rows: list[tuple]) -> None:
-        if len(rows) == 1:  # executemany enters and leaves a pipeline: dearer than one statement
+        if not rows:
+            return
+        if self._pipeline is not None:  # no result to wait for
+            self._conn.cursor().executemany(translate(sql), rows)
+            self._unread += 1
+        elif len(rows) == 1:  # executemany enters and leaves a pipeline: dearer than one statement
+            self.round_trips += 1
             self._conn.execute(translate(sql), rows[0])
-        elif rows:
+        else:
+            self.round_trips += 1
             with self._conn.cursor() as cur:
                 cur.executemany(translate(sql), rows)
+
+    def begin(self) -> None:
+        """Start the transaction (on a connection in autocommit mode): in the pipeline, no round trip."""
+        if self._pipeline is None:
+            self.round_trips += 1
+        self._conn.execute("BEGIN")
+
+    def wait_for_results(self) -> None:
+        """Have every statement sent so far answered (their errors raise here)."""
+        if self._unread and self._pipeline is not None:
+            self._unread = 0
+            self.round_trips += 1
+            self._pipeline.sync()
+
+    def end_pipeline(self) -> None:
+        """Wait for every statement sent and leave pipeline mode; raises the first error."""
+        mode, self._pipeline_mode, self._pipeline = self._pipeline_mode, None, None
+        if mode is not None:
+            self._unread = 0
+            self.round_trips += 1
+            mode.__exit__(None, None, None)
+
+    def abandon_pipeline(self, exc: BaseException) -> None:
+        """Leave pipeline mode after `exc`; errors of statements still in flight are dropped (the
+        transaction is rolled back anyway)."""
+        mode, self._pipeline_mode, self._pipeline = self._pipeline_mode, None, None
+        if mode is not None:
+            self._unread = 0
+            try:
+                mode.__exit__(type(exc), exc, exc.__traceback__)
+                if self._conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE:
+                    # The write ended the transaction itself (a ROLLBACK statement): psycopg learnt it
+                    # only now, too late to drop its prepared statements in step with the server.
+                    # rollback() would not either (nothing to roll back), so drop them here.
+                    self._conn.execute("DEALLOCATE ALL", prepare=False)
+            except Exception:  # the connection is gone: the pool replaces it
+                pass
 
     def notify_on_commit(self, channel: str) -> None:
         self._notify.add(channel)
@@ -105,9 +168,25 @@ class PostgresTx(Tx):
     def send_notifications(self) -> None:
         """One NOTIFY per channel for everything this transaction (a whole batch of writes) asked for."""
         if self._notify:
-            self._conn.execute("SELECT pg_notify(c, %s) FROM unnest(%s::text[]) AS c",
-                               (self.origin, sorted(self._notify)))
+            self.execute("SELECT pg_notify(c, ?) FROM unnest(?::text[]) AS c", (self.origin, sorted(self._notify)))
             self._notify.clear()
+
+
+class _PipelinedCursor:
+    """A cursor of a statement sent in pipeline mode: reading it first waits for the results."""
+
+    __slots__ = ("_cursor", "_tx")
+
+    def __init__(self, cursor: psycopg.Cursor, tx: PostgresTx) -> None:
+        self._cursor, self._tx = cursor, tx
+
+    def __getattr__(self, name: str) -> Any:
+        self._tx.wait_for_results()
+        return getattr(self._cursor, name)
+
+    def __iter__(self) -> Any:
+        self._tx.wait_for_results()
+        return iter(self._cursor)
 
 
 def _is_connection_error(exc: BaseException, conn: psycopg.Connection | None) -> bool:
@@ -136,7 +215,10 @@ class PostgresStore(ThreadedStore):
             uri,
             min_size=1,
             max_size=pool_size,
-            kwargs={"autocommit": False, "row_factory": dict_row},
+            # Autocommit: a read is its statements alone (psycopg's BEGIN and COMMIT around it were
+            # two more round trips; under READ COMMITTED each statement has its own snapshot
+            # anyway), and a write sends its BEGIN itself, in the pipeline with its statements.
+            kwargs={"autocommit": True, "row_factory": dict_row},
             # No check on checkout (a round trip per use): a connection a restart killed fails its
             # first statement, the pool drops it, and the read or write is retried.
             open=False,
@@ -157,8 +239,13 @@ class PostgresStore(ThreadedStore):
         # so commits do not wait for the WAL flush; and a delete never waits long for a row lock.
         self._background = _OwnConnectionLane(uri, self._origin, "housekeeping",
                                               setup=("SET synchronous_commit = off", "SET lock_timeout = '2s'"))
+        # Live progress messages: committed without waiting for the WAL flush, never in front of
+        # (or in the same commit as) a hot-path write.
+        self._unflushed = _OwnConnectionLane(uri, self._origin, "stream", setup=("SET synchronous_commit = off",),
+                                             notify=True, pipelined=True, reconnect=True)
         self.commits = 0
         self.writes = 0
+        self._round_trips = 0  # of committed write batches and reads, COMMIT included
 
     @property
     def description(self) -> str:
@@ -181,7 +268,13 @@ class PostgresStore(ThreadedStore):
             raise ConnectionError(f"cannot connect to PostgreSQL at {_redact(self.uri)}") from None
         try:
             with self._pool.connection() as conn:
-                _, applied = migrate_connection(conn, where=self.description)
+                conn.autocommit = False  # the migrations' advisory lock lasts a transaction
+                try:
+                    _, applied = migrate_connection(conn, where=self.description)
+                finally:
+                    if not conn.closed:
+                        conn.rollback()
+                        conn.autocommit = True
         except BaseException:
             self._pool.close()
             raise
@@ -201,11 +294,22 @@ class PostgresStore(ThreadedStore):
         self._reader_pool.shutdown(wait=True)
         self._urgent.close()
         self._background.close()
+        self._unflushed.close()
         await loop.run_in_executor(None, self._pool.close)
 
     async def write_background(self, fn: Callable[..., T], *args: Any) -> T:
         assert self._loop is not None, "store is not open"
         return await self._loop.run_in_executor(self._background.executor, self._background.run, fn, args)
+
+    @property
+    def round_trips(self) -> int:
+        """Waits for the server in committed transactions so far (statements, pipeline syncs, COMMIT),
+        all connections: what the benchmark reports per run."""
+        return self._round_trips + self._urgent.round_trips + self._background.round_trips + self._unflushed.round_trips
+
+    async def write_unflushed(self, fn: Callable[..., T], *args: Any) -> T:
+        assert self._loop is not None, "store is not open"
+        return await self._loop.run_in_executor(self._unflushed.executor, self._unflushed.run, fn, args)
 
     def _read_in_thread(self, fn: Callable[..., T], args: tuple) -> T:
         deadline = time.monotonic() + RECONNECT_FOR_S
@@ -213,15 +317,9 @@ class PostgresStore(ThreadedStore):
             conn = None
             try:
                 with self._pool.connection() as conn:
-                    try:
-                        result = fn(PostgresTx(conn), *args)
-                    except BaseException:
-                        if not conn.closed:
-                            conn.rollback()
-                        raise
-                    # Reads change nothing, so COMMIT ends them as well as ROLLBACK would; but a
-                    # ROLLBACK makes psycopg drop the connection's prepared statements.
-                    conn.commit()
+                    tx = PostgresTx(conn)  # in autocommit: no transaction to end
+                    result = fn(tx, *args)
+                    self._round_trips += tx.round_trips
                     return result
             except Exception as exc:
                 if not _is_connection_error(exc, conn) or time.monotonic() > deadline or self._stopping.is_set():
@@ -303,14 +401,21 @@ class PostgresStore(ThreadedStore):
 
     def _apply_batch(self, batch: list, *, isolate: bool) -> tuple[list, list]:
         """Apply in one transaction, each write in its own savepoint if `isolate`; raises when
-        nothing was applied (connection trouble, or a write failed in a batch not isolated)."""
+        nothing was applied (connection trouble, or a write failed in a batch not isolated).
+
+        Not isolated, the batch runs in pipeline mode: statements whose results nobody reads go
+        out without a round trip each, and arrive together with the next one that is read, or
+        with the sync before COMMIT. A failing statement may thus raise later in the batch (a
+        neighbour's turn, or that sync): not isolated, any failure rolls the whole batch back
+        anyway, and a lone write owns every error of its transaction."""
         outcomes: list[tuple[asyncio.Future, Any, BaseException | None]] = []
         again: list = []
         conn = None
         with self._pool.connection() as conn:
-            tx = PostgresTx(conn, self._origin)
+            tx = PostgresTx(conn, self._origin, pipelined=not isolate)
             shared = len(batch) > 1 and not isolate  # a failure here undoes the neighbours too
             try:
+                tx.begin()
                 for item in batch:
                     fn, args, future = item
                     if isolate:
@@ -326,6 +431,7 @@ class PostgresStore(ThreadedStore):
                             if isolate:
                                 conn.execute("ROLLBACK TO SAVEPOINT one_write")
                             else:
+                                tx.abandon_pipeline(exc)
                                 conn.rollback()
                         except Exception as undo_error:
                             if _is_connection_error(undo_error, conn):
@@ -339,21 +445,35 @@ class PostgresStore(ThreadedStore):
                         if isolate:
                             conn.execute("RELEASE SAVEPOINT one_write")
                         outcomes.append((future, result, None))
-            except Exception as exc:
-                if not conn.closed:
+                if all(exc is not None for _, _, exc in outcomes):  # nothing to commit
                     conn.rollback()
-                if isinstance(exc, (BatchBroken, _WriteFailedUnisolated)) or _is_connection_error(exc, conn):
-                    raise
-                raise BatchBroken(str(exc)) from exc
-            try:
+                    return outcomes, again
                 tx.send_notifications()
-            except Exception as exc:  # nothing committed: like a failed write
+                try:
+                    tx.end_pipeline()  # statements still in flight answer here (and raise their errors)
+                except Exception as exc:
+                    if _is_connection_error(exc, conn) or shared:
+                        raise
+                    # A lone write whose late statement failed: that write failed, nothing committed.
+                    tx.abandon_pipeline(exc)
+                    conn.rollback()
+                    item = batch[0]
+                    if isinstance(exc, _RETRYABLE):
+                        return [], [item]
+                    return [(item[2], None, exc)], []
+            except Exception as exc:
+                tx.abandon_pipeline(exc)
                 if not conn.closed:
                     try:
                         conn.rollback()
                     except psycopg.Error:
-                        pass
-                if _is_connection_error(exc, conn):
+                        if not _is_connection_error(exc, conn):
+                            raise
+                if isinstance(exc, _WriteFailedUnisolated):
+                    raise
+                if isinstance(exc, psycopg.Error) and shared and not _is_connection_error(exc, conn):
+                    raise _WriteFailedUnisolated() from exc  # a late error in pipeline mode: whose?
+                if isinstance(exc, BatchBroken) or _is_connection_error(exc, conn):
                     raise
                 raise BatchBroken(str(exc)) from exc
             try:
@@ -362,6 +482,7 @@ class PostgresStore(ThreadedStore):
                 raise _CommitUnknown("connection lost during commit") from exc
         self.commits += 1
         self.writes += len(outcomes)
+        self._round_trips += tx.round_trips + 1
         return outcomes, again
 
     def _settle_all(self, outcomes: list) -> None:
@@ -373,34 +494,55 @@ class PostgresStore(ThreadedStore):
 
 class _OwnConnectionLane:
     """One thread with its own connection, outside the pool and the group-commit queue, one
-    transaction per call; a broken connection is replaced on the next call."""
+    transaction per call; a broken connection is replaced on the next call (with `reconnect`, at
+    once: a call that failed before COMMIT is run again on a new connection)."""
 
-    def __init__(self, uri: str, origin: str, name: str, *, setup: tuple[str, ...] = (), notify: bool = False) -> None:
+    def __init__(self, uri: str, origin: str, name: str, *, setup: tuple[str, ...] = (), notify: bool = False,
+                 pipelined: bool = False, reconnect: bool = False) -> None:
         self._uri, self._origin, self._setup, self._notify = uri, origin, setup, notify
+        self._pipelined, self._reconnect = pipelined, reconnect
+        self.round_trips = 0
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"lockgate-pg-{name}")
         self._conn: psycopg.Connection | None = None
 
-    def run(self, fn: Callable[..., T], args: tuple) -> T:
+    def _connection(self) -> psycopg.Connection:
         conn = self._conn
         if conn is None or conn.closed or conn.broken:
             conn = self._conn = psycopg.connect(self._uri, autocommit=True, row_factory=dict_row, connect_timeout=5)
             for statement in self._setup:
                 conn.execute(statement)
-            conn.autocommit = False
-        try:
-            tx = PostgresTx(conn, self._origin)
-            result = fn(tx, *args)
-            if self._notify:
-                tx.send_notifications()
-            conn.commit()
-            return result
-        except BaseException:
-            if not conn.closed:
-                try:
-                    conn.rollback()
-                except psycopg.Error:
-                    conn.close()
-            raise
+            if not self._pipelined:  # pipelined, it sends BEGIN itself, without a round trip
+                conn.autocommit = False
+        return conn
+
+    def run(self, fn: Callable[..., T], args: tuple) -> T:
+        for attempt in range(2 if self._reconnect else 1):
+            conn = self._connection()
+            tx = PostgresTx(conn, self._origin, pipelined=self._pipelined)
+            committing = False
+            try:
+                if self._pipelined:
+                    tx.begin()
+                result = fn(tx, *args)
+                if self._notify:
+                    tx.send_notifications()
+                tx.end_pipeline()
+                committing = True
+                conn.commit()
+                self.round_trips += tx.round_trips + 1
+                return result
+            except BaseException as exc:
+                tx.abandon_pipeline(exc)
+                if not conn.closed:
+                    try:
+                        conn.rollback()
+                    except psycopg.Error:
+                        conn.close()
+                if attempt == 0 and self._reconnect and not committing and isinstance(exc, Exception) \
+                        and _is_connection_error(exc, conn):
+                    continue
+                raise
+        raise AssertionError("unreachable")
 
     def close(self) -> None:
         self.executor.shutdown(wait=True)

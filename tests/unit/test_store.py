@@ -92,6 +92,79 @@ async def test_a_write_that_breaks_the_shared_transaction_fails_alone(store):
     assert await store.read(ops.queue_depth) == 20
 
 
+def _insert_key_twice(tx, key):
+    """Two plain inserts of one primary key: the second fails in the database; nobody reads either
+    result (on PostgreSQL both go out in the writer's pipeline, and the error arrives later)."""
+    tx.execute("INSERT INTO unique_keys (key, expires_at) VALUES (?, 0)", (key,))
+    tx.execute("INSERT INTO unique_keys (key, expires_at) VALUES (?, 0)", (key,))
+
+
+async def test_a_write_whose_unread_statement_fails_fails_alone(store):
+    def late_failure(tx):
+        ops.enqueue(tx, [_job("from-failing", 0)])
+        _insert_key_twice(tx, "twice")
+
+    with pytest.raises(Exception, match="(?i)unique|duplicate"):
+        await store.write(late_failure)  # alone in its commit
+    results = await asyncio.gather(
+        *(store.write(ops.enqueue, [_job(f"n{i}", 0)]) for i in range(5)),
+        store.write(late_failure),
+        *(store.write(ops.enqueue, [_job(f"m{i}", 0)]) for i in range(5)),
+        return_exceptions=True,
+    )
+    assert "unique" in str(results[5]).lower() or "duplicate" in str(results[5]).lower()
+    assert [r for i, r in enumerate(results) if i != 5] == [None] * 10
+    assert await store.read(ops.queue_depth) == 10  # nothing of the failing write, all of its neighbours
+    assert await store.read(lambda tx: tx.one("SELECT COUNT(*) AS n FROM unique_keys")["n"]) == 0
+
+
+async def test_a_savepoint_in_a_write_contains_the_errors_of_its_own_statements(store):
+    """The dispatcher applies due timers under a savepoint and goes on when they fail: the error
+    must show inside that `try`, not at a later statement of the write."""
+    def contained(tx):
+        ops.enqueue(tx, [_job("before", 0)])
+        tx.execute("SAVEPOINT keys_part")
+        try:
+            _insert_key_twice(tx, "inner")  # nothing read: the error must still show in here
+        except Exception:
+            tx.execute("ROLLBACK TO SAVEPOINT keys_part")
+            failed = True
+        else:
+            failed = False
+        tx.execute("RELEASE SAVEPOINT keys_part")
+        ops.enqueue(tx, [_job("after", 0)])
+        return failed
+
+    assert await store.write(contained) is True
+    assert await store.read(ops.queue_depth) == 2
+    assert await store.read(lambda tx: tx.one("SELECT COUNT(*) AS n FROM unique_keys")["n"]) == 0
+
+
+async def test_statements_nobody_reads_share_a_round_trip_on_postgres(store, backend):
+    if backend.name != "postgres":
+        pytest.skip("SQLite runs in process: no round trips")
+    before = store.round_trips
+
+    def five_enqueues_and_a_count(tx):
+        for i in range(5):
+            ops.enqueue(tx, [_job(f"rt{i}", 0)])
+        return tx.one("SELECT COUNT(*) AS n FROM jobs")["n"]  # waits for the five as well
+
+    assert await store.write(five_enqueues_and_a_count) == 5
+    # the count (with the five inserts), the sync that ends the pipeline, COMMIT
+    assert store.round_trips - before == 3
+
+
+async def test_an_unflushed_write_is_committed_beside_the_group_commit(store, backend):
+    """Run progress goes through `write_unflushed`: committed and visible like any write, but on
+    PostgreSQL on its own connection, never in a writer thread's batch."""
+    batches = store.commits
+    await store.write_unflushed(ops.enqueue, [_job("progress", 0)])
+    assert await store.read(ops.queue_depth) == 1
+    if backend.name == "postgres":
+        assert store.commits == batches
+
+
 async def test_concurrent_writes_are_group_committed(store):
     await asyncio.gather(*(store.write(ops.enqueue, [_job(f"j{i}", 0)]) for i in range(200)))
     assert await store.read(ops.queue_depth) == 200
