@@ -6,10 +6,12 @@ replicas and workers).
 
 Deletes go in small batches, each its own short transaction, off the hot path's write queue
 where the store has more than one writer (PostgreSQL: `Store.write_background`). Between batches
-housekeeping yields: it pauses at least twice as long as the batch took, and while the hot path
-keeps writing it waits longer, up to twenty times the batch, so under load it takes at most about
-5% of the database's time and still makes progress. Debounce/batch windows and waits need no
-sweep: they are deleted when they fire, match or time out.
+housekeeping yields (`may_go_on`): it pauses at least twice as long as the batch took; while the
+hot path keeps writing, it waits until the hot path has used twenty-five times the batch's time in
+CPU (this process's CPU, its own deletes left out), so its batches cost at most about 4% of what
+the hot path costs, whatever the load; and it never waits more than two hundred times the batch,
+so it deletes at least about 0.5% of the time even when the hot path is busy but cheap. Debounce/
+batch windows and waits need no sweep: they are deleted when they fire, match or time out.
 """
 
 from __future__ import annotations
@@ -29,7 +31,22 @@ log = logging.getLogger("lockgate.retention")
 BATCH = 100  # rows (runs, events, keys) per write transaction
 PAUSE_S = 0.02  # between batches, at least
 PACE = 2.0  # ...and at least twice as long as the batch took: an idle store's backlog uses a third
-BUSY_PACE = 20.0  # while the hot path writes, up to twenty times as long: about 5% under load
+BUSY_SHARE = 0.04  # while the hot path writes: a batch's time at most this share of the hot path's CPU
+MAX_BUSY_PACE = 200.0  # ...but never a pause longer than this many times the batch: always some progress
+
+
+def may_go_on(*, batch_s: float, waited_s: float, hot_path_wrote: bool, hot_cpu_s: float) -> str | None:
+    """Whether housekeeping may run its next batch, `waited_s` after one that took `batch_s`, given
+    whether the hot path wrote during the last part of the wait and how much CPU it has used
+    since the batch ended; the reason, or None to wait on. Called after pauses of at least PACE
+    times the batch."""
+    if not hot_path_wrote:
+        return "idle"  # catch up, at a third of the time
+    if hot_cpu_s * BUSY_SHARE >= batch_s:
+        return "earned"  # by the hot path's own work: the batch stays a small share of its cost
+    if waited_s >= MAX_BUSY_PACE * batch_s:
+        return "waited longest"
+    return None
 
 
 @dataclass
@@ -41,11 +58,13 @@ class HousekeepingActivity:
     cpu_s: float = 0.0  # CPU time this process spent in them (the database's own included on SQLite)
     runs_deleted: int = 0
     events_deleted: int = 0
+    went_on: dict[str, int] = field(default_factory=dict)  # why each pause ended (`may_go_on`)
 
     def describe(self) -> dict:
         return {"batches": self.batches, "busy_seconds": round(self.busy_s, 3),
                 "cpu_seconds": round(self.cpu_s, 3),
-                "runs_deleted": self.runs_deleted, "events_deleted": self.events_deleted}
+                "runs_deleted": self.runs_deleted, "events_deleted": self.events_deleted,
+                "pauses_ended": dict(self.went_on)}
 
 
 @dataclass
@@ -129,6 +148,11 @@ class Housekeeping:
         """Writes the hot path has committed so far (stores that count them), to see whether it is busy."""
         return getattr(self.store, "writes", 0)
 
+    def _hot_cpu(self) -> float:
+        """CPU this process has used, all threads, less housekeeping's own deletes. The database
+        server's CPU is not in it on PostgreSQL, which only makes the budget smaller."""
+        return time.process_time() - self.activity.cpu_s
+
     async def _write_paced(self, delete_batch):
         def timed(tx):
             cpu = time.thread_time()
@@ -145,18 +169,20 @@ class Housekeeping:
         return result
 
     async def _yield(self) -> None:
-        """Pause after a batch: at least PACE times its duration, and while the hot path wrote during
-        the pause, again, up to BUSY_PACE times it."""
+        """Pause after a batch, in steps of at least PACE times its duration, until `may_go_on`."""
         if not self.pause_s:
             return
         step = max(self.pause_s, PACE * self._batch_s)
-        budget = max(step, BUSY_PACE * self._batch_s)
+        cpu_at_start = self._hot_cpu()
         waited = 0.0
-        while waited < budget:
+        while True:
             seen = self._hot_writes()
             await asyncio.sleep(step)
             waited += step
-            if self._hot_writes() == seen:
+            reason = may_go_on(batch_s=self._batch_s, waited_s=waited, hot_path_wrote=self._hot_writes() != seen,
+                               hot_cpu_s=self._hot_cpu() - cpu_at_start)
+            if reason:
+                self.activity.went_on[reason] = self.activity.went_on.get(reason, 0) + 1
                 return
 
     async def _repeat(self, delete_batch) -> int:
