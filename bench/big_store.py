@@ -149,11 +149,11 @@ async def burst(base: str, raw: Raw, event: str, function_id: str, n: int) -> tu
 
 
 def start_server(data_dir: Path, postgres_uri: str | None, app_url: str, port: int, log: Path,
-                 retention: str) -> LockgateProcess:
+                 retention: str, source: Path = ROOT) -> LockgateProcess:
     return LockgateProcess(
         args=["dev", "--no-discovery", "--no-poll", "-u", app_url, "--quiet", "--workers", "100",
               "--retention", retention],
-        data_dir=data_dir, log_path=log, postgres_uri=postgres_uri, port=port,
+        data_dir=data_dir, log_path=log, postgres_uri=postgres_uri, port=port, cwd=source,
     ).start(timeout=300)
 
 
@@ -184,13 +184,13 @@ class Stack:
         self.functions: dict[str, str] = {}
         self.raw: Raw | None = None
 
-    def start(self, retention: str) -> "Stack":
+    def start(self, retention: str, source: Path = ROOT) -> "Stack":
         if self.app is None:  # first: the server syncs its apps before it says it is listening
             self.app = AppProcess(module="bench.bench_app", port=self.app_port,
                                   server_url=f"http://127.0.0.1:{self.port}",
                                   ledger=self.tmp / f"{self.name}.ledger").start()
         self.server = start_server(self.data_dir, self.postgres_uri, self.app_url, self.port,
-                                   self.tmp / f"{self.name}.log", retention)
+                                   self.tmp / f"{self.name}.log", retention, source)
         if not self.functions:
             wait_until(lambda: httpx.get(self.server.url + "/v1/apps").json()["data"][0]["functions"], what="sync")
             apps = httpx.get(self.server.url + "/v1/apps").json()["data"]
@@ -349,7 +349,7 @@ async def steady_load(base: str, raw: Raw, functions: dict[str, str], rate: floa
 def show_steady(label: str, m: dict) -> None:
     cpu = (f"CPU {m['cpu_ms_run']:5.2f} ms/run (server {m['server_ms_run']:5.2f}, database"
            f" {m['database_ms_run']:5.2f}; housekeeping {m['housekeeping_ms_run']:5.2f})") if "cpu_ms_run" in m else ""
-    print(f"    {label:<14} {m['achieved']:5.1f} runs/s  noop p50/p90/p99 {m['noop']['p50']:5.0f}/{m['noop']['p90']:5.0f}/"
+    print(f"    {label:<20} {m['achieved']:5.1f} runs/s  noop p50/p90/p99 {m['noop']['p50']:5.0f}/{m['noop']['p90']:5.0f}/"
           f"{m['noop']['p99']:5.0f} ms  3-step {m['three-steps']['p50']:5.0f}/{m['three-steps']['p90']:5.0f}/"
           f"{m['three-steps']['p99']:5.0f} ms  {cpu}  housekeeping busy {100 * m['housekeeping_busy_share']:4.1f}%"
           f" deleted {m['runs_deleted']:,}", flush=True)
@@ -612,17 +612,22 @@ def steady_parts(empty: Stack, full: Stack, args: argparse.Namespace, figures: d
     print(f"\nSustained load, {args.rate:g} events/s (half noop, half three-step) for {args.seconds:g} s a round"
           f" after {args.warmup:g} s of warm-up; full store, retention off against sweeping (--retention 5d):",
           flush=True)
+    conditions = [("retention off", "0", ROOT), ("sweeping", "5d", ROOT)]
+    if args.baseline_source:  # the same backlog swept by an earlier version's housekeeping
+        conditions.append(("sweeping, baseline", "5d", Path(args.baseline_source).resolve()))
     full.stop()
     for r in range(args.rounds):
         got: dict[str, dict] = {}
-        for retention in (("0", "5d") if r % 2 == 0 else ("5d", "0")):
+        turn = r % len(conditions)  # each condition takes each place in the order in turn
+        for label, retention, source in conditions[turn:] + conditions[:turn]:
             full.stop()
-            full.start(retention)
-            got[retention] = steady_round(full, args)
+            full.start(retention, source)
+            got[label] = steady_round(full, args)
         print(f"  round {r + 1}")
-        show_steady("retention off", got["0"])
-        show_steady("sweeping", got["5d"])
-        figures.setdefault("steady|sweeping ÷ retention off", []).append((got["0"], got["5d"]))
+        for label, _, _ in conditions:
+            show_steady(label, got[label])
+        for label, _, _ in conditions[1:]:
+            figures.setdefault(f"steady|{label} ÷ retention off", []).append((got["retention off"], got[label]))
     left = full.raw.one(backlog_sql, (int(time.time() * 1000) - 5 * DAY_MS,))
     print(f"  backlog left: {left:,} runs older than 5 days", flush=True)
     full.stop()
@@ -733,6 +738,9 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=30.0, help="steady: events per second (below saturation)")
     parser.add_argument("--seconds", type=float, default=12.0, help="steady: measured seconds per round")
     parser.add_argument("--warmup", type=float, default=3.0, help="steady: unmeasured seconds before each round")
+    parser.add_argument("--baseline-source", metavar="DIR",
+                        help="steady: also sweep with the lockgate package in DIR (an earlier version, e.g. a"
+                             " `git worktree add DIR <commit>`), in the same interleaved rounds")
     parser.add_argument("--parts", default=",".join(PARTS),
                         help=f"comma-separated, of {', '.join(PARTS)} (default all)")
     args = parser.parse_args()

@@ -6,12 +6,13 @@ replicas and workers).
 
 Deletes go in small batches, each its own short transaction, off the hot path's write queue
 where the store has more than one writer (PostgreSQL: `Store.write_background`). Between batches
-housekeeping yields (`may_go_on`): it pauses at least twice as long as the batch took; while the
-hot path keeps writing, it waits until the hot path has used twenty-five times the batch's time in
-CPU (this process's CPU, its own deletes left out), so its batches cost at most about 4% of what
-the hot path costs, whatever the load; and it never waits more than two hundred times the batch,
-so it deletes at least about 0.5% of the time even when the hot path is busy but cheap. Debounce/
-batch windows and waits need no sweep: they are deleted when they fire, match or time out.
+housekeeping yields (`may_go_on`): it pauses at least twice as long as the batch took, which is all
+while the hot path is idle (nothing written for a quarter second), so an idle store's backlog goes
+fast. While the hot path writes, it waits until the hot path has used twenty-five times the
+batch's time in CPU (this process's CPU, housekeeping's own left out), so its batches cost at most
+about 4% of what the hot path costs at any load; and it never waits more than two hundred times
+the batch, so it keeps deleting for at least about 0.5% of the time however busy the store is.
+Debounce/batch windows and waits need no sweep: they are deleted when they fire, match or time out.
 """
 
 from __future__ import annotations
@@ -31,17 +32,18 @@ log = logging.getLogger("lockgate.retention")
 BATCH = 100  # rows (runs, events, keys) per write transaction
 PAUSE_S = 0.02  # between batches, at least
 PACE = 2.0  # ...and at least twice as long as the batch took: an idle store's backlog uses a third
+IDLE_AFTER_S = 0.25  # the hot path is idle once it has written nothing for this long
 BUSY_SHARE = 0.04  # while the hot path writes: a batch's time at most this share of the hot path's CPU
 MAX_BUSY_PACE = 200.0  # ...but never a pause longer than this many times the batch: always some progress
 
 
 def may_go_on(*, batch_s: float, waited_s: float, hot_path_wrote: bool, hot_cpu_s: float) -> str | None:
     """Whether housekeeping may run its next batch, `waited_s` after one that took `batch_s`, given
-    whether the hot path wrote during the last part of the wait and how much CPU it has used
+    whether the hot path wrote in the last IDLE_AFTER_S and how much CPU it has used
     since the batch ended; the reason, or None to wait on. Called after pauses of at least PACE
     times the batch."""
     if not hot_path_wrote:
-        return "idle"  # catch up, at a third of the time
+        return "idle"  # catch up, at up to a third of the time
     if hot_cpu_s * BUSY_SHARE >= batch_s:
         return "earned"  # by the hot path's own work: the batch stays a small share of its cost
     if waited_s >= MAX_BUSY_PACE * batch_s:
@@ -109,6 +111,8 @@ class Housekeeping:
         self.last = SweepTotals()
         self.activity = retention.activity
         self._batch_s = 0.0  # how long the last batch took
+        self._writes_seen = self._hot_writes()
+        self._last_write_at = float("-inf")  # when the hot path was last seen writing (monotonic)
 
     async def run_forever(self) -> None:
         while True:
@@ -148,6 +152,11 @@ class Housekeeping:
         """Writes the hot path has committed so far (stores that count them), to see whether it is busy."""
         return getattr(self.store, "writes", 0)
 
+    def _observe_hot_path(self) -> None:
+        writes = self._hot_writes()
+        if writes != self._writes_seen:
+            self._writes_seen, self._last_write_at = writes, time.monotonic()
+
     def _hot_cpu(self) -> float:
         """CPU this process has used, all threads, less housekeeping's own deletes. The database
         server's CPU is not in it on PostgreSQL, which only makes the budget smaller."""
@@ -161,9 +170,11 @@ class Housekeeping:
             finally:
                 self.activity.cpu_s += time.thread_time() - cpu
 
+        self._observe_hot_path()
         started = time.monotonic()
         result = await self.store.write_background(timed)
         self._batch_s = time.monotonic() - started
+        self._writes_seen = self._hot_writes()  # where housekeeping's own write is counted (SQLite), skip it
         self.activity.batches += 1
         self.activity.busy_s += self._batch_s
         return result
@@ -176,10 +187,11 @@ class Housekeeping:
         cpu_at_start = self._hot_cpu()
         waited = 0.0
         while True:
-            seen = self._hot_writes()
             await asyncio.sleep(step)
             waited += step
-            reason = may_go_on(batch_s=self._batch_s, waited_s=waited, hot_path_wrote=self._hot_writes() != seen,
+            self._observe_hot_path()
+            reason = may_go_on(batch_s=self._batch_s, waited_s=waited,
+                               hot_path_wrote=time.monotonic() - self._last_write_at < IDLE_AFTER_S,
                                hot_cpu_s=self._hot_cpu() - cpu_at_start)
             if reason:
                 self.activity.went_on[reason] = self.activity.went_on.get(reason, 0) + 1
