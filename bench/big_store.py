@@ -647,31 +647,56 @@ def steady_parts(empty: Stack, full: Stack, args: argparse.Namespace, figures: d
 def bench_backend(backend: str, args: argparse.Namespace) -> dict[str, list]:
     """Every part asked for, on one backend. Returns the per-round figures for the summary."""
     tmp = Path(tempfile.mkdtemp(prefix="lockgate-bigstore-", dir=os.environ.get("BENCH_DIR")))
-    uris: list[str] = []
+    # --keep: the full store lives in DIR/<backend> (its PostgreSQL database named in postgres-uri
+    # there) and is filled once; later runs with the same --runs use it as it is.
+    keep = Path(args.keep).resolve() / backend if args.keep else None
+    filled_mark = keep / f"filled-{args.runs}" if keep else None
+    reuse = filled_mark is not None and filled_mark.exists()
+    uris: list[str] = []  # dropped at the end
+    full_uri = None
     if backend == "postgres":
         from tests import pgtools
 
         os.environ.setdefault("LOCKGATE_TEST_DB_TAG", "bigstore")  # tests/pgtools.py puts it in the names
-        uris = [pgtools.create_database(), pgtools.create_database()]
+        uris = [pgtools.create_database()]
+        if reuse:
+            full_uri = (keep / "postgres-uri").read_text().strip()
+        else:
+            full_uri = pgtools.create_database()
+            if keep is None:
+                uris.append(full_uri)
+    if keep and not reuse:
+        shutil.rmtree(keep, ignore_errors=True)
+        keep.mkdir(parents=True)
+        if full_uri:
+            (keep / "postgres-uri").write_text(full_uri + "\n")
     parts = set(args.parts.split(","))
     print(f"\n=== {backend}: {args.runs:,} synthetic runs, burst {args.events}, light {args.light},"
-          f" {args.rounds} interleaved rounds, parts {args.parts}", flush=True)
+          f" {args.rounds} interleaved rounds, parts {args.parts}"
+          + (f"; the store kept in {keep} from an earlier run" if reuse else ""), flush=True)
     empty = Stack(tmp, "empty", uris[0] if uris else None)
-    full = Stack(tmp, "full", uris[1] if uris else None)
+    full = Stack(keep or tmp, "full", full_uri)
     figures: dict[str, list] = {}
     try:
-        # Real rows first: the templates of the synthetic ones, and the disk-per-run figures.
-        full.start("0")
-        for slug in ("noop", "three-steps"):
-            measure(full.server, full.raw, full.functions, slug, 200, 5)
-        disk_per_run(full.raw, full.functions)
-        full.stop()
-        before = full.raw.database_bytes()
-        print(f"\nFilling {args.runs:,} finished runs...", flush=True)
-        seconds = (fill_in_database if full.raw.pg else fill)(full.raw, full.functions, args.runs)
-        after = full.raw.database_bytes()
-        print(f"  {args.runs:,} runs in {seconds:.0f}s; store grew {(after - before) / 2**20:,.0f} MiB:"
-              f" {(after - before) / args.runs:,.0f} bytes per run (half noop, half three-step), indexes included")
+        if reuse:
+            full.start("0")
+            full.stop()
+        else:
+            # Real rows first: the templates of the synthetic ones, and the disk-per-run figures.
+            full.start("0")
+            for slug in ("noop", "three-steps"):
+                measure(full.server, full.raw, full.functions, slug, 200, 5)
+            disk_per_run(full.raw, full.functions)
+            full.stop()
+            before = full.raw.database_bytes()
+            print(f"\nFilling {args.runs:,} finished runs...", flush=True)
+            seconds = (fill_in_database if full.raw.pg else fill)(full.raw, full.functions, args.runs)
+            after = full.raw.database_bytes()
+            print(f"  {args.runs:,} runs in {seconds:.0f}s; store grew {(after - before) / 2**20:,.0f} MiB:"
+                  f" {(after - before) / args.runs:,.0f} bytes per run (half noop, half three-step), indexes"
+                  f" included")
+            if filled_mark:
+                filled_mark.touch()
         disk_by_table(full.raw, full.functions)
 
         if "versus" in parts:  # empty against full, in alternating order, servers up side by side
@@ -725,6 +750,9 @@ def bench_backend(backend: str, args: argparse.Namespace) -> dict[str, list]:
             from tests import pgtools
 
             pgtools.drop_database(uri)
+        if keep:
+            print(f"  the full store is kept in {keep}" + (f" (database {full_uri})" if full_uri else "")
+                  + "; delete it (and drop that database) when done", flush=True)
     return figures
 
 
@@ -741,6 +769,10 @@ def main() -> None:
     parser.add_argument("--baseline-source", metavar="DIR",
                         help="steady: also sweep with the lockgate package in DIR (an earlier version, e.g. a"
                              " `git worktree add DIR <commit>`), in the same interleaved rounds")
+    parser.add_argument("--keep", metavar="DIR",
+                        help="keep the filled store in DIR/<backend> (PostgreSQL: the database named in"
+                             " DIR/postgres/postgres-uri) and, on later runs with the same --runs, measure it"
+                             " without filling again")
     parser.add_argument("--parts", default=",".join(PARTS),
                         help=f"comma-separated, of {', '.join(PARTS)} (default all)")
     args = parser.parse_args()
