@@ -186,6 +186,9 @@ class Stack:
 
     def start(self, retention: str, source: Path = ROOT) -> "Stack":
         if self.app is None:  # first: the server syncs its apps before it says it is listening
+            # Ports taken now, not when the stack was made: others on the machine may have taken those since.
+            self.port, self.app_port = free_port(), free_port()
+            self.app_url = f"http://127.0.0.1:{self.app_port}/api/inngest"
             self.app = AppProcess(module="bench.bench_app", port=self.app_port,
                                   server_url=f"http://127.0.0.1:{self.port}",
                                   ledger=self.tmp / f"{self.name}.ledger").start()
@@ -782,7 +785,12 @@ def main() -> None:
     backends = ("sqlite", "postgres") if args.backend == "both" else (args.backend,)
     print(f"lockgate big-store bench — {', '.join(backends)}, {os.cpu_count()} cores (shared machine,"
           f" load average {os.getloadavg()[0]:.1f} at start)", flush=True)
-    results = {backend: bench_backend(backend, args) for backend in backends}
+    results = {}
+    for backend in backends:
+        try:
+            results[backend] = bench_backend(backend, args)
+        except Exception as exc:  # one backend's failure still leaves the other's figures
+            print(f"\n{backend} stopped: {exc!r}", flush=True)
     print(f"\nRatios (1.0 = no change; burst and light: above 1 = the second is faster; steady: b ÷ a, above 1 ="
           f" the second costs more); load average now {os.getloadavg()[0]:.1f}:")
     for backend, figures in results.items():
