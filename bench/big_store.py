@@ -3,6 +3,7 @@
     .venv/bin/python bench/big_store.py --backend sqlite --runs 5000000
     .venv/bin/python bench/big_store.py --backend postgres --runs 5000000
     .venv/bin/python bench/big_store.py --backend both --runs 1000000 --parts retention
+    .venv/bin/python bench/big_store.py --backend both --runs 1000000 --parts steady --rounds 6
 
 1. Real rows: `lockgate dev` + bench/bench_app.py (official SDK) run 200 noop and 200 three-step
    runs; disk per run (bytes per noop and per three-step run, by column) is read from them.
@@ -18,8 +19,19 @@
 4. Retention's hot-path cost: the full store served with retention off, and with --retention 5d
    so that housekeeping deletes a backlog (the oldest sixth of the synthetic runs) meanwhile,
    alternating over --rounds rounds.
---parts picks among 3 (versus), the queries of 3 (queries) and 4 (retention); --backend both runs
-everything on SQLite, then on PostgreSQL, and prints every ratio at the end.
+5. Under a sustained load (`steady`): events at a fixed --rate (below saturation: half noop, half
+   three-step) for --seconds per round after --warmup unmeasured seconds, sent on schedule whatever
+   the server's pace (open loop). Per round: CPU per run of the server process and of the
+   PostgreSQL backends of its database (from /proc, sampled every 0.5 s), housekeeping's share of
+   it (its own connection's backend, application_name lockgate-housekeeping, plus the CPU its
+   statements took in the server, from GET /v1/retention), the share of the time its statements
+   ran, the runs it deleted, and event→done p50/p90/p99 per function. `steady-retention` compares
+   retention off with sweeping the backlog (and, with --baseline-source DIR, with an earlier
+   version's housekeeping sweeping it), rotating the order each round; `steady-versus` the empty
+   store with the full one. CPU per run varies far less between rounds than a burst's runs/s.
+--parts picks among 3 (versus), the queries of 3 (queries), 4 (retention), 5 (steady-retention,
+steady-versus; `steady` is both); --backend both runs everything on SQLite, then on PostgreSQL,
+and prints every ratio at the end. --keep DIR fills the store once and reuses it on later runs.
 PostgreSQL databases are named after LOCKGATE_TEST_DB_TAG (default "bigstore") and dropped at the end.
 Ratios are medians of the per-round ratios, so slow drifts of a shared machine cancel out.
 """
@@ -605,12 +617,21 @@ def query_plans(raw: Raw, functions: dict[str, str]) -> None:
 # -- main ----------------------------------------------------------------------------------
 
 
-PARTS = ("versus", "queries", "retention", "steady")
+PARTS = ("versus", "queries", "retention", "steady-retention", "steady-versus")
+ALIASES = {"steady": ("steady-retention", "steady-versus")}
 
 
-def steady_parts(empty: Stack, full: Stack, args: argparse.Namespace, figures: dict[str, list]) -> None:
+def steady_parts(empty: Stack, full: Stack, args: argparse.Namespace, figures: dict[str, list],
+                 parts: set[str]) -> None:
     """Retention off against sweeping a backlog (the full store restarted with --retention 5d), then
     the empty store against the full one, each under --rate events/s for --seconds, rounds A/B/B/A."""
+    if "steady-retention" in parts:
+        steady_retention(full, args, figures)
+    if "steady-versus" in parts:
+        steady_versus(empty, full, args, figures)
+
+
+def steady_retention(full: Stack, args: argparse.Namespace, figures: dict[str, list]) -> None:
     backlog_sql = "SELECT COUNT(*) FROM runs WHERE ended_at < ?"
     print(f"\nSustained load, {args.rate:g} events/s (half noop, half three-step) for {args.seconds:g} s a round"
           f" after {args.warmup:g} s of warm-up; full store, retention off against sweeping (--retention 5d):",
@@ -634,9 +655,13 @@ def steady_parts(empty: Stack, full: Stack, args: argparse.Namespace, figures: d
     left = full.raw.one(backlog_sql, (int(time.time() * 1000) - 5 * DAY_MS,))
     print(f"  backlog left: {left:,} runs older than 5 days", flush=True)
     full.stop()
+
+
+def steady_versus(empty: Stack, full: Stack, args: argparse.Namespace, figures: dict[str, list]) -> None:
+    full.stop()
     empty.start("0")
     full.start("0")
-    print(f"\nSustained load, empty store against {args.runs:,} finished runs (retention off):", flush=True)
+    print(f"\nSustained load, {args.rate:g} events/s, empty store against {args.runs:,} finished runs (retention off):", flush=True)
     for r in range(args.rounds):
         order = (empty, full) if r % 2 == 0 else (full, empty)
         got = {stack.name: steady_round(stack, args) for stack in order}
@@ -673,7 +698,7 @@ def bench_backend(backend: str, args: argparse.Namespace) -> dict[str, list]:
         keep.mkdir(parents=True)
         if full_uri:
             (keep / "postgres-uri").write_text(full_uri + "\n")
-    parts = set(args.parts.split(","))
+    parts = {p for name in args.parts.split(",") for p in ALIASES.get(name, (name,))}
     print(f"\n=== {backend}: {args.runs:,} synthetic runs, burst {args.events}, light {args.light},"
           f" {args.rounds} interleaved rounds, parts {args.parts}"
           + (f"; the store kept in {keep} from an earlier run" if reuse else ""), flush=True)
@@ -716,8 +741,8 @@ def bench_backend(backend: str, args: argparse.Namespace) -> dict[str, list]:
                     show("full", got["full"])
                     figures.setdefault(f"{slug}|full ÷ empty", []).append((got["empty"], got["full"]))
             empty.stop()
-        if "steady" in parts:  # the same two comparisons under a sustained load at a fixed rate
-            steady_parts(empty, full, args, figures)
+        if parts & {"steady-retention", "steady-versus"}:  # the same comparisons under a fixed-rate load
+            steady_parts(empty, full, args, figures, parts)
         if "queries" in parts:
             dashboard_queries(full.data_dir, full.postgres_uri, full.functions)
             query_plans(full.raw, full.functions)
@@ -749,10 +774,11 @@ def bench_backend(backend: str, args: argparse.Namespace) -> dict[str, list]:
         empty.close()
         full.close()
         shutil.rmtree(tmp, ignore_errors=True)
-        for uri in uris:
-            from tests import pgtools
+        if uris:
+            from tests.pgtools import drop_database
 
-            pgtools.drop_database(uri)
+            for uri in uris:
+                drop_database(uri)
         if keep:
             print(f"  the full store is kept in {keep}" + (f" (database {full_uri})" if full_uri else "")
                   + "; delete it (and drop that database) when done", flush=True)
@@ -770,7 +796,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=12.0, help="steady: measured seconds per round")
     parser.add_argument("--warmup", type=float, default=3.0, help="steady: unmeasured seconds before each round")
     parser.add_argument("--baseline-source", metavar="DIR",
-                        help="steady: also sweep with the lockgate package in DIR (an earlier version, e.g. a"
+                        help="steady-retention: also sweep with the lockgate package in DIR (an earlier version, e.g. a"
                              " `git worktree add DIR <commit>`), in the same interleaved rounds")
     parser.add_argument("--keep", metavar="DIR",
                         help="keep the filled store in DIR/<backend> (PostgreSQL: the database named in"
@@ -779,7 +805,7 @@ def main() -> None:
     parser.add_argument("--parts", default=",".join(PARTS),
                         help=f"comma-separated, of {', '.join(PARTS)} (default all)")
     args = parser.parse_args()
-    unknown = set(args.parts.split(",")) - set(PARTS)
+    unknown = set(args.parts.split(",")) - set(PARTS) - set(ALIASES)
     if unknown:
         parser.error(f"unknown part(s) {', '.join(sorted(unknown))}; choose from {', '.join(PARTS)}")
     backends = ("sqlite", "postgres") if args.backend == "both" else (args.backend,)
