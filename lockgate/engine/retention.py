@@ -9,8 +9,8 @@ where the store has more than one writer (PostgreSQL: `Store.write_background`).
 housekeeping yields (`may_go_on`): it pauses at least twice as long as the batch took, which is all
 while the hot path is idle (nothing written for a quarter second), so an idle store's backlog goes
 fast. While the hot path writes, it waits until the hot path has used twenty-five times the
-batch's time in CPU (this process's CPU, housekeeping's own left out), so its batches cost at most
-about 4% of what the hot path costs at any load; and it never waits more than two hundred times
+batch's time in CPU (this process's CPU, housekeeping's own left out), so its statements take at
+most 4% of the hot path's CPU at any load; and it never waits more than two hundred times
 the batch, so it keeps deleting for at least about 0.5% of the time however busy the store is.
 Debounce/batch windows and waits need no sweep: they are deleted when they fire, match or time out.
 """
@@ -220,20 +220,21 @@ class Housekeeping:
             await self._yield()
 
     async def _delete_events(self, cutoff: int) -> int:
-        def delete_after(tx, after):
-            deleted, last_seq = rops.delete_unreferenced_events(tx, received_before=cutoff, after_seq=after,
-                                                                limit=self.batch)
-            self.activity.events_deleted += deleted  # counted in the thread; only this task writes it
-            return deleted, last_seq
-        return await self._walk(delete_after)
+        def counted(deleted: int) -> None:
+            self.activity.events_deleted += deleted
 
-    async def _walk(self, delete_after) -> int:
+        return await self._walk(lambda tx, after: rops.delete_unreferenced_events(
+            tx, received_before=cutoff, after_seq=after, limit=self.batch), on_deleted=counted)
+
+    async def _walk(self, delete_after, on_deleted=None) -> int:
         """Repeat `delete_after(tx, cursor)` -> (deleted, last seq looked at or None when done),
         each batch starting after the last one's cursor."""
         total, cursor = 0, 0
         while True:
             deleted, last_seq = await self._write_paced(lambda tx: delete_after(tx, cursor))
             total += deleted
+            if on_deleted:
+                on_deleted(deleted)
             if last_seq is None:
                 return total
             cursor = last_seq

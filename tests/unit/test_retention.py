@@ -65,6 +65,8 @@ async def test_sweep_deletes_old_finished_runs_and_unneeded_events_in_batches(st
     housekeeping = Housekeeping(store, Retention(seconds=DAY_MS / 1000), batch=5, pause_s=0)
     totals = await housekeeping.sweep()
     assert (totals.runs, totals.events) == (24, 33)
+    activity = housekeeping.activity.describe()
+    assert (activity["runs_deleted"], activity["events_deleted"]) == (24, 33)
     kept = {r["run_id"] for r in await store.read(lambda tx: tx.all("SELECT run_id FROM runs"))}
     assert kept == {"old-live", "young-done"}
     assert await _sizes(store) == {"runs": 2, "steps": 2, "run_triggers": 2, "flow_runs": 2, "events": 2,
