@@ -3,6 +3,7 @@
     .venv/bin/python bench/big_store.py --backend sqlite --runs 5000000
     .venv/bin/python bench/big_store.py --backend postgres --runs 5000000
     .venv/bin/python bench/big_store.py --backend both --runs 1000000 --parts retention
+    .venv/bin/python bench/big_store.py --backend both --runs 1000000 --parts steady --rounds 6
 
 1. Real rows: `lockgate dev` + bench/bench_app.py (official SDK) run 200 noop and 200 three-step
    runs; disk per run (bytes per noop and per three-step run, by column) is read from them.
@@ -18,8 +19,19 @@
 4. Retention's hot-path cost: the full store served with retention off, and with --retention 5d
    so that housekeeping deletes a backlog (the oldest sixth of the synthetic runs) meanwhile,
    alternating over --rounds rounds.
---parts picks among 3 (versus), the queries of 3 (queries) and 4 (retention); --backend both runs
-everything on SQLite, then on PostgreSQL, and prints every ratio at the end.
+5. Under a sustained load (`steady`): events at a fixed --rate (below saturation: half noop, half
+   three-step) for --seconds per round after --warmup unmeasured seconds, sent on schedule whatever
+   the server's pace (open loop). Per round: CPU per run of the server process and of the
+   PostgreSQL backends of its database (from /proc, sampled every 0.5 s), housekeeping's share of
+   it (its own connection's backend, application_name lockgate-housekeeping, plus the CPU its
+   statements took in the server, from GET /v1/retention), the share of the time its statements
+   ran, the runs it deleted, and event→done p50/p90/p99 per function. `steady-retention` compares
+   retention off with sweeping the backlog (and, with --baseline-source DIR, with an earlier
+   version's housekeeping sweeping it), rotating the order each round; `steady-versus` the empty
+   store with the full one. CPU per run varies far less between rounds than a burst's runs/s.
+--parts picks among 3 (versus), the queries of 3 (queries), 4 (retention), 5 (steady-retention,
+steady-versus; `steady` is both); --backend both runs everything on SQLite, then on PostgreSQL,
+and prints every ratio at the end. --keep DIR fills the store once and reuses it on later runs.
 PostgreSQL databases are named after LOCKGATE_TEST_DB_TAG (default "bigstore") and dropped at the end.
 Ratios are medians of the per-round ratios, so slow drifts of a shared machine cancel out.
 """
@@ -35,6 +47,7 @@ import sqlite3
 import statistics
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -54,6 +67,8 @@ from tests.conftest import AppProcess, LockgateProcess, free_port, wait_until  #
 DAY_MS = 86_400_000
 TABLES = ("runs", "steps", "events", "run_triggers")
 TIME_COLUMNS = {"created_at", "started_at", "ended_at", "ts", "received_at"}
+BENCH_APP_NAME = "lockgate-bench"
+HOUSEKEEPING_APP_NAME = "lockgate-housekeeping"  # its PostgreSQL connection's application_name
 
 
 # -- the store, read and written from outside the server -----------------------------------
@@ -67,7 +82,8 @@ class Raw:
         if self.pg:
             import psycopg
 
-            self.conn = psycopg.connect(postgres_uri, autocommit=True)
+            # Named, so the CPU sampler leaves the bench's own backend out.
+            self.conn = psycopg.connect(postgres_uri, autocommit=True, application_name=BENCH_APP_NAME)
         else:
             self.conn = sqlite3.connect(data_dir / "lockgate.db", isolation_level=None, timeout=60)
 
@@ -145,11 +161,11 @@ async def burst(base: str, raw: Raw, event: str, function_id: str, n: int) -> tu
 
 
 def start_server(data_dir: Path, postgres_uri: str | None, app_url: str, port: int, log: Path,
-                 retention: str) -> LockgateProcess:
+                 retention: str, source: Path = ROOT) -> LockgateProcess:
     return LockgateProcess(
         args=["dev", "--no-discovery", "--no-poll", "-u", app_url, "--quiet", "--workers", "100",
               "--retention", retention],
-        data_dir=data_dir, log_path=log, postgres_uri=postgres_uri, port=port,
+        data_dir=data_dir, log_path=log, postgres_uri=postgres_uri, port=port, cwd=source,
     ).start(timeout=300)
 
 
@@ -180,13 +196,16 @@ class Stack:
         self.functions: dict[str, str] = {}
         self.raw: Raw | None = None
 
-    def start(self, retention: str) -> "Stack":
+    def start(self, retention: str, source: Path = ROOT) -> "Stack":
         if self.app is None:  # first: the server syncs its apps before it says it is listening
+            # Ports taken now, not when the stack was made: others on the machine may have taken those since.
+            self.port, self.app_port = free_port(), free_port()
+            self.app_url = f"http://127.0.0.1:{self.app_port}/api/inngest"
             self.app = AppProcess(module="bench.bench_app", port=self.app_port,
                                   server_url=f"http://127.0.0.1:{self.port}",
                                   ledger=self.tmp / f"{self.name}.ledger").start()
         self.server = start_server(self.data_dir, self.postgres_uri, self.app_url, self.port,
-                                   self.tmp / f"{self.name}.log", retention)
+                                   self.tmp / f"{self.name}.log", retention, source)
         if not self.functions:
             wait_until(lambda: httpx.get(self.server.url + "/v1/apps").json()["data"][0]["functions"], what="sync")
             apps = httpx.get(self.server.url + "/v1/apps").json()["data"]
@@ -210,6 +229,169 @@ def ratios(rounds: list[tuple[dict, dict]], slug: str, label: str) -> None:
     light = statistics.median(a["light_p50"] / b["light_p50"] for a, b in rounds)
     print(f"  {slug:<12} {label}: burst runs/s ratio {burst:.2f}, light-load p50 ratio {light:.2f}"
           f"  (medians of {len(rounds)} rounds)")
+
+
+# -- sustained load at a fixed rate -------------------------------------------------------
+
+
+def _cpu_ms(path: str) -> float:
+    fields = Path(path).read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) * 1000 / os.sysconf("SC_CLK_TCK")
+
+
+class CpuSampler:
+    """CPU time (user + system) used between start() and stop() by the server process and by the
+    PostgreSQL backends of its database, and the share of those backends that is housekeeping's
+    (its own connection). Backends are sampled every 0.5 s, so one
+    that comes and goes meanwhile (an autovacuum worker) counts up to its last sample. Read from
+    /proc: PostgreSQL must run on this machine; its shared WAL writer and checkpointer are left out."""
+
+    def __init__(self, pid: int, postgres_uri: str | None) -> None:
+        self.pid, self.postgres_uri = pid, postgres_uri
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._base: dict[int, float] = {}
+        self._last: dict[int, float] = {}
+        self._housekeeping: set[int] = set()
+        self._conn = None
+        if postgres_uri:
+            import psycopg
+
+            self._dbname = psycopg.conninfo.conninfo_to_dict(postgres_uri)["dbname"]
+            self._conn = psycopg.connect(postgres_uri, autocommit=True, application_name=BENCH_APP_NAME)
+
+    def _sample(self) -> dict[int, float]:
+        found: dict[int, float] = {}
+        if self._conn is None:
+            return found
+        rows = self._conn.execute("SELECT pid, application_name FROM pg_stat_activity WHERE datname = %s"
+                                  " AND application_name <> %s", (self._dbname, BENCH_APP_NAME)).fetchall()
+        for pid, app_name in rows:
+            try:
+                found[pid] = _cpu_ms(f"/proc/{pid}/stat")
+            except (FileNotFoundError, PermissionError, ProcessLookupError):
+                continue
+            if app_name == HOUSEKEEPING_APP_NAME:
+                self._housekeeping.add(pid)
+        return found
+
+    def _loop(self) -> None:
+        while not self._stop.wait(0.5):
+            self._last.update(self._sample())
+
+    def start(self) -> None:
+        self._server0 = _cpu_ms(f"/proc/{self.pid}/stat")
+        self._base = self._sample()
+        self._last = dict(self._base)
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+        self._thread.start()
+
+    def stop(self) -> dict[str, float]:
+        self._stop.set()
+        self._thread.join()
+        self._last.update(self._sample())
+        server = _cpu_ms(f"/proc/{self.pid}/stat") - self._server0
+        used = {pid: ms - self._base.get(pid, 0.0) for pid, ms in self._last.items()}  # newcomers from 0
+        database = sum(used.values())
+        housekeeping = sum(used[pid] for pid in self._housekeeping if pid in used)
+        if self._conn is not None:
+            self._conn.close()
+        return {"server_ms": server, "database_ms": database, "housekeeping_ms": housekeeping}
+
+
+async def steady_load(base: str, raw: Raw, functions: dict[str, str], rate: float, seconds: float,
+                      pid: int | None = None, postgres_uri: str | None = None) -> dict:
+    """Open loop: events at a fixed `rate` (alternately noop and three-step) for `seconds`, each
+    sent on schedule whether or not earlier ones are done. Returns event→done latency percentiles
+    per function, the rate achieved, and (with `pid`) CPU per run of the server and its database
+    and housekeeping's share of it, from the first event until the last run completed."""
+    events = {"noop": "bench/noop", "three-steps": "bench/steps"}
+    slugs = ("noop", "three-steps")
+    n = max(2, int(rate * seconds))
+    sent: dict[str, tuple[str, float]] = {}
+    since = int(time.time() * 1000) - 1
+    sampler = CpuSampler(pid, postgres_uri) if pid else None
+    activity0 = httpx.get(base + "/v1/retention").json()["data"].get("housekeeping", {})
+    connector = aiohttp.TCPConnector(limit=500)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        async def send(i: int) -> None:
+            slug = slugs[i % 2]
+            t = time.time()
+            async with session.post(f"{base}/e/bench", json={"name": events[slug], "data": {"i": i}}) as r:
+                sent[(await r.json())["ids"][0]] = (slug, t)
+
+        if sampler:
+            sampler.start()
+        wall0 = time.monotonic()
+        start = time.time()
+        tasks = []
+        for i in range(n):
+            delay = wall0 + i / rate - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            tasks.append(asyncio.create_task(send(i)))
+        await asyncio.gather(*tasks)
+        ids = [functions[s] for s in slugs]
+        count = ("SELECT COUNT(*) FROM runs WHERE function_id IN (?, ?) AND created_at >= ? AND status = 'Completed'")
+        deadline = time.monotonic() + 300
+        while raw.one(count, (*ids, since)) < n:
+            if time.monotonic() > deadline:
+                raise RuntimeError("runs of the steady load did not complete in 300 s")
+            await asyncio.sleep(0.05)
+    cpu = sampler.stop() if sampler else {}
+    window_s = time.monotonic() - wall0
+    activity1 = httpx.get(base + "/v1/retention").json()["data"].get("housekeeping", {})
+    rows = raw.all("SELECT t.event_internal_id, r.ended_at FROM runs r JOIN run_triggers t ON t.run_id = r.run_id"
+                   " WHERE r.function_id IN (?, ?) AND r.created_at >= ?", (*ids, since))
+    ended = {event_id: ended_at / 1000 for event_id, ended_at in rows}
+    out: dict = {"runs": n, "window_s": window_s, "achieved": n / (max(ended[e] for e in sent) - start)}
+    for slug in slugs:
+        lat = [(ended[e] - t) * 1000 for e, (s, t) in sent.items() if s == slug]
+        out[slug] = {"p50": pct(lat, 50), "p90": pct(lat, 90), "p99": pct(lat, 99)}
+    if cpu:
+        out["cpu_ms_run"] = (cpu["server_ms"] + cpu["database_ms"]) / n
+        out["server_ms_run"] = cpu["server_ms"] / n
+        out["database_ms_run"] = cpu["database_ms"] / n
+        # Its backend's CPU, plus what the server spent in its delete transactions (SQLite: all of it).
+        hk_cpu_s = activity1.get("cpu_seconds", 0) - activity0.get("cpu_seconds", 0)
+        out["housekeeping_ms_run"] = (cpu["housekeeping_ms"] + 1000 * hk_cpu_s) / n
+    busy = activity1.get("busy_seconds", 0) - activity0.get("busy_seconds", 0)
+    out["housekeeping_busy_share"] = busy / window_s
+    out["runs_deleted"] = activity1.get("runs_deleted", 0) - activity0.get("runs_deleted", 0)
+    return out
+
+
+def show_steady(label: str, m: dict) -> None:
+    cpu = (f"CPU {m['cpu_ms_run']:5.2f} ms/run (server {m['server_ms_run']:5.2f}, database"
+           f" {m['database_ms_run']:5.2f}; housekeeping {m['housekeeping_ms_run']:5.2f})") if "cpu_ms_run" in m else ""
+    print(f"    {label:<20} {m['achieved']:5.1f} runs/s  noop p50/p90/p99 {m['noop']['p50']:5.0f}/{m['noop']['p90']:5.0f}/"
+          f"{m['noop']['p99']:5.0f} ms  3-step {m['three-steps']['p50']:5.0f}/{m['three-steps']['p90']:5.0f}/"
+          f"{m['three-steps']['p99']:5.0f} ms  {cpu}  housekeeping busy {100 * m['housekeeping_busy_share']:4.1f}%"
+          f" deleted {m['runs_deleted']:,}", flush=True)
+
+
+def steady_round(stack: "Stack", args: argparse.Namespace) -> dict:
+    """A short unmeasured warm-up at the same rate (caches, connections), then the measured window."""
+    pid = stack.server.proc.pid
+    asyncio.run(steady_load(stack.server.url, stack.raw, stack.functions, args.rate, args.warmup))
+    return asyncio.run(steady_load(stack.server.url, stack.raw, stack.functions, args.rate, args.seconds, pid,
+                                   stack.postgres_uri))
+
+
+def steady_ratios(rounds: list[tuple[dict, dict]], label: str) -> None:
+    """Medians over rounds of b ÷ a: CPU per run and latency percentiles (above 1: b costs more)."""
+    def med(f) -> float:
+        return statistics.median(f(a, b) for a, b in rounds)
+
+    per_round = ", ".join(f"{b['cpu_ms_run'] / a['cpu_ms_run']:.3f}" for a, b in rounds)
+    parts = [f"CPU/run {med(lambda a, b: b['cpu_ms_run'] / a['cpu_ms_run']):.3f} [{per_round}]"]
+    for slug in ("noop", "three-steps"):
+        for p in ("p50", "p99"):
+            parts.append(f"{slug} {p} {med(lambda a, b: b[slug][p] / a[slug][p]):.2f}")
+    hk = statistics.median(b["housekeeping_ms_run"] / b["cpu_ms_run"] for a, b in rounds)
+    busy = statistics.median(b["housekeeping_busy_share"] for a, b in rounds)
+    print(f"  {label}: " + ", ".join(parts) + f"; housekeeping {100 * hk:.1f}% of the CPU, busy {100 * busy:.1f}%"
+          f" of the time  (medians of {len(rounds)} rounds)")
 
 
 # -- disk per run --------------------------------------------------------------------------
@@ -435,37 +617,114 @@ def query_plans(raw: Raw, functions: dict[str, str]) -> None:
 # -- main ----------------------------------------------------------------------------------
 
 
-PARTS = ("versus", "queries", "retention")
+PARTS = ("versus", "queries", "retention", "steady-retention", "steady-versus")
+ALIASES = {"steady": ("steady-retention", "steady-versus")}
+
+
+def steady_parts(empty: Stack, full: Stack, args: argparse.Namespace, figures: dict[str, list],
+                 parts: set[str]) -> None:
+    """Retention off against sweeping a backlog (the full store restarted with --retention 5d), then
+    the empty store against the full one, each under --rate events/s for --seconds, rounds A/B/B/A."""
+    if "steady-retention" in parts:
+        steady_retention(full, args, figures)
+    if "steady-versus" in parts:
+        steady_versus(empty, full, args, figures)
+
+
+def steady_retention(full: Stack, args: argparse.Namespace, figures: dict[str, list]) -> None:
+    backlog_sql = "SELECT COUNT(*) FROM runs WHERE ended_at < ?"
+    print(f"\nSustained load, {args.rate:g} events/s (half noop, half three-step) for {args.seconds:g} s a round"
+          f" after {args.warmup:g} s of warm-up; full store, retention off against sweeping (--retention 5d):",
+          flush=True)
+    conditions = [("retention off", "0", ROOT), ("sweeping", "5d", ROOT)]
+    if args.baseline_source:  # the same backlog swept by an earlier version's housekeeping
+        conditions.append(("sweeping, baseline", "5d", Path(args.baseline_source).resolve()))
+    full.stop()
+    for r in range(args.rounds):
+        got: dict[str, dict] = {}
+        turn = r % len(conditions)  # each condition takes each place in the order in turn
+        for label, retention, source in conditions[turn:] + conditions[:turn]:
+            full.stop()
+            full.start(retention, source)
+            got[label] = steady_round(full, args)
+        print(f"  round {r + 1}")
+        for label, _, _ in conditions:
+            show_steady(label, got[label])
+        for label, _, _ in conditions[1:]:
+            figures.setdefault(f"steady|{label} ÷ retention off", []).append((got["retention off"], got[label]))
+    left = full.raw.one(backlog_sql, (int(time.time() * 1000) - 5 * DAY_MS,))
+    print(f"  backlog left: {left:,} runs older than 5 days", flush=True)
+    full.stop()
+
+
+def steady_versus(empty: Stack, full: Stack, args: argparse.Namespace, figures: dict[str, list]) -> None:
+    full.stop()
+    empty.start("0")
+    full.start("0")
+    print(f"\nSustained load, {args.rate:g} events/s, empty store against {args.runs:,} finished runs (retention off):", flush=True)
+    for r in range(args.rounds):
+        order = (empty, full) if r % 2 == 0 else (full, empty)
+        got = {stack.name: steady_round(stack, args) for stack in order}
+        print(f"  round {r + 1}")
+        show_steady("empty", got["empty"])
+        show_steady("full", got["full"])
+        figures.setdefault("steady|full ÷ empty", []).append((got["empty"], got["full"]))
+    empty.stop()
 
 
 def bench_backend(backend: str, args: argparse.Namespace) -> dict[str, list]:
     """Every part asked for, on one backend. Returns the per-round figures for the summary."""
     tmp = Path(tempfile.mkdtemp(prefix="lockgate-bigstore-", dir=os.environ.get("BENCH_DIR")))
-    uris: list[str] = []
+    # --keep: the full store lives in DIR/<backend> (its PostgreSQL database named in postgres-uri
+    # there) and is filled once; later runs with the same --runs use it as it is.
+    keep = Path(args.keep).resolve() / backend if args.keep else None
+    filled_mark = keep / f"filled-{args.runs}" if keep else None
+    reuse = filled_mark is not None and filled_mark.exists()
+    uris: list[str] = []  # dropped at the end
+    full_uri = None
     if backend == "postgres":
         from tests import pgtools
 
         os.environ.setdefault("LOCKGATE_TEST_DB_TAG", "bigstore")  # tests/pgtools.py puts it in the names
-        uris = [pgtools.create_database(), pgtools.create_database()]
-    parts = set(args.parts.split(","))
+        uris = [pgtools.create_database()]
+        if reuse:
+            full_uri = (keep / "postgres-uri").read_text().strip()
+        else:
+            full_uri = pgtools.create_database()
+            if keep is None:
+                uris.append(full_uri)
+    if keep and not reuse:
+        shutil.rmtree(keep, ignore_errors=True)
+        keep.mkdir(parents=True)
+        if full_uri:
+            (keep / "postgres-uri").write_text(full_uri + "\n")
+    parts = {p for name in args.parts.split(",") for p in ALIASES.get(name, (name,))}
     print(f"\n=== {backend}: {args.runs:,} synthetic runs, burst {args.events}, light {args.light},"
-          f" {args.rounds} interleaved rounds, parts {args.parts}", flush=True)
+          f" {args.rounds} interleaved rounds, parts {args.parts}"
+          + (f"; the store kept in {keep} from an earlier run" if reuse else ""), flush=True)
     empty = Stack(tmp, "empty", uris[0] if uris else None)
-    full = Stack(tmp, "full", uris[1] if uris else None)
+    full = Stack(keep or tmp, "full", full_uri)
     figures: dict[str, list] = {}
     try:
-        # Real rows first: the templates of the synthetic ones, and the disk-per-run figures.
-        full.start("0")
-        for slug in ("noop", "three-steps"):
-            measure(full.server, full.raw, full.functions, slug, 200, 5)
-        disk_per_run(full.raw, full.functions)
-        full.stop()
-        before = full.raw.database_bytes()
-        print(f"\nFilling {args.runs:,} finished runs...", flush=True)
-        seconds = (fill_in_database if full.raw.pg else fill)(full.raw, full.functions, args.runs)
-        after = full.raw.database_bytes()
-        print(f"  {args.runs:,} runs in {seconds:.0f}s; store grew {(after - before) / 2**20:,.0f} MiB:"
-              f" {(after - before) / args.runs:,.0f} bytes per run (half noop, half three-step), indexes included")
+        if reuse:
+            full.start("0")
+            full.stop()
+        else:
+            # Real rows first: the templates of the synthetic ones, and the disk-per-run figures.
+            full.start("0")
+            for slug in ("noop", "three-steps"):
+                measure(full.server, full.raw, full.functions, slug, 200, 5)
+            disk_per_run(full.raw, full.functions)
+            full.stop()
+            before = full.raw.database_bytes()
+            print(f"\nFilling {args.runs:,} finished runs...", flush=True)
+            seconds = (fill_in_database if full.raw.pg else fill)(full.raw, full.functions, args.runs)
+            after = full.raw.database_bytes()
+            print(f"  {args.runs:,} runs in {seconds:.0f}s; store grew {(after - before) / 2**20:,.0f} MiB:"
+                  f" {(after - before) / args.runs:,.0f} bytes per run (half noop, half three-step), indexes"
+                  f" included")
+            if filled_mark:
+                filled_mark.touch()
         disk_by_table(full.raw, full.functions)
 
         if "versus" in parts:  # empty against full, in alternating order, servers up side by side
@@ -481,7 +740,9 @@ def bench_backend(backend: str, args: argparse.Namespace) -> dict[str, list]:
                     show("empty", got["empty"])
                     show("full", got["full"])
                     figures.setdefault(f"{slug}|full ÷ empty", []).append((got["empty"], got["full"]))
-            empty.close()
+            empty.stop()
+        if parts & {"steady-retention", "steady-versus"}:  # the same comparisons under a fixed-rate load
+            steady_parts(empty, full, args, figures, parts)
         if "queries" in parts:
             dashboard_queries(full.data_dir, full.postgres_uri, full.functions)
             query_plans(full.raw, full.functions)
@@ -513,10 +774,14 @@ def bench_backend(backend: str, args: argparse.Namespace) -> dict[str, list]:
         empty.close()
         full.close()
         shutil.rmtree(tmp, ignore_errors=True)
-        for uri in uris:
-            from tests import pgtools
+        if uris:
+            from tests.pgtools import drop_database
 
-            pgtools.drop_database(uri)
+            for uri in uris:
+                drop_database(uri)
+        if keep:
+            print(f"  the full store is kept in {keep}" + (f" (database {full_uri})" if full_uri else "")
+                  + "; delete it (and drop that database) when done", flush=True)
     return figures
 
 
@@ -527,21 +792,40 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=300, help="burst size")
     parser.add_argument("--light", type=int, default=60, help="light-load runs")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds per comparison")
+    parser.add_argument("--rate", type=float, default=30.0, help="steady: events per second (below saturation)")
+    parser.add_argument("--seconds", type=float, default=12.0, help="steady: measured seconds per round")
+    parser.add_argument("--warmup", type=float, default=3.0, help="steady: unmeasured seconds before each round")
+    parser.add_argument("--baseline-source", metavar="DIR",
+                        help="steady-retention: also sweep with the lockgate package in DIR (an earlier version, e.g. a"
+                             " `git worktree add DIR <commit>`), in the same interleaved rounds")
+    parser.add_argument("--keep", metavar="DIR",
+                        help="keep the filled store in DIR/<backend> (PostgreSQL: the database named in"
+                             " DIR/postgres/postgres-uri) and, on later runs with the same --runs, measure it"
+                             " without filling again")
     parser.add_argument("--parts", default=",".join(PARTS),
                         help=f"comma-separated, of {', '.join(PARTS)} (default all)")
     args = parser.parse_args()
-    unknown = set(args.parts.split(",")) - set(PARTS)
+    unknown = set(args.parts.split(",")) - set(PARTS) - set(ALIASES)
     if unknown:
         parser.error(f"unknown part(s) {', '.join(sorted(unknown))}; choose from {', '.join(PARTS)}")
     backends = ("sqlite", "postgres") if args.backend == "both" else (args.backend,)
     print(f"lockgate big-store bench — {', '.join(backends)}, {os.cpu_count()} cores (shared machine,"
           f" load average {os.getloadavg()[0]:.1f} at start)", flush=True)
-    results = {backend: bench_backend(backend, args) for backend in backends}
-    print(f"\nRatios (1.0 = no change; above 1 = the second is faster); load average now {os.getloadavg()[0]:.1f}:")
+    results = {}
+    for backend in backends:
+        try:
+            results[backend] = bench_backend(backend, args)
+        except Exception as exc:  # one backend's failure still leaves the other's figures
+            print(f"\n{backend} stopped: {exc!r}", flush=True)
+    print(f"\nRatios (1.0 = no change; burst and light: above 1 = the second is faster; steady: b ÷ a, above 1 ="
+          f" the second costs more); load average now {os.getloadavg()[0]:.1f}:")
     for backend, figures in results.items():
         for key, rounds in figures.items():
             slug, label = key.split("|")
-            ratios(rounds, f"{backend} {slug}", label)
+            if slug == "steady":
+                steady_ratios(rounds, f"{backend} steady {label}")
+            else:
+                ratios(rounds, f"{backend} {slug}", label)
 
 
 if __name__ == "__main__":

@@ -6,10 +6,13 @@ replicas and workers).
 
 Deletes go in small batches, each its own short transaction, off the hot path's write queue
 where the store has more than one writer (PostgreSQL: `Store.write_background`). Between batches
-housekeeping yields: it pauses at least twice as long as the batch took, and while the hot path
-keeps writing it waits longer, up to twenty times the batch, so under load it takes at most about
-5% of the database's time and still makes progress. Debounce/batch windows and waits need no
-sweep: they are deleted when they fire, match or time out.
+housekeeping yields (`may_go_on`): it pauses at least twice as long as the batch took, which is all
+while the hot path is idle (nothing written for a quarter second), so an idle store's backlog goes
+fast. While the hot path writes, it waits until the hot path has used twenty-five times the
+batch's time in CPU (this process's CPU, housekeeping's own left out), so its statements take at
+most 4% of the hot path's CPU at any load; and it never waits more than two hundred times
+the batch, so it keeps deleting for at least about 0.5% of the time however busy the store is.
+Debounce/batch windows and waits need no sweep: they are deleted when they fire, match or time out.
 """
 
 from __future__ import annotations
@@ -29,7 +32,41 @@ log = logging.getLogger("lockgate.retention")
 BATCH = 100  # rows (runs, events, keys) per write transaction
 PAUSE_S = 0.02  # between batches, at least
 PACE = 2.0  # ...and at least twice as long as the batch took: an idle store's backlog uses a third
-BUSY_PACE = 20.0  # while the hot path writes, up to twenty times as long: about 5% under load
+IDLE_AFTER_S = 0.25  # the hot path is idle once it has written nothing for this long
+BUSY_SHARE = 0.04  # while the hot path writes: a batch's time at most this share of the hot path's CPU
+MAX_BUSY_PACE = 200.0  # ...but never a pause longer than this many times the batch: always some progress
+
+
+def may_go_on(*, batch_s: float, waited_s: float, hot_path_wrote: bool, hot_cpu_s: float) -> str | None:
+    """Whether housekeeping may run its next batch, `waited_s` after one that took `batch_s`, given
+    whether the hot path wrote in the last IDLE_AFTER_S and how much CPU it has used
+    since the batch ended; the reason, or None to wait on. Called after pauses of at least PACE
+    times the batch."""
+    if not hot_path_wrote:
+        return "idle"  # catch up, at up to a third of the time
+    if hot_cpu_s * BUSY_SHARE >= batch_s:
+        return "earned"  # by the hot path's own work: the batch stays a small share of its cost
+    if waited_s >= MAX_BUSY_PACE * batch_s:
+        return "waited longest"
+    return None
+
+
+@dataclass
+class HousekeepingActivity:
+    """What housekeeping has done since the server started, for operators and benchmarks."""
+
+    batches: int = 0
+    busy_s: float = 0.0  # time its delete statements took
+    cpu_s: float = 0.0  # CPU time this process spent in them (the database's own included on SQLite)
+    runs_deleted: int = 0
+    events_deleted: int = 0
+    went_on: dict[str, int] = field(default_factory=dict)  # why each pause ended (`may_go_on`)
+
+    def describe(self) -> dict:
+        return {"batches": self.batches, "busy_seconds": round(self.busy_s, 3),
+                "cpu_seconds": round(self.cpu_s, 3),
+                "runs_deleted": self.runs_deleted, "events_deleted": self.events_deleted,
+                "pauses_ended": dict(self.went_on)}
 
 
 @dataclass
@@ -38,6 +75,7 @@ class Retention:
 
     seconds: float
     sweep_interval_s: float = 60.0
+    activity: HousekeepingActivity = field(default_factory=HousekeepingActivity, compare=False, repr=False)
 
     @property
     def keeps_forever(self) -> bool:
@@ -49,6 +87,7 @@ class Retention:
             "keeps_forever": self.keeps_forever,
             "applies_to": "finished runs with their steps, and events no kept run was triggered by",
             "sweep_interval_seconds": self.sweep_interval_s,
+            "housekeeping": self.activity.describe(),
         }
 
 
@@ -70,7 +109,10 @@ class Housekeeping:
         self.batch = batch
         self.pause_s = pause_s
         self.last = SweepTotals()
-        self._batch_s = 0.0  # how long the last batch took
+        self.activity = retention.activity
+        self._batch_s = 0.0  # how long the last batch's statements took
+        self._writes_seen = self._hot_writes()
+        self._last_write_at = float("-inf")  # when the hot path was last seen writing (monotonic)
 
     async def run_forever(self) -> None:
         while True:
@@ -110,25 +152,50 @@ class Housekeeping:
         """Writes the hot path has committed so far (stores that count them), to see whether it is busy."""
         return getattr(self.store, "writes", 0)
 
+    def _observe_hot_path(self) -> None:
+        writes = self._hot_writes()
+        if writes != self._writes_seen:
+            self._writes_seen, self._last_write_at = writes, time.monotonic()
+
+    def _hot_cpu(self) -> float:
+        """CPU this process has used, all threads, less housekeeping's own deletes. The database
+        server's CPU is not in it on PostgreSQL, which only makes the budget smaller."""
+        return time.process_time() - self.activity.cpu_s
+
     async def _write_paced(self, delete_batch):
-        started = time.monotonic()
-        result = await self.store.write_background(delete_batch)
-        self._batch_s = time.monotonic() - started
+        def timed(tx):
+            # Timed where it runs: on SQLite a batch first waits its turn behind the hot path's
+            # writes, and that wait is no cost to them.
+            cpu, started = time.thread_time(), time.perf_counter()
+            try:
+                return delete_batch(tx)
+            finally:
+                self._batch_s = time.perf_counter() - started
+                self.activity.cpu_s += time.thread_time() - cpu
+
+        self._observe_hot_path()
+        result = await self.store.write_background(timed)
+        self._writes_seen = self._hot_writes()  # where housekeeping's own write is counted (SQLite), skip it
+        self.activity.batches += 1
+        self.activity.busy_s += self._batch_s
         return result
 
     async def _yield(self) -> None:
-        """Pause after a batch: at least PACE times its duration, and while the hot path wrote during
-        the pause, again, up to BUSY_PACE times it."""
+        """Pause after a batch, in steps of at least PACE times its duration, until `may_go_on`."""
         if not self.pause_s:
             return
         step = max(self.pause_s, PACE * self._batch_s)
-        budget = max(step, BUSY_PACE * self._batch_s)
+        cpu_at_start = self._hot_cpu()
         waited = 0.0
-        while waited < budget:
-            seen = self._hot_writes()
+        while True:
             await asyncio.sleep(step)
             waited += step
-            if self._hot_writes() == seen:
+            self._observe_hot_path()
+            reason = may_go_on(batch_s=self._batch_s, waited_s=waited,
+                               hot_path_wrote=time.monotonic() - self._last_write_at < IDLE_AFTER_S,
+                               hot_cpu_s=self._hot_cpu() - cpu_at_start)
+            if reason:
+                self.activity.went_on[reason] = self.activity.went_on.get(reason, 0) + 1
                 return
 
     async def _repeat(self, delete_batch) -> int:
@@ -146,22 +213,28 @@ class Housekeeping:
             deleted, last_ended = await self._write_paced(
                 lambda tx: rops.delete_finished_runs(tx, ended_before=cutoff, ended_from=cursor, limit=self.batch))
             total += deleted
+            self.activity.runs_deleted += deleted
             if last_ended is None or deleted < self.batch:
                 return total
             cursor = last_ended
             await self._yield()
 
     async def _delete_events(self, cutoff: int) -> int:
-        return await self._walk(lambda tx, after: rops.delete_unreferenced_events(
-            tx, received_before=cutoff, after_seq=after, limit=self.batch))
+        def counted(deleted: int) -> None:
+            self.activity.events_deleted += deleted
 
-    async def _walk(self, delete_after) -> int:
+        return await self._walk(lambda tx, after: rops.delete_unreferenced_events(
+            tx, received_before=cutoff, after_seq=after, limit=self.batch), on_deleted=counted)
+
+    async def _walk(self, delete_after, on_deleted=None) -> int:
         """Repeat `delete_after(tx, cursor)` -> (deleted, last seq looked at or None when done),
         each batch starting after the last one's cursor."""
         total, cursor = 0, 0
         while True:
             deleted, last_seq = await self._write_paced(lambda tx: delete_after(tx, cursor))
             total += deleted
+            if on_deleted:
+                on_deleted(deleted)
             if last_seq is None:
                 return total
             cursor = last_seq

@@ -238,7 +238,8 @@ class PostgresStore(ThreadedStore):
         # Housekeeping's deletes: a delete lost in a crash is simply done again by the next sweep,
         # so commits do not wait for the WAL flush; and a delete never waits long for a row lock.
         self._background = _OwnConnectionLane(uri, self._origin, "housekeeping",
-                                              setup=("SET synchronous_commit = off", "SET lock_timeout = '2s'"))
+                                              setup=("SET synchronous_commit = off", "SET lock_timeout = '2s'",
+                                                     "SET application_name = 'lockgate-housekeeping'"))
         # Live progress messages: committed without waiting for the WAL flush, never in front of
         # (or in the same commit as) a hot-path write.
         self._unflushed = _OwnConnectionLane(uri, self._origin, "stream", setup=("SET synchronous_commit = off",),

@@ -69,6 +69,8 @@ def test_finished_work_is_deleted_and_what_is_open_stays_small(stack):
     # distinct) live 24 h by the protocol; the sweep deletes them after (tests/unit/test_retention.py).
     assert sizes(server)["unique_keys"] == 77 + 3
     assert api.http.get(f"/v1/runs/{first_noop}").status_code == 404
+    activity = api.http.get("/v1/retention").json()["data"]["housekeeping"]  # what it did, for operators
+    assert activity["runs_deleted"] >= 30 and activity["events_deleted"] >= 30 and activity["batches"] >= 2
     for run_id in waiter_runs:  # live runs were left whole
         assert api.run(run_id)["status"] == "Running"
 

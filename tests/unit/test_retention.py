@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
-from lockgate.engine.retention import Housekeeping, Retention
+from lockgate.engine.retention import BUSY_SHARE, MAX_BUSY_PACE, PACE, Housekeeping, Retention, may_go_on
 from lockgate.models import Event, Job, Run, Step, Wait, now_ms
 from lockgate.store import connect_operations as cops
 from lockgate.store import flow_operations as fops
@@ -63,6 +65,8 @@ async def test_sweep_deletes_old_finished_runs_and_unneeded_events_in_batches(st
     housekeeping = Housekeeping(store, Retention(seconds=DAY_MS / 1000), batch=5, pause_s=0)
     totals = await housekeeping.sweep()
     assert (totals.runs, totals.events) == (24, 33)
+    activity = housekeeping.activity.describe()
+    assert (activity["runs_deleted"], activity["events_deleted"]) == (24, 33)
     kept = {r["run_id"] for r in await store.read(lambda tx: tx.all("SELECT run_id FROM runs"))}
     assert kept == {"old-live", "young-done"}
     assert await _sizes(store) == {"runs": 2, "steps": 2, "run_triggers": 2, "flow_runs": 2, "events": 2,
@@ -200,3 +204,60 @@ async def test_finished_qstash_messages_and_old_logs_go_in_batches(store):
     left = await store.read(lambda tx: (_keys(tx.all("SELECT message_id FROM qstash_messages")),
                                         _keys(tx.all("SELECT message_id FROM qstash_events"))))
     assert left == ({"done-just-now", "pending"}, {"m-young", "m-old-after-young"})
+
+
+def test_pacing_under_load_is_a_share_of_the_hot_paths_cpu_and_never_stops():
+    batch = 0.010
+    first = PACE * batch  # pauses are checked after at least this long
+    # Nobody wrote during the pause: catch up at once.
+    assert may_go_on(batch_s=batch, waited_s=first, hot_path_wrote=False, hot_cpu_s=0) == "idle"
+    # Writes flow: the next batch waits until the hot path has used batch / BUSY_SHARE of CPU...
+    earned = batch / BUSY_SHARE
+    assert may_go_on(batch_s=batch, waited_s=first, hot_path_wrote=True, hot_cpu_s=earned * 0.9) is None
+    assert may_go_on(batch_s=batch, waited_s=first, hot_path_wrote=True, hot_cpu_s=earned * 1.01) == "earned"
+    # ...however long that takes, up to MAX_BUSY_PACE batches' time, then it goes on regardless.
+    longest = MAX_BUSY_PACE * batch
+    assert may_go_on(batch_s=batch, waited_s=longest * 0.99, hot_path_wrote=True, hot_cpu_s=0) is None
+    assert may_go_on(batch_s=batch, waited_s=longest, hot_path_wrote=True, hot_cpu_s=0) == "waited longest"
+    assert BUSY_SHARE <= 0.05 and MAX_BUSY_PACE * BUSY_SHARE > 1  # a few percent; the cap never binds first
+
+
+def _seed_backlog(tx, count: int) -> None:
+    old = now_ms() - 3 * DAY_MS
+    for i in range(count):
+        _seed(tx, f"old-{i}", status="Completed", at=old, ended=True)
+
+
+async def test_an_idle_store_backlog_is_deleted_without_waiting_for_the_hot_path(store):
+    await store.write(_seed_backlog, 9)
+    housekeeping = Housekeeping(store, Retention(seconds=DAY_MS / 1000), batch=3, pause_s=0.001)
+    assert (await housekeeping.sweep()).runs == 9
+    activity = housekeeping.activity.describe()
+    assert activity["runs_deleted"] == 9 and activity["batches"] >= 4
+    assert set(activity["pauses_ended"]) == {"idle"}  # every pause as short as the idle pace allows
+
+
+async def test_while_writes_flow_housekeeping_paces_itself_and_still_finishes(store):
+    await store.write(_seed_backlog, 9)
+    housekeeping = Housekeeping(store, Retention(seconds=DAY_MS / 1000), batch=3, pause_s=0.05)
+    done = asyncio.Event()
+    written = 0
+
+    async def hot_path() -> None:  # writes back to back, as a busy server does
+        nonlocal written
+        while not done.is_set():
+            await store.write(lambda tx, i=written: ops.claim_unique_key(
+                tx, f"busy-{i}", expires_at=now_ms() + DAY_MS, now=now_ms()))
+            written += 1
+
+    writer = asyncio.create_task(hot_path())
+    try:
+        totals = await housekeeping.sweep()
+    finally:
+        done.set()
+        await writer
+    assert totals.runs == 9 and written > 0
+    assert await store.read(lambda tx: tx.one("SELECT COUNT(*) AS n FROM runs")["n"]) == 0
+    ended = housekeeping.activity.went_on
+    # Pauses the hot path wrote through waited for its CPU budget (or the longest pause), not the idle pace.
+    assert ended.get("earned", 0) + ended.get("waited longest", 0) >= 1, ended
