@@ -236,3 +236,16 @@ def test_a_cancelled_runs_waiting_step_shows_stopped_not_waiting(page, stack):
     assert badge.get_attribute("title") == "the run ended before this step did"
     assert page.locator("li.step.st-waiting").count() == 0
     assert api.run(run_id)["status"] == "Cancelled"
+
+
+def test_a_non_retriable_answer_is_logged_as_not_retried(stack):
+    server, _, api = stack
+    event_id = api.send({"name": "first/refuse", "data": {}}).json()["ids"][0]
+    run = api.wait_for_end(api.wait_for_runs(event_id)[0]["run_id"])
+    assert run["status"] == "Failed"
+    wait_until(lambda: any(run["run_id"] in ln and "run failed" in ln for ln in logged(server).splitlines()),
+               what="the run's last line")
+    calls = [ln for ln in logged(server).splitlines() if run["run_id"] in ln and "call to " in ln]
+    assert calls, logged(server)[-3000:]
+    assert all("not retriable, so it will not be retried" in ln for ln in calls), calls
+    assert not any("retry policy applies" in ln for ln in calls), calls
