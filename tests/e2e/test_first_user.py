@@ -9,6 +9,7 @@ import re
 import shlex
 import subprocess
 import sys
+import time
 
 import httpx
 import pytest
@@ -249,3 +250,28 @@ def test_a_non_retriable_answer_is_logged_as_not_retried(stack):
     assert calls, logged(server)[-3000:]
     assert all("not retriable, so it will not be retried" in ln for ln in calls), calls
     assert not any("retry policy applies" in ln for ln in calls), calls
+
+
+def test_lockgate_start_logs_refused_events_once_per_source_without_the_key(tmp_path, backend):
+    server = LockgateProcess(args=["start", "--signing-key", SIGNING_KEY, "--event-key", EVENT_KEY],
+                             data_dir=tmp_path / "data", log_path=tmp_path / "lockgate.log").start()
+    wrong_key = "wrong-event-key-0123456789abcdef"
+    try:
+        started = time.monotonic()
+        for _ in range(30):
+            refused = httpx.post(f"{server.url}/e/{wrong_key}", json={"name": "shop/order.paid", "data": {}})
+            assert refused.status_code == 401
+        missing = httpx.post(f"{server.url}/e/", json=[{"name": "shop/order.sent"}, {"name": "shop/x"}])
+        assert missing.status_code == 401
+        elapsed = time.monotonic() - started
+        wait_until(lambda: "no event key in the URL" in (tmp_path / "lockgate.log").read_text(), what="log line")
+    finally:
+        server.stop()
+    text = (tmp_path / "lockgate.log").read_text()
+    unknown = [ln for ln in text.splitlines() if "refused event 'shop/order.paid' from 127.0.0.1" in ln]
+    assert unknown and "HTTP 401: unknown event key (key wron… of 32 characters)" in unknown[0], text
+    # At most one line per source and reason every 10 s, however many requests came in.
+    assert len(unknown) <= 1 + int(elapsed // 10) + 1, unknown
+    assert wrong_key not in text and EVENT_KEY not in text
+    assert any("refused event 'shop/order.sent (+1 more)' from 127.0.0.1 with HTTP 401: no event key in the URL" in ln
+               for ln in text.splitlines()), text
