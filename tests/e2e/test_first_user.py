@@ -275,3 +275,13 @@ def test_lockgate_start_logs_refused_events_once_per_source_without_the_key(tmp_
     assert wrong_key not in text and EVENT_KEY not in text
     assert any("refused event 'shop/order.sent (+1 more)' from 127.0.0.1 with HTTP 401: no event key in the URL" in ln
                for ln in text.splitlines()), text
+
+
+def test_doctor_with_no_server_counts_its_warnings(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "lockgate", "doctor", "--port", str(free_port()), "--data-dir",
+                           str(tmp_path / "data")], capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr
+    warned = [line for line in proc.stdout.splitlines() if line.startswith("warn")]
+    assert len(warned) == 3, proc.stdout
+    assert proc.stdout.splitlines()[-1] == "3 warnings, no errors: see the warn lines above."
+    assert "No problems found" not in proc.stdout
