@@ -285,3 +285,20 @@ def test_doctor_with_no_server_counts_its_warnings(tmp_path):
     assert len(warned) == 3, proc.stdout
     assert proc.stdout.splitlines()[-1] == "3 warnings, no errors: see the warn lines above."
     assert "No problems found" not in proc.stdout
+
+
+def test_an_unsynced_app_shows_its_url_once(page, stack):
+    server, _, _ = stack
+    url = f"http://127.0.0.1:{free_port()}/api/inngest"
+    try:
+        httpx.post(f"{server.url}/v1/apps", json={"url": url})
+        listed = next(a for a in httpx.get(f"{server.url}/v1/apps").json()["data"] if a["url"] == url)
+        assert listed["error"], listed
+        page.goto("/apps")
+        row = page.locator("tr", has_text=url)
+        name_cell, url_cell = row.locator("td").nth(0).inner_text(), row.locator("td").nth(1).inner_text()
+        assert url not in name_cell and name_cell == "not synced yet", name_cell
+        assert url_cell == url
+        assert "first-user" in page.locator("table.apps").inner_text()  # a synced app keeps its name
+    finally:
+        httpx.delete(f"{server.url}/v1/apps/{url}")
