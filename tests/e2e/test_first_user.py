@@ -302,3 +302,24 @@ def test_an_unsynced_app_shows_its_url_once(page, stack):
         assert "first-user" in page.locator("table.apps").inner_text()  # a synced app keeps its name
     finally:
         httpx.delete(f"{server.url}/v1/apps/{url}")
+
+
+def test_the_example_app_runs_under_lockgate_start_in_cloud_mode(tmp_path, backend):
+    app_port = free_port()
+    app_url = f"http://127.0.0.1:{app_port}/api/inngest"
+    server = LockgateProcess(args=["start", "--signing-key", SIGNING_KEY, "--event-key", EVENT_KEY, "-u", app_url,
+                                   "--poll-interval", "0.5"],
+                             data_dir=tmp_path / "data", log_path=tmp_path / "lockgate.log").start()
+    app = AppProcess(module="examples.app", port=app_port, server_url=server.url, ledger=tmp_path / "ledger.jsonl",
+                     extra_env={"INNGEST_DEV": "0", "INNGEST_BASE_URL": server.url,
+                                "INNGEST_SIGNING_KEY": SIGNING_KEY, "INNGEST_EVENT_KEY": EVENT_KEY}).start()
+    try:
+        api = Api(server.url, SIGNING_KEY)
+        wait_until(lambda: any(a["url"] == app_url and not a.get("error") for a in api.http.get("/v1/apps").json()["data"]),
+                   what="the example app to sync signed")
+        event_id = api.send({"name": "demo/hello", "data": {"name": "Ada"}}, key=EVENT_KEY).json()["ids"][0]
+        run = api.wait_for_end(api.wait_for_runs(event_id)[0]["run_id"])
+        assert (run["status"], run["output"]) == ("Completed", "hello Ada")
+    finally:
+        app.stop()
+        server.stop()
