@@ -1,5 +1,10 @@
 """An example app to play with: `lockgate dev --example` serves it beside the server.
 
+Against `lockgate start`, serve it yourself in cloud mode:
+
+    INNGEST_DEV=0 INNGEST_BASE_URL=http://127.0.0.1:8288 INNGEST_SIGNING_KEY=<the server's key> \
+        INNGEST_EVENT_KEY=<an event key> uvicorn examples.app:app --port 8000
+
 It uses the official inngest SDK unchanged. Send it events from the shell:
 
     curl -X POST http://127.0.0.1:8288/e/dev -d '{"name": "video/requested", "data": {"prompt": "a cat"}}'
@@ -19,7 +24,9 @@ import inngest
 import inngest.fast_api
 from fastapi import FastAPI
 
-client = inngest.Inngest(app_id="example", is_production=False)
+# Dev or cloud mode from INNGEST_DEV, as the SDK decides by default: `lockgate dev --example` sets it to the
+# server's URL; under `lockgate start` run it with INNGEST_DEV=0, INNGEST_BASE_URL and INNGEST_SIGNING_KEY.
+client = inngest.Inngest(app_id="example")
 
 
 @client.create_function(fn_id="generate-video", trigger=inngest.TriggerEvent(event="video/requested"), retries=3)

@@ -360,9 +360,9 @@ def doctor(sdk_urls, port, host, postgres_uri, redis_uri, data_dir, signing_key,
     for status, text in report.lines:
         click.echo(f"{status.ljust(4)}  {text}")
     if report.problems:
-        click.echo(f"{report.problems} problem(s) found.", err=True)
+        click.echo(report.summary(), err=True)
         sys.exit(1)
-    click.echo("No problems found.")
+    click.echo(report.summary())
 
 
 @main.command()

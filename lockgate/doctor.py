@@ -38,6 +38,21 @@ class Report:
     def problems(self) -> int:
         return sum(1 for status, _ in self.lines if status == "FAIL")
 
+    @property
+    def warnings(self) -> int:
+        return sum(1 for status, _ in self.lines if status == "warn")
+
+    def summary(self) -> str:
+        """The last line: what was found, never "no problems" while there are warnings."""
+        def count(n: int, word: str) -> str:
+            return f"{n} {word}" if n == 1 else f"{n} {word}s"
+        if self.problems:
+            tail = f" and {count(self.warnings, 'warning')}" if self.warnings else ""
+            return f"{count(self.problems, 'problem')}{tail} found."
+        if self.warnings:
+            return f"{count(self.warnings, 'warning')}, no errors: see the warn lines above."
+        return "No problems found."
+
 
 def _http(url: str, *, method: str = "GET", headers: dict | None = None, timeout: float = 5.0):
     request = urllib.request.Request(url, method=method, headers=headers or {})

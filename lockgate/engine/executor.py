@@ -288,12 +288,18 @@ class Executor:
         else:
             reason, detail = result.reason, result.message
         self.failures[reason] += 1
-        then = "sent again at once on a new connection (no attempt used)" if retried else "the run's retry policy applies"
+        if retried:
+            then = "sent again at once on a new connection (no attempt used)"
+        elif not result.retriable:
+            then = "the app marked it not retriable, so it will not be retried"
+        else:
+            then = "the run's retry policy applies"
         log.warning(
             "call to %s failed: %s (run %s, attempt %d): %s; %s",
             fn.slug, FAILURE_REASONS.get(reason, reason), run.run_id, job.attempt, detail, then,
             extra={"run_id": run.run_id, "function": fn.slug, "attempt": job.attempt, "reason": reason,
-                   "detail": detail, "url": fn.url, "retried_at_once": retried},
+                   "detail": detail, "url": fn.url, "retried_at_once": retried,
+                   "retriable": result.retriable},
         )
 
 

@@ -8,14 +8,33 @@ from starlette.routing import Route
 
 from lockgate.engine.engine import Engine
 from lockgate.engine.ingest import EventValidationError
-from lockgate.interfaces.auth import AccessPolicy
+from lockgate.interfaces.auth import AccessPolicy, RefusedEventLog, event_name_of
 from lockgate.interfaces.errors import ApiError, error_response, json_response, read_json
 from lockgate.store import operations as ops
 
 def routes(engine: Engine, access: AccessPolicy) -> list[Route]:
     limits = engine.options.limits
+    refusals = RefusedEventLog()
+
+    async def log_refusal(request: Request, reason: str, status: int, key: str | None = None) -> None:
+        source = request.client.host if request.client else "unknown"
+        held_back = refusals.should_log(source, reason)
+        if held_back is None:  # held back: not worth reading the body either
+            return
+        try:
+            name = event_name_of(await read_json(request, limit=limits.max_request_bytes,
+                                                 max_depth=limits.max_json_depth))
+        except ApiError:
+            name = None
+        refusals.emit(source, reason, held_back, event_name=name, key=key, status=status)
+
     async def send_events(request: Request) -> Response:
-        access.check_event_key(request.path_params["key"])
+        key = request.path_params["key"]
+        try:
+            access.check_event_key(key)
+        except ApiError as exc:
+            await log_refusal(request, "unknown event key", exc.status, key)
+            raise
         body = await read_json(request, limit=limits.max_request_bytes, max_depth=limits.max_json_depth)
         try:
             ids = await engine.ingest(body, seed=request.headers.get("x-inngest-event-id-seed"))
@@ -28,6 +47,7 @@ def routes(engine: Engine, access: AccessPolicy) -> list[Route]:
         status = 401 if access.event_keys else 400
         example = "one of the keys this server was started with (--event-key)" if access.event_keys else \
             "any key in dev, e.g. /e/dev"
+        await log_refusal(request, "no event key in the URL", status)
         raise ApiError(status, f"the event key is missing from the URL: send events to POST /e/<event key> ({example});"
                        " SDKs take it from INNGEST_EVENT_KEY")
 

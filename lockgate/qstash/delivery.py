@@ -50,18 +50,19 @@ class Outcome:
         return self.status == 489 and "true" in flag
 
 
-def _admission(tx: Tx, msg: Message, now: int) -> tuple[bool, int | None]:
-    """(admitted, retry_at); retry_at None means: wait until a finishing message frees a slot."""
+def _admission(tx: Tx, msg: Message, now: int) -> tuple[bool, int | None, int]:
+    """(admitted, retry_at, at); retry_at None means: wait until a finishing message frees a slot; `at` is
+    when it was admitted (see flow.admit)."""
     if msg.queue_name:
         queue = qops.get_queue(tx, msg.queue_name, for_update=True)
         if queue is not None:
             if queue.paused or qops.active_count(tx, "queue_name", msg.queue_name) >= queue.parallelism:
-                return False, None
+                return False, None, now
             if msg.seq is not None and qops.earlier_pending_exists(tx, msg.queue_name, msg.seq, now):
-                return False, None
+                return False, None, now
     if msg.flow_control is not None:
         return flow.admit(tx, msg.flow_control.key, now)
-    return True, None
+    return True, None, now
 
 
 def claim(tx: Tx, job: Job, *, now: int) -> Message | None:
@@ -71,7 +72,7 @@ def claim(tx: Tx, job: Job, *, now: int) -> Message | None:
         ops.release_job(tx, job)
         return None
     if msg.state == MessageState.PENDING.value:
-        admitted, retry_at = _admission(tx, msg, now)
+        admitted, retry_at, now = _admission(tx, msg, now)
         if not admitted:
             ops.retry_job(tx, job, due_at=retry_at or now + PARK_MS, attempt=job.attempt)
             return None

@@ -19,24 +19,31 @@ def note(tx: Tx, flow: FlowControl) -> None:
     qops.save_flow_key(tx, key)
 
 
-def admit(tx: Tx, flow_key: str, now: int) -> tuple[bool, int | None]:
-    """(admitted, retry_at): retry_at is when a rate window reopens, None to wait for a free slot."""
+def admit(tx: Tx, flow_key: str, now: int) -> tuple[bool, int | None, int]:
+    """(admitted, retry_at, at): retry_at is when a rate window reopens, None to wait for a free slot; `at` is
+    the admission time, never before the start of the rate window it is counted in.
+
+    Rate windows are fixed: one opens at the first admission at or after the previous one's end and admits
+    `rate` messages. So no window holds more than `rate` starts, but two windows side by side can: the
+    last `rate` starts of one and the first `rate` of the next may be less than a period apart."""
     key = qops.get_flow_key(tx, flow_key, for_update=True)
     if key is None:
-        return True, None
+        return True, None, now
     if key.paused:
-        return False, None
+        return False, None, now
     if key.parallelism and qops.active_count(tx, "flow_control_key", flow_key) >= key.parallelism:
-        return False, None
+        return False, None, now
     if key.rate:
+        # `now` was read before this key's row lock: another delivery may have opened a window meanwhile.
+        now = max(now, key.rate_period_start)
         window_ms = key.period * 1000
         if now >= key.rate_period_start + window_ms:
             key.rate_period_start, key.rate_count = now, 0
         if key.rate_count >= key.rate:
-            return False, key.rate_period_start + window_ms
+            return False, key.rate_period_start + window_ms, now
         key.rate_count += 1
         qops.save_flow_key(tx, key)
-    return True, None
+    return True, None, now
 
 
 def info(tx: Tx, key: FlowKey) -> dict[str, Any]:

@@ -333,3 +333,34 @@ def test_invoke_a_function_with_a_payload_and_see_why_an_event_started_nothing(p
     page.goto(f"/events/{typo}")
     why = page.locator("#event-runs .explain").inner_text()
     assert "dash/greeet" in why and "dash/greet" in why.replace("dash/greeet", "")
+
+
+def test_events_page_hides_internal_events_by_default_and_can_show_them(page, stack):
+    _, _, api = stack
+    event_id = send(api, "dash/greet", {"name": "internal-filter"})
+    run_id = run_of(api, event_id)["run_id"]
+    api.wait_for_end(run_id)
+    wait_until(lambda: api.http.get("/v1/events", params={"name": "inngest/function.finished"}).json()["data"],
+               what="the run's inngest/function.finished event")
+    page.goto("/events")
+    names = page.locator("table.events tbody tr td:first-child")
+    names.first.wait_for()
+    assert page.is_checked("#hide-internal")
+    assert not any(n.startswith("inngest/") for n in names.all_inner_texts()), names.all_inner_texts()
+    assert "dash/greet" in names.all_inner_texts()
+    assert "internal" in page.locator(".hidden-internal").inner_text()
+    page.uncheck("#hide-internal")
+    page.click("form.filters button")
+    page.wait_for_url(re.compile(r"internal=show"))
+    assert "internal=hide" not in page.url
+    assert "inngest/function.finished" in page.locator("table.events tbody tr td:first-child").all_inner_texts()
+    page.reload()  # kept in the URL
+    assert not page.is_checked("#hide-internal")
+    assert "inngest/function.finished" in page.locator("table.events tbody tr td:first-child").all_inner_texts()
+    page.check("#hide-internal")
+    page.click("form.filters button")
+    page.wait_for_url(re.compile(r"internal=hide"))
+    assert not any(n.startswith("inngest/") for n in page.locator("table.events tbody tr td:first-child").all_inner_texts())
+    # Asking for an internal event by name shows it whatever the box says.
+    page.goto("/events?name=inngest/function.finished")
+    assert page.locator("table.events tbody tr").count() >= 1

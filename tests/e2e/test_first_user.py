@@ -9,6 +9,7 @@ import re
 import shlex
 import subprocess
 import sys
+import time
 
 import httpx
 import pytest
@@ -236,3 +237,89 @@ def test_a_cancelled_runs_waiting_step_shows_stopped_not_waiting(page, stack):
     assert badge.get_attribute("title") == "the run ended before this step did"
     assert page.locator("li.step.st-waiting").count() == 0
     assert api.run(run_id)["status"] == "Cancelled"
+
+
+def test_a_non_retriable_answer_is_logged_as_not_retried(stack):
+    server, _, api = stack
+    event_id = api.send({"name": "first/refuse", "data": {}}).json()["ids"][0]
+    run = api.wait_for_end(api.wait_for_runs(event_id)[0]["run_id"])
+    assert run["status"] == "Failed"
+    wait_until(lambda: any(run["run_id"] in ln and "run failed" in ln for ln in logged(server).splitlines()),
+               what="the run's last line")
+    calls = [ln for ln in logged(server).splitlines() if run["run_id"] in ln and "call to " in ln]
+    assert calls, logged(server)[-3000:]
+    assert all("not retriable, so it will not be retried" in ln for ln in calls), calls
+    assert not any("retry policy applies" in ln for ln in calls), calls
+
+
+def test_lockgate_start_logs_refused_events_once_per_source_without_the_key(tmp_path, backend):
+    server = LockgateProcess(args=["start", "--signing-key", SIGNING_KEY, "--event-key", EVENT_KEY],
+                             data_dir=tmp_path / "data", log_path=tmp_path / "lockgate.log").start()
+    wrong_key = "wrong-event-key-0123456789abcdef"
+    try:
+        started = time.monotonic()
+        for _ in range(30):
+            refused = httpx.post(f"{server.url}/e/{wrong_key}", json={"name": "shop/order.paid", "data": {}})
+            assert refused.status_code == 401
+        missing = httpx.post(f"{server.url}/e/", json=[{"name": "shop/order.sent"}, {"name": "shop/x"}])
+        assert missing.status_code == 401
+        elapsed = time.monotonic() - started
+        wait_until(lambda: "no event key in the URL" in (tmp_path / "lockgate.log").read_text(), what="log line")
+    finally:
+        server.stop()
+    text = (tmp_path / "lockgate.log").read_text()
+    unknown = [ln for ln in text.splitlines() if "refused event 'shop/order.paid' from 127.0.0.1" in ln]
+    assert unknown and "HTTP 401: unknown event key (key wron… of 32 characters)" in unknown[0], text
+    # At most one line per source and reason every 10 s, however many requests came in.
+    assert len(unknown) <= 1 + int(elapsed // 10) + 1, unknown
+    assert wrong_key not in text and EVENT_KEY not in text
+    assert any("refused event 'shop/order.sent (+1 more)' from 127.0.0.1 with HTTP 401: no event key in the URL" in ln
+               for ln in text.splitlines()), text
+
+
+def test_doctor_with_no_server_counts_its_warnings(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "lockgate", "doctor", "--port", str(free_port()), "--data-dir",
+                           str(tmp_path / "data")], capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr
+    warned = [line for line in proc.stdout.splitlines() if line.startswith("warn")]
+    assert len(warned) == 3, proc.stdout
+    assert proc.stdout.splitlines()[-1] == "3 warnings, no errors: see the warn lines above."
+    assert "No problems found" not in proc.stdout
+
+
+def test_an_unsynced_app_shows_its_url_once(page, stack):
+    server, _, _ = stack
+    url = f"http://127.0.0.1:{free_port()}/api/inngest"
+    try:
+        httpx.post(f"{server.url}/v1/apps", json={"url": url})
+        listed = next(a for a in httpx.get(f"{server.url}/v1/apps").json()["data"] if a["url"] == url)
+        assert listed["error"], listed
+        page.goto("/apps")
+        row = page.locator("tr", has_text=url)
+        name_cell, url_cell = row.locator("td").nth(0).inner_text(), row.locator("td").nth(1).inner_text()
+        assert url not in name_cell and name_cell == "not synced yet", name_cell
+        assert url_cell == url
+        assert "first-user" in page.locator("table.apps").inner_text()  # a synced app keeps its name
+    finally:
+        httpx.delete(f"{server.url}/v1/apps/{url}")
+
+
+def test_the_example_app_runs_under_lockgate_start_in_cloud_mode(tmp_path, backend):
+    app_port = free_port()
+    app_url = f"http://127.0.0.1:{app_port}/api/inngest"
+    server = LockgateProcess(args=["start", "--signing-key", SIGNING_KEY, "--event-key", EVENT_KEY, "-u", app_url,
+                                   "--poll-interval", "0.5"],
+                             data_dir=tmp_path / "data", log_path=tmp_path / "lockgate.log").start()
+    app = AppProcess(module="examples.app", port=app_port, server_url=server.url, ledger=tmp_path / "ledger.jsonl",
+                     extra_env={"INNGEST_DEV": "0", "INNGEST_BASE_URL": server.url,
+                                "INNGEST_SIGNING_KEY": SIGNING_KEY, "INNGEST_EVENT_KEY": EVENT_KEY}).start()
+    try:
+        api = Api(server.url, SIGNING_KEY)
+        wait_until(lambda: any(a["url"] == app_url and not a.get("error") for a in api.http.get("/v1/apps").json()["data"]),
+                   what="the example app to sync signed")
+        event_id = api.send({"name": "demo/hello", "data": {"name": "Ada"}}, key=EVENT_KEY).json()["ids"][0]
+        run = api.wait_for_end(api.wait_for_runs(event_id)[0]["run_id"])
+        assert (run["status"], run["output"]) == ("Completed", "hello Ada")
+    finally:
+        app.stop()
+        server.stop()

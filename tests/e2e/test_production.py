@@ -84,7 +84,7 @@ def test_doctor_on_a_broken_setup_says_what_to_fix(tmp_path):
     assert "cannot reach PostgreSQL" in proc.stdout and "--postgres-uri" in proc.stdout
     assert "even number of hex digits" in proc.stdout
     assert "does not answer" in proc.stdout and "is it running" in proc.stdout
-    assert "problem(s) found" in proc.stderr
+    assert re.search(r"^\d+ problems( and \d+ warnings?)? found\.$", proc.stderr, re.M), proc.stderr
 
 
 def test_production_app_runs_signed_and_keys_are_enforced(tmp_path):

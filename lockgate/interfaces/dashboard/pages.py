@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import urlencode
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -23,6 +24,8 @@ from lockgate.store import operations as ops
 from lockgate.store import qstash_operations as qops
 
 PAGE = 50
+INTERNAL_EVENT_PREFIX = "inngest/"  # events the server sends itself (function.finished, function.failed, ...)
+MAX_EVENT_BATCHES = 20  # how far one page looks past internal events for user events
 FLOW_KEYS = ("concurrency", "throttle", "rateLimit", "debounce", "batchEvents", "priority", "timeouts", "singleton",
              "idempotency", "cancel")
 QSTASH_TABS = ("messages", "logs", "dlq", "schedules", "queues", "groups")
@@ -126,12 +129,24 @@ class Pages:
         search = request.query_params.get("search") or None
         cursor = request.query_params.get("cursor")
         before = int(cursor) if cursor and cursor.isdigit() else None
-        rows = await self.store.read(lambda tx: ops.list_events(tx, name=name, data_contains=search, limit=PAGE,
-                                                                before_seq=before))
-        next_cursor = str(rows[-1][0]) if len(rows) == PAGE else None
+        # On by default: the form sends internal=show always and internal=hide while the box is ticked.
+        shown = request.query_params.getlist("internal")
+        hide_internal = not shown or "hide" in shown
+        if name and name.startswith(INTERNAL_EVENT_PREFIX):
+            hide_internal = False  # asked for by name
+
+        def read(tx):
+            return _page_of_events(tx, name=name, search=search, before=before, hide_internal=hide_internal)
+
+        events, next_cursor, hidden = await self.store.read(read)
+        query = {"name": name or "", "search": search or ""}
+        if not hide_internal:
+            query["internal"] = "show"
         template = "_events_table.html" if request.query_params.get("fragment") else "events.html"
-        return self.render.page(request, template, status=status, events=[e for _, e in rows], name=name,
+        return self.render.page(request, template, status=status, events=events, name=name,
                                 search=search, next_cursor=next_cursor, cursor=cursor, form_error=form_error,
+                                hide_internal=hide_internal, hidden_internal=hidden,
+                                filter_query=urlencode(query),
                                 form_text=form_text or '{\n  "name": "app/user.signup",\n  "data": {}\n}')
 
     async def event(self, request: Request) -> Response:
@@ -233,3 +248,24 @@ class Pages:
         peak_latency = max([p["mean_ms"] for p in points] + [1.0])
         template = "_health_body.html" if request.query_params.get("fragment") else "health.html"
         return self.render.page(request, template, snap=snap, points=points, peak=peak, peak_latency=peak_latency)
+
+
+def _page_of_events(tx, *, name: str | None, search: str | None, before: int | None,
+                    hide_internal: bool) -> tuple[list, str | None, int]:
+    """One page of events, newest first, skipping internal ones when asked; returns the events, the cursor of
+    the next page (None at the end) and how many internal events were skipped."""
+    events: list = []
+    hidden = 0
+    for _ in range(MAX_EVENT_BATCHES):
+        batch = ops.list_events(tx, name=name, data_contains=search, limit=PAGE, before_seq=before)
+        for seq, event in batch:
+            before = seq
+            if hide_internal and event.name.startswith(INTERNAL_EVENT_PREFIX):
+                hidden += 1
+                continue
+            events.append(event)
+            if len(events) == PAGE:
+                return events, str(seq), hidden
+        if len(batch) < PAGE:
+            return events, None, hidden
+    return events, (str(before) if before is not None else None), hidden

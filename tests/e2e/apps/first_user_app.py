@@ -1,4 +1,4 @@
-"""The app behind tests/e2e/test_first_user.py: a function that fails before any step, one that works, one that
+"""The app behind tests/e2e/test_first_user.py: a function that fails before any step, one that works, one that gives up (NonRetriableError), one that
 waits for an event (to cancel), and an endpoint that refuses QStash deliveries."""
 
 from __future__ import annotations
@@ -29,8 +29,13 @@ async def wait(ctx: inngest.Context) -> bool:
     return paid is not None
 
 
+@client.create_function(fn_id="refuse", trigger=inngest.TriggerEvent(event="first/refuse"), retries=3)
+async def refuse(ctx: inngest.Context) -> None:
+    raise inngest.NonRetriableError("card declined")
+
+
 app = FastAPI()
-inngest.fast_api.serve(app, client, [boom, hello, wait])
+inngest.fast_api.serve(app, client, [boom, hello, wait, refuse])
 
 
 @app.post("/deliveries/down")
