@@ -30,6 +30,18 @@ def launch_browser() -> Iterator[Any]:
             browser.close()
 
 
+@contextmanager
+def desktop_page(browser, base_url: str) -> Iterator[Any]:
+    """A page in its own context, at a laptop's size, that waits up to 20 s for what it looks for."""
+    context = browser.new_context(base_url=base_url, viewport={"width": 1280, "height": 900})
+    try:
+        page = context.new_page()
+        page.set_default_timeout(20_000)
+        yield page
+    finally:
+        context.close()
+
+
 def screenshot(page, name: str, backend_name: str) -> None:
     """Keep the docs' screenshots current from the SQLite round (one set is enough)."""
     if backend_name == "sqlite" and os.environ.get("LOCKGATE_SCREENSHOTS"):

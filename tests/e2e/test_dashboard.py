@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from tests.conftest import start_stack, wait_until
-from tests.e2e.browser import launch_browser, screenshot
+from tests.e2e.browser import desktop_page, launch_browser, screenshot
 
 APP = "tests.e2e.apps.dashboard_app"
 QSTASH_TOKEN = "eyJVc2VySUQiOiJkZWZhdWx0VXNlciIsIlBhc3N3b3JkIjoiZGVmYXVsdFBhc3N3b3JkIn0="
@@ -31,12 +31,9 @@ def browser(stack):
 
 @pytest.fixture
 def page(browser, stack, backend):
-    context = browser.new_context(base_url=stack[0].url, viewport={"width": 1280, "height": 900})
-    page = context.new_page()
-    page.set_default_timeout(20_000)
-    page.backend_name = backend.name
-    yield page
-    context.close()
+    with desktop_page(browser, stack[0].url) as page:
+        page.backend_name = backend.name
+        yield page
 
 
 def send(api, name: str, data: dict) -> str:

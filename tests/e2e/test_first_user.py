@@ -16,7 +16,7 @@ import pytest
 
 from tests.conftest import (EVENT_KEY, PYTHON, ROOT, SIGNING_KEY, Api, AppProcess, LockgateProcess,
                             free_port, start_stack, wait_until)
-from tests.e2e.browser import launch_browser
+from tests.e2e.browser import desktop_page, launch_browser
 
 APP = "tests.e2e.apps.first_user_app"
 
@@ -37,11 +37,8 @@ def browser(stack):
 
 @pytest.fixture
 def page(browser, stack):
-    context = browser.new_context(base_url=stack[0].url, viewport={"width": 1280, "height": 900})
-    page = context.new_page()
-    page.set_default_timeout(20_000)
-    yield page
-    context.close()
+    with desktop_page(browser, stack[0].url) as page:
+        yield page
 
 
 def logged(server: LockgateProcess) -> str:

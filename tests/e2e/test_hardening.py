@@ -7,7 +7,6 @@ abuse set that once produced 500s or stalled the event loop, on both store backe
 from __future__ import annotations
 
 import concurrent.futures
-import time
 
 import httpx
 import pytest
