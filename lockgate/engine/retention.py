@@ -119,8 +119,9 @@ class Housekeeping:
             try:
                 self.last = await self.sweep()
                 if self.last.anything:
-                    log.info("housekeeping deleted %d finished run(s), %d event(s), expired %s",
-                             self.last.runs, self.last.events, self.last.expired)
+                    expired = ", ".join(f"{n:,} {what}" for what, n in self.last.expired.items() if n)
+                    log.info("housekeeping deleted %d finished run(s) and %d event(s)%s",
+                             self.last.runs, self.last.events, f"; expired {expired}" if expired else "")
             except asyncio.CancelledError:
                 raise
             except Exception:

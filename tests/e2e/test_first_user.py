@@ -66,6 +66,17 @@ def test_a_new_store_is_one_line(tmp_path, backend):
     assert (tmp_path / "lockgate.log").read_text().count("set up a new store") == 1
 
 
+def test_an_in_memory_store_is_one_line(tmp_path, backend):
+    if backend.name == "postgres":
+        pytest.skip("--in-memory is a SQLite store")
+    proc = LockgateProcess(args=["dev", "--no-discovery", "--in-memory"], data_dir=None, log_path=tmp_path / "lockgate.log")
+    proc.start()
+    proc.stop()
+    text = (tmp_path / "lockgate.log").read_text()
+    assert len(re.findall(r"applied \d+ schema migrations, up to \d{4}_\w+", text)) == 1, text
+    assert "applied schema migration " not in text
+
+
 def test_the_empty_qstash_page_shows_a_publish_command_that_works(page, stack):
     server, app, _ = stack
     page.goto("/qstash")
