@@ -189,22 +189,21 @@ class Executor:
         )
         headers["X-Inngest-Server-Kind"] = self.server_kind
         url, target, lean = _step_target(fn.url, job.step_id or "step")
-        if lean is not None and self.app_client is not None:
-            result = await self._post_lean(url, lean, data, headers)
-            if result is None:  # redirected: aiohttp follows it
-                result = await self._post(self.session, url, data, headers, target=target)
-            elif isinstance(result, TransportError) and result.reason == "stale_connection":
-                self._failed(run, fn, job, result, retried=True)
-                result = await self._post_lean(url, lean, data, headers, fresh=True)
-                if result is None:
-                    result = await self._post(self.session, url, data, headers, target=target)
-            return result
-        result = await self._post(self.session, url, data, headers, target=target)
+
+        async def send(fresh: bool) -> SdkResult:
+            if lean is not None and self.app_client is not None:
+                result = await self._post_lean(url, lean, data, headers, fresh=fresh)
+                if result is not None:
+                    return result
+                # Redirected: aiohttp follows it.
+            return await self._post(self.fresh_session if fresh else self.session, url, data, headers, target=target)
+
+        result = await send(fresh=False)
         if isinstance(result, TransportError) and result.reason == "stale_connection":
             # The app never saw this request (it closed the idle connection as it went out):
             # send it again at once on a new connection, without using up an attempt.
             self._failed(run, fn, job, result, retried=True)
-            result = await self._post(self.fresh_session, url, data, headers, target=target)
+            result = await send(fresh=True)
         return result
 
     async def _post_lean(self, url: str, target: Target, data: bytes, headers: dict, *,

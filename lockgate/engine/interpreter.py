@@ -470,10 +470,9 @@ def _final_failure_reason(tx: Tx, run: Run, error: Any, *, retriable: bool, atte
                           app_answered: bool) -> str:
     """Why a run failed for good, naming the step whose error ended it when there is one: the SDKs
     throw a step's final error again from the function, as a fresh, non-retriable function error."""
-    step = _failed_step_behind(tx, run, error) if app_answered else None
+    step, step_error = _failed_step_behind(tx, run, error) if app_answered else (None, None)
     if step is not None:
         name = step.display_name or step.step_id
-        step_error = (step.memo or {}).get("error") if isinstance(step.memo, dict) else error
         given_up_early = step.attempts < max_attempts or _is_non_retriable(step_error)
         if given_up_early:
             return f"step {name!r} failed (not retriable): {error_summary(step_error)}"
@@ -488,19 +487,20 @@ def _is_non_retriable(error: Any) -> bool:
     return isinstance(error, dict) and error.get("name") == "NonRetriableError"
 
 
-def _failed_step_behind(tx: Tx, run: Run, error: Any) -> Step | None:
-    """The latest failed step whose error the function raised again (same name and message), if any."""
+def _failed_step_behind(tx: Tx, run: Run, error: Any) -> tuple[Step | None, dict | None]:
+    """The latest failed step whose error the function raised again (same name and message), with
+    that step's own error; (None, None) when there is none."""
     if not isinstance(error, dict):
-        return None
+        return None, None
     for step in reversed(ops.failed_steps(tx, run.run_id)):
-        step_error = (step.memo or {}).get("error") if isinstance(step.memo, dict) else None
+        step_error = step.memo.get("error") if isinstance(step.memo, dict) else None
         if not isinstance(step_error, dict):
             continue
         same_message = _first_line(step_error.get("message")) == _first_line(error.get("message"))
         same_name = step_error.get("name") in (None, "", "Error") or step_error.get("name") == error.get("name")
         if same_message and same_name:
-            return step
-    return None
+            return step, step_error
+    return None, None
 
 
 def _mib(size: int) -> str:

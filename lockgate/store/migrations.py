@@ -9,6 +9,7 @@ a migration that replicas of two releases can share during a rolling upgrade: st
 
 from __future__ import annotations
 
+import logging
 import re
 import sqlite3
 import time
@@ -172,3 +173,11 @@ def migrate(tx: Tx, backend: Backend, *, where: str, apply: bool = True) -> tupl
             backend.rollback()
             raise
         done.append(migration)
+
+
+def log_applied(logger: logging.Logger, applied: list[Migration]) -> None:
+    """What opening a store applied: one line for a new store (an in-memory one, say), else one per migration."""
+    if len(applied) > 1:
+        logger.info("applied %d schema migrations, up to %s", len(applied), applied[-1].label)
+    elif applied:
+        logger.info("applied schema migration %s", applied[0].label)

@@ -777,14 +777,13 @@ def next_due_of_kinds(tx: Tx, kinds: tuple[str, ...]) -> int | None:
 
 def release_job(tx: Tx, job: Job) -> bool:
     """Finish a leased job. False when the lease was lost (someone else owns it now)."""
-    cur = tx.execute("DELETE FROM jobs WHERE id = ? AND lease_owner = ?", (job.id, job.lease_owner))
-    return cur.rowcount == 1
+    return drop_settled_job(tx, job).rowcount == 1
 
 
-def drop_settled_job(tx: Tx, job: Job) -> None:
+def drop_settled_job(tx: Tx, job: Job) -> Any:
     """`release_job` for a caller that checked the lease already and ignores the outcome (a
     settlement, holding its run's lock): nothing read back, so no round trip of its own."""
-    tx.execute("DELETE FROM jobs WHERE id = ? AND lease_owner = ?", (job.id, job.lease_owner))
+    return tx.execute("DELETE FROM jobs WHERE id = ? AND lease_owner = ?", (job.id, job.lease_owner))
 
 
 def retry_job(tx: Tx, job: Job, *, due_at: int, attempt: int) -> bool:

@@ -279,10 +279,7 @@ class PostgresStore(ThreadedStore):
         except BaseException:
             self._pool.close()
             raise
-        if len(applied) > 1:  # a new store (an in-memory one, say): one line, not one per migration
-            log.info("applied %d schema migrations, up to %s", len(applied), applied[-1].label)
-        elif applied:
-            log.info("applied schema migration %s", applied[0].label)
+        migrations.log_applied(log, applied)
 
     async def close(self) -> None:
         self._stopping.set()

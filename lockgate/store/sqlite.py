@@ -185,10 +185,7 @@ class SQLiteStore(ThreadedStore):
         except BaseException:
             self._release_data_dir()
             raise
-        if len(applied) > 1:  # a new store (an in-memory one, say): one line, not one per migration
-            log.info("applied %d schema migrations, up to %s", len(applied), applied[-1].label)
-        elif applied:
-            log.info("applied schema migration %s", applied[0].label)
+        migrations.log_applied(log, applied)
         for suffix in ("", "-wal", "-shm"):  # SQLite creates its side files from the process umask
             if os.path.exists(self.path + suffix):
                 os.chmod(self.path + suffix, 0o600)
