@@ -555,7 +555,8 @@ def child_runs(tx: Tx, run_id: str) -> list[Run]:
 def runs_change_mark(tx: Tx) -> tuple:
     """Changes whenever a run is created or ends, or an event arrives (three index lookups)."""
     created = tx.one("SELECT MAX(created_at) AS t FROM runs")["t"]
-    ended = tx.one("SELECT MAX(ended_at) AS t FROM runs")["t"]
+    # IS NOT NULL: SQLite takes the partial runs_ended_set (0012) only when the query implies it.
+    ended = tx.one("SELECT MAX(ended_at) AS t FROM runs WHERE ended_at IS NOT NULL")["t"]
     event = tx.one("SELECT MAX(seq) AS s FROM events")["s"]
     return created, ended, event
 
