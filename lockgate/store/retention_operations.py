@@ -28,7 +28,7 @@ def delete_finished_runs(tx: Tx, *, ended_before: int, ended_from: int, limit: i
     skip_locked = " FOR UPDATE SKIP LOCKED" if tx.dialect == "postgres" else ""
     rows = tx.all(
         f"SELECT run_id, ended_at FROM runs WHERE ended_at >= ? AND ended_at < ? AND status IN ({_FINAL_MARKS})"
-        f" ORDER BY ended_at LIMIT ?{skip_locked}",  # runs_ended (0004)
+        f" ORDER BY ended_at LIMIT ?{skip_locked}",  # runs_ended_set (0012)
         (ended_from, ended_before, *_FINAL, limit),
     )
     ids = [row["run_id"] for row in rows]
