@@ -30,7 +30,10 @@
    version's housekeeping sweeping it), rotating the order each round; `steady-versus` the empty
    store with the full one. CPU per run varies far less between rounds than a burst's runs/s.
 --parts picks among 3 (versus), the queries of 3 (queries), 4 (retention), 5 (steady-retention,
-steady-versus; `steady` is both); --backend both runs everything on SQLite, then on PostgreSQL,
+steady-versus; `steady` is both), and on PostgreSQL `wal`: per run of a burst, the WAL bytes
+(full-page images apart, read with pg_walinspect and kept to the store's own relations, so other
+databases on the server do not count) and the blocks read and hit, for each table and index, empty
+store against full; --backend both runs everything on SQLite, then on PostgreSQL,
 and prints every ratio at the end. --keep DIR fills the store once and reuses it on later runs.
 PostgreSQL databases are named after LOCKGATE_TEST_DB_TAG (default "bigstore") and dropped at the end.
 Ratios are medians of the per-round ratios, so slow drifts of a shared machine cancel out.
@@ -614,10 +617,75 @@ def query_plans(raw: Raw, functions: dict[str, str]) -> None:
         print(f"  {label:<20} {plan[:150]}")
 
 
+def _relation_counters(raw: Raw) -> dict[str, tuple[int, int]]:
+    """Blocks read from outside shared_buffers and found in it, per table and per index."""
+    rows = raw.all("SELECT relname, COALESCE(heap_blks_read, 0), COALESCE(heap_blks_hit, 0) FROM pg_statio_user_tables"
+                   " UNION ALL SELECT indexrelname, idx_blks_read, idx_blks_hit FROM pg_statio_user_indexes")
+    return {name: (read, hit) for name, read, hit in rows}
+
+
+def wal_round(stack: "Stack", slug: str, events: int) -> dict:
+    """One burst, and what it cost per run in each table and index of the store: WAL bytes (full-page
+    images apart, from pg_walinspect's records between two LSNs, kept to this database's relations)
+    and blocks read from outside shared_buffers / found in it. Other databases' WAL is left out, so
+    the figures hold on a shared server."""
+    raw = stack.raw
+    raw.conn.execute("CREATE EXTENSION IF NOT EXISTS pg_walinspect")
+    raw.conn.execute("SELECT pg_stat_clear_snapshot()")
+    before, lsn0 = _relation_counters(raw), raw.one("SELECT pg_current_wal_flush_lsn()")
+    rate, _ = asyncio.run(burst(stack.server.url, raw, {"noop": "bench/noop", "three-steps": "bench/steps"}[slug],
+                                stack.functions[slug], events))
+    time.sleep(0.5)  # counters are sent to the statistics system when a backend goes idle
+    raw.conn.execute("SELECT pg_stat_clear_snapshot()")
+    after, lsn1 = _relation_counters(raw), raw.one("SELECT pg_current_wal_flush_lsn()")
+    wal = raw.all(
+        "WITH w AS (SELECT record_length, fpi_length, substring(block_ref from 'rel [0-9]+/[0-9]+/([0-9]+)') AS rel,"
+        " (regexp_match(block_ref, 'rel [0-9]+/([0-9]+)/'))[1]::oid AS db"
+        " FROM pg_get_wal_records_info(?::pg_lsn, ?::pg_lsn) WHERE strpos(block_ref, 'rel ') > 0)"
+        " SELECT COALESCE(c.relname, 'relfilenode ' || w.rel), COUNT(*), SUM(record_length - fpi_length), SUM(fpi_length)"
+        " FROM w LEFT JOIN pg_class c ON c.relfilenode = w.rel::oid"
+        " WHERE w.db = (SELECT oid FROM pg_database WHERE datname = current_database())"
+        " GROUP BY 1", (lsn0, lsn1))
+    per_rel = {name: {"records": n / events, "wal": int(b) / events, "fpi": int(f) / events} for name, n, b, f in wal}
+    for name, (read, hit) in after.items():
+        r0, h0 = before.get(name, (0, 0))
+        if read - r0 or hit - h0:
+            per_rel.setdefault(name, {"records": 0.0, "wal": 0.0, "fpi": 0.0})
+            per_rel[name].update(read=(read - r0) / events, hit=(hit - h0) / events)
+    return {"runs_s": rate, "rels": per_rel}
+
+
+def wal_part(empty: "Stack", full: "Stack", args: argparse.Namespace) -> None:
+    """Where a run's WAL and buffer traffic go, per table and index, on the empty and the full store."""
+    print(f"\nWAL and blocks per run, by relation (bursts of {args.events}, {args.rounds} rounds, summed):")
+    for slug in ("noop", "three-steps"):
+        total: dict[str, dict[str, dict[str, float]]] = {"empty": {}, "full": {}}
+        for r in range(args.rounds):
+            for stack in ((empty, full) if r % 2 == 0 else (full, empty)):
+                got = wal_round(stack, slug, args.events)
+                print(f"  round {r + 1} {slug} {stack.name}: {got['runs_s']:.1f} runs/s", flush=True)
+                for name, figures in got["rels"].items():
+                    into = total[stack.name].setdefault(name, {})
+                    for key, value in figures.items():
+                        into[key] = into.get(key, 0.0) + value / args.rounds
+        print(f"  {slug}, per run (mean of rounds): WAL bytes without / with full-page images, records,"
+              f" blocks read from outside shared_buffers, blocks hit; empty | full")
+        names = sorted(set(total["empty"]) | set(total["full"]),
+                       key=lambda n: -sum(total[s].get(n, {}).get("wal", 0) + total[s].get(n, {}).get("fpi", 0)
+                                          for s in total))
+        sums = {s: {k: sum(v.get(k, 0) for v in total[s].values()) for k in ("wal", "fpi", "records", "read", "hit")}
+                for s in total}
+        for name, row in [(n, {s: total[s].get(n, {}) for s in total}) for n in names] + [("(all)", sums)]:
+            cells = [f"{row[s].get('wal', 0):7.0f} {row[s].get('wal', 0) + row[s].get('fpi', 0):7.0f}"
+                     f" {row[s].get('records', 0):5.1f} {row[s].get('read', 0):6.2f} {row[s].get('hit', 0):6.1f}"
+                     for s in ("empty", "full")]
+            print(f"    {name:<34} {cells[0]} | {cells[1]}")
+
+
 # -- main ----------------------------------------------------------------------------------
 
 
-PARTS = ("versus", "queries", "retention", "steady-retention", "steady-versus")
+PARTS = ("versus", "queries", "retention", "steady-retention", "steady-versus", "wal")
 ALIASES = {"steady": ("steady-retention", "steady-versus")}
 
 
@@ -743,6 +811,12 @@ def bench_backend(backend: str, args: argparse.Namespace) -> dict[str, list]:
             empty.stop()
         if parts & {"steady-retention", "steady-versus"}:  # the same comparisons under a fixed-rate load
             steady_parts(empty, full, args, figures, parts)
+        if "wal" in parts and full.raw.pg:
+            full.stop()  # earlier parts may have left it serving with retention on
+            empty.start("0")
+            full.start("0")
+            wal_part(empty, full, args)
+            empty.stop()
         if "queries" in parts:
             dashboard_queries(full.data_dir, full.postgres_uri, full.functions)
             query_plans(full.raw, full.functions)
