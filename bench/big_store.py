@@ -638,21 +638,25 @@ def wal_round(stack: "Stack", slug: str, events: int) -> dict:
     time.sleep(0.5)  # counters are sent to the statistics system when a backend goes idle
     raw.conn.execute("SELECT pg_stat_clear_snapshot()")
     after, lsn1 = _relation_counters(raw), raw.one("SELECT pg_current_wal_flush_lsn()")
-    wal = raw.all(
-        "WITH w AS (SELECT record_length, fpi_length, substring(block_ref from 'rel [0-9]+/[0-9]+/([0-9]+)') AS rel,"
-        " (regexp_match(block_ref, 'rel [0-9]+/([0-9]+)/'))[1]::oid AS db"
-        " FROM pg_get_wal_records_info(?::pg_lsn, ?::pg_lsn) WHERE strpos(block_ref, 'rel ') > 0)"
-        " SELECT COALESCE(c.relname, 'relfilenode ' || w.rel), COUNT(*), SUM(record_length - fpi_length), SUM(fpi_length)"
-        " FROM w LEFT JOIN pg_class c ON c.relfilenode = w.rel::oid"
-        " WHERE w.db = (SELECT oid FROM pg_database WHERE datname = current_database())"
-        " GROUP BY 1", (lsn0, lsn1))
+    try:
+        wal = raw.all(
+            "WITH w AS (SELECT record_length, fpi_length, substring(block_ref from 'rel [0-9]+/[0-9]+/([0-9]+)') AS rel,"
+            " (regexp_match(block_ref, 'rel [0-9]+/([0-9]+)/'))[1]::oid AS db"
+            " FROM pg_get_wal_records_info(?::pg_lsn, ?::pg_lsn) WHERE strpos(block_ref, 'rel ') > 0)"
+            " SELECT COALESCE(c.relname, 'relfilenode ' || w.rel), COUNT(*), SUM(record_length - fpi_length),"
+            " SUM(fpi_length) FROM w LEFT JOIN pg_class c ON c.relfilenode = w.rel::oid"
+            " WHERE w.db = (SELECT oid FROM pg_database WHERE datname = current_database())"
+            " GROUP BY 1", (lsn0, lsn1))
+    except Exception as exc:  # a busy server may recycle the segments first: this round has blocks only
+        print(f"    (no WAL figures this round: {str(exc).splitlines()[0]})", flush=True)
+        wal = []
     per_rel = {name: {"records": n / events, "wal": int(b) / events, "fpi": int(f) / events} for name, n, b, f in wal}
     for name, (read, hit) in after.items():
         r0, h0 = before.get(name, (0, 0))
         if read - r0 or hit - h0:
             per_rel.setdefault(name, {"records": 0.0, "wal": 0.0, "fpi": 0.0})
             per_rel[name].update(read=(read - r0) / events, hit=(hit - h0) / events)
-    return {"runs_s": rate, "rels": per_rel}
+    return {"runs_s": rate, "rels": per_rel, "wal_read": bool(wal)}
 
 
 def wal_part(empty: "Stack", full: "Stack", args: argparse.Namespace) -> None:
@@ -660,16 +664,23 @@ def wal_part(empty: "Stack", full: "Stack", args: argparse.Namespace) -> None:
     print(f"\nWAL and blocks per run, by relation (bursts of {args.events}, {args.rounds} rounds, summed):")
     for slug in ("noop", "three-steps"):
         total: dict[str, dict[str, dict[str, float]]] = {"empty": {}, "full": {}}
+        wal_rounds = {"empty": 0, "full": 0}
         for r in range(args.rounds):
             for stack in ((empty, full) if r % 2 == 0 else (full, empty)):
                 got = wal_round(stack, slug, args.events)
                 print(f"  round {r + 1} {slug} {stack.name}: {got['runs_s']:.1f} runs/s", flush=True)
+                wal_rounds[stack.name] += got["wal_read"]
                 for name, figures in got["rels"].items():
                     into = total[stack.name].setdefault(name, {})
                     for key, value in figures.items():
-                        into[key] = into.get(key, 0.0) + value / args.rounds
-        print(f"  {slug}, per run (mean of rounds): WAL bytes without / with full-page images, records,"
-              f" blocks read from outside shared_buffers, blocks hit; empty | full")
+                        into[key] = into.get(key, 0.0) + value
+        for name in total:  # means: WAL over the rounds whose WAL could be read, blocks over all
+            for figures in total[name].values():
+                for key in figures:
+                    figures[key] /= args.rounds if key in ("read", "hit") else max(1, wal_rounds[name])
+        print(f"  {slug}, per run (mean of rounds; WAL read in {wal_rounds['empty']} | {wal_rounds['full']}):"
+              f" WAL bytes without / with full-page images, records, blocks read from outside shared_buffers,"
+              f" blocks hit; empty | full")
         names = sorted(set(total["empty"]) | set(total["full"]),
                        key=lambda n: -sum(total[s].get(n, {}).get("wal", 0) + total[s].get(n, {}).get("fpi", 0)
                                           for s in total))
