@@ -240,6 +240,20 @@ def check_realtime(settings: Settings, server: str | None, report: Report) -> No
         report.ok(f"the server's realtime broker ({realtime['backend']}) is healthy")
 
 
+def check_autovacuum(settings: Settings, report: Report) -> None:
+    """Say who vacuums lockgate's tables when PostgreSQL's autovacuum is off (housekeeping does)."""
+    import psycopg
+
+    try:
+        with psycopg.connect(settings.postgres_uri, connect_timeout=5) as conn:
+            off = conn.execute("SELECT current_setting('autovacuum') = 'off'").fetchone()[0]
+    except psycopg.Error:
+        return  # check_database or the server has said why PostgreSQL cannot be reached
+    if off:
+        report.ok("PostgreSQL's autovacuum is off: lockgate's housekeeping vacuums and analyzes its own tables "
+                  "(counted in GET /v1/retention); nothing does for other tables in this database")
+
+
 def run(settings: Settings) -> Report:
     report = Report()
     check_keys(settings, report)
@@ -248,6 +262,8 @@ def run(settings: Settings) -> Report:
     known = check_server(server, settings, report) if server else None
     if known is None:
         known = dict(check_database(settings, report))
+    if settings.postgres_uri:
+        check_autovacuum(settings, report)
     check_realtime(settings, server, report)
     urls = list(dict.fromkeys([*settings.sdk_urls, *known]))
     if not urls and not server:

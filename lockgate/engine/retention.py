@@ -13,6 +13,12 @@ batch's time in CPU (this process's CPU, housekeeping's own left out), so its st
 most 4% of the hot path's CPU at any load; and it never waits more than two hundred times
 the batch, so it keeps deleting for at least about 0.5% of the time however busy the store is.
 Debounce/batch windows and waits need no sweep: they are deleted when they fire, match or time out.
+
+Each sweep also keeps the planner's statistics fresh: SQLite never gathers them on its own, so
+housekeeping runs a sampled `ANALYZE` at its first sweep and hourly; on PostgreSQL, tables that
+autovacuum does not look after (it is off on the server, or for the table) are vacuumed and
+analyzed by housekeeping when their dead or changed rows pass autovacuum's default thresholds,
+since the queue's tables turn over their rows with every run.
 """
 
 from __future__ import annotations
@@ -35,6 +41,7 @@ PACE = 2.0  # ...and at least twice as long as the batch took: an idle store's b
 IDLE_AFTER_S = 0.25  # the hot path is idle once it has written nothing for this long
 BUSY_SHARE = 0.04  # while the hot path writes: a batch's time at most this share of the hot path's CPU
 MAX_BUSY_PACE = 200.0  # ...but never a pause longer than this many times the batch: always some progress
+SQLITE_ANALYZE_EVERY_S = 3600.0
 
 
 def may_go_on(*, batch_s: float, waited_s: float, hot_path_wrote: bool, hot_cpu_s: float) -> str | None:
@@ -60,12 +67,15 @@ class HousekeepingActivity:
     cpu_s: float = 0.0  # CPU time this process spent in them (the database's own included on SQLite)
     runs_deleted: int = 0
     events_deleted: int = 0
+    tables_vacuumed: int = 0  # PostgreSQL tables autovacuum leaves to us
+    tables_analyzed: int = 0
     went_on: dict[str, int] = field(default_factory=dict)  # why each pause ended (`may_go_on`)
 
     def describe(self) -> dict:
         return {"batches": self.batches, "busy_seconds": round(self.busy_s, 3),
                 "cpu_seconds": round(self.cpu_s, 3),
                 "runs_deleted": self.runs_deleted, "events_deleted": self.events_deleted,
+                "tables_vacuumed": self.tables_vacuumed, "tables_analyzed": self.tables_analyzed,
                 "pauses_ended": dict(self.went_on)}
 
 
@@ -113,6 +123,8 @@ class Housekeeping:
         self._batch_s = 0.0  # how long the last batch's statements took
         self._writes_seen = self._hot_writes()
         self._last_write_at = float("-inf")  # when the hot path was last seen writing (monotonic)
+        self._analyzed_at = float("-inf")  # SQLite: when statistics were last gathered (monotonic)
+        self._told_autovacuum_off = False
 
     async def run_forever(self) -> None:
         while True:
@@ -147,7 +159,33 @@ class Housekeeping:
             totals.expired[table] = await self._repeat(
                 lambda tx, table=table: rops.delete_unused(tx, table, limit=self.batch))
         totals.expired["connect"] = await self._write_paced(lambda tx: rops.delete_silent_connect_rows(tx, now=now))
+        await self.keep_statistics()
         return totals
+
+    async def keep_statistics(self) -> None:
+        """Planner statistics, and on PostgreSQL dead rows autovacuum leaves to us (module docstring)."""
+        dialect = await self.store.read(lambda tx: tx.dialect)
+        if dialect == "sqlite":
+            if time.monotonic() - self._analyzed_at >= SQLITE_ANALYZE_EVERY_S:
+                await self._write_paced(rops.analyze_sqlite)
+                self._analyzed_at = time.monotonic()
+                self.activity.tables_analyzed += 1
+            return
+        if dialect != "postgres":
+            return
+        if not self._told_autovacuum_off and await self.store.read(rops.autovacuum_is_off):
+            self._told_autovacuum_off = True
+            log.warning("PostgreSQL's autovacuum is off on this server: lockgate vacuums and analyzes its own "
+                        "tables as their rows turn over; turn autovacuum on for everything else in the database")
+        for table, need in await self.store.read(rops.tables_left_to_us):
+            started = time.perf_counter()
+            await self.store.read(rops.vacuum_table, table, need)  # reads run in autocommit, as VACUUM must
+            if need == "vacuum":
+                self.activity.tables_vacuumed += 1
+            else:
+                self.activity.tables_analyzed += 1
+            log.info("housekeeping: %s %s in %.2fs (autovacuum leaves it to us)",
+                     "vacuumed" if need == "vacuum" else "analyzed", table, time.perf_counter() - started)
 
     def _hot_writes(self) -> int:
         """Writes the hot path has committed so far (stores that count them), to see whether it is busy."""

@@ -126,6 +126,12 @@ def test_production_app_runs_signed_and_keys_are_enforced(tmp_path):
         assert f"app {app.url} holds the same signing key" in report.stdout
         assert "app http://127.0.0.1:9/api/inngest does not answer" in report.stdout
         assert report.returncode == 1
+        if server.postgres_uri:  # an operator learns who vacuums lockgate's tables when autovacuum is off
+            import psycopg
+
+            with psycopg.connect(server.postgres_uri) as conn:
+                autovacuum_off = conn.execute("SHOW autovacuum").fetchone()[0] == "off"
+            assert ("autovacuum is off: lockgate's housekeeping vacuums" in report.stdout) == autovacuum_off
 
         # The periodic check that the app is still there (every --poll-interval) is signed too:
         # a cloud-mode SDK logs an error for every unsigned request it refuses.

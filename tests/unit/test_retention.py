@@ -261,3 +261,49 @@ async def test_while_writes_flow_housekeeping_paces_itself_and_still_finishes(st
     ended = housekeeping.activity.went_on
     # Pauses the hot path wrote through waited for its CPU budget (or the longest pause), not the idle pace.
     assert ended.get("earned", 0) + ended.get("waited longest", 0) >= 1, ended
+
+
+async def test_sweep_gathers_sqlite_planner_statistics(store, backend):
+    if backend.name != "sqlite":
+        pytest.skip("SQLite never gathers statistics on its own; PostgreSQL's case is the next test")
+    now = now_ms()
+    await store.write(lambda tx: [_seed(tx, f"r{i}", status="Completed", at=now, ended=True) for i in range(50)])
+    housekeeping = Housekeeping(store, Retention(seconds=0), pause_s=0)
+    await housekeeping.sweep()
+    stats = await store.read(lambda tx: tx.all("SELECT tbl, idx, stat FROM sqlite_stat1 WHERE tbl = 'runs'"))
+    assert {row["idx"] for row in stats} >= {"runs_ended_set"}, stats  # the retention walk's index is measured
+    assert housekeeping.activity.describe()["tables_analyzed"] == 1
+    await housekeeping.sweep()  # not again within the hour
+    assert housekeeping.activity.tables_analyzed == 1
+
+
+async def test_sweep_vacuums_tables_autovacuum_leaves_alone(store, backend):
+    if backend.name != "postgres":
+        pytest.skip("PostgreSQL only: SQLite reuses deleted pages by itself")
+    # This table's rows turn over and autovacuum is told to leave it (as when it is off server-wide).
+    await store.read(lambda tx: tx.execute("ALTER TABLE events SET (autovacuum_enabled = false)"))
+    now = now_ms()
+    await store.write(lambda tx: ops.insert_events(tx, [
+        Event(internal_id=f"e{i}", id=f"e{i}", name="x", data={}, ts=now, received_at=now) for i in range(3000)]))
+    await store.write(lambda tx: tx.execute("DELETE FROM events"))
+
+    def dead_rows(tx) -> int:
+        tx.execute("SELECT pg_stat_force_next_flush()")
+        row = tx.one("SELECT n_dead_tup, last_vacuum FROM pg_stat_user_tables"
+                     " WHERE relname = 'events' AND schemaname = current_schema()")
+        return row["n_dead_tup"]
+
+    for _ in range(100):  # statistics reach the shared counters within a second or so
+        if await store.read(dead_rows) >= 3000:
+            break
+        await asyncio.sleep(0.1)
+    assert ("events", "vacuum") in await store.read(rops.tables_left_to_us)
+
+    housekeeping = Housekeeping(store, Retention(seconds=0), pause_s=0)
+    await housekeeping.sweep()
+    vacuumed = await store.read(lambda tx: tx.one(
+        "SELECT last_vacuum IS NOT NULL AS vacuumed, last_analyze IS NOT NULL AS analyzed FROM pg_stat_user_tables"
+        " WHERE relname = 'events' AND schemaname = current_schema()"))
+    assert vacuumed["vacuumed"] and vacuumed["analyzed"]
+    assert housekeeping.activity.describe()["tables_vacuumed"] >= 1
+    assert ("events", "vacuum") not in await store.read(rops.tables_left_to_us)
