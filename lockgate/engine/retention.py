@@ -15,7 +15,9 @@ the batch, so it keeps deleting for at least about 0.5% of the time however busy
 Debounce/batch windows and waits need no sweep: they are deleted when they fire, match or time out.
 
 Each sweep also keeps the planner's statistics fresh: SQLite never gathers them on its own, so
-housekeeping runs a sampled `ANALYZE` at its first sweep and hourly; on PostgreSQL, tables that
+housekeeping runs a sampled `ANALYZE` once the store holds SQLITE_ANALYZE_FROM_RUNS runs (statistics
+of a nearly empty store would tell the planner its tables are tiny, worse than none), again
+whenever the store's commits have doubled since, and hourly; on PostgreSQL, tables that
 autovacuum does not look after (it is off on the server, or for the table) are vacuumed and
 analyzed by housekeeping when their dead or changed rows pass autovacuum's default thresholds,
 since the queue's tables turn over their rows with every run.
@@ -42,6 +44,7 @@ IDLE_AFTER_S = 0.25  # the hot path is idle once it has written nothing for this
 BUSY_SHARE = 0.04  # while the hot path writes: a batch's time at most this share of the hot path's CPU
 MAX_BUSY_PACE = 200.0  # ...but never a pause longer than this many times the batch: always some progress
 SQLITE_ANALYZE_EVERY_S = 3600.0
+SQLITE_ANALYZE_FROM_RUNS = 10_000
 
 
 def may_go_on(*, batch_s: float, waited_s: float, hot_path_wrote: bool, hot_cpu_s: float) -> str | None:
@@ -124,6 +127,8 @@ class Housekeeping:
         self._writes_seen = self._hot_writes()
         self._last_write_at = float("-inf")  # when the hot path was last seen writing (monotonic)
         self._analyzed_at = float("-inf")  # SQLite: when statistics were last gathered (monotonic)
+        self._writes_at_analyze = 0  # ...and the store's commits then
+        self.analyze_from_runs = SQLITE_ANALYZE_FROM_RUNS
         self._told_autovacuum_off = False
 
     async def run_forever(self) -> None:
@@ -166,7 +171,10 @@ class Housekeeping:
         """Planner statistics, and on PostgreSQL dead rows autovacuum leaves to us (module docstring)."""
         dialect = await self.store.read(lambda tx: tx.dialect)
         if dialect == "sqlite":
-            if time.monotonic() - self._analyzed_at >= SQLITE_ANALYZE_EVERY_S:
+            due = (time.monotonic() - self._analyzed_at >= SQLITE_ANALYZE_EVERY_S
+                   or self._hot_writes() >= 2 * self._writes_at_analyze)
+            if due and await self.store.read(rops.holds_runs, self.analyze_from_runs):
+                self._writes_at_analyze = self._hot_writes()
                 await self._write_paced(rops.analyze_sqlite)
                 self._analyzed_at = time.monotonic()
                 self.activity.tables_analyzed += 1

@@ -193,6 +193,11 @@ def analyze_sqlite(tx: Tx) -> None:
     tx.execute("ANALYZE")
 
 
+def holds_runs(tx: Tx, at_least: int) -> bool:
+    """Whether `runs` has at least this many rows, reading no more than that."""
+    return tx.one("SELECT COUNT(*) AS n FROM (SELECT 1 FROM runs LIMIT ?) r", (at_least,))["n"] >= at_least
+
+
 # A table is vacuumed once this many rows are dead and they are a fifth of its live rows
 # (autovacuum's default scale factor), analyzed once this many rows changed and a tenth.
 DEAD_ROWS_MIN = 1000

@@ -269,11 +269,15 @@ async def test_sweep_gathers_sqlite_planner_statistics(store, backend):
     now = now_ms()
     await store.write(lambda tx: [_seed(tx, f"r{i}", status="Completed", at=now, ended=True) for i in range(50)])
     housekeeping = Housekeeping(store, Retention(seconds=0), pause_s=0)
+    housekeeping.analyze_from_runs = 51  # a nearly empty store's statistics would mislead the planner later
+    await housekeeping.sweep()
+    assert housekeeping.activity.tables_analyzed == 0
+    housekeeping.analyze_from_runs = 50
     await housekeeping.sweep()
     stats = await store.read(lambda tx: tx.all("SELECT tbl, idx, stat FROM sqlite_stat1 WHERE tbl = 'runs'"))
     assert {row["idx"] for row in stats} >= {"runs_ended_set"}, stats  # the retention walk's index is measured
     assert housekeeping.activity.describe()["tables_analyzed"] == 1
-    await housekeeping.sweep()  # not again within the hour
+    await housekeeping.sweep()  # not again within the hour, nor before the store's commits have doubled
     assert housekeeping.activity.tables_analyzed == 1
 
 
