@@ -28,6 +28,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, TypeVar
 
 import psycopg
+from psycopg import ClientCursor
 from psycopg import errors as pg_errors
 from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool, PoolTimeout
@@ -82,12 +83,15 @@ def migrate_uri(uri: str, *, apply: bool = True):
 
 
 class PostgresTx(Tx):
-    """With `pipeline` (the writer threads' batches), statements go out without waiting for their
-    results: a statement whose cursor is read (rows, rowcount) waits for everything sent so far,
-    one round trip; the rest (inserts, updates nobody counts) travel with that one or with the
-    pipeline's end before COMMIT. Their errors therefore show at a later statement of the same
-    transaction or at `end_pipeline`. A SAVEPOINT ends the pipeline first, so that a savepoint's
-    `try` block sees the errors of its own statements."""
+    """With `pipelined` (the writer threads' batches), a statement whose result nobody reads (an
+    insert, an update nobody counts) is not sent at once: it is bound on our side and waits to go
+    with the next statement whose rows or `rowcount` are read, all of them in one simple-protocol
+    query, one round trip; the rest go with `COMMIT` (`commit`). psycopg's pipeline mode did the
+    same with one protocol exchange per statement, which cost this process twice the CPU. Errors
+    of unsent statements therefore show at a later statement of the same transaction or at the
+    commit; a statement after a failing one in the same query is not run. A SAVEPOINT sends what
+    waits and ends the batching, so that a savepoint's `try` block sees the errors of its own
+    statements."""
 
     dialect = "postgres"
 
@@ -95,28 +99,34 @@ class PostgresTx(Tx):
         self._conn = conn
         self.origin = origin
         self._notify: set[str] = set()
-        self._pipeline_mode = conn.pipeline() if pipelined else None  # the context manager
-        self._pipeline = self._pipeline_mode.__enter__() if self._pipeline_mode is not None else None
-        self._unread = 0  # statements sent in the pipeline whose results have not come back yet
-        self.round_trips = 0  # waits for the server (statements, syncs), for the benchmark's counts
+        self._client = ClientCursor(conn) if pipelined else None  # binds on our side; None: not batching
+        self._unsent: list[str] = []  # bound statements not sent yet
+        self._unsent_cursors: list[_LateCursor | None] = []  # who waits for each one's result
+        self.round_trips = 0  # waits for the server (statements, batches sent), for the benchmark's counts
 
     def execute(self, sql: str, params: tuple | list = ()) -> Any:
-        if self._pipeline is None:
+        if self._client is None:
             self.round_trips += 1
             return self._conn.execute(translate(sql), tuple(params) if params else None)
         if sql.lstrip()[:9].upper() == "SAVEPOINT":
             self.end_pipeline()
             return self.execute(sql, params)
-        cursor = self._conn.execute(translate(sql), tuple(params) if params else None)
-        self._unread += 1
-        return _PipelinedCursor(cursor, self)
+        cursor = _LateCursor(self)
+        self._unsent.append(self._bind(sql, params))
+        self._unsent_cursors.append(cursor)
+        return cursor
+
+    def _bind(self, sql: str, params: tuple | list) -> str:
+        assert self._client is not None
+        return self._client.mogrify(translate(sql), tuple(params) if params else None) if params else sql
 
     def executemany(self, sql: str, rows: list[tuple]) -> None:
         if not rows:
             return
-        if self._pipeline is not None:  # no result to wait for
-            self._conn.cursor().executemany(translate(sql), rows)
-            self._unread += 1
+        if self._client is not None:  # no result to wait for
+            for row in rows:
+                self._unsent.append(self._bind(sql, row))
+                self._unsent_cursors.append(None)
         elif len(rows) == 1:  # executemany enters and leaves a pipeline: dearer than one statement
             self.round_trips += 1
             self._conn.execute(translate(sql), rows[0])
@@ -126,41 +136,73 @@ class PostgresTx(Tx):
                 cur.executemany(translate(sql), rows)
 
     def begin(self) -> None:
-        """Start the transaction (on a connection in autocommit mode): in the pipeline, no round trip."""
-        if self._pipeline is None:
+        """Start the transaction (on a connection in autocommit mode): batching, with the first
+        statements, no round trip of its own."""
+        if self._client is None:
             self.round_trips += 1
-        self._conn.execute("BEGIN")
+            self._conn.execute("BEGIN")
+        else:
+            self._unsent.append("BEGIN")
+            self._unsent_cursors.append(None)
+
+    def _send(self, commit: bool = False) -> None:
+        """Send every statement waiting (and COMMIT, if asked) in one query; raises the first error."""
+        if commit:
+            self._unsent.append("COMMIT")
+            self._unsent_cursors.append(None)
+        if not self._unsent:
+            return
+        client, text, cursors = self._client, ";".join(self._unsent), self._unsent_cursors
+        assert client is not None
+        self._unsent, self._unsent_cursors = [], []
+        self.round_trips += 1
+        client.execute(text)
+        for cursor in cursors:
+            if cursor is not None:
+                cursor.take(client)
+            client.nextset()
 
     def wait_for_results(self) -> None:
-        """Have every statement sent so far answered (their errors raise here)."""
-        if self._unread and self._pipeline is not None:
-            self._unread = 0
-            self.round_trips += 1
-            self._pipeline.sync()
+        """Have every statement waiting sent and answered (their errors raise here)."""
+        if self._unsent:
+            self._send()
 
     def end_pipeline(self) -> None:
-        """Wait for every statement sent and leave pipeline mode; raises the first error."""
-        mode, self._pipeline_mode, self._pipeline = self._pipeline_mode, None, None
-        if mode is not None:
-            self._unread = 0
-            self.round_trips += 1
-            mode.__exit__(None, None, None)
+        """Send every statement waiting and stop batching; raises the first error."""
+        if self._client is not None:
+            try:
+                self._send()
+            finally:
+                self._client = None
+
+    def commit(self) -> None:
+        """Send what waits and commit. Batching, COMMIT goes with the statements waiting, unless this
+        transaction has not heard from the server yet: a connection the database closed meanwhile
+        (a restart) then fails before COMMIT was sent, so the write is known not applied and can be
+        run again. Raises `_CommitUnknown` when the connection was lost once COMMIT was sent; any
+        other error means nothing was committed."""
+        if self._client is not None and self.round_trips:
+            try:
+                self._send(commit=True)
+            except Exception as exc:
+                if _is_connection_error(exc, self._conn):
+                    raise _CommitUnknown("connection lost while committing") from exc
+                raise
+            finally:
+                self._client = None
+            return
+        self.end_pipeline()
+        self.round_trips += 1
+        try:
+            self._conn.commit()
+        except psycopg.Error as exc:
+            raise _CommitUnknown("connection lost during commit") from exc
 
     def abandon_pipeline(self, exc: BaseException) -> None:
-        """Leave pipeline mode after `exc`; errors of statements still in flight are dropped (the
-        transaction is rolled back anyway)."""
-        mode, self._pipeline_mode, self._pipeline = self._pipeline_mode, None, None
-        if mode is not None:
-            self._unread = 0
-            try:
-                mode.__exit__(type(exc), exc, exc.__traceback__)
-                if self._conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE:
-                    # The write ended the transaction itself (a ROLLBACK statement): psycopg learnt it
-                    # only now, too late to drop its prepared statements in step with the server.
-                    # rollback() would not either (nothing to roll back), so drop them here.
-                    self._conn.execute("DEALLOCATE ALL", prepare=False)
-            except Exception:  # the connection is gone: the pool replaces it
-                pass
+        """Stop batching after `exc`: statements not sent are dropped (the transaction is rolled
+        back anyway)."""
+        self._client = None
+        self._unsent, self._unsent_cursors = [], []
 
     def notify_on_commit(self, channel: str) -> None:
         self._notify.add(channel)
@@ -172,21 +214,41 @@ class PostgresTx(Tx):
             self._notify.clear()
 
 
-class _PipelinedCursor:
-    """A cursor of a statement sent in pipeline mode: reading it first waits for the results."""
+class _LateCursor:
+    """The result of a statement not sent yet: reading it first sends it (with those before it)."""
 
-    __slots__ = ("_cursor", "_tx")
+    __slots__ = ("_tx", "_rows", "_rowcount", "_at", "_taken")
 
-    def __init__(self, cursor: psycopg.Cursor, tx: PostgresTx) -> None:
-        self._cursor, self._tx = cursor, tx
+    def __init__(self, tx: PostgresTx) -> None:
+        self._tx, self._rows, self._rowcount, self._at, self._taken = tx, [], -1, 0, False
 
-    def __getattr__(self, name: str) -> Any:
-        self._tx.wait_for_results()
-        return getattr(self._cursor, name)
+    def take(self, cursor: psycopg.Cursor) -> None:
+        self._rows = cursor.fetchall() if cursor.description is not None else []
+        self._rowcount, self._taken = cursor.rowcount, True
+
+    def _answered(self) -> None:
+        if not self._taken:
+            self._tx.wait_for_results()
+
+    @property
+    def rowcount(self) -> int:
+        self._answered()
+        return self._rowcount
+
+    def fetchone(self) -> Any:
+        self._answered()
+        if self._at >= len(self._rows):
+            return None
+        self._at += 1
+        return self._rows[self._at - 1]
+
+    def fetchall(self) -> list[Any]:
+        self._answered()
+        rows, self._at = self._rows[self._at:], len(self._rows)
+        return rows
 
     def __iter__(self) -> Any:
-        self._tx.wait_for_results()
-        return iter(self._cursor)
+        return iter(self.fetchall())
 
 
 def _is_connection_error(exc: BaseException, conn: psycopg.Connection | None) -> bool:
@@ -450,7 +512,9 @@ class PostgresStore(ThreadedStore):
                     return outcomes, again
                 tx.send_notifications()
                 try:
-                    tx.end_pipeline()  # statements still in flight answer here (and raise their errors)
+                    tx.commit()  # statements not sent yet go with COMMIT (and raise their errors)
+                except _CommitUnknown:
+                    raise
                 except Exception as exc:
                     if _is_connection_error(exc, conn) or shared:
                         raise
@@ -462,6 +526,8 @@ class PostgresStore(ThreadedStore):
                         return [], [item]
                     return [(item[2], None, exc)], []
             except Exception as exc:
+                if isinstance(exc, _CommitUnknown):
+                    raise
                 tx.abandon_pipeline(exc)
                 if not conn.closed:
                     try:
@@ -476,13 +542,9 @@ class PostgresStore(ThreadedStore):
                 if isinstance(exc, BatchBroken) or _is_connection_error(exc, conn):
                     raise
                 raise BatchBroken(str(exc)) from exc
-            try:
-                conn.commit()
-            except psycopg.Error as exc:
-                raise _CommitUnknown("connection lost during commit") from exc
         self.commits += 1
         self.writes += len(outcomes)
-        self._round_trips += tx.round_trips + 1
+        self._round_trips += tx.round_trips
         return outcomes, again
 
     def _settle_all(self, outcomes: list) -> None:
@@ -519,17 +581,14 @@ class _OwnConnectionLane:
         for attempt in range(2 if self._reconnect else 1):
             conn = self._connection()
             tx = PostgresTx(conn, self._origin, pipelined=self._pipelined)
-            committing = False
             try:
                 if self._pipelined:
                     tx.begin()
                 result = fn(tx, *args)
                 if self._notify:
                     tx.send_notifications()
-                tx.end_pipeline()
-                committing = True
-                conn.commit()
-                self.round_trips += tx.round_trips + 1
+                tx.commit()
+                self.round_trips += tx.round_trips
                 return result
             except BaseException as exc:
                 tx.abandon_pipeline(exc)
@@ -538,8 +597,9 @@ class _OwnConnectionLane:
                         conn.rollback()
                     except psycopg.Error:
                         conn.close()
-                if attempt == 0 and self._reconnect and not committing and isinstance(exc, Exception) \
-                        and _is_connection_error(exc, conn):
+                if isinstance(exc, _CommitUnknown):  # the outcome is unknown: never run again
+                    raise exc.__cause__ or exc
+                if attempt == 0 and self._reconnect and isinstance(exc, Exception) and _is_connection_error(exc, conn):
                     continue
                 raise
         raise AssertionError("unreachable")

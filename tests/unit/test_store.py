@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
+import psycopg
 import pytest
 
 from lockgate.engine.ingest import Handoff, ingest_in_tx, parse_events
@@ -151,8 +152,46 @@ async def test_statements_nobody_reads_share_a_round_trip_on_postgres(store, bac
         return tx.one("SELECT COUNT(*) AS n FROM jobs")["n"]  # waits for the five as well
 
     assert await store.write(five_enqueues_and_a_count) == 5
-    # the count (with the five inserts), the sync that ends the pipeline, COMMIT
-    assert store.round_trips - before == 3
+    # the count (with BEGIN and the five inserts), then COMMIT
+    assert store.round_trips - before == 2
+
+    def count_then_enqueue(tx):
+        n = tx.one("SELECT COUNT(*) AS n FROM jobs")["n"]
+        ops.enqueue(tx, [_job("rt-late", 0)])
+        return n
+
+    before = store.round_trips
+    assert await store.write(count_then_enqueue) == 5
+    # the count; the insert goes with COMMIT
+    assert store.round_trips - before == 2
+    assert await store.read(ops.queue_depth) == 6
+
+
+async def test_writes_on_connections_the_database_closed_are_applied_once(store, backend):
+    """A restart of the database closes every connection: a write that finds its connection gone
+    must learn it before COMMIT is sent (so that it is known not applied) and be run again."""
+    if backend.name != "postgres":
+        pytest.skip("PostgreSQL connections only")
+    def close_every_connection():
+        with psycopg.connect(store.uri, autocommit=True) as admin:
+            closed = admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                                   " WHERE datname = current_database() AND pid <> pg_backend_pid()").fetchall()
+        assert closed  # the pool's connections
+
+    def read_then_enqueue(tx, job_id):
+        n = tx.one("SELECT COUNT(*) AS n FROM jobs")["n"]
+        ops.enqueue(tx, [_job(job_id, 0)])
+        return n
+
+    for i in range(3):  # one at a time: each alone in its transaction
+        await store.write(ops.enqueue, [_job(f"warm{i}", 0)])
+        close_every_connection()
+        await store.write(ops.enqueue, [_job(f"plain{i}", 0)])  # reads nothing: its first round trip commits
+        close_every_connection()
+        await store.write(read_then_enqueue, f"read{i}")
+    close_every_connection()
+    await asyncio.gather(*(store.write(ops.enqueue, [_job(f"burst{i}", 0)]) for i in range(5)))
+    assert await store.read(ops.queue_depth) == 14
 
 
 async def test_an_unflushed_write_is_committed_beside_the_group_commit(store, backend):
