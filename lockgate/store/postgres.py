@@ -19,11 +19,13 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import hashlib
 import logging
 import queue
 import threading
 import time
 import uuid
+import weakref
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, TypeVar
 
@@ -48,6 +50,48 @@ RECONNECT_FOR_S = 120.0  # how long a write waits for the database to come back
 def translate(sql: str) -> str:
     """`?` placeholders to psycopg's `%s`; literal `%` doubled so it stays literal."""
     return sql.replace("%", "%%").replace("?", "%s")
+
+
+PREPARE_AFTER_USES = 2  # a statement the process ran this often is prepared on each connection that runs it
+MAX_PREPARED_PER_CONNECTION = 256
+
+
+@functools.lru_cache(maxsize=2048)
+def prepared_form(sql: str) -> tuple[str, str, str]:
+    """A `?` statement's name, its PREPARE statement and its EXECUTE (with `%s` for the values)."""
+    name = "lg_" + hashlib.blake2b(sql.encode(), digest_size=8).hexdigest()
+    parts = sql.split("?")
+    body = parts[0] + "".join(f"${i}{part}" for i, part in enumerate(parts[1:], 1))
+    values = len(parts) - 1
+    return name, f"PREPARE {name} AS {body}", f"EXECUTE {name}" + (f"({', '.join(['%s'] * values)})" if values else "")
+
+
+class _Prepared:
+    """The statements prepared on one connection, and those to prepare before its next transaction.
+
+    Batches go in the simple protocol, which has no prepared statements of its own, so they are
+    prepared in SQL (`PREPARE`, then `EXECUTE` with the values): the database does not plan them
+    again at every use. psycopg prepares nothing on these connections (`prepare_threshold=None`):
+    it would `DEALLOCATE ALL` at a rollback, ours with its own."""
+
+    __slots__ = ("names", "waiting", "stale", "__weakref__")
+
+    def __init__(self) -> None:
+        self.names: set[str] = set()
+        self.waiting: set[str] = set()
+        self.stale = False  # a statement's plan no longer fits its table (another release's migration)
+
+
+_prepared_by_connection: "weakref.WeakKeyDictionary[psycopg.Connection, _Prepared]" = weakref.WeakKeyDictionary()
+_statement_uses: dict[str, int] = {}
+_unpreparable: set[str] = set()  # PREPARE failed (a value whose type its context does not tell)
+
+
+def _prepared_on(conn: psycopg.Connection) -> _Prepared:
+    prepared = _prepared_by_connection.get(conn)
+    if prepared is None:
+        prepared = _prepared_by_connection[conn] = _Prepared()
+    return prepared
 
 
 def postgres_ddl(text: str) -> str:
@@ -83,25 +127,28 @@ def migrate_uri(uri: str, *, apply: bool = True):
 
 
 class PostgresTx(Tx):
-    """With `pipelined` (the writer threads' batches), a statement whose result nobody reads (an
-    insert, an update nobody counts) is not sent at once: it is bound on our side and waits to go
-    with the next statement whose rows or `rowcount` are read, all of them in one simple-protocol
-    query, one round trip; the rest go with `COMMIT` (`commit`). psycopg's pipeline mode did the
-    same with one protocol exchange per statement, which cost this process twice the CPU. Errors
-    of unsent statements therefore show at a later statement of the same transaction or at the
-    commit; a statement after a failing one in the same query is not run. A SAVEPOINT sends what
-    waits and ends the batching, so that a savepoint's `try` block sees the errors of its own
-    statements."""
+    """With `batched` (writes, and reads too), a statement whose result nobody reads (an insert, an
+    update nobody counts) is not sent at once: it waits to go with the next statement whose rows
+    or `rowcount` are read, all of them in one simple-protocol query, one round trip; the rest go
+    with `COMMIT` (`commit`). Values are bound on our side; statements the process runs again and
+    again are prepared on each connection and sent as `EXECUTE` (`_Prepared`). psycopg's pipeline
+    mode, used before, made one protocol exchange per statement, which cost this process twice the
+    CPU. Errors of statements not sent yet therefore show at a later statement of the same
+    transaction or at the commit; a statement after a failing one in the same query is not run. A
+    SAVEPOINT sends what waits and ends the batching, so that a savepoint's `try` block sees the
+    errors of its own statements."""
 
     dialect = "postgres"
 
-    def __init__(self, conn: psycopg.Connection, origin: str = "", *, pipelined: bool = False) -> None:
+    def __init__(self, conn: psycopg.Connection, origin: str = "", *, batched: bool = False) -> None:
         self._conn = conn
         self.origin = origin
         self._notify: set[str] = set()
-        self._client = ClientCursor(conn) if pipelined else None  # binds on our side; None: not batching
+        self._client = ClientCursor(conn) if batched else None  # binds on our side; None: not batching
+        self._prepared = _prepared_on(conn) if batched else None
         self._unsent: list[str] = []  # bound statements not sent yet
         self._unsent_cursors: list[_LateCursor | None] = []  # who waits for each one's result
+        self._heard_from_server = False  # a batch of this transaction was answered
         self.round_trips = 0  # waits for the server (statements, batches sent), for the benchmark's counts
 
     def execute(self, sql: str, params: tuple | list = ()) -> Any:
@@ -117,8 +164,42 @@ class PostgresTx(Tx):
         return cursor
 
     def _bind(self, sql: str, params: tuple | list) -> str:
-        assert self._client is not None
-        return self._client.mogrify(translate(sql), tuple(params) if params else None) if params else sql
+        client, prepared = self._client, self._prepared
+        assert client is not None and prepared is not None
+        name, _, execute = prepared_form(sql)
+        if name in prepared.names:
+            return client.mogrify(execute, tuple(params)) if params else execute
+        if sql not in _unpreparable and len(prepared.names) < MAX_PREPARED_PER_CONNECTION:
+            uses = _statement_uses.get(sql, 0) + 1
+            if uses >= PREPARE_AFTER_USES:
+                prepared.waiting.add(sql)
+            elif len(_statement_uses) < 4 * MAX_PREPARED_PER_CONNECTION:
+                _statement_uses[sql] = uses
+        return client.mogrify(translate(sql), tuple(params)) if params else sql
+
+    def prepare_waiting(self) -> None:
+        """Prepare the statements this connection ran that the process runs often, each on its own
+        outside any transaction (so one that cannot be prepared fails alone). Before a transaction."""
+        prepared = self._prepared
+        if prepared is None:
+            return
+        if prepared.stale:
+            self._conn.execute("DEALLOCATE ALL")
+            prepared.names.clear()
+            prepared.stale = False
+        while prepared.waiting:
+            sql = prepared.waiting.pop()
+            name, statement, _ = prepared_form(sql)
+            self.round_trips += 1
+            try:
+                self._conn.execute(statement)
+            except psycopg.Error as exc:
+                if _is_connection_error(exc, self._conn):
+                    raise
+                if not isinstance(exc, pg_errors.DuplicatePreparedStatement):
+                    _unpreparable.add(sql)
+                    continue
+            prepared.names.add(name)
 
     def executemany(self, sql: str, rows: list[tuple]) -> None:
         if not rows:
@@ -142,6 +223,7 @@ class PostgresTx(Tx):
             self.round_trips += 1
             self._conn.execute("BEGIN")
         else:
+            self.prepare_waiting()
             self._unsent.append("BEGIN")
             self._unsent_cursors.append(None)
 
@@ -156,7 +238,13 @@ class PostgresTx(Tx):
         assert client is not None
         self._unsent, self._unsent_cursors = [], []
         self.round_trips += 1
-        client.execute(text)
+        try:
+            client.execute(text)
+        except pg_errors.FeatureNotSupported:  # "cached plan must not change result type"
+            assert self._prepared is not None
+            self._prepared.stale = True
+            raise
+        self._heard_from_server = True
         for cursor in cursors:
             if cursor is not None:
                 cursor.take(client)
@@ -181,7 +269,7 @@ class PostgresTx(Tx):
         (a restart) then fails before COMMIT was sent, so the write is known not applied and can be
         run again. Raises `_CommitUnknown` when the connection was lost once COMMIT was sent; any
         other error means nothing was committed."""
-        if self._client is not None and self.round_trips:
+        if self._client is not None and self._heard_from_server:
             try:
                 self._send(commit=True)
             except Exception as exc:
@@ -280,7 +368,8 @@ class PostgresStore(ThreadedStore):
             # Autocommit: a read is its statements alone (psycopg's BEGIN and COMMIT around it were
             # two more round trips; under READ COMMITTED each statement has its own snapshot
             # anyway), and a write sends its BEGIN itself, in the pipeline with its statements.
-            kwargs={"autocommit": True, "row_factory": dict_row},
+            # psycopg prepares nothing: our batches prepare their statements themselves (`_Prepared`).
+            kwargs={"autocommit": True, "row_factory": dict_row, "prepare_threshold": None},
             # No check on checkout (a round trip per use): a connection a restart killed fails its
             # first statement, the pool drops it, and the read or write is retried.
             open=False,
@@ -305,7 +394,7 @@ class PostgresStore(ThreadedStore):
         # Live progress messages: committed without waiting for the WAL flush, never in front of
         # (or in the same commit as) a hot-path write.
         self._unflushed = _OwnConnectionLane(uri, self._origin, "stream", setup=("SET synchronous_commit = off",),
-                                             notify=True, pipelined=True, reconnect=True)
+                                             notify=True, batched=True, reconnect=True)
         self.commits = 0
         self.writes = 0
         self._round_trips = 0  # of committed write batches and reads, COMMIT included
@@ -379,8 +468,10 @@ class PostgresStore(ThreadedStore):
             conn = None
             try:
                 with self._pool.connection() as conn:
-                    tx = PostgresTx(conn)  # in autocommit: no transaction to end
+                    tx = PostgresTx(conn, batched=True)  # in autocommit: no transaction to end
+                    tx.prepare_waiting()
                     result = fn(tx, *args)
+                    tx.wait_for_results()
                     self._round_trips += tx.round_trips
                     return result
             except Exception as exc:
@@ -474,7 +565,7 @@ class PostgresStore(ThreadedStore):
         again: list = []
         conn = None
         with self._pool.connection() as conn:
-            tx = PostgresTx(conn, self._origin, pipelined=not isolate)
+            tx = PostgresTx(conn, self._origin, batched=not isolate)
             shared = len(batch) > 1 and not isolate  # a failure here undoes the neighbours too
             try:
                 tx.begin()
@@ -560,9 +651,9 @@ class _OwnConnectionLane:
     once: a call that failed before COMMIT is run again on a new connection)."""
 
     def __init__(self, uri: str, origin: str, name: str, *, setup: tuple[str, ...] = (), notify: bool = False,
-                 pipelined: bool = False, reconnect: bool = False) -> None:
+                 batched: bool = False, reconnect: bool = False) -> None:
         self._uri, self._origin, self._setup, self._notify = uri, origin, setup, notify
-        self._pipelined, self._reconnect = pipelined, reconnect
+        self._batched, self._reconnect = batched, reconnect
         self.round_trips = 0
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"lockgate-pg-{name}")
         self._conn: psycopg.Connection | None = None
@@ -570,19 +661,20 @@ class _OwnConnectionLane:
     def _connection(self) -> psycopg.Connection:
         conn = self._conn
         if conn is None or conn.closed or conn.broken:
-            conn = self._conn = psycopg.connect(self._uri, autocommit=True, row_factory=dict_row, connect_timeout=5)
+            conn = self._conn = psycopg.connect(self._uri, autocommit=True, row_factory=dict_row, connect_timeout=5,
+                                                prepare_threshold=None if self._batched else 5)
             for statement in self._setup:
                 conn.execute(statement)
-            if not self._pipelined:  # pipelined, it sends BEGIN itself, without a round trip
+            if not self._batched:  # batched, it sends BEGIN itself, without a round trip
                 conn.autocommit = False
         return conn
 
     def run(self, fn: Callable[..., T], args: tuple) -> T:
         for attempt in range(2 if self._reconnect else 1):
             conn = self._connection()
-            tx = PostgresTx(conn, self._origin, pipelined=self._pipelined)
+            tx = PostgresTx(conn, self._origin, batched=self._batched)
             try:
-                if self._pipelined:
+                if self._batched:
                     tx.begin()
                 result = fn(tx, *args)
                 if self._notify:

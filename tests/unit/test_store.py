@@ -144,27 +144,51 @@ async def test_a_savepoint_in_a_write_contains_the_errors_of_its_own_statements(
 async def test_statements_nobody_reads_share_a_round_trip_on_postgres(store, backend):
     if backend.name != "postgres":
         pytest.skip("SQLite runs in process: no round trips")
-    before = store.round_trips
 
     def five_enqueues_and_a_count(tx):
         for i in range(5):
             ops.enqueue(tx, [_job(f"rt{i}", 0)])
         return tx.one("SELECT COUNT(*) AS n FROM jobs")["n"]  # waits for the five as well
 
-    assert await store.write(five_enqueues_and_a_count) == 5
+    def count_then_enqueue(tx, job_id):
+        n = tx.one("SELECT COUNT(*) AS n FROM jobs")["n"]
+        ops.enqueue(tx, [_job(job_id, 0)])
+        return n
+
+    for _ in range(3):  # the statements are prepared on the connections once they are known
+        await store.write(five_enqueues_and_a_count)
+        await store.write(count_then_enqueue, "rt-warm")
+    before = store.round_trips
+    assert await store.write(five_enqueues_and_a_count) == 6
     # the count (with BEGIN and the five inserts), then COMMIT
     assert store.round_trips - before == 2
 
-    def count_then_enqueue(tx):
-        n = tx.one("SELECT COUNT(*) AS n FROM jobs")["n"]
-        ops.enqueue(tx, [_job("rt-late", 0)])
-        return n
-
     before = store.round_trips
-    assert await store.write(count_then_enqueue) == 5
+    assert await store.write(count_then_enqueue, "rt-late") == 6
     # the count; the insert goes with COMMIT
     assert store.round_trips - before == 2
-    assert await store.read(ops.queue_depth) == 6
+    assert await store.read(ops.queue_depth) == 7
+
+
+async def test_statements_run_often_keep_working_after_failed_writes(store):
+    """On PostgreSQL the writes' statements get prepared on their connections after a few uses; a
+    failed write (its transaction rolled back) must not take them away from the writes after it,
+    and a statement that cannot be prepared (a value whose type nothing tells) still runs."""
+    def untyped(tx, i):
+        return tx.one("SELECT ? AS v", (f"value {i}",))["v"]
+
+    def fails(tx, i):
+        ops.enqueue(tx, [_job(f"doomed{i}", 0)])
+        raise RuntimeError("boom")
+
+    for i in range(6):
+        await store.write(ops.enqueue, [_job(f"before{i}", 0)])
+        assert await store.write(untyped, i) == f"value {i}"
+        with pytest.raises(RuntimeError):
+            await store.write(fails, i)
+        await store.write(ops.enqueue, [_job(f"after{i}", 0)])
+        assert await store.read(untyped, i) == f"value {i}"
+    assert await store.read(ops.queue_depth) == 12
 
 
 async def test_writes_on_connections_the_database_closed_are_applied_once(store, backend):
