@@ -156,7 +156,7 @@ class PostgresTx(Tx):
             self.round_trips += 1
             return self._conn.execute(translate(sql), tuple(params) if params else None)
         if sql.lstrip()[:9].upper() == "SAVEPOINT":
-            self.end_pipeline()
+            self.end_batching()
             return self.execute(sql, params)
         cursor = _LateCursor(self)
         self._unsent.append(self._bind(sql, params))
@@ -255,7 +255,7 @@ class PostgresTx(Tx):
         if self._unsent:
             self._send()
 
-    def end_pipeline(self) -> None:
+    def end_batching(self) -> None:
         """Send every statement waiting and stop batching; raises the first error."""
         if self._client is not None:
             try:
@@ -279,14 +279,14 @@ class PostgresTx(Tx):
             finally:
                 self._client = None
             return
-        self.end_pipeline()
+        self.end_batching()
         self.round_trips += 1
         try:
             self._conn.commit()
         except psycopg.Error as exc:
             raise _CommitUnknown("connection lost during commit") from exc
 
-    def abandon_pipeline(self, exc: BaseException) -> None:
+    def abandon_batch(self, exc: BaseException) -> None:
         """Stop batching after `exc`: statements not sent are dropped (the transaction is rolled
         back anyway)."""
         self._client = None
@@ -367,7 +367,7 @@ class PostgresStore(ThreadedStore):
             max_size=pool_size,
             # Autocommit: a read is its statements alone (psycopg's BEGIN and COMMIT around it were
             # two more round trips; under READ COMMITTED each statement has its own snapshot
-            # anyway), and a write sends its BEGIN itself, in the pipeline with its statements.
+            # anyway), and a write sends its BEGIN itself, in one query with its first statements.
             # psycopg prepares nothing: our batches prepare their statements themselves (`_Prepared`).
             kwargs={"autocommit": True, "row_factory": dict_row, "prepare_threshold": None},
             # No check on checkout (a round trip per use): a connection a restart killed fails its
@@ -454,7 +454,7 @@ class PostgresStore(ThreadedStore):
 
     @property
     def round_trips(self) -> int:
-        """Waits for the server in committed transactions so far (statements, pipeline syncs, COMMIT),
+        """Waits for the server in committed transactions so far (statements, batches, COMMIT),
         all connections: what the benchmark reports per run."""
         return self._round_trips + self._urgent.round_trips + self._background.round_trips + self._unflushed.round_trips
 
@@ -556,11 +556,11 @@ class PostgresStore(ThreadedStore):
         """Apply in one transaction, each write in its own savepoint if `isolate`; raises when
         nothing was applied (connection trouble, or a write failed in a batch not isolated).
 
-        Not isolated, the batch runs in pipeline mode: statements whose results nobody reads go
-        out without a round trip each, and arrive together with the next one that is read, or
-        with the sync before COMMIT. A failing statement may thus raise later in the batch (a
-        neighbour's turn, or that sync): not isolated, any failure rolls the whole batch back
-        anyway, and a lone write owns every error of its transaction."""
+        Not isolated, the batch's statements are batched (`PostgresTx`): those whose results
+        nobody reads go with the next one that is read, or with COMMIT. A failing statement may
+        thus raise later in the batch (a neighbour's turn, or the commit): not isolated, any
+        failure rolls the whole batch back anyway, and a lone write owns every error of its
+        transaction."""
         outcomes: list[tuple[asyncio.Future, Any, BaseException | None]] = []
         again: list = []
         conn = None
@@ -584,7 +584,7 @@ class PostgresStore(ThreadedStore):
                             if isolate:
                                 conn.execute("ROLLBACK TO SAVEPOINT one_write")
                             else:
-                                tx.abandon_pipeline(exc)
+                                tx.abandon_batch(exc)
                                 conn.rollback()
                         except Exception as undo_error:
                             if _is_connection_error(undo_error, conn):
@@ -610,7 +610,7 @@ class PostgresStore(ThreadedStore):
                     if _is_connection_error(exc, conn) or shared:
                         raise
                     # A lone write whose late statement failed: that write failed, nothing committed.
-                    tx.abandon_pipeline(exc)
+                    tx.abandon_batch(exc)
                     conn.rollback()
                     item = batch[0]
                     if isinstance(exc, _RETRYABLE):
@@ -619,7 +619,7 @@ class PostgresStore(ThreadedStore):
             except Exception as exc:
                 if isinstance(exc, _CommitUnknown):
                     raise
-                tx.abandon_pipeline(exc)
+                tx.abandon_batch(exc)
                 if not conn.closed:
                     try:
                         conn.rollback()
@@ -629,7 +629,7 @@ class PostgresStore(ThreadedStore):
                 if isinstance(exc, _WriteFailedUnisolated):
                     raise
                 if isinstance(exc, psycopg.Error) and shared and not _is_connection_error(exc, conn):
-                    raise _WriteFailedUnisolated() from exc  # a late error in pipeline mode: whose?
+                    raise _WriteFailedUnisolated() from exc  # a late error of a batched statement: whose?
                 if isinstance(exc, BatchBroken) or _is_connection_error(exc, conn):
                     raise
                 raise BatchBroken(str(exc)) from exc
@@ -683,7 +683,7 @@ class _OwnConnectionLane:
                 self.round_trips += tx.round_trips
                 return result
             except BaseException as exc:
-                tx.abandon_pipeline(exc)
+                tx.abandon_batch(exc)
                 if not conn.closed:
                     try:
                         conn.rollback()
