@@ -248,6 +248,8 @@ class PostgresTx(Tx):
         for cursor in cursors:
             if cursor is not None:
                 cursor.take(client)
+            elif commit and client.statusmessage == "ROLLBACK":  # COMMIT of an aborted transaction
+                raise pg_errors.InFailedSqlTransaction("the transaction was rolled back, not committed")
             client.nextset()
 
     def wait_for_results(self) -> None:
@@ -269,6 +271,9 @@ class PostgresTx(Tx):
         (a restart) then fails before COMMIT was sent, so the write is known not applied and can be
         run again. Raises `_CommitUnknown` when the connection was lost once COMMIT was sent; any
         other error means nothing was committed."""
+        if self._conn.info.transaction_status == psycopg.pq.TransactionStatus.INERROR:
+            # A statement failed and the write went on: COMMIT would roll back without an error.
+            raise pg_errors.InFailedSqlTransaction("a statement of the transaction failed; nothing was committed")
         if self._client is not None and self._heard_from_server:
             try:
                 self._send(commit=True)

@@ -191,6 +191,27 @@ async def test_statements_run_often_keep_working_after_failed_writes(store):
     assert await store.read(ops.queue_depth) == 12
 
 
+async def test_a_write_that_swallows_a_failed_statement_is_not_acknowledged(store, backend):
+    """On PostgreSQL a failed statement aborts the transaction and its COMMIT rolls back: the write
+    must fail, never be acknowledged as committed."""
+    if backend.name != "postgres":
+        pytest.skip("SQLite goes on after a failed statement")
+
+    def swallows(tx, job_id, read_first):
+        if read_first:
+            tx.one("SELECT COUNT(*) AS n FROM jobs")
+        tx.execute("INSERT INTO unique_keys (key, expires_at) VALUES (?, 0)", (job_id,))
+        try:
+            tx.one("SELECT 1 / 0 AS n")
+        except Exception:
+            pass
+
+    for read_first in (False, True):
+        with pytest.raises(psycopg.Error):
+            await store.write(swallows, f"swallowed-{read_first}", read_first)
+    assert await store.read(lambda tx: tx.one("SELECT COUNT(*) AS n FROM unique_keys")["n"]) == 0
+
+
 async def test_writes_on_connections_the_database_closed_are_applied_once(store, backend):
     """A restart of the database closes every connection: a write that finds its connection gone
     must learn it before COMMIT is sent (so that it is known not applied) and be run again."""
