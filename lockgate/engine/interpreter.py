@@ -240,9 +240,10 @@ def _apply_ops(
             if size > MAX_STEP_OUTPUT_BYTES:
                 return _fail(tx, ctx, run, job, f"step {op.display_name or op.id!r} returned {_mib(size)} of output;"
                              f" the limit is {_mib(MAX_STEP_OUTPUT_BYTES)} per step", now)
-            recorded = ops.record_step(
-                tx,
-                Step(
+            # The run is locked and a recorded step is in its stack: the insert need not be read back.
+            recorded = op.id not in stack
+            if recorded:
+                ops.record_steps(tx, [Step(
                     run_id=run.run_id,
                     step_id=op.id,
                     display_name=op.display_name,
@@ -253,9 +254,7 @@ def _apply_ops(
                     attempts=job.attempt + 1,
                     started_at=started_at,
                     ended_at=now,
-                ),
-            )
-            if recorded:
+                )])
                 stack.append(op.id)
                 if known_memos is not None:
                     known_memos[op.id] = memo

@@ -40,7 +40,8 @@ def resume_step(
     failed = isinstance(memo, dict) and "error" in memo and op in FAILABLE_OPS
     step = Step(run_id, step_id, op, "failed" if failed else "completed", display_name, memo=memo,
                 position=len(stack), ended_at=now)
-    if ops.record_step(tx, step):
+    if step_id not in stack:  # the run is locked, and a recorded step is in its stack
+        ops.record_steps(tx, [step])
         stack.append(step_id)
         progress.note("run.resumed", run, status=RunStatus.RUNNING.value,
                       step=progress.step_info(step_id, display_name, op), output=memo)

@@ -19,15 +19,18 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import hashlib
 import logging
 import queue
 import threading
 import time
 import uuid
+import weakref
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, TypeVar
 
 import psycopg
+from psycopg import ClientCursor
 from psycopg import errors as pg_errors
 from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool, PoolTimeout
@@ -47,6 +50,48 @@ RECONNECT_FOR_S = 120.0  # how long a write waits for the database to come back
 def translate(sql: str) -> str:
     """`?` placeholders to psycopg's `%s`; literal `%` doubled so it stays literal."""
     return sql.replace("%", "%%").replace("?", "%s")
+
+
+PREPARE_AFTER_USES = 2  # a statement the process ran this often is prepared on each connection that runs it
+MAX_PREPARED_PER_CONNECTION = 256
+
+
+@functools.lru_cache(maxsize=2048)
+def prepared_form(sql: str) -> tuple[str, str, str]:
+    """A `?` statement's name, its PREPARE statement and its EXECUTE (with `%s` for the values)."""
+    name = "lg_" + hashlib.blake2b(sql.encode(), digest_size=8).hexdigest()
+    parts = sql.split("?")
+    body = parts[0] + "".join(f"${i}{part}" for i, part in enumerate(parts[1:], 1))
+    values = len(parts) - 1
+    return name, f"PREPARE {name} AS {body}", f"EXECUTE {name}" + (f"({', '.join(['%s'] * values)})" if values else "")
+
+
+class _Prepared:
+    """The statements prepared on one connection, and those to prepare before its next transaction.
+
+    Batches go in the simple protocol, which has no prepared statements of its own, so they are
+    prepared in SQL (`PREPARE`, then `EXECUTE` with the values): the database does not plan them
+    again at every use. psycopg prepares nothing on these connections (`prepare_threshold=None`):
+    it would `DEALLOCATE ALL` at a rollback, ours with its own."""
+
+    __slots__ = ("names", "waiting", "stale", "__weakref__")
+
+    def __init__(self) -> None:
+        self.names: set[str] = set()
+        self.waiting: set[str] = set()
+        self.stale = False  # a statement's plan no longer fits its table (another release's migration)
+
+
+_prepared_by_connection: "weakref.WeakKeyDictionary[psycopg.Connection, _Prepared]" = weakref.WeakKeyDictionary()
+_statement_uses: dict[str, int] = {}
+_unpreparable: set[str] = set()  # PREPARE failed (a value whose type its context does not tell)
+
+
+def _prepared_on(conn: psycopg.Connection) -> _Prepared:
+    prepared = _prepared_by_connection.get(conn)
+    if prepared is None:
+        prepared = _prepared_by_connection[conn] = _Prepared()
+    return prepared
 
 
 def postgres_ddl(text: str) -> str:
@@ -82,41 +127,87 @@ def migrate_uri(uri: str, *, apply: bool = True):
 
 
 class PostgresTx(Tx):
-    """With `pipeline` (the writer threads' batches), statements go out without waiting for their
-    results: a statement whose cursor is read (rows, rowcount) waits for everything sent so far,
-    one round trip; the rest (inserts, updates nobody counts) travel with that one or with the
-    pipeline's end before COMMIT. Their errors therefore show at a later statement of the same
-    transaction or at `end_pipeline`. A SAVEPOINT ends the pipeline first, so that a savepoint's
-    `try` block sees the errors of its own statements."""
+    """With `batched` (writes, and reads too), a statement whose result nobody reads (an insert, an
+    update nobody counts) is not sent at once: it waits to go with the next statement whose rows
+    or `rowcount` are read, all of them in one simple-protocol query, one round trip; the rest go
+    with `COMMIT` (`commit`). Values are bound on our side; statements the process runs again and
+    again are prepared on each connection and sent as `EXECUTE` (`_Prepared`). psycopg's pipeline
+    mode, used before, made one protocol exchange per statement, which cost this process twice the
+    CPU. Errors of statements not sent yet therefore show at a later statement of the same
+    transaction or at the commit; a statement after a failing one in the same query is not run. A
+    SAVEPOINT sends what waits and ends the batching, so that a savepoint's `try` block sees the
+    errors of its own statements."""
 
     dialect = "postgres"
 
-    def __init__(self, conn: psycopg.Connection, origin: str = "", *, pipelined: bool = False) -> None:
+    def __init__(self, conn: psycopg.Connection, origin: str = "", *, batched: bool = False) -> None:
         self._conn = conn
         self.origin = origin
         self._notify: set[str] = set()
-        self._pipeline_mode = conn.pipeline() if pipelined else None  # the context manager
-        self._pipeline = self._pipeline_mode.__enter__() if self._pipeline_mode is not None else None
-        self._unread = 0  # statements sent in the pipeline whose results have not come back yet
-        self.round_trips = 0  # waits for the server (statements, syncs), for the benchmark's counts
+        self._client = ClientCursor(conn) if batched else None  # binds on our side; None: not batching
+        self._prepared = _prepared_on(conn) if batched else None
+        self._unsent: list[str] = []  # bound statements not sent yet
+        self._unsent_cursors: list[_LateCursor | None] = []  # who waits for each one's result
+        self._heard_from_server = False  # a batch of this transaction was answered
+        self.round_trips = 0  # waits for the server (statements, batches sent), for the benchmark's counts
 
     def execute(self, sql: str, params: tuple | list = ()) -> Any:
-        if self._pipeline is None:
+        if self._client is None:
             self.round_trips += 1
             return self._conn.execute(translate(sql), tuple(params) if params else None)
         if sql.lstrip()[:9].upper() == "SAVEPOINT":
-            self.end_pipeline()
+            self.end_batching()
             return self.execute(sql, params)
-        cursor = self._conn.execute(translate(sql), tuple(params) if params else None)
-        self._unread += 1
-        return _PipelinedCursor(cursor, self)
+        cursor = _LateCursor(self)
+        self._unsent.append(self._bind(sql, params))
+        self._unsent_cursors.append(cursor)
+        return cursor
+
+    def _bind(self, sql: str, params: tuple | list) -> str:
+        client, prepared = self._client, self._prepared
+        assert client is not None and prepared is not None
+        name, _, execute = prepared_form(sql)
+        if name in prepared.names:
+            return client.mogrify(execute, tuple(params)) if params else execute
+        if sql not in _unpreparable and len(prepared.names) < MAX_PREPARED_PER_CONNECTION:
+            uses = _statement_uses.get(sql, 0) + 1
+            if uses >= PREPARE_AFTER_USES:
+                prepared.waiting.add(sql)
+            elif len(_statement_uses) < 4 * MAX_PREPARED_PER_CONNECTION:
+                _statement_uses[sql] = uses
+        return client.mogrify(translate(sql), tuple(params)) if params else sql
+
+    def prepare_waiting(self) -> None:
+        """Prepare the statements this connection ran that the process runs often, each on its own
+        outside any transaction (so one that cannot be prepared fails alone). Before a transaction."""
+        prepared = self._prepared
+        if prepared is None:
+            return
+        if prepared.stale:
+            self._conn.execute("DEALLOCATE ALL")
+            prepared.names.clear()
+            prepared.stale = False
+        while prepared.waiting:
+            sql = prepared.waiting.pop()
+            name, statement, _ = prepared_form(sql)
+            self.round_trips += 1
+            try:
+                self._conn.execute(statement)
+            except psycopg.Error as exc:
+                if _is_connection_error(exc, self._conn):
+                    raise
+                if not isinstance(exc, pg_errors.DuplicatePreparedStatement):
+                    _unpreparable.add(sql)
+                    continue
+            prepared.names.add(name)
 
     def executemany(self, sql: str, rows: list[tuple]) -> None:
         if not rows:
             return
-        if self._pipeline is not None:  # no result to wait for
-            self._conn.cursor().executemany(translate(sql), rows)
-            self._unread += 1
+        if self._client is not None:  # no result to wait for
+            for row in rows:
+                self._unsent.append(self._bind(sql, row))
+                self._unsent_cursors.append(None)
         elif len(rows) == 1:  # executemany enters and leaves a pipeline: dearer than one statement
             self.round_trips += 1
             self._conn.execute(translate(sql), rows[0])
@@ -126,41 +217,85 @@ class PostgresTx(Tx):
                 cur.executemany(translate(sql), rows)
 
     def begin(self) -> None:
-        """Start the transaction (on a connection in autocommit mode): in the pipeline, no round trip."""
-        if self._pipeline is None:
+        """Start the transaction (on a connection in autocommit mode): batching, with the first
+        statements, no round trip of its own."""
+        if self._client is None:
             self.round_trips += 1
-        self._conn.execute("BEGIN")
+            self._conn.execute("BEGIN")
+        else:
+            self.prepare_waiting()
+            self._unsent.append("BEGIN")
+            self._unsent_cursors.append(None)
+
+    def _send(self, commit: bool = False) -> None:
+        """Send every statement waiting (and COMMIT, if asked) in one query; raises the first error."""
+        if commit:
+            self._unsent.append("COMMIT")
+            self._unsent_cursors.append(None)
+        if not self._unsent:
+            return
+        client, text, cursors = self._client, ";".join(self._unsent), self._unsent_cursors
+        assert client is not None
+        self._unsent, self._unsent_cursors = [], []
+        self.round_trips += 1
+        try:
+            client.execute(text)
+        except pg_errors.FeatureNotSupported:  # "cached plan must not change result type"
+            assert self._prepared is not None
+            self._prepared.stale = True
+            raise
+        self._heard_from_server = True
+        for cursor in cursors:
+            if cursor is not None:
+                cursor.take(client)
+            elif commit and client.statusmessage == "ROLLBACK":  # COMMIT of an aborted transaction
+                raise pg_errors.InFailedSqlTransaction("the transaction was rolled back, not committed")
+            client.nextset()
 
     def wait_for_results(self) -> None:
-        """Have every statement sent so far answered (their errors raise here)."""
-        if self._unread and self._pipeline is not None:
-            self._unread = 0
-            self.round_trips += 1
-            self._pipeline.sync()
+        """Have every statement waiting sent and answered (their errors raise here)."""
+        if self._unsent:
+            self._send()
 
-    def end_pipeline(self) -> None:
-        """Wait for every statement sent and leave pipeline mode; raises the first error."""
-        mode, self._pipeline_mode, self._pipeline = self._pipeline_mode, None, None
-        if mode is not None:
-            self._unread = 0
-            self.round_trips += 1
-            mode.__exit__(None, None, None)
-
-    def abandon_pipeline(self, exc: BaseException) -> None:
-        """Leave pipeline mode after `exc`; errors of statements still in flight are dropped (the
-        transaction is rolled back anyway)."""
-        mode, self._pipeline_mode, self._pipeline = self._pipeline_mode, None, None
-        if mode is not None:
-            self._unread = 0
+    def end_batching(self) -> None:
+        """Send every statement waiting and stop batching; raises the first error."""
+        if self._client is not None:
             try:
-                mode.__exit__(type(exc), exc, exc.__traceback__)
-                if self._conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE:
-                    # The write ended the transaction itself (a ROLLBACK statement): psycopg learnt it
-                    # only now, too late to drop its prepared statements in step with the server.
-                    # rollback() would not either (nothing to roll back), so drop them here.
-                    self._conn.execute("DEALLOCATE ALL", prepare=False)
-            except Exception:  # the connection is gone: the pool replaces it
-                pass
+                self._send()
+            finally:
+                self._client = None
+
+    def commit(self) -> None:
+        """Send what waits and commit. Batching, COMMIT goes with the statements waiting, unless this
+        transaction has not heard from the server yet: a connection the database closed meanwhile
+        (a restart) then fails before COMMIT was sent, so the write is known not applied and can be
+        run again. Raises `_CommitUnknown` when the connection was lost once COMMIT was sent; any
+        other error means nothing was committed."""
+        if self._conn.info.transaction_status == psycopg.pq.TransactionStatus.INERROR:
+            # A statement failed and the write went on: COMMIT would roll back without an error.
+            raise pg_errors.InFailedSqlTransaction("a statement of the transaction failed; nothing was committed")
+        if self._client is not None and self._heard_from_server:
+            try:
+                self._send(commit=True)
+            except Exception as exc:
+                if _is_connection_error(exc, self._conn):
+                    raise _CommitUnknown("connection lost while committing") from exc
+                raise
+            finally:
+                self._client = None
+            return
+        self.end_batching()
+        self.round_trips += 1
+        try:
+            self._conn.commit()
+        except psycopg.Error as exc:
+            raise _CommitUnknown("connection lost during commit") from exc
+
+    def abandon_batch(self, exc: BaseException) -> None:
+        """Stop batching after `exc`: statements not sent are dropped (the transaction is rolled
+        back anyway)."""
+        self._client = None
+        self._unsent, self._unsent_cursors = [], []
 
     def notify_on_commit(self, channel: str) -> None:
         self._notify.add(channel)
@@ -172,21 +307,41 @@ class PostgresTx(Tx):
             self._notify.clear()
 
 
-class _PipelinedCursor:
-    """A cursor of a statement sent in pipeline mode: reading it first waits for the results."""
+class _LateCursor:
+    """The result of a statement not sent yet: reading it first sends it (with those before it)."""
 
-    __slots__ = ("_cursor", "_tx")
+    __slots__ = ("_tx", "_rows", "_rowcount", "_at", "_taken")
 
-    def __init__(self, cursor: psycopg.Cursor, tx: PostgresTx) -> None:
-        self._cursor, self._tx = cursor, tx
+    def __init__(self, tx: PostgresTx) -> None:
+        self._tx, self._rows, self._rowcount, self._at, self._taken = tx, [], -1, 0, False
 
-    def __getattr__(self, name: str) -> Any:
-        self._tx.wait_for_results()
-        return getattr(self._cursor, name)
+    def take(self, cursor: psycopg.Cursor) -> None:
+        self._rows = cursor.fetchall() if cursor.description is not None else []
+        self._rowcount, self._taken = cursor.rowcount, True
+
+    def _answered(self) -> None:
+        if not self._taken:
+            self._tx.wait_for_results()
+
+    @property
+    def rowcount(self) -> int:
+        self._answered()
+        return self._rowcount
+
+    def fetchone(self) -> Any:
+        self._answered()
+        if self._at >= len(self._rows):
+            return None
+        self._at += 1
+        return self._rows[self._at - 1]
+
+    def fetchall(self) -> list[Any]:
+        self._answered()
+        rows, self._at = self._rows[self._at:], len(self._rows)
+        return rows
 
     def __iter__(self) -> Any:
-        self._tx.wait_for_results()
-        return iter(self._cursor)
+        return iter(self.fetchall())
 
 
 def _is_connection_error(exc: BaseException, conn: psycopg.Connection | None) -> bool:
@@ -217,8 +372,9 @@ class PostgresStore(ThreadedStore):
             max_size=pool_size,
             # Autocommit: a read is its statements alone (psycopg's BEGIN and COMMIT around it were
             # two more round trips; under READ COMMITTED each statement has its own snapshot
-            # anyway), and a write sends its BEGIN itself, in the pipeline with its statements.
-            kwargs={"autocommit": True, "row_factory": dict_row},
+            # anyway), and a write sends its BEGIN itself, in one query with its first statements.
+            # psycopg prepares nothing: our batches prepare their statements themselves (`_Prepared`).
+            kwargs={"autocommit": True, "row_factory": dict_row, "prepare_threshold": None},
             # No check on checkout (a round trip per use): a connection a restart killed fails its
             # first statement, the pool drops it, and the read or write is retried.
             open=False,
@@ -243,7 +399,7 @@ class PostgresStore(ThreadedStore):
         # Live progress messages: committed without waiting for the WAL flush, never in front of
         # (or in the same commit as) a hot-path write.
         self._unflushed = _OwnConnectionLane(uri, self._origin, "stream", setup=("SET synchronous_commit = off",),
-                                             notify=True, pipelined=True, reconnect=True)
+                                             notify=True, batched=True, reconnect=True)
         self.commits = 0
         self.writes = 0
         self._round_trips = 0  # of committed write batches and reads, COMMIT included
@@ -303,7 +459,7 @@ class PostgresStore(ThreadedStore):
 
     @property
     def round_trips(self) -> int:
-        """Waits for the server in committed transactions so far (statements, pipeline syncs, COMMIT),
+        """Waits for the server in committed transactions so far (statements, batches, COMMIT),
         all connections: what the benchmark reports per run."""
         return self._round_trips + self._urgent.round_trips + self._background.round_trips + self._unflushed.round_trips
 
@@ -317,8 +473,10 @@ class PostgresStore(ThreadedStore):
             conn = None
             try:
                 with self._pool.connection() as conn:
-                    tx = PostgresTx(conn)  # in autocommit: no transaction to end
+                    tx = PostgresTx(conn, batched=True)  # in autocommit: no transaction to end
+                    tx.prepare_waiting()
                     result = fn(tx, *args)
+                    tx.wait_for_results()
                     self._round_trips += tx.round_trips
                     return result
             except Exception as exc:
@@ -403,16 +561,16 @@ class PostgresStore(ThreadedStore):
         """Apply in one transaction, each write in its own savepoint if `isolate`; raises when
         nothing was applied (connection trouble, or a write failed in a batch not isolated).
 
-        Not isolated, the batch runs in pipeline mode: statements whose results nobody reads go
-        out without a round trip each, and arrive together with the next one that is read, or
-        with the sync before COMMIT. A failing statement may thus raise later in the batch (a
-        neighbour's turn, or that sync): not isolated, any failure rolls the whole batch back
-        anyway, and a lone write owns every error of its transaction."""
+        Not isolated, the batch's statements are batched (`PostgresTx`): those whose results
+        nobody reads go with the next one that is read, or with COMMIT. A failing statement may
+        thus raise later in the batch (a neighbour's turn, or the commit): not isolated, any
+        failure rolls the whole batch back anyway, and a lone write owns every error of its
+        transaction."""
         outcomes: list[tuple[asyncio.Future, Any, BaseException | None]] = []
         again: list = []
         conn = None
         with self._pool.connection() as conn:
-            tx = PostgresTx(conn, self._origin, pipelined=not isolate)
+            tx = PostgresTx(conn, self._origin, batched=not isolate)
             shared = len(batch) > 1 and not isolate  # a failure here undoes the neighbours too
             try:
                 tx.begin()
@@ -431,7 +589,7 @@ class PostgresStore(ThreadedStore):
                             if isolate:
                                 conn.execute("ROLLBACK TO SAVEPOINT one_write")
                             else:
-                                tx.abandon_pipeline(exc)
+                                tx.abandon_batch(exc)
                                 conn.rollback()
                         except Exception as undo_error:
                             if _is_connection_error(undo_error, conn):
@@ -450,19 +608,23 @@ class PostgresStore(ThreadedStore):
                     return outcomes, again
                 tx.send_notifications()
                 try:
-                    tx.end_pipeline()  # statements still in flight answer here (and raise their errors)
+                    tx.commit()  # statements not sent yet go with COMMIT (and raise their errors)
+                except _CommitUnknown:
+                    raise
                 except Exception as exc:
                     if _is_connection_error(exc, conn) or shared:
                         raise
                     # A lone write whose late statement failed: that write failed, nothing committed.
-                    tx.abandon_pipeline(exc)
+                    tx.abandon_batch(exc)
                     conn.rollback()
                     item = batch[0]
                     if isinstance(exc, _RETRYABLE):
                         return [], [item]
                     return [(item[2], None, exc)], []
             except Exception as exc:
-                tx.abandon_pipeline(exc)
+                if isinstance(exc, _CommitUnknown):
+                    raise
+                tx.abandon_batch(exc)
                 if not conn.closed:
                     try:
                         conn.rollback()
@@ -472,17 +634,13 @@ class PostgresStore(ThreadedStore):
                 if isinstance(exc, _WriteFailedUnisolated):
                     raise
                 if isinstance(exc, psycopg.Error) and shared and not _is_connection_error(exc, conn):
-                    raise _WriteFailedUnisolated() from exc  # a late error in pipeline mode: whose?
+                    raise _WriteFailedUnisolated() from exc  # a late error of a batched statement: whose?
                 if isinstance(exc, BatchBroken) or _is_connection_error(exc, conn):
                     raise
                 raise BatchBroken(str(exc)) from exc
-            try:
-                conn.commit()
-            except psycopg.Error as exc:
-                raise _CommitUnknown("connection lost during commit") from exc
         self.commits += 1
         self.writes += len(outcomes)
-        self._round_trips += tx.round_trips + 1
+        self._round_trips += tx.round_trips
         return outcomes, again
 
     def _settle_all(self, outcomes: list) -> None:
@@ -498,9 +656,9 @@ class _OwnConnectionLane:
     once: a call that failed before COMMIT is run again on a new connection)."""
 
     def __init__(self, uri: str, origin: str, name: str, *, setup: tuple[str, ...] = (), notify: bool = False,
-                 pipelined: bool = False, reconnect: bool = False) -> None:
+                 batched: bool = False, reconnect: bool = False) -> None:
         self._uri, self._origin, self._setup, self._notify = uri, origin, setup, notify
-        self._pipelined, self._reconnect = pipelined, reconnect
+        self._batched, self._reconnect = batched, reconnect
         self.round_trips = 0
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"lockgate-pg-{name}")
         self._conn: psycopg.Connection | None = None
@@ -508,38 +666,37 @@ class _OwnConnectionLane:
     def _connection(self) -> psycopg.Connection:
         conn = self._conn
         if conn is None or conn.closed or conn.broken:
-            conn = self._conn = psycopg.connect(self._uri, autocommit=True, row_factory=dict_row, connect_timeout=5)
+            conn = self._conn = psycopg.connect(self._uri, autocommit=True, row_factory=dict_row, connect_timeout=5,
+                                                prepare_threshold=None if self._batched else 5)
             for statement in self._setup:
                 conn.execute(statement)
-            if not self._pipelined:  # pipelined, it sends BEGIN itself, without a round trip
+            if not self._batched:  # batched, it sends BEGIN itself, without a round trip
                 conn.autocommit = False
         return conn
 
     def run(self, fn: Callable[..., T], args: tuple) -> T:
         for attempt in range(2 if self._reconnect else 1):
             conn = self._connection()
-            tx = PostgresTx(conn, self._origin, pipelined=self._pipelined)
-            committing = False
+            tx = PostgresTx(conn, self._origin, batched=self._batched)
             try:
-                if self._pipelined:
+                if self._batched:
                     tx.begin()
                 result = fn(tx, *args)
                 if self._notify:
                     tx.send_notifications()
-                tx.end_pipeline()
-                committing = True
-                conn.commit()
-                self.round_trips += tx.round_trips + 1
+                tx.commit()
+                self.round_trips += tx.round_trips
                 return result
             except BaseException as exc:
-                tx.abandon_pipeline(exc)
+                tx.abandon_batch(exc)
                 if not conn.closed:
                     try:
                         conn.rollback()
                     except psycopg.Error:
                         conn.close()
-                if attempt == 0 and self._reconnect and not committing and isinstance(exc, Exception) \
-                        and _is_connection_error(exc, conn):
+                if isinstance(exc, _CommitUnknown):  # the outcome is unknown: never run again
+                    raise exc.__cause__ or exc
+                if attempt == 0 and self._reconnect and isinstance(exc, Exception) and _is_connection_error(exc, conn):
                     continue
                 raise
         raise AssertionError("unreachable")

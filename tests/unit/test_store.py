@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
+import psycopg
 import pytest
 
 from lockgate.engine.ingest import Handoff, ingest_in_tx, parse_events
@@ -144,16 +145,99 @@ async def test_a_savepoint_in_a_write_contains_the_errors_of_its_own_statements(
 async def test_statements_nobody_reads_share_a_round_trip_on_postgres(store, backend):
     if backend.name != "postgres":
         pytest.skip("SQLite runs in process: no round trips")
-    before = store.round_trips
 
     def five_enqueues_and_a_count(tx):
         for i in range(5):
             ops.enqueue(tx, [_job(f"rt{i}", 0)])
         return tx.one("SELECT COUNT(*) AS n FROM jobs")["n"]  # waits for the five as well
 
-    assert await store.write(five_enqueues_and_a_count) == 5
-    # the count (with the five inserts), the sync that ends the pipeline, COMMIT
-    assert store.round_trips - before == 3
+    def count_then_enqueue(tx, job_id):
+        n = tx.one("SELECT COUNT(*) AS n FROM jobs")["n"]
+        ops.enqueue(tx, [_job(job_id, 0)])
+        return n
+
+    for _ in range(3):  # the statements are prepared on the connections once they are known
+        await store.write(five_enqueues_and_a_count)
+        await store.write(count_then_enqueue, "rt-warm")
+    before = store.round_trips
+    assert await store.write(five_enqueues_and_a_count) == 6
+    # the count (with BEGIN and the five inserts), then COMMIT
+    assert store.round_trips - before == 2
+
+    before = store.round_trips
+    assert await store.write(count_then_enqueue, "rt-late") == 6
+    # the count; the insert goes with COMMIT
+    assert store.round_trips - before == 2
+    assert await store.read(ops.queue_depth) == 7
+
+
+async def test_statements_run_often_keep_working_after_failed_writes(store):
+    """On PostgreSQL the writes' statements get prepared on their connections after a few uses; a
+    failed write (its transaction rolled back) must not take them away from the writes after it,
+    and a statement that cannot be prepared (a value whose type nothing tells) still runs."""
+    def untyped(tx, i):
+        return tx.one("SELECT ? AS v", (f"value {i}",))["v"]
+
+    def fails(tx, i):
+        ops.enqueue(tx, [_job(f"doomed{i}", 0)])
+        raise RuntimeError("boom")
+
+    for i in range(6):
+        await store.write(ops.enqueue, [_job(f"before{i}", 0)])
+        assert await store.write(untyped, i) == f"value {i}"
+        with pytest.raises(RuntimeError):
+            await store.write(fails, i)
+        await store.write(ops.enqueue, [_job(f"after{i}", 0)])
+        assert await store.read(untyped, i) == f"value {i}"
+    assert await store.read(ops.queue_depth) == 12
+
+
+async def test_a_write_that_swallows_a_failed_statement_is_not_acknowledged(store, backend):
+    """On PostgreSQL a failed statement aborts the transaction and its COMMIT rolls back: the write
+    must fail, never be acknowledged as committed."""
+    if backend.name != "postgres":
+        pytest.skip("SQLite goes on after a failed statement")
+
+    def swallows(tx, job_id, read_first):
+        if read_first:
+            tx.one("SELECT COUNT(*) AS n FROM jobs")
+        tx.execute("INSERT INTO unique_keys (key, expires_at) VALUES (?, 0)", (job_id,))
+        try:
+            tx.one("SELECT 1 / 0 AS n")
+        except Exception:
+            pass
+
+    for read_first in (False, True):
+        with pytest.raises(psycopg.Error):
+            await store.write(swallows, f"swallowed-{read_first}", read_first)
+    assert await store.read(lambda tx: tx.one("SELECT COUNT(*) AS n FROM unique_keys")["n"]) == 0
+
+
+async def test_writes_on_connections_the_database_closed_are_applied_once(store, backend):
+    """A restart of the database closes every connection: a write that finds its connection gone
+    must learn it before COMMIT is sent (so that it is known not applied) and be run again."""
+    if backend.name != "postgres":
+        pytest.skip("PostgreSQL connections only")
+    def close_every_connection():
+        with psycopg.connect(store.uri, autocommit=True) as admin:
+            closed = admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                                   " WHERE datname = current_database() AND pid <> pg_backend_pid()").fetchall()
+        assert closed  # the pool's connections
+
+    def read_then_enqueue(tx, job_id):
+        n = tx.one("SELECT COUNT(*) AS n FROM jobs")["n"]
+        ops.enqueue(tx, [_job(job_id, 0)])
+        return n
+
+    for i in range(3):  # one at a time: each alone in its transaction
+        await store.write(ops.enqueue, [_job(f"warm{i}", 0)])
+        close_every_connection()
+        await store.write(ops.enqueue, [_job(f"plain{i}", 0)])  # reads nothing: its first round trip commits
+        close_every_connection()
+        await store.write(read_then_enqueue, f"read{i}")
+    close_every_connection()
+    await asyncio.gather(*(store.write(ops.enqueue, [_job(f"burst{i}", 0)]) for i in range(5)))
+    assert await store.read(ops.queue_depth) == 14
 
 
 async def test_an_unflushed_write_is_committed_beside_the_group_commit(store, backend):
