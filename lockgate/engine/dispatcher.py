@@ -147,7 +147,8 @@ class Dispatcher:
                     due, next_at = True, None
                 if not due:
                     self.rounds_skipped += 1
-                    await self._sleep(next_at, at_least=0.001)
+                    # Woken by the clock at `next_at`, something is due: lease without looking first.
+                    idle = not await self._sleep(next_at, at_least=0.001)
                     continue
             try:
                 jobs, applied, next_at = await self._write(_lease_batch, self.owner, now_ms(), free,
@@ -173,10 +174,12 @@ class Dispatcher:
             if next_at is not None and not (free > len(jobs) or free == 0):
                 next_at = None
             # due-but-leased-elsewhere edge (or a timer that fails to apply): do not spin hot
-            await self._sleep(next_at, at_least=0.0 if jobs else (0.5 if applied < 0 else 0.001))
+            if await self._sleep(next_at, at_least=0.0 if jobs else (0.5 if applied < 0 else 0.001)):
+                idle = False
 
-    async def _sleep(self, next_at: int | None, *, at_least: float) -> None:
-        """Until `next_at` (ms), the safety poll, or a wake-up, whichever comes first."""
+    async def _sleep(self, next_at: int | None, *, at_least: float) -> bool:
+        """Until `next_at` (ms), the safety poll, or a wake-up, whichever comes first. True when
+        `next_at` came (something is due now)."""
         timeout = SAFETY_POLL_S
         if next_at is not None:
             timeout = min(timeout, max(0.0, (next_at - now_ms()) / 1000))
@@ -184,8 +187,9 @@ class Dispatcher:
             timeout = at_least
         try:
             await asyncio.wait_for(self._wake.wait(), timeout=timeout)
+            return False
         except asyncio.TimeoutError:
-            pass
+            return next_at is not None and timeout < SAFETY_POLL_S
 
     async def _run_job(self, job: Job, state: object = None) -> None:
         key = job.id
