@@ -54,7 +54,11 @@ async def test_an_idle_dispatcher_woken_with_nothing_due_commits_nothing(store, 
     await store.write(ops.enqueue, [_call("now", now_ms())])
     dispatcher.wake()
     await _until(lambda: dispatcher.done)
-    await asyncio.sleep(0.2)  # the round after the job ended
+    while True:  # until the round after the job ended is over
+        rounds = dispatcher.rounds
+        await asyncio.sleep(0.2)
+        if dispatcher.rounds == rounds:
+            break
     commits = store.commits
     for _ in range(20):  # runs ending, slots freeing: each wakes the dispatcher
         dispatcher.wake()
