@@ -92,6 +92,8 @@ class Dispatcher:
         self._holding: dict[str, str] = {}  # task key (its first job) -> the job it holds now
         self._stopping = False
         self._tasks: list[asyncio.Task] = []
+        self.rounds = 0  # leasing transactions
+        self.rounds_skipped = 0  # wake-ups a read showed had nothing to lease
 
     def wake(self) -> None:
         self._wake.set()
@@ -130,16 +132,34 @@ class Dispatcher:
             await asyncio.gather(*pending, return_exceptions=True)
 
     async def _loop(self) -> None:
+        idle = False  # the last round found nothing to do
         while not self._stopping:
             self._wake.clear()
             free = self.workers - len(self._inflight)
+            if idle and free > 0:
+                # Most wake-ups of an idle dispatcher (a run ended, a slot freed) find nothing due:
+                # a one-statement read says so without the leasing transaction (a commit, and a
+                # trip through the writer queue, per run at light load). A write that queues work
+                # wakes us again, and one that committed before this read is seen by it.
+                try:
+                    due, next_at = await self.store.read(ops.dispatch_outlook, now_ms())
+                except Exception:  # the store may be restarting: the leasing round reports it
+                    due, next_at = True, None
+                if not due:
+                    self.rounds_skipped += 1
+                    # Woken by the clock at `next_at`, something is due: lease without looking first.
+                    idle = not await self._sleep(next_at, at_least=0.001)
+                    continue
             try:
                 jobs, applied, next_at = await self._write(_lease_batch, self.owner, now_ms(), free,
                                                                self.lease_ms, self.timers)
             except Exception:  # the store may be restarting: back off, keep going
                 log.exception("leasing jobs failed")
+                idle = False
                 await asyncio.sleep(1.0)
                 continue
+            self.rounds += 1
+            idle = not jobs and applied == 0
             held = set(self._inflight) | set(self._holding.values())
             for job in jobs:
                 if job.id in held:
@@ -151,16 +171,25 @@ class Dispatcher:
                 self.adopt(job)
             if (jobs and len(jobs) == free) or applied >= TIMER_BATCH:
                 continue  # probably more due right now
-            timeout = SAFETY_POLL_S
-            if next_at is not None and (free > len(jobs) or free == 0):
-                timeout = min(timeout, max(0.0, (next_at - now_ms()) / 1000))
-            if timeout <= 0 and not jobs:
-                # due-but-leased-elsewhere edge (or a timer that fails to apply): do not spin hot
-                timeout = 0.5 if applied < 0 else 0.001
-            try:
-                await asyncio.wait_for(self._wake.wait(), timeout=timeout)
-            except asyncio.TimeoutError:
-                pass
+            if next_at is not None and not (free > len(jobs) or free == 0):
+                next_at = None
+            # due-but-leased-elsewhere edge (or a timer that fails to apply): do not spin hot
+            if await self._sleep(next_at, at_least=0.0 if jobs else (0.5 if applied < 0 else 0.001)):
+                idle = False
+
+    async def _sleep(self, next_at: int | None, *, at_least: float) -> bool:
+        """Until `next_at` (ms), the safety poll, or a wake-up, whichever comes first. True when
+        `next_at` came (something is due now)."""
+        timeout = SAFETY_POLL_S
+        if next_at is not None:
+            timeout = min(timeout, max(0.0, (next_at - now_ms()) / 1000))
+        if timeout <= 0:
+            timeout = at_least
+        try:
+            await asyncio.wait_for(self._wake.wait(), timeout=timeout)
+            return False
+        except asyncio.TimeoutError:
+            return next_at is not None and timeout < SAFETY_POLL_S
 
     async def _run_job(self, job: Job, state: object = None) -> None:
         key = job.id

@@ -776,6 +776,26 @@ def next_due_of_kinds(tx: Tx, kinds: tuple[str, ...]) -> int | None:
     return None if row is None else row["t"]
 
 
+def dispatch_outlook(tx: Tx, now: int) -> tuple[bool, int | None]:
+    """(a dispatcher round would find work now, the next wake-up) in one read-only statement.
+
+    Work now: a job `select_due_jobs` would take (due, and free or its lease lapsed), or a
+    concurrency slot `freed_limit_keys` would free. When there is none, an idle dispatcher skips
+    its leasing transaction and sleeps until the next wake-up (`next_wakeup`)."""
+    later = "GREATEST" if tx.dialect == "postgres" else "MAX"
+    row = tx.one(
+        "SELECT (SELECT 1 FROM jobs WHERE rank_at <= ? AND due_at <= ?"
+        " AND (lease_expires_at IS NULL OR lease_expires_at < ?) LIMIT 1) AS due,"
+        " (SELECT 1 FROM flow_slots s LEFT JOIN jobs j ON j.id = s.job_id AND j.lease_owner = s.owner"
+        " AND j.lease_expires_at >= ? WHERE j.id IS NULL LIMIT 1) AS freed,"
+        f" (SELECT MIN({later}(due_at, rank_at)) FROM (SELECT due_at, rank_at FROM jobs"
+        " WHERE lease_owner IS NULL ORDER BY due_at LIMIT 32) AS f) AS free,"
+        " (SELECT MIN(lease_expires_at) FROM jobs WHERE lease_owner IS NOT NULL) AS leased",
+        (now, now, now, now))
+    times = [t for t in (row["free"], row["leased"]) if t is not None]
+    return row["due"] is not None or row["freed"] is not None, min(times) if times else None
+
+
 def release_job(tx: Tx, job: Job) -> bool:
     """Finish a leased job. False when the lease was lost (someone else owns it now)."""
     return drop_settled_job(tx, job).rowcount == 1
