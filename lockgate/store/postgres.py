@@ -34,6 +34,7 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 
 from lockgate.store import migrations
 from lockgate.store.base import STOP_WRITER, BatchBroken, ThreadedStore, Tx, settle_future
+from lockgate.store.postgres_watch import SessionWatch
 
 T = TypeVar("T")
 log = logging.getLogger("lockgate.store.postgres")
@@ -215,6 +216,7 @@ class PostgresStore(ThreadedStore):
         # keep its peers' writes on those rows waiting, until it thaws: PostgreSQL ends such a
         # session instead. Our transactions never wait for anything but the database between their
         # statements, so only a frozen process ever sits this long. 0 leaves the server's setting.
+        self._watch = SessionWatch(idle_in_transaction_timeout)
         self._session_setup = (f"SET idle_in_transaction_session_timeout = {round(idle_in_transaction_timeout * 1000)}",
                                ) if idle_in_transaction_timeout > 0 else ()
         self._writers_n = max(1, pool_size // 2)
@@ -263,6 +265,7 @@ class PostgresStore(ThreadedStore):
         """Every new connection of ours, in autocommit: the session's settings."""
         for statement in self._session_setup:
             conn.execute(statement)
+        self._watch.add(conn)
 
     @property
     def description(self) -> str:
@@ -368,9 +371,12 @@ class PostgresStore(ThreadedStore):
                     for callback in callbacks.values():  # whatever was notified while we were not listening
                         loop.call_soon_threadsafe(callback)
                     while not self._stopping.is_set():
+                        waiting_since = time.monotonic()
                         for note in conn.notifies(timeout=1.0, stop_after=1):
                             if note.channel in callbacks and note.payload != self._origin:
                                 loop.call_soon_threadsafe(callbacks[note.channel])
+                        self._watch.listener_woke(time.monotonic() - waiting_since, 1.0)
+                        self._watch.check_lock_waits(conn)
             except psycopg.Error as exc:
                 if self._stopping.is_set():
                     return

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 
+import psycopg
 import pytest
 
 from lockgate.engine.ingest import Handoff, ingest_in_tx, parse_events
@@ -12,6 +14,7 @@ from lockgate.models import Function, Job, JobKind
 from lockgate.store import operations as ops
 from lockgate.store.postgres import PostgresStore
 from lockgate.store.sqlite import SQLiteStore
+from tests.conftest import wait_until
 
 
 @pytest.fixture
@@ -163,6 +166,42 @@ async def test_an_unflushed_write_is_committed_beside_the_group_commit(store, ba
     assert await store.read(ops.queue_depth) == 1
     if backend.name == "postgres":
         assert store.commits == batches
+
+
+async def test_a_session_silent_inside_a_transaction_stops_holding_up_writes(backend, caplog):
+    """A client paused inside a transaction keeps its row locks. Our own sessions sit idle in a
+    transaction for postgres_idle_in_transaction_timeout at most (PostgreSQL ends them); a client
+    paused between the statements of a pipeline stays `active`, which no PostgreSQL timeout ends,
+    so the store whose write waits on it ends that session after the same time."""
+    if backend.name != "postgres":
+        pytest.skip("SQLite has one writer, in this process")
+    uri = backend.new_database()
+    store = PostgresStore(uri, pool_size=2, idle_in_transaction_timeout=2)
+    await store.open()
+    store.listen({})
+    stuck = psycopg.connect(uri, autocommit=True)
+    try:
+        setting = await store.read(lambda tx: tx.one("SHOW idle_in_transaction_session_timeout"))
+        assert setting["idle_in_transaction_session_timeout"] == "2s"
+        await store.write(ops.enqueue, [_job("held", 0)])
+        pipeline = stuck.pipeline()
+        pipeline.__enter__()
+        stuck.execute("BEGIN")
+        stuck.execute("UPDATE jobs SET attempt = 7 WHERE id = 'held'")  # no sync: the pipeline goes on later
+        watcher = psycopg.connect(uri, autocommit=True)
+        wait_until(lambda: watcher.execute("SELECT state, wait_event FROM pg_stat_activity WHERE pid = %s AND"
+                                           " backend_xid IS NOT NULL", (stuck.info.backend_pid,)).fetchone()
+                   == ("active", "ClientRead"), what="the paused pipeline to hold the row")
+        watcher.close()
+        with caplog.at_level(logging.WARNING, logger="lockgate.store.postgres"):
+            count = await asyncio.wait_for(store.write(
+                lambda tx: tx.execute("UPDATE jobs SET attempt = 1 WHERE id = 'held'").rowcount), timeout=60)
+        assert count == 1 and await store.read(lambda tx: tx.one("SELECT attempt FROM jobs")["attempt"]) == 1
+        assert f"lock held by PostgreSQL session {stuck.info.backend_pid}" in caplog.text
+        assert "silent inside a transaction" in caplog.text and "ended it" in caplog.text
+    finally:
+        stuck.close()
+        await store.close()
 
 
 async def test_concurrent_writes_are_group_committed(store):
