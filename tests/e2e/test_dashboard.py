@@ -164,6 +164,9 @@ def test_invalid_json_payload_shows_the_error_inline(page, stack):
     page.click("text=Send event")
     page.locator("#event-error", has_text="'name' is required").wait_for()
     assert newest() == before  # nothing was stored
+    assert page.locator("header nav a[aria-current]").inner_text() == "Events"  # still the current page
+    page.goto("/events")  # the docs show the page as a newcomer first sees it
+    page.locator("#event-json").wait_for()
     screenshot(page, "events", page.backend_name)
 
 
