@@ -13,19 +13,7 @@ from lockgate.engine.registry import Registry
 from lockgate.models import Function, Job, JobKind
 from lockgate.store import operations as ops
 from lockgate.store.postgres import PostgresStore
-from lockgate.store.sqlite import SQLiteStore
 from tests.conftest import wait_until
-
-
-@pytest.fixture
-async def store(tmp_path, backend):
-    if backend.name == "postgres":
-        s = PostgresStore(backend.new_database(), pool_size=4)
-    else:
-        s = SQLiteStore(str(tmp_path))
-    await s.open()
-    yield s
-    await s.close()
 
 
 def _job(job_id: str, due: int, **kw) -> Job:
