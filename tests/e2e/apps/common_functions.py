@@ -1,10 +1,12 @@
-"""Functions that the burst tests' app and the benchmarks' app (bench/bench_app.py) both serve."""
+"""Functions that several apps serve: the test apps and the benchmarks' (bench/bench_app.py)."""
 
 from __future__ import annotations
 
 from typing import Callable
 
 import inngest
+
+from tests.e2e.apps.ledger import record
 
 
 def noop_and_steps(client: inngest.Inngest, prefix: str,
@@ -32,3 +34,22 @@ def noop_and_steps(client: inngest.Inngest, prefix: str,
         return total
 
     return [noop, three_steps]
+
+
+def recorded_steps(client: inngest.Inngest, fn_id: str, event: str, *, retries: int = 2):
+    """Three steps, each writing its execution to the ledger under a fresh token and returning it: the
+    output {"n", "steps": [{"step", "token"}, …]} is what tests.conftest.step_reruns checks the ledger against."""
+
+    @client.create_function(fn_id=fn_id, trigger=inngest.TriggerEvent(event=event), retries=retries)
+    async def steps(ctx: inngest.Context) -> dict:
+        outputs = []
+        for name in ("one", "two", "three"):
+
+            async def effect(name: str = name) -> dict:
+                token = record("step", run_id=ctx.run_id, step=name, n=ctx.event.data.get("n"))
+                return {"step": name, "token": token}
+
+            outputs.append(await ctx.step.run(name, effect))
+        return {"n": ctx.event.data.get("n"), "steps": outputs}
+
+    return steps
