@@ -36,8 +36,8 @@ class Settings:
                                     help="connections each replica may hold (plus one for LISTEN)")
     postgres_idle_in_transaction_timeout: float = _spec(
         30.0, env=("LOCKGATE_POSTGRES_IDLE_IN_TRANSACTION_TIMEOUT",),
-        help="seconds PostgreSQL lets one of our transactions sit idle (a paused replica) before it ends the"
-             " session and frees its row locks for the peers; 0: never")
+        help="seconds a session may sit inside a transaction sending nothing (a paused replica) before it is"
+             " ended and its row locks freed for the peers; 0 ends none")
     redis_uri: str | None = _spec(None, env=("LOCKGATE_REDIS_URI", "INNGEST_REDIS_URI"), secret=True,
                                   help="Redis Streams carry realtime messages across replicas")
     realtime_retention_seconds: float = _spec(3600.0, env=("LOCKGATE_REALTIME_RETENTION_SECONDS",),

@@ -160,6 +160,8 @@ def test_a_replica_frozen_inside_a_transaction_holds_up_its_peer_only_until_the_
         # A call b had made is made again by a, once, and by nobody after b thawed.
         assert {r: len(starts[r]) for r in runs} == {r: 2 if r in on_b else 1 for r in runs}
         assert {api_a.run(r)["status"] for r in runs} == {"Completed"}
+        # What b logged about its lost connection is in its log's format (JSON lines), psycopg's words too.
+        assert all(line.startswith("{") for line in b.log_path.read_text().splitlines())
     finally:
         if b.proc.poll() is None:
             b.proc.send_signal(signal.SIGCONT)
