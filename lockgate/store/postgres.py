@@ -214,8 +214,10 @@ class PostgresStore(ThreadedStore):
         self.uri = uri
         # A replica frozen inside a transaction (SIGSTOP, a paused VM) would hold its row locks, and
         # keep its peers' writes on those rows waiting, until it thaws: PostgreSQL ends such a
-        # session instead. Our transactions never wait for anything but the database between their
-        # statements, so only a frozen process ever sits this long. 0 leaves the server's setting.
+        # session instead (and one paused inside a pipeline, which its timeout misses, is ended by
+        # the listener of the replica it holds up: postgres_watch.py). Our transactions never wait
+        # for anything but the database between their statements, so only a frozen process ever
+        # sits this long. 0 leaves the server's setting.
         self._watch = SessionWatch(idle_in_transaction_timeout)
         self._session_setup = (f"SET idle_in_transaction_session_timeout = {round(idle_in_transaction_timeout * 1000)}",
                                ) if idle_in_transaction_timeout > 0 else ()

@@ -43,6 +43,8 @@ ORDER BY w.pid, h.pid
 
 
 class SessionWatch:
+    """The store's connections, and what the listener thread says and does about them."""
+
     def __init__(self, idle_in_transaction_timeout: float) -> None:
         self.idle_in_transaction_timeout = idle_in_transaction_timeout
         self._connections: weakref.WeakSet[psycopg.Connection] = weakref.WeakSet()
