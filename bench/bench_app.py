@@ -10,28 +10,10 @@ import inngest
 import inngest.fast_api
 from fastapi import FastAPI
 
+from tests.e2e.apps.common_functions import noop_and_steps
+
 # Production mode (signed calls, for `lockgate start`) when started with INNGEST_DEV=0 and a signing key.
 client = inngest.Inngest(app_id="bench", is_production=os.environ.get("INNGEST_DEV") == "0")
-
-
-def noop_and_steps(client: inngest.Inngest, prefix: str) -> list:
-    """The noop and three-step functions on `client`, triggered by `<prefix>/noop` and `<prefix>/steps`."""
-
-    @client.create_function(fn_id="noop", trigger=inngest.TriggerEvent(event=f"{prefix}/noop"))
-    async def noop(ctx: inngest.Context) -> int:
-        return 1
-
-    @client.create_function(fn_id="three-steps", trigger=inngest.TriggerEvent(event=f"{prefix}/steps"))
-    async def three_steps(ctx: inngest.Context) -> int:
-        async def one() -> int:
-            return 1
-
-        total = 0
-        for name in ("a", "b", "c"):
-            total += await ctx.step.run(name, one)
-        return total
-
-    return [noop, three_steps]
 
 
 @client.create_function(fn_id="waiter", trigger=inngest.TriggerEvent(event="bench/order"))

@@ -7,7 +7,7 @@ import asyncio
 import inngest
 from inngest.connect import connect
 
-from bench.bench_app import noop_and_steps
+from tests.e2e.apps.common_functions import noop_and_steps
 
 client = inngest.Inngest(app_id="bench-connect", is_production=False)
 

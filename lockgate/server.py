@@ -49,7 +49,8 @@ def build_store(settings: Settings) -> Store:
     if settings.postgres_uri:
         from lockgate.store.postgres import PostgresStore
 
-        return PostgresStore(settings.postgres_uri, pool_size=settings.postgres_pool_size)
+        return PostgresStore(settings.postgres_uri, pool_size=settings.postgres_pool_size,
+                             idle_in_transaction_timeout=settings.postgres_idle_in_transaction_timeout)
     return SQLiteStore(
         None if settings.in_memory else settings.data_dir,
         in_memory=settings.in_memory,

@@ -34,6 +34,10 @@ class Settings:
                                      help="use PostgreSQL instead of SQLite")
     postgres_pool_size: int = _spec(8, env=("LOCKGATE_POSTGRES_POOL_SIZE",),
                                     help="connections each replica may hold (plus one for LISTEN)")
+    postgres_idle_in_transaction_timeout: float = _spec(
+        30.0, env=("LOCKGATE_POSTGRES_IDLE_IN_TRANSACTION_TIMEOUT",),
+        help="seconds a session may sit inside a transaction sending nothing (a paused replica) before it is"
+             " ended and its row locks freed for the peers; 0 ends none")
     redis_uri: str | None = _spec(None, env=("LOCKGATE_REDIS_URI", "INNGEST_REDIS_URI"), secret=True,
                                   help="Redis Streams carry realtime messages across replicas")
     realtime_retention_seconds: float = _spec(3600.0, env=("LOCKGATE_REALTIME_RETENTION_SECONDS",),
@@ -254,7 +258,7 @@ _INT_NAMES = {"port", "workers", "postgres_pool_size", "qstash_port", "connect_l
               "connect_heartbeat_interval", "realtime_retention_messages", "realtime_max_message_bytes",
               *Limits.names()}
 _FLOAT_NAMES = {"poll_interval", "retry_interval", "lease_timeout", "qstash_backoff_scale", "housekeeping_interval",
-                "realtime_retention_seconds", "realtime_token_ttl"}
+                "realtime_retention_seconds", "realtime_token_ttl", "postgres_idle_in_transaction_timeout"}
 _LIST_NAMES = {"sdk_urls", "event_keys", "cors_origins", "outbound_allow", "outbound_deny"}
 
 # The Inngest CLI's config-file keys (`inngest dev` / `inngest start`), as lockgate settings.

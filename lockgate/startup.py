@@ -77,15 +77,15 @@ def check_postgres(uri: str, *, create_db: bool = False) -> None:
             f' {host.split(":")[0]} -p {host.rsplit(":", 1)[1]}{" -U " + user if user else ""} {database}`),'
             " or start `lockgate dev --create-db` to have lockgate create it")
     if "password authentication failed" in lowered or ("role" in lowered and "does not exist" in lowered):
-        raise StartupProblem(f"PostgreSQL at {host} refused user {user or '(default)'!r}: {_first_line(text)}."
+        raise StartupProblem(f"PostgreSQL at {host} refused user {user or '(default)'!r}: {_last_line(text)}."
                              " Fix the user and password in --postgres-uri (or LOCKGATE_POSTGRES_URI)")
     if "connection refused" in lowered or "could not connect" in lowered or "timeout" in lowered:
-        raise StartupProblem(f"cannot connect to PostgreSQL at {host} ({_first_line(text)}). Is the server"
+        raise StartupProblem(f"cannot connect to PostgreSQL at {host} ({_last_line(text)}). Is the server"
                              " running and is that host:port right? Fix --postgres-uri (or LOCKGATE_POSTGRES_URI)")
-    raise StartupProblem(f"cannot use PostgreSQL at {host}: {_first_line(text)}. Check --postgres-uri")
+    raise StartupProblem(f"cannot use PostgreSQL at {host}: {_last_line(text)}. Check --postgres-uri")
 
 
-def _first_line(text: str) -> str:
+def _last_line(text: str) -> str:
     lines = [line.strip() for line in text.splitlines() if line.strip()]
     # psycopg prefixes 'connection failed: connection to server at ... failed:'; the cause is last.
     return lines[-1] if lines else text
@@ -101,5 +101,5 @@ def _create_database(uri: str, database: str, host: str) -> None:
             conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(database)))
     except psycopg.Error as exc:
         raise StartupProblem(f'could not create PostgreSQL database "{database}" on {host}:'
-                             f" {_first_line(str(exc))}. Create it yourself, or fix --postgres-uri") from None
+                             f" {_last_line(str(exc))}. Create it yourself, or fix --postgres-uri") from None
     log.info('created PostgreSQL database "%s" on %s', database, host, extra={"database": database})

@@ -104,7 +104,8 @@ class RichLineHandler(logging.Handler):
 
 def setup_logging(*, log_format: str = "rich", level: str = "info", quiet: bool = False,
                   stream: TextIO | None = None) -> None:
-    """Route every `lockgate.*` and `uvicorn.*` record to one handler in the chosen format."""
+    """Route every `lockgate.*` and `uvicorn.*` record, and psycopg's warnings (a connection the pool
+    drops, say), to one handler in the chosen format."""
     handler: logging.Handler = JsonLineHandler(stream) if log_format == "json" else RichLineHandler(stream)
     numeric = logging.getLevelName(level.upper())
     if not isinstance(numeric, int):
@@ -112,7 +113,8 @@ def setup_logging(*, log_format: str = "rich", level: str = "info", quiet: bool 
     handler.addFilter(_ThresholdFilter(max(numeric, logging.WARNING) if quiet else numeric))
     # The lockgate loggers pass INFO on, so ALWAYS records reach the handler's filter.
     for name, logger_level in (("lockgate", min(numeric, logging.INFO)), ("uvicorn", min(numeric, logging.DEBUG)
-                                                       if numeric <= logging.DEBUG else logging.WARNING)):
+                                                       if numeric <= logging.DEBUG else logging.WARNING),
+                               ("psycopg", logging.WARNING)):
         logger = logging.getLogger(name)
         logger.handlers[:] = [handler]
         logger.setLevel(logger_level)

@@ -10,6 +10,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -347,6 +348,77 @@ class Api:
     def functions(self) -> list[dict]:
         apps = self.http.get("/v1/apps").json()["data"]
         return [f for a in apps for f in a["functions"]]
+
+
+class Burst:
+    """Threads sending events (`name`, data {"n": …}) to `urls` in turn, each `per_sender` of them
+    or until stop(); `acked` holds the ids of every event a server acknowledged. A send that got no
+    answer was never acknowledged, and one refused with an error status is counted in `refused`."""
+
+    def __init__(self, urls: list[str], name: str, *, key: str = "key", senders: int = 4,
+                 per_sender: int | None = None, timeout: float = 5.0, pause: float = 0.0) -> None:
+        self.acked: list[str] = []
+        self.refused = 0
+        self._lock, self._stop = threading.Lock(), threading.Event()
+        self._send = (urls, name, key, per_sender, timeout, pause)
+        self._threads = [threading.Thread(target=self._sender, args=(w,), daemon=True) for w in range(senders)]
+
+    def start(self) -> "Burst":
+        for t in self._threads:
+            t.start()
+        return self
+
+    def _sender(self, worker: int) -> None:
+        urls, name, key, per_sender, timeout, pause = self._send
+        with httpx.Client(timeout=timeout) as http:
+            i = 0
+            while not self._stop.is_set() and (per_sender is None or i < per_sender):
+                i += 1
+                try:
+                    r = http.post(f"{urls[worker % len(urls)]}/e/{key}", json={"name": name, "data": {"n": worker * 10_000 + i}})
+                except httpx.HTTPError:
+                    continue  # that server is down: the event was never acknowledged
+                with self._lock:
+                    if r.status_code == 200:
+                        self.acked.extend(r.json()["ids"])
+                    else:
+                        self.refused += 1  # an honest error is fine; a lost acknowledged event is not
+                time.sleep(pause)
+
+    def join(self) -> None:
+        for t in self._threads:
+            t.join()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.join()
+
+
+def wait_for_one_completed_run_each(api: "Api", event_ids: list[str], timeout: float = 240.0) -> None:
+    def all_done() -> bool:
+        return all((runs := api.event_runs(e)) and len(runs) == 1 and runs[0]["status"] == "Completed"
+                   for e in event_ids)
+
+    wait_until(all_done, timeout=timeout, interval=1.0, what=f"all {len(event_ids)} acknowledged events to complete")
+
+
+def step_reruns(api: "Api", event_ids: list[str], app: "AppProcess") -> tuple[int, int]:
+    """Of the runs of `event_ids`, whose output lists each step's {"step", "token"} and whose app's
+    ledger has a "step" entry per execution: (recorded steps executed again after their result was
+    recorded, executions beyond the first in all). Each recorded token must be one the app made."""
+    executions: dict[tuple[str, str], list[str]] = {}
+    for entry in app.ledger_entries():
+        if entry["kind"] == "step":
+            executions.setdefault((entry["run_id"], entry["step"]), []).append(entry["token"])
+    after_record = again = 0
+    for event_id in event_ids:
+        run = api.event_runs(event_id)[0]
+        for recorded in run["output"]["steps"]:
+            tokens = executions.get((run["run_id"], recorded["step"]), [])
+            assert recorded["token"] in tokens, (run["run_id"], recorded)
+            again += len(tokens) - 1
+            after_record += tokens[-1] != recorded["token"]
+    return after_record, again
 
 
 # Cloud mode (`lockgate start`): the server signs every request with this key and verifies the

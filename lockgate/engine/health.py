@@ -13,6 +13,7 @@ import logging
 from urllib.parse import urlsplit
 
 from lockgate.models import now_ms
+from lockgate.protocol.text import first_line
 from lockgate.store import operations as ops
 from lockgate.store.base import Store
 
@@ -98,8 +99,8 @@ def refused_check_text(url: str, status: int, body: str, *, signed: bool) -> str
     if status == 401 and signed:
         return (f"signing key mismatch: the app refused lockgate's signature (401) at {url}. Give the app the"
                 " same INNGEST_SIGNING_KEY as lockgate's --signing-key")
-    first_line = next((line.strip() for line in body.splitlines() if line.strip()), "")[:300]
-    text = f"the app at {url} answered the health check with HTTP {status}" + (f": {first_line}" if first_line else "")
+    line = first_line(body, 300)
+    text = f"the app at {url} answered the health check with HTTP {status}" + (f": {line}" if line else "")
     if status == 401:
         return text + (". The app runs in cloud mode and wants signed requests: start it with INNGEST_DEV=1"
                        " for `lockgate dev`, or use `lockgate start --signing-key` with the app's key")

@@ -19,6 +19,7 @@ from yarl import URL
 
 from lockgate.models import Job
 from lockgate.protocol.qstash_signing import sign
+from lockgate.protocol.text import first_line
 from lockgate.qstash import flow
 from lockgate.qstash.config import parse_config
 from lockgate.qstash.models import LogState, Message, MessageState
@@ -205,9 +206,8 @@ def failure_text(outcome: Outcome) -> str:
     """A failed delivery in words: the transport error, or the status and the answer's first line."""
     if outcome.error:
         return f"no answer ({outcome.error})"
-    first_line = next((line.strip() for line in outcome.body.decode("utf-8", "replace").splitlines()
-                       if line.strip()), "")[:200]
-    return f"HTTP {outcome.status}" + (f": {first_line}" if first_line else "")
+    line = first_line(outcome.body.decode("utf-8", "replace"), 200)
+    return f"HTTP {outcome.status}" + (f": {line}" if line else "")
 
 
 def settle(tx: Tx, job: Job, sent: Message, outcome: Outcome, *, now: int, backoff_scale: float) -> str | None:

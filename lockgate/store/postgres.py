@@ -37,6 +37,7 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 
 from lockgate.store import migrations
 from lockgate.store.base import STOP_WRITER, BatchBroken, ThreadedStore, Tx, settle_future
+from lockgate.store.postgres_watch import SessionWatch
 
 T = TypeVar("T")
 log = logging.getLogger("lockgate.store.postgres")
@@ -44,6 +45,8 @@ log = logging.getLogger("lockgate.store.postgres")
 # Lock conflicts between replicas: the losing write is simply run again.
 _RETRYABLE = (pg_errors.DeadlockDetected, pg_errors.SerializationFailure, pg_errors.LockNotAvailable)
 RECONNECT_FOR_S = 120.0  # how long a write waits for the database to come back
+IDLE_IN_TRANSACTION_TIMEOUT_S = 30.0  # the default of settings.postgres_idle_in_transaction_timeout
+APPLICATION_NAME = "lockgate"  # in pg_stat_activity, unless the URI or PGAPPNAME names it otherwise
 
 
 @functools.lru_cache(maxsize=1024)
@@ -361,8 +364,18 @@ class _CommitUnknown(Exception):
 
 
 class PostgresStore(ThreadedStore):
-    def __init__(self, uri: str, *, pool_size: int = 8, max_batch: int = 256) -> None:
+    def __init__(self, uri: str, *, pool_size: int = 8, max_batch: int = 256,
+                 idle_in_transaction_timeout: float = IDLE_IN_TRANSACTION_TIMEOUT_S) -> None:
         self.uri = uri
+        # A replica frozen inside a transaction (SIGSTOP, a paused VM) would hold its row locks, and
+        # keep its peers' writes on those rows waiting, until it thaws: PostgreSQL ends such a
+        # session instead (and one paused inside a pipeline, which its timeout misses, is ended by
+        # the listener of the replica it holds up: postgres_watch.py). Our transactions never wait
+        # for anything but the database between their statements, so only a frozen process ever
+        # sits this long. 0 leaves the server's setting.
+        self._watch = SessionWatch(idle_in_transaction_timeout)
+        self._session_setup = (f"SET idle_in_transaction_session_timeout = {round(idle_in_transaction_timeout * 1000)}",
+                               ) if idle_in_transaction_timeout > 0 else ()
         self._writers_n = max(1, pool_size // 2)
         self._readers_n = max(1, pool_size - self._writers_n)
         self._max_batch = max_batch
@@ -374,7 +387,9 @@ class PostgresStore(ThreadedStore):
             # two more round trips; under READ COMMITTED each statement has its own snapshot
             # anyway), and a write sends its BEGIN itself, in one query with its first statements.
             # psycopg prepares nothing: our batches prepare their statements themselves (`_Prepared`).
-            kwargs={"autocommit": True, "row_factory": dict_row, "prepare_threshold": None},
+            kwargs={"autocommit": True, "row_factory": dict_row, "prepare_threshold": None,
+                    "fallback_application_name": APPLICATION_NAME},
+            configure=self._configure_session,
             # No check on checkout (a round trip per use): a connection a restart killed fails its
             # first statement, the pool drops it, and the read or write is retried.
             open=False,
@@ -390,19 +405,26 @@ class PostgresStore(ThreadedStore):
         self._stopping = threading.Event()
         self._origin = uuid.uuid4().hex  # tags our NOTIFYs so our own listener skips them
         # Heartbeats and lease extensions: never queued behind a burst's group commits.
-        self._urgent = _OwnConnectionLane(uri, self._origin, "urgent", notify=True)
+        self._urgent = _OwnConnectionLane(uri, self._origin, "urgent", self._configure_session, notify=True)
         # Housekeeping's deletes: a delete lost in a crash is simply done again by the next sweep,
         # so commits do not wait for the WAL flush; and a delete never waits long for a row lock.
-        self._background = _OwnConnectionLane(uri, self._origin, "housekeeping",
+        self._background = _OwnConnectionLane(uri, self._origin, "housekeeping", self._configure_session,
                                               setup=("SET synchronous_commit = off", "SET lock_timeout = '2s'",
                                                      "SET application_name = 'lockgate-housekeeping'"))
         # Live progress messages: committed without waiting for the WAL flush, never in front of
         # (or in the same commit as) a hot-path write.
-        self._unflushed = _OwnConnectionLane(uri, self._origin, "stream", setup=("SET synchronous_commit = off",),
-                                             notify=True, batched=True, reconnect=True)
+        self._unflushed = _OwnConnectionLane(uri, self._origin, "stream", self._configure_session,
+                                             setup=("SET synchronous_commit = off",), notify=True, batched=True,
+                                             reconnect=True)
         self.commits = 0
         self.writes = 0
         self._round_trips = 0  # of committed write batches and reads, COMMIT included
+
+    def _configure_session(self, conn: psycopg.Connection) -> None:
+        """Every new connection of ours, in autocommit: the session's settings."""
+        for statement in self._session_setup:
+            conn.execute(statement)
+        self._watch.add(conn)
 
     @property
     def description(self) -> str:
@@ -503,15 +525,19 @@ class PostgresStore(ThreadedStore):
         loop = self._loop
         while not self._stopping.is_set():
             try:
-                with psycopg.connect(self.uri, autocommit=True, connect_timeout=5) as conn:
+                with psycopg.connect(self.uri, autocommit=True, connect_timeout=5,
+                                     fallback_application_name=APPLICATION_NAME) as conn:
                     for channel in callbacks:
                         conn.execute(f"LISTEN {channel}")
                     for callback in callbacks.values():  # whatever was notified while we were not listening
                         loop.call_soon_threadsafe(callback)
                     while not self._stopping.is_set():
+                        waiting_since = time.monotonic()
                         for note in conn.notifies(timeout=1.0, stop_after=1):
                             if note.channel in callbacks and note.payload != self._origin:
                                 loop.call_soon_threadsafe(callbacks[note.channel])
+                        self._watch.listener_woke(time.monotonic() - waiting_since, 1.0)
+                        self._watch.check_lock_waits(conn)
             except psycopg.Error as exc:
                 if self._stopping.is_set():
                     return
@@ -655,9 +681,10 @@ class _OwnConnectionLane:
     transaction per call; a broken connection is replaced on the next call (with `reconnect`, at
     once: a call that failed before COMMIT is run again on a new connection)."""
 
-    def __init__(self, uri: str, origin: str, name: str, *, setup: tuple[str, ...] = (), notify: bool = False,
-                 batched: bool = False, reconnect: bool = False) -> None:
-        self._uri, self._origin, self._setup, self._notify = uri, origin, setup, notify
+    def __init__(self, uri: str, origin: str, name: str, configure: Callable[[psycopg.Connection], None], *,
+                 setup: tuple[str, ...] = (), notify: bool = False, batched: bool = False,
+                 reconnect: bool = False) -> None:
+        self._uri, self._origin, self._configure, self._setup, self._notify = uri, origin, configure, setup, notify
         self._batched, self._reconnect = batched, reconnect
         self.round_trips = 0
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"lockgate-pg-{name}")
@@ -667,7 +694,9 @@ class _OwnConnectionLane:
         conn = self._conn
         if conn is None or conn.closed or conn.broken:
             conn = self._conn = psycopg.connect(self._uri, autocommit=True, row_factory=dict_row, connect_timeout=5,
-                                                prepare_threshold=None if self._batched else 5)
+                                                prepare_threshold=None if self._batched else 5,
+                                                fallback_application_name=APPLICATION_NAME)
+            self._configure(conn)
             for statement in self._setup:
                 conn.execute(statement)
             if not self._batched:  # batched, it sends BEGIN itself, without a round trip

@@ -6,34 +6,15 @@ from __future__ import annotations
 import re
 
 import httpx
-import pytest
 
-from tests.conftest import start_stack, wait_until
-from tests.e2e.browser import desktop_page, launch_browser, screenshot
+from tests.conftest import stack_fixture, wait_until
+from tests.e2e.browser import screenshot
 
 APP = "tests.e2e.apps.dashboard_app"
 QSTASH_TOKEN = "eyJVc2VySUQiOiJkZWZhdWx0VXNlciIsIlBhc3N3b3JkIjoiZGVmYXVsdFBhc3N3b3JkIn0="
 
 
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory, backend):
-    server, app, api = start_stack(tmp_path_factory.mktemp("dashboard"), APP)
-    yield server, app, api
-    app.stop()
-    server.stop()
-
-
-@pytest.fixture(scope="module")
-def browser(stack):
-    with launch_browser() as browser:
-        yield browser
-
-
-@pytest.fixture
-def page(browser, stack, backend):
-    with desktop_page(browser, stack[0].url) as page:
-        page.backend_name = backend.name
-        yield page
+stack = stack_fixture(APP)
 
 
 def send(api, name: str, data: dict) -> str:
@@ -183,6 +164,9 @@ def test_invalid_json_payload_shows_the_error_inline(page, stack):
     page.click("text=Send event")
     page.locator("#event-error", has_text="'name' is required").wait_for()
     assert newest() == before  # nothing was stored
+    assert page.locator("header nav a[aria-current]").inner_text() == "Events"  # still the current page
+    page.goto("/events")  # the docs show the page as a newcomer first sees it
+    page.locator("#event-json").wait_for()
     screenshot(page, "events", page.backend_name)
 
 

@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from tests.conftest import PYTHON, ROOT, Api, LockgateProcess
-from tests.e2e.browser import launch_browser, screenshot
+from tests.e2e.browser import screenshot
 
 SIGNING_KEY = "signkey-prod-" + "5eed" * 16
 EVENT_KEY = "dash-event-key"
@@ -24,12 +24,6 @@ def server(tmp_path_factory, backend):
                              log_path=tmp / "lockgate.log").start()
     yield server
     server.stop()
-
-
-@pytest.fixture(scope="module")
-def browser(server):
-    with launch_browser() as browser:
-        yield browser
 
 
 def dashboard_token() -> str:

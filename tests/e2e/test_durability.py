@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import threading
 import time
-from collections import defaultdict
 
-import httpx
-
-from tests.conftest import Api, AppProcess, LockgateProcess, free_port, wait_until
+from tests.conftest import (Api, AppProcess, Burst, LockgateProcess, free_port, step_reruns,
+                            wait_for_one_completed_run_each, wait_until)
 
 APP = "tests.e2e.apps.basic_app"
 SENDERS = 4
@@ -29,33 +26,14 @@ def test_kill9_mid_burst_loses_nothing_and_never_reruns_recorded_steps(tmp_path)
     api = Api(server.url)
     wait_until(lambda: api.functions(), what="app sync")
 
-    acked: list[str] = []
-    lock = threading.Lock()
-    stop = threading.Event()
-
-    def sender(worker: int) -> None:
-        with httpx.Client(timeout=5) as http:
-            for i in range(EVENTS_PER_SENDER):
-                if stop.is_set():
-                    return
-                try:
-                    r = http.post(f"{server.url}/e/key", json={"name": "test/steps", "data": {"n": worker * 1000 + i}})
-                except httpx.HTTPError:
-                    continue  # the server is down: this event was never acknowledged
-                if r.status_code == 200:
-                    with lock:
-                        acked.extend(r.json()["ids"])
-
-    threads = [threading.Thread(target=sender, args=(w,)) for w in range(SENDERS)]
-    for t in threads:
-        t.start()
+    burst = Burst([server.url], "test/steps", senders=SENDERS, per_sender=EVENTS_PER_SENDER).start()
+    acked = burst.acked
     # Kill once the burst is well under way and steps are executing.
     wait_until(lambda: len(acked) >= 150, timeout=60, what="150 acknowledged events")
     wait_until(lambda: sum(1 for e in app.ledger_entries() if e["kind"] == "step") >= 30, timeout=60)
     server.kill9()
     killed_at = time.time()
-    for t in threads:
-        t.join()
+    burst.join()
     acked_before_kill = list(acked)
     assert acked_before_kill, "no event was acknowledged before the kill"
 
@@ -66,32 +44,10 @@ def test_kill9_mid_burst_loses_nothing_and_never_reruns_recorded_steps(tmp_path)
         assert r.status_code == 200
         acked.extend(r.json()["ids"])
 
-    def all_done() -> bool:
-        for event_id in acked:
-            runs = api.event_runs(event_id)
-            if len(runs) != 1 or runs[0]["status"] != "Completed":
-                return False
-        return True
-
-    wait_until(all_done, timeout=240, interval=1.0, what=f"all {len(acked)} acknowledged events to complete")
-
+    wait_for_one_completed_run_each(api, acked)
     # Every recorded step result is the last execution of that step: once recorded,
     # a step never ran again (an execution cut off by the kill before it was recorded may repeat).
-    executions = defaultdict(list)
-    for entry in app.ledger_entries():
-        if entry["kind"] == "step":
-            executions[(entry["run_id"], entry["step"])].append(entry)
-    reruns_after_record = 0
-    duplicates = 0
-    for event_id in acked:
-        run = api.event_runs(event_id)[0]
-        for recorded in run["output"]["steps"]:
-            runs_of_step = executions[(run["run_id"], recorded["step"])]
-            tokens = [e["token"] for e in runs_of_step]
-            assert recorded["token"] in tokens
-            duplicates += len(tokens) - 1
-            if tokens[-1] != recorded["token"]:
-                reruns_after_record += 1
+    reruns_after_record, duplicates = step_reruns(api, acked, app)
     assert reruns_after_record == 0
     # Only calls in flight at the moment of the kill may have run twice.
     assert duplicates <= 100, f"{duplicates} duplicate step executions"

@@ -3,10 +3,13 @@ with kill -9; and a replica restarted under the same name taking its calls back 
 
 from __future__ import annotations
 
+import re
+import signal
 import time
 from collections import defaultdict
 from pathlib import Path
 
+import psycopg
 import pytest
 
 from tests.conftest import Api, LockgateProcess, free_port, wait_until
@@ -100,3 +103,69 @@ def test_a_replica_restarted_under_its_name_takes_its_calls_back_at_once(tmp_pat
     finally:
         app.stop()
         server.stop()
+
+
+
+def test_a_replica_frozen_inside_a_transaction_holds_up_its_peer_only_until_the_timeout(tmp_path, postgres_only):
+    # A replica stopped (SIGSTOP, a paused VM) in the middle of a transaction keeps its row locks:
+    # its peer, taking over its calls, waits on them to settle the same runs. PostgreSQL ends the
+    # frozen session after postgres_idle_in_transaction_timeout; thawed, the replica carries on.
+    idle_timeout_s = 12
+    app_port = free_port()
+    app_url = f"http://127.0.0.1:{app_port}/api/inngest"
+    env = {"LOCKGATE_POSTGRES_IDLE_IN_TRANSACTION_TIMEOUT": str(idle_timeout_s), "LOCKGATE_LEASE_TIMEOUT": "4"}
+    a = replica(tmp_path, app_url, "a", env={**env, "PGAPPNAME": "replica-a"}).start()
+    b = replica(tmp_path, app_url, "b", postgres_uri=a.postgres_uri, env={**env, "PGAPPNAME": "replica-b"}).start()
+    app = prod_app(tmp_path, app_port, a.url).start()
+    database = psycopg.connect(a.postgres_uri, autocommit=True)
+    try:
+        api_a, api_b = Api(a.url, SIGNING_KEY), Api(b.url, SIGNING_KEY)
+        wait_until(lambda: api_a.functions() and api_b.functions(), what="both replicas to see the app")
+        runs = [api_b.wait_for_runs(e)[0]["run_id"] for e in slow_runs(api_b, 4, 2)]
+        wait_until(lambda: set(runs) <= set(starts_by_run(app)), what="every slow call to be in flight")
+        on_b = {r for (r,) in database.execute("SELECT run_id FROM jobs WHERE run_id = ANY(%s) AND lease_owner LIKE %s",
+                                               (runs, f"%:{b.port}#%"))}
+        assert on_b, "b calls none of the runs sent to it"
+
+        # Catch b inside the transaction that settles a call: hold the runs' rows until b waits on one.
+        holder = psycopg.connect(a.postgres_uri)
+        holder.execute("SELECT run_id FROM runs WHERE run_id = ANY(%s) FOR UPDATE", (runs,))
+        wait_until(lambda: database.execute(
+            "SELECT 1 FROM pg_stat_activity WHERE application_name = 'replica-b' AND %s = ANY(pg_blocking_pids(pid))",
+            (holder.info.backend_pid,)).fetchall(), timeout=20, what="b to settle a call under the held row lock")
+        b.proc.send_signal(signal.SIGSTOP)
+        holder.rollback()
+        holder.close()
+        # Idle in its transaction, or (paused inside a pipeline) waiting for the pipeline's next statement.
+        in_transaction = ("SELECT state FROM pg_stat_activity WHERE application_name = 'replica-b'"
+                          " AND backend_xid IS NOT NULL AND (state = 'idle in transaction' OR wait_event = 'ClientRead')")
+        wait_until(lambda: database.execute(in_transaction).fetchall(), what="the frozen b to hold its transaction")
+
+        # a takes b's calls over and settles them once b's session is ended.
+        ended = [api_a.wait_for_end(r, timeout=60) for r in runs]
+        assert {r["status"] for r in ended} == {"Completed"} and {r["output"] for r in ended} == {"done"}
+        assert b.proc.poll() is None and not database.execute(in_transaction).fetchall()
+        log_a = a.log_path.read_text()  # a said what it waited for
+        assert re.search(r"has waited \d+ s for a lock held by PostgreSQL session \d+ \(replica-b at 127.0.0.1\),"
+                         r" silent inside a transaction", log_a), log_a
+
+        b.proc.send_signal(signal.SIGCONT)
+        wait_until(lambda: "has been ended to free its locks" in b.log_path.read_text(),
+                   what="b to say it was frozen")
+        # b serves again: new runs sent to it complete.
+        later = [api_b.wait_for_runs(e)[0]["run_id"] for e in slow_runs(api_b, 2, 0.2)]
+        assert {api_b.wait_for_end(r, timeout=30)["status"] for r in later} == {"Completed"}
+        time.sleep(2)  # time for a wrong late write of b's to show
+        starts = starts_by_run(app)
+        # A call b had made is made again by a, once, and by nobody after b thawed.
+        assert {r: len(starts[r]) for r in runs} == {r: 2 if r in on_b else 1 for r in runs}
+        assert {api_a.run(r)["status"] for r in runs} == {"Completed"}
+        # What b logged about its lost connection is in its log's format (JSON lines), psycopg's words too.
+        assert all(line.startswith("{") for line in b.log_path.read_text().splitlines())
+    finally:
+        if b.proc.poll() is None:
+            b.proc.send_signal(signal.SIGCONT)
+        database.close()
+        app.stop()
+        a.stop()
+        b.stop()

@@ -15,30 +15,12 @@ import httpx
 import pytest
 
 from tests.conftest import (EVENT_KEY, PYTHON, ROOT, SIGNING_KEY, Api, AppProcess, LockgateProcess,
-                            free_port, start_stack, wait_until)
-from tests.e2e.browser import desktop_page, launch_browser
+                            free_port, stack_fixture, wait_until)
 
 APP = "tests.e2e.apps.first_user_app"
 
 
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory, backend):
-    server, app, api = start_stack(tmp_path_factory.mktemp("first-user"), APP)
-    yield server, app, api
-    app.stop()
-    server.stop()
-
-
-@pytest.fixture(scope="module")
-def browser(stack):
-    with launch_browser() as browser:
-        yield browser
-
-
-@pytest.fixture
-def page(browser, stack):
-    with desktop_page(browser, stack[0].url) as page:
-        yield page
+stack = stack_fixture(APP)
 
 
 def logged(server: LockgateProcess) -> str:

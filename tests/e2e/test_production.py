@@ -17,7 +17,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import ROOT, Api, AppProcess, LockgateProcess, free_port, wait_until
+from tests.conftest import (ROOT, Api, AppProcess, Burst, LockgateProcess, free_port, step_reruns,
+                            wait_for_one_completed_run_each, wait_until)
 
 SIGNING_KEY = "signkey-test-" + "5ec0de" * 8
 EVENT_KEY = "prod-event-key"
@@ -325,50 +326,17 @@ def test_two_replicas_share_the_work_and_survive_kill9_of_one(tmp_path, backend)
     api_a, api_b = Api(a.url, SIGNING_KEY), Api(b.url, SIGNING_KEY)
     wait_until(lambda: api_a.functions() and api_b.functions(), what="both replicas to see the app")
 
-    acked: list[str] = []
-    lock = threading.Lock()
-
-    def sender(worker: int) -> None:
-        target = (a if worker % 2 else b).url  # half the events go to the replica that dies
-        with httpx.Client(timeout=5) as http:
-            for i in range(EVENTS_PER_SENDER):
-                try:
-                    r = http.post(f"{target}/e/{EVENT_KEY}", json={"name": "prod/steps", "data": {"n": worker * 1000 + i}})
-                except httpx.HTTPError:
-                    continue  # that replica is gone: the event was never acknowledged
-                if r.status_code == 200:
-                    with lock:
-                        acked.extend(r.json()["ids"])
-
-    threads = [threading.Thread(target=sender, args=(w,)) for w in range(SENDERS)]
-    for t in threads:
-        t.start()
+    # Half the events go to the replica that dies.
+    burst = Burst([b.url, a.url], "prod/steps", key=EVENT_KEY, senders=SENDERS, per_sender=EVENTS_PER_SENDER).start()
+    acked = burst.acked
     wait_until(lambda: sum(1 for e in app.ledger_entries() if e["kind"] == "step") >= 60, timeout=120,
                what="steps to be under way")
     b.kill9()
-    for t in threads:
-        t.join()
+    burst.join()
     assert acked
 
-    def all_done() -> bool:
-        return all((runs := api_a.event_runs(eid)) and len(runs) == 1 and runs[0]["status"] == "Completed"
-                   for eid in acked)
-
-    wait_until(all_done, timeout=240, interval=1.0, what=f"all {len(acked)} acknowledged events to complete on a")
-
-    executions = defaultdict(list)
-    for entry in app.ledger_entries():
-        if entry["kind"] == "step":
-            executions[(entry["run_id"], entry["step"])].append(entry["token"])
-    reruns_after_record = 0
-    for eid in acked:
-        run = api_a.event_runs(eid)[0]
-        for recorded in run["output"]["steps"]:
-            tokens = executions[(run["run_id"], recorded["step"])]
-            assert recorded["token"] in tokens
-            if tokens[-1] != recorded["token"]:
-                reruns_after_record += 1
-    assert reruns_after_record == 0
+    wait_for_one_completed_run_each(api_a, acked)
+    assert step_reruns(api_a, acked, app)[0] == 0  # no recorded step ran again
 
     # Cron ticks are leased like any job: each scheduled minute runs exactly once across replicas.
     b.start()

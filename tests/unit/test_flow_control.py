@@ -9,15 +9,6 @@ from lockgate.engine.flow.config import ConcurrencyLimit, FlowConfigError, parse
 from lockgate.models import Job, JobKind
 from lockgate.store import flow_operations as fops
 from lockgate.store import operations as ops
-from lockgate.store.sqlite import SQLiteStore
-
-
-@pytest.fixture
-async def store(tmp_path):
-    s = SQLiteStore(str(tmp_path))
-    await s.open()
-    yield s
-    await s.close()
 
 
 async def _calls(store, count: int, limits: list, *, prefix: str = "r", due: int = 0) -> list[Job]:

@@ -13,21 +13,8 @@ from lockgate.store import flow_operations as fops
 from lockgate.store import operations as ops
 from lockgate.store import qstash_operations as qops
 from lockgate.store import retention_operations as rops
-from lockgate.store.postgres import PostgresStore
-from lockgate.store.sqlite import SQLiteStore
 
 DAY_MS = 86_400_000
-
-
-@pytest.fixture
-async def store(tmp_path, backend):
-    if backend.name == "postgres":
-        s = PostgresStore(backend.new_database(), pool_size=4)
-    else:
-        s = SQLiteStore(str(tmp_path))
-    await s.open()
-    yield s
-    await s.close()
 
 
 def _seed(tx, prefix: str, *, status: str, at: int, ended: bool) -> None:

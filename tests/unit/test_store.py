@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 
 import psycopg
 import pytest
@@ -13,18 +14,7 @@ from lockgate.models import Function, Job, JobKind, Run, RunStatus
 from lockgate.store import health_operations, retention_operations
 from lockgate.store import operations as ops
 from lockgate.store.postgres import PostgresStore
-from lockgate.store.sqlite import SQLiteStore
-
-
-@pytest.fixture
-async def store(tmp_path, backend):
-    if backend.name == "postgres":
-        s = PostgresStore(backend.new_database(), pool_size=4)
-    else:
-        s = SQLiteStore(str(tmp_path))
-    await s.open()
-    yield s
-    await s.close()
+from tests.conftest import wait_until
 
 
 def _job(job_id: str, due: int, **kw) -> Job:
@@ -248,6 +238,56 @@ async def test_an_unflushed_write_is_committed_beside_the_group_commit(store, ba
     assert await store.read(ops.queue_depth) == 1
     if backend.name == "postgres":
         assert store.commits == batches
+
+
+@pytest.mark.parametrize("application", ["lockgate", "psql"])
+async def test_a_session_silent_inside_a_transaction_stops_holding_up_writes(backend, caplog, application):
+    """A client paused inside a transaction keeps its row locks. Our own sessions sit idle in a
+    transaction for postgres_idle_in_transaction_timeout at most (PostgreSQL ends them); a client
+    paused between the statements of a pipeline stays `active`, which no PostgreSQL timeout ends,
+    so the store whose write waits on it ends that session after the same time when it is one of
+    lockgate's (another replica); anyone else's is named in the log and left alone."""
+    if backend.name != "postgres":
+        pytest.skip("SQLite has one writer, in this process")
+    uri = backend.new_database()
+    store = PostgresStore(uri, pool_size=2, idle_in_transaction_timeout=2)
+    await store.open()
+    store.listen({})
+    stuck = psycopg.connect(uri, autocommit=True, application_name=application)
+    stuck_pid = stuck.info.backend_pid
+    try:
+        setting = await store.read(lambda tx: tx.one("SHOW idle_in_transaction_session_timeout"))
+        assert setting["idle_in_transaction_session_timeout"] == "2s"
+        await store.write(ops.enqueue, [_job("held", 0)])
+        pipeline = stuck.pipeline()
+        pipeline.__enter__()
+        stuck.execute("BEGIN")
+        stuck.execute("UPDATE jobs SET attempt = 7 WHERE id = 'held'")  # no sync: the pipeline goes on later
+        watcher = psycopg.connect(uri, autocommit=True)
+        wait_until(lambda: watcher.execute("SELECT state, wait_event FROM pg_stat_activity WHERE pid = %s AND"
+                                           " backend_xid IS NOT NULL", (stuck.info.backend_pid,)).fetchone()
+                   == ("active", "ClientRead"), what="the paused pipeline to hold the row")
+        watcher.close()
+        with caplog.at_level(logging.WARNING, logger="lockgate.store.postgres"):
+            write = asyncio.ensure_future(store.write(
+                lambda tx: tx.execute("UPDATE jobs SET attempt = 1 WHERE id = 'held'").rowcount))
+            if application != "lockgate":
+                for _ in range(600):  # the listener looks every 2 s once a write has waited 5 s
+                    if "not one of lockgate's sessions" in caplog.text:
+                        break
+                    await asyncio.sleep(0.1)
+                else:
+                    pytest.fail(f"the store never named the session holding up its write: {caplog.text}")
+                assert not write.done()  # not ended by us: the write waits until its owner lets go
+                stuck.close()
+            count = await asyncio.wait_for(write, timeout=60)
+        assert count == 1 and await store.read(lambda tx: tx.one("SELECT attempt FROM jobs")["attempt"]) == 1
+        assert f"lock held by PostgreSQL session {stuck_pid}" in caplog.text
+        assert "silent inside a transaction" in caplog.text
+        assert ("ended it" in caplog.text) == (application == "lockgate")
+    finally:
+        stuck.close()
+        await store.close()
 
 
 async def test_concurrent_writes_are_group_committed(store):

@@ -7,7 +7,6 @@ import pytest
 from lockgate.engine.waits import lookback_match, lookup, match_event, prepare, register_wait
 from lockgate.models import Event, Run, RunStatus, Wait
 from lockgate.store import operations as ops
-from lockgate.store.sqlite import SQLiteStore
 
 TRIGGER = {"name": "a", "data": {"id": "abc", "n": 3}, "ts": 1_000_000}
 
@@ -47,14 +46,6 @@ def test_prepare_spots_conditions_that_can_never_hold():
 def test_lookup_normalises_numbers_like_the_index():
     assert lookup({"data": {"a": {"b": 1}}}, "data.a.b") == (True, 1.0)
     assert lookup({"data": {}}, "data.a.b") == (False, None)
-
-
-@pytest.fixture
-async def store(tmp_path):
-    store = SQLiteStore(str(tmp_path))
-    await store.open()
-    yield store
-    await store.close()
 
 
 def _add_waiting_run(tx, run_id: str, wait: Wait) -> None:

@@ -143,7 +143,8 @@ class Pages:
         if not hide_internal:
             query["internal"] = "show"
         template = "_events_table.html" if request.query_params.get("fragment") else "events.html"
-        return self.render.page(request, template, status=status, events=events, name=name,
+        # path: also when a refused send (POST /ui/events/send) shows this page again, Events is the current page.
+        return self.render.page(request, template, status=status, path="/events", events=events, name=name,
                                 search=search, next_cursor=next_cursor, cursor=cursor, form_error=form_error,
                                 hide_internal=hide_internal, hidden_internal=hidden,
                                 filter_query=urlencode(query),

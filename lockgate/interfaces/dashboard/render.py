@@ -66,5 +66,5 @@ class Renderer:
         self.common = common  # request -> dict of values every page needs (csrf token, mode, ...)
 
     def page(self, request: Any, template: str, status: int = 200, **values: Any) -> HTMLResponse:
-        html = self.env.get_template(template).render(request=request, **self.common(request), **values)
+        html = self.env.get_template(template).render(request=request, **{**self.common(request), **values})
         return HTMLResponse(html, status_code=status, headers={"Cache-Control": "no-store"})

@@ -8,6 +8,7 @@ import inngest
 import inngest.fast_api
 from fastapi import FastAPI
 
+from tests.e2e.apps.common_functions import recorded_steps
 from tests.e2e.apps.ledger import record
 
 # Dev or cloud mode from the environment (INNGEST_DEV), as a deployed app would be configured.
@@ -20,17 +21,7 @@ async def hello(ctx: inngest.Context) -> str:
     return "hello " + ctx.event.data["name"]
 
 
-@client.create_function(fn_id="three-steps", trigger=inngest.TriggerEvent(event="test/steps"), retries=2)
-async def three_steps(ctx: inngest.Context) -> dict:
-    outputs = []
-    for name in ("one", "two", "three"):
-
-        async def effect(name: str = name) -> dict:
-            token = record("step", run_id=ctx.run_id, step=name, n=ctx.event.data.get("n"))
-            return {"step": name, "token": token}
-
-        outputs.append(await ctx.step.run(name, effect))
-    return {"n": ctx.event.data.get("n"), "steps": outputs}
+three_steps = recorded_steps(client, "three-steps", "test/steps")
 
 
 @client.create_function(fn_id="flaky-step", trigger=inngest.TriggerEvent(event="test/flaky"), retries=3)

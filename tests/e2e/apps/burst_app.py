@@ -9,6 +9,7 @@ import inngest
 import inngest.fast_api
 from fastapi import FastAPI
 
+from tests.e2e.apps.common_functions import noop_and_steps
 from tests.e2e.apps.ledger import record
 
 client = inngest.Inngest(app_id="burst", is_production=False)
@@ -16,25 +17,6 @@ client = inngest.Inngest(app_id="burst", is_production=False)
 
 def entered(ctx: inngest.Context, function: str) -> None:
     record("call", run_id=ctx.run_id, function=function, attempt=ctx.attempt)
-
-
-@client.create_function(fn_id="noop", trigger=inngest.TriggerEvent(event="burst/noop"))
-async def noop(ctx: inngest.Context) -> int:
-    entered(ctx, "noop")
-    return 1
-
-
-@client.create_function(fn_id="three-steps", trigger=inngest.TriggerEvent(event="burst/steps"))
-async def three_steps(ctx: inngest.Context) -> int:
-    entered(ctx, "three-steps")
-
-    async def one() -> int:
-        return 1
-
-    total = 0
-    for name in ("a", "b", "c"):
-        total += await ctx.step.run(name, one)
-    return total
 
 
 @client.create_function(fn_id="sleeper", trigger=inngest.TriggerEvent(event="burst/sleep"))
@@ -52,4 +34,4 @@ async def sleep_until(ctx: inngest.Context) -> int:
 
 
 app = FastAPI()
-inngest.fast_api.serve(app, client, [noop, three_steps, sleeper, sleep_until])
+inngest.fast_api.serve(app, client, [*noop_and_steps(client, "burst", entered), sleeper, sleep_until])

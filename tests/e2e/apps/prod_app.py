@@ -12,22 +12,13 @@ import inngest
 import inngest.fast_api
 from fastapi import FastAPI
 
+from tests.e2e.apps.common_functions import recorded_steps
 from tests.e2e.apps.ledger import record
 
 client = inngest.Inngest(app_id="prod")
 
 
-@client.create_function(fn_id="steps", trigger=inngest.TriggerEvent(event="prod/steps"), retries=2)
-async def steps(ctx: inngest.Context) -> dict:
-    outputs = []
-    for name in ("one", "two", "three"):
-
-        async def effect(name: str = name) -> dict:
-            token = record("step", run_id=ctx.run_id, step=name, n=ctx.event.data.get("n"))
-            return {"step": name, "token": token}
-
-        outputs.append(await ctx.step.run(name, effect))
-    return {"n": ctx.event.data.get("n"), "steps": outputs}
+steps = recorded_steps(client, "steps", "prod/steps")
 
 
 @client.create_function(fn_id="tick", trigger=inngest.TriggerCron(cron="* * * * *"))
