@@ -53,10 +53,10 @@ _MESSAGE_COLUMNS = (("id", "bigint"), ("channel", "text"), ("prev_id", "bigint")
 
 
 def append_messages(tx: Tx, entries: list[tuple[str, str, int]], keep: int, origin: str = "",
-                    own_listener: int = 0) -> tuple[list[int], list[int]]:
+                    own_listener: int = 0) -> tuple[list[int], list[int], bool]:
     """Store (channel, body JSON, created_at) entries; returns their ids and each one's previous id
-    on its channel, in the same order, and NOTIFYs them when a replica other than the one whose
-    LISTEN connection is `own_listener` (a backend pid) listens.
+    on its channel, in the same order, and whether they were NOTIFYed: when a replica other than
+    the one whose LISTEN connection is `own_listener` (a backend pid) listens.
 
     A handful of statements for the whole batch, however many channels it touches (run progress
     writes to one channel per run): lock and read every channel's row, draw the ids, insert the
@@ -98,7 +98,7 @@ def append_messages(tx: Tx, entries: list[tuple[str, str, int]], keep: int, orig
         # One JSON parameter: psycopg's text[] encoding escapes every quote of every body in Python.
         tx.execute("SELECT pg_notify(?, note) FROM json_array_elements_text(?::json) AS note",
                    (NOTIFY_CHANNEL, orjson.dumps(packed_notes(origin, rows)).decode()))
-    return fresh, prevs
+    return fresh, prevs, peers
 
 
 def packed_notes(origin: str, rows: list[tuple]) -> list[str]:
@@ -165,6 +165,7 @@ class PostgresBroker(Broker):
         self.origin = uuid.uuid4().hex[:12]
         self._own_notes = f'{{"o":"{self.origin}",'  # how this process's notes begin
         self._reading: set[asyncio.Task] = set()  # reads of gaps found at local delivery
+        self._peers = True  # another replica listened at the last publish (unknown before the first)
 
     def order_key(self, message_id: str) -> int:
         value = int(message_id)
@@ -196,11 +197,14 @@ class PostgresBroker(Broker):
         entries = [(d.channel, orjson.dumps(b).decode(), d.created_at_ms) for d, b in zip(drafts, bodies)]
         # Not flushed to disk before it returns: a realtime message is not kept across a database crash
         # (nor by the in-process broker across a restart), and runs' commits need not wait for it.
-        ids, prevs = await self.store.write_unflushed(append_messages, entries, self.options.retention_messages,
-                                                      self.origin, self._listener_pid)
+        ids, prevs, self._peers = await self.store.write_unflushed(
+            append_messages, entries, self.options.retention_messages, self.origin, self._listener_pid)
         messages = [Message(str(i), b) for i, b in zip(ids, bodies)]
         self._deliver_own(messages, ids, prevs)
         return messages
+
+    def followed(self, channel: str) -> bool:
+        return self._peers or channel in self._cursors
 
     def _deliver_own(self, messages: list[Message], ids: list[int], prevs: list[int]) -> None:
         """This process's subscribers get its messages straight after the commit. A message whose
