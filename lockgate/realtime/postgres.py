@@ -40,12 +40,17 @@ SINGLE_NOTIFY_CHANNEL = "lockgate_realtime"  # one note per message, from replic
 MAX_NOTIFY_BYTES = 7000  # PostgreSQL caps a payload at 8000 bytes
 IDLE_CHANNEL_MS = 30 * 86400_000  # a channel's last id is remembered this long after its last message
 # Advisory lock keys (two-int form; the migrations' lock is the one-bigint 727274).
-LISTENING_LOCK = (727274, 1)  # held shared by every replica's LISTEN connection
-PUBLISHING_LOCK = (727274, 2)  # held shared by every publishing transaction
+LOCK_SPACE = 727274
+PUBLISHING_LOCK = (LOCK_SPACE, 2)  # held shared by every publishing transaction
+OVERFLOW_LOCK = (LOCK_SPACE, 1)  # held shared by listeners that found no free slot
+FIRST_SLOT, SLOTS = 100, 16  # (LOCK_SPACE, 100 + s): held exclusively by the replica listening in slot s
 
-_PEER_LISTENING = (
-    "EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted AND classid = ? AND objid = ?"
-    " AND objsubid = 2 AND pid <> ? AND database = (SELECT oid FROM pg_database WHERE datname = current_database()))")
+# Whether a replica other than the one in slot `own` listens: a shared try on a slot fails only if
+# a listener holds it (or is queued for it). No scan of pg_locks: a few lock-table look-ups.
+_PEER_LISTENING = (  # one scalar subquery: evaluated once, not per id drawn
+    f"(SELECT (SELECT bool_or(NOT pg_try_advisory_xact_lock_shared({LOCK_SPACE}, {FIRST_SLOT} + s))"
+    f" FROM generate_series(0, {SLOTS - 1}) AS s WHERE s <> ?)"
+    f" OR NOT pg_try_advisory_xact_lock({OVERFLOW_LOCK[0]}, {OVERFLOW_LOCK[1]}))")
 
 
 _MESSAGE_COLUMNS = (("id", "bigint"), ("channel", "text"), ("prev_id", "bigint"), ("created_at", "bigint"),
@@ -53,10 +58,10 @@ _MESSAGE_COLUMNS = (("id", "bigint"), ("channel", "text"), ("prev_id", "bigint")
 
 
 def append_messages(tx: Tx, entries: list[tuple[str, str, int]], keep: int, origin: str = "",
-                    own_listener: int = 0) -> tuple[list[int], list[int], bool]:
+                    own_slot: int = -1) -> tuple[list[int], list[int], bool]:
     """Store (channel, body JSON, created_at) entries; returns their ids and each one's previous id
     on its channel, in the same order, and whether they were NOTIFYed: when a replica other than
-    the one whose LISTEN connection is `own_listener` (a backend pid) listens.
+    the one listening in slot `own_slot` (-1: none) listens.
 
     A handful of statements for the whole batch, however many channels it touches (run progress
     writes to one channel per run): lock and read every channel's row, draw the ids, insert the
@@ -73,7 +78,7 @@ def append_messages(tx: Tx, entries: list[tuple[str, str, int]], keep: int, orig
         (channels, [updated[c] for c in channels]))}
     # Peers are looked for once the publishing lock is held (see the module's docstring).
     drawn = tx.all(f"SELECT nextval(pg_get_serial_sequence('realtime_messages', 'id')) AS id, {_PEER_LISTENING}"
-                   " AS peers FROM generate_series(1, ?)", (*LISTENING_LOCK, own_listener, len(entries)))
+                   " AS peers FROM generate_series(1, ?)", (own_slot, len(entries)))
     peers = drawn[0]["peers"]
     fresh = sorted(r["id"] for r in drawn)
     prevs: list[int] = []
@@ -161,7 +166,7 @@ class PostgresBroker(Broker):
         self._cursors: dict[str, int | None] = {}
         self._listener: asyncio.Task | None = None
         self._listening = asyncio.Event()
-        self._listener_pid = 0  # the backend of this process's LISTEN connection: not a peer
+        self._slot = -1  # the slot this process's LISTEN connection holds: not a peer
         self.origin = uuid.uuid4().hex[:12]
         self._own_notes = f'{{"o":"{self.origin}",'  # how this process's notes begin
         self._reading: set[asyncio.Task] = set()  # reads of gaps found at local delivery
@@ -198,7 +203,7 @@ class PostgresBroker(Broker):
         # Not flushed to disk before it returns: a realtime message is not kept across a database crash
         # (nor by the in-process broker across a restart), and runs' commits need not wait for it.
         ids, prevs, self._peers = await self.store.write_unflushed(
-            append_messages, entries, self.options.retention_messages, self.origin, self._listener_pid)
+            append_messages, entries, self.options.retention_messages, self.origin, self._slot)
         messages = [Message(str(i), b) for i, b in zip(ids, bodies)]
         self._deliver_own(messages, ids, prevs)
         return messages
@@ -272,11 +277,10 @@ class PostgresBroker(Broker):
         while True:
             try:
                 async with await psycopg.AsyncConnection.connect(self.uri, autocommit=True) as conn:
-                    self._listener_pid = conn.info.backend_pid
                     await conn.execute(f"LISTEN {NOTIFY_CHANNEL}")
                     await conn.execute(f"LISTEN {SINGLE_NOTIFY_CHANNEL}")
                     # Present from here on; then wait out the publishes that may not have seen it.
-                    await conn.execute("SELECT pg_advisory_lock_shared(%s, %s)", LISTENING_LOCK)
+                    self._slot = await self._take_slot(conn)
                     await conn.execute("SELECT pg_advisory_lock(%s, %s)", PUBLISHING_LOCK)
                     await conn.execute("SELECT pg_advisory_unlock(%s, %s)", PUBLISHING_LOCK)
                     if self.problem:
@@ -296,7 +300,31 @@ class PostgresBroker(Broker):
                 self.problem = f"realtime listener cannot reach PostgreSQL: {exc.__class__.__name__}"
                 await asyncio.sleep(1.0)
             finally:
-                self._listener_pid = 0
+                self._slot = -1
+
+    async def _take_slot(self, conn: psycopg.AsyncConnection) -> int:
+        """Hold a free listening slot (publishes in flight hold the free ones shared for a moment:
+        wait for them, not for another listener); past SLOTS replicas, the shared overflow lock."""
+        await conn.execute("SET lock_timeout = '3s'")
+        try:
+            for _ in range(SLOTS):
+                taken = {r[0] for r in await (await conn.execute(
+                    "SELECT objid FROM pg_locks WHERE locktype = 'advisory' AND classid = %s AND objsubid = 2"
+                    " AND mode = 'ExclusiveLock' AND database = (SELECT oid FROM pg_database"
+                    " WHERE datname = current_database())", (LOCK_SPACE,))).fetchall()}
+                free = [s for s in range(SLOTS) if FIRST_SLOT + s not in taken]
+                if not free:
+                    break
+                try:
+                    await conn.execute("SELECT pg_advisory_lock(%s, %s)", (LOCK_SPACE, FIRST_SLOT + free[0]))
+                    return free[0]
+                except psycopg.errors.LockNotAvailable:  # another replica took it meanwhile
+                    continue
+            log.warning("realtime: more than %d replicas listen; this one notifies on every publish", SLOTS)
+            await conn.execute("SELECT pg_advisory_lock_shared(%s, %s)", OVERFLOW_LOCK)
+            return -1
+        finally:
+            await conn.execute("RESET lock_timeout")
 
     async def _on_note(self, payload: str) -> None:
         try:
