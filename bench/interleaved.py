@@ -1,11 +1,13 @@
-"""Two `lockgate start` servers side by side (another checkout's and this one's), each on its own
-PostgreSQL database with its own signed app, bursts and light load alternating between them in
-rounds, so load from other work on the machine weighs on both alike.
+"""Interleaved A/B of two lockgate versions (or this version with a setting changed) on
+PostgreSQL: two servers side by side, each on its own fresh database with its own app, taking
+turns (before, after, after, before, …) so that load from other work on the machine weighs on
+both alike. `bench/run.py --compare-with` runs one version after the other instead.
 
     .venv/bin/python bench/interleaved.py --compare-with DIR [--rounds 3] [--events 1000] [--steps-events 300]
+    .venv/bin/python bench/interleaved.py --env-after LOCKGATE_REALTIME_PROGRESS=0 --function noop --light 0
 
 Prints, per round, version and function: burst runs/s, server CPU and database CPU per run, light
-p50 / p99; then the medians over rounds.
+p50 / p99 (with --light > 0); then the medians over rounds.
 """
 
 from __future__ import annotations
@@ -25,27 +27,50 @@ import bench.run as br  # noqa: E402
 from tests import pgtools  # noqa: E402
 
 
+def start_stack(root: Path, env: dict[str, str], mode: str):
+    """A server of the lockgate at `root` (with `env` added to its environment) and its app."""
+    uri = pgtools.create_database(pgtools.ADMIN_URI)
+    saved = {key: os.environ.get(key) for key in env}
+    os.environ.update(env)  # the server inherits the environment
+    try:
+        server, app = br.start_bench_stack("--workers", "100", postgres_uri=uri, mode=mode, server_root=root)
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+    return server, app, uri
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--compare-with", type=Path, required=True)
+    parser.add_argument("--compare-with", type=Path, default=None,
+                        help="'before': the folder holding another version's lockgate/ package (default: this one)")
+    parser.add_argument("--env-after", action="append", default=[], help="NAME=value for the 'after' server only")
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--events", type=int, default=1000)
-    parser.add_argument("--steps-events", type=int, default=300)
-    parser.add_argument("--light", type=int, default=100)
+    parser.add_argument("--events", type=int, default=1000, help="noop burst")
+    parser.add_argument("--steps-events", type=int, default=300, help="three-step burst")
+    parser.add_argument("--light", type=int, default=100, help="noop runs one at a time (0: none)")
     parser.add_argument("--steps-light", type=int, default=40)
+    parser.add_argument("--function", choices=("noop", "three-steps", "both"), default="both")
+    parser.add_argument("--mode", choices=("start", "dev"), default="start")
     args = parser.parse_args()
+    sides = {"before": ((args.compare_with or ROOT).resolve(), {}),
+             "after": (ROOT, dict(item.split("=", 1) for item in args.env_after))}
+    work = [w for w in (("noop", "bench/noop", args.events, args.light),
+                        ("three-steps", "bench/steps", args.steps_events, args.steps_light))
+            if args.function in (w[0], "both")]
+    auth = br.api_headers(args.mode)
     stacks = {}
-    auth = br.api_headers("start")
+    print(f"before: {sides['before'][0]}  after: {sides['after'][0]} {sides['after'][1] or ''}; lockgate"
+          f" {args.mode}, PostgreSQL, {os.cpu_count()} cores", flush=True)
     try:
-        for name, root in (("before", args.compare_with.resolve()), ("after", ROOT)):
-            uri = pgtools.create_database(pgtools.ADMIN_URI)
-            server, app = br.start_bench_stack("--workers", "100", postgres_uri=uri, mode="start", server_root=root)
-            stacks[name] = (server, app, uri)
+        for name, (root, env) in sides.items():
+            stacks[name] = start_stack(root, env, args.mode)
         for server, _, _ in stacks.values():  # warm up: connections, prepared statements
-            asyncio.run(br.lockgate_burst(server.url, "bench/noop", 200, headers=auth))
-            asyncio.run(br.lockgate_burst(server.url, "bench/steps", 50, headers=auth))
-        work = (("noop", "bench/noop", args.events, args.light),
-                ("three-steps", "bench/steps", args.steps_events, args.steps_light))
+            for _, event, _, _ in work:
+                asyncio.run(br.lockgate_burst(server.url, event, 200, headers=auth))
         results: dict[tuple[str, str], list[tuple]] = {}
         print(f"{'round':>5} {'version':<7} {'function':<12} {'runs/s':>7} {'server ms':>9} {'db ms':>6}"
               f" {'light p50':>9} {'p99':>7} {'load':>5}", flush=True)
@@ -58,7 +83,8 @@ def main() -> None:
                     meter.start()
                     rate, _ = asyncio.run(br.lockgate_burst(server.url, event, burst, headers=auth,
                                                             when_done=meter.stop))
-                    latencies = asyncio.run(br.lockgate_light(server.url, event, light, headers=auth))
+                    latencies = asyncio.run(br.lockgate_light(server.url, event, light, headers=auth)) if light \
+                        else [float("nan")]
                     row = (rate, meter.server_ms / burst, meter.database_ms / burst, br.pct(latencies, 50),
                            br.pct(latencies, 99))
                     results.setdefault((name, function), []).append(row)

@@ -5,6 +5,10 @@ Notes are collected per store write (`collecting`) and published only once that 
 committed, so a rolled-back write never announces anything. Outside a collecting write,
 `note` is a no-op costing one context-variable read. Publishing is batched in the background
 (one broker round trip for everything noted meanwhile), so the hot path never waits for it.
+While nobody follows a run's progress (no subscriber on this replica, no other replica
+listening: `Broker.followed`), notes gather for up to LINGER_S per write instead: far fewer,
+larger writes of what is stored only for later resumes; a note for a followed channel ends the
+wait at once.
 The message schema is in docs/realtime.md.
 """
 
@@ -26,6 +30,7 @@ log = logging.getLogger("lockgate.progress")
 
 OUTPUT_LIMIT_BYTES = 16 * 1024
 PREVIEW_BYTES = 1024
+LINGER_S = 0.05  # how long unfollowed notes may wait to share a write
 MAX_BACKLOG = 100_000  # notes held while the broker is down; older ones are dropped beyond it
 
 _collector: ContextVar[list | None] = ContextVar("lockgate_progress_notes", default=None)
@@ -86,6 +91,7 @@ class ProgressPublisher:
         self._app_of = app_of
         self._pending: list[Draft] = []
         self._wake = asyncio.Event()
+        self._urgent = asyncio.Event()  # a note someone follows is pending: no lingering
         self._task: asyncio.Task | None = None
         self._last_warning = 0.0
         self.published = 0
@@ -120,6 +126,8 @@ class ProgressPublisher:
             for channel in (run_channel(run_id), RUNS_CHANNEL):
                 self._pending.append(Draft(channel, PROGRESS_TOPIC, data, run_id=run_id, fn_id=function,
                                            created_at_ms=now))
+                if not self._urgent.is_set() and self.broker.followed(channel):
+                    self._urgent.set()
         if len(self._pending) > MAX_BACKLOG:
             self.dropped += len(self._pending) - MAX_BACKLOG
             del self._pending[:-MAX_BACKLOG]
@@ -128,14 +136,24 @@ class ProgressPublisher:
     async def _flush_forever(self) -> None:
         while True:
             await self._wake.wait()
+            if not self._urgent.is_set():
+                try:
+                    await asyncio.wait_for(self._urgent.wait(), LINGER_S)
+                except asyncio.TimeoutError:
+                    pass
             self._wake.clear()
-            if not await self._flush():
+            self._urgent.clear()
+            if not await self._flush(everything=False):
                 await asyncio.sleep(1.0)  # the broker is down: keep the backlog, try again shortly
                 self._wake.set()
 
-    async def _flush(self) -> bool:
-        while self._pending:
+    async def _flush(self, everything: bool = True) -> bool:
+        """Publish what is pending (`everything=False`: only what was pending when called; what
+        arrives meanwhile waits for the next round, and its linger)."""
+        left = len(self._pending)
+        while self._pending and (everything or left > 0):
             batch, self._pending = self._pending[:500], self._pending[500:]
+            left -= len(batch)
             try:
                 await self.broker.publish_many(batch)
             except Exception as exc:

@@ -93,6 +93,11 @@ class Broker(abc.ABC):
         subs.add(sub)
         return sub
 
+    def followed(self, channel: str) -> bool:
+        """Whether a subscriber, here or on another replica, may be waiting for `channel` right now
+        (publishers that batch may wait a little longer when not). Backends that cannot tell say so."""
+        return True
+
     def subscriber_count(self, channel: str | None = None) -> int:
         if channel is not None:
             return len(self._subscribers.get(channel, ()))

@@ -1,11 +1,20 @@
-"""PostgreSQL broker: messages in `realtime_messages`, announced to every replica by NOTIFY.
+"""PostgreSQL broker: messages in `realtime_messages`, delivered in process, NOTIFYed to peers.
 
 A publish takes its channel's row in `realtime_channels` (so publishes to one channel commit
-one after another), draws ids from the table's sequence, stores the messages and NOTIFYs each
-with its id, the previous id on its channel and, when it fits, its body. NOTIFYs arrive in
-commit order, so every replica sees a channel's messages in id order. Each message names its
-predecessor, so a replica that missed some (a dropped LISTEN connection) notices the gap and
-reads them from the table; a resume finds lost messages the same way.
+one after another), draws ids from the table's sequence and stores the messages. Once that
+commits, the publishing process hands them to its own subscribers itself: no NOTIFY, no read
+back. Other replicas hear of them by NOTIFY only when one is listening: every replica's LISTEN
+connection holds a shared advisory lock (its presence), and a publish looks for a peer's in
+`pg_locks`; a lone replica sends no NOTIFY at all. The notifications pack many messages each
+(with their bodies when they fit), carry every message's id and the previous id on its channel,
+and arrive in commit order, so every replica delivers a channel's messages in id order; a
+replica that sees a gap (a dropped LISTEN connection, or its own message committed right after
+a peer's) reads the missing ones from the table. A resume finds lost messages the same way.
+
+A replica that starts listening (or listens again) takes its presence lock and then waits for
+every publish already in flight (they hold a second advisory lock, shared, for their
+transaction): one that looked for peers before it appeared has committed by then and is found
+by the catch-up read, and every later one sees it and notifies.
 """
 
 from __future__ import annotations
@@ -13,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import uuid
 from typing import Any
 
 import orjson
@@ -25,21 +35,38 @@ from lockgate.store.operations import insert_rows
 
 log = logging.getLogger("lockgate.realtime")
 
-NOTIFY_CHANNEL = "lockgate_realtime"
+NOTIFY_CHANNEL = "lockgate_realtime_batch"  # packed notes of this version
+SINGLE_NOTIFY_CHANNEL = "lockgate_realtime"  # one note per message, from replicas of earlier versions
 MAX_NOTIFY_BYTES = 7000  # PostgreSQL caps a payload at 8000 bytes
 IDLE_CHANNEL_MS = 30 * 86400_000  # a channel's last id is remembered this long after its last message
+# Advisory lock keys (two-int form; the migrations' lock is the one-bigint 727274).
+LOCK_SPACE = 727274
+PUBLISHING_LOCK = (LOCK_SPACE, 2)  # held shared by every publishing transaction
+OVERFLOW_LOCK = (LOCK_SPACE, 1)  # held shared by listeners that found no free slot
+FIRST_SLOT, SLOTS = 100, 16  # (LOCK_SPACE, 100 + s): held exclusively by the replica listening in slot s
+
+# Whether a replica other than the one in slot `own` listens: a shared try on a slot fails only if
+# a listener holds it (or is queued for it). No scan of pg_locks: a few lock-table look-ups.
+_PEER_LISTENING = (  # one scalar subquery: evaluated once, not per id drawn
+    f"(SELECT (SELECT bool_or(NOT pg_try_advisory_xact_lock_shared({LOCK_SPACE}, {FIRST_SLOT} + s))"
+    f" FROM generate_series(0, {SLOTS - 1}) AS s WHERE s <> ?)"
+    f" OR NOT pg_try_advisory_xact_lock({OVERFLOW_LOCK[0]}, {OVERFLOW_LOCK[1]}))")
 
 
 _MESSAGE_COLUMNS = (("id", "bigint"), ("channel", "text"), ("prev_id", "bigint"), ("created_at", "bigint"),
                     ("body", "text"))
 
 
-def append_messages(tx: Tx, entries: list[tuple[str, str, int]], keep: int) -> list[int]:
-    """Store (channel, body JSON, created_at) entries; returns their ids, in the same order.
+def append_messages(tx: Tx, entries: list[tuple[str, str, int]], keep: int, origin: str = "",
+                    own_slot: int = -1) -> tuple[list[int], list[int], bool]:
+    """Store (channel, body JSON, created_at) entries; returns their ids and each one's previous id
+    on its channel, in the same order, and whether they were NOTIFYed: when a replica other than
+    the one listening in slot `own_slot` (-1: none) listens.
 
     A handful of statements for the whole batch, however many channels it touches (run progress
     writes to one channel per run): lock and read every channel's row, draw the ids, insert the
-    messages, write the channels back, NOTIFY."""
+    messages, write the channels back."""
+    tx.execute("SELECT pg_advisory_xact_lock_shared(?, ?)", PUBLISHING_LOCK)
     updated: dict[str, int] = {}
     for channel, _, created in entries:
         updated[channel] = created  # a channel's time is its latest message's
@@ -49,18 +76,17 @@ def append_messages(tx: Tx, entries: list[tuple[str, str, int]], keep: int) -> l
         " SELECT c, 0, 0, t FROM unnest(?::text[], ?::bigint[]) AS u(c, t) ORDER BY c"
         " ON CONFLICT (channel) DO UPDATE SET updated_at = excluded.updated_at RETURNING channel, last_id, held",
         (channels, [updated[c] for c in channels]))}
-    fresh = sorted(r["id"] for r in tx.all(
-        "SELECT nextval(pg_get_serial_sequence('realtime_messages', 'id')) AS id FROM generate_series(1, ?)",
-        (len(entries),)))
-    ids: list[int] = []
+    # Peers are looked for once the publishing lock is held (see the module's docstring).
+    drawn = tx.all(f"SELECT nextval(pg_get_serial_sequence('realtime_messages', 'id')) AS id, {_PEER_LISTENING}"
+                   " AS peers FROM generate_series(1, ?)", (own_slot, len(entries)))
+    peers = drawn[0]["peers"]
+    fresh = sorted(r["id"] for r in drawn)
+    prevs: list[int] = []
     rows: list[tuple] = []
-    notes: list[str] = []
     for (channel, body, created), new_id in zip(entries, fresh):  # ids increase along each channel
         last = state[channel]
         rows.append((new_id, channel, last[0], created, body))
-        head = f'{{"c":{orjson.dumps(channel).decode()},"i":{new_id},"p":{last[0]}'
-        notes.append(head + (f',"m":{body}}}' if len(head) + len(body) < MAX_NOTIFY_BYTES else "}"))
-        ids.append(new_id)
+        prevs.append(last[0])
         last[0] = new_id
         last[1] += 1
     insert_rows(tx, "realtime_messages", _MESSAGE_COLUMNS, rows)
@@ -73,10 +99,31 @@ def append_messages(tx: Tx, entries: list[tuple[str, str, int]], keep: int) -> l
                " FROM unnest(?::text[], ?::bigint[], ?::bigint[]) AS u(channel, last_id, held)"
                " WHERE realtime_channels.channel = u.channel",
                (channels, [state[c][0] for c in channels], [state[c][1] for c in channels]))
-    # One JSON parameter: psycopg's text[] encoding escapes every quote of every body in Python.
-    tx.execute("SELECT pg_notify(?, note) FROM json_array_elements_text(?::json) AS note",
-               (NOTIFY_CHANNEL, orjson.dumps(notes).decode()))
-    return ids
+    if peers:
+        # One JSON parameter: psycopg's text[] encoding escapes every quote of every body in Python.
+        tx.execute("SELECT pg_notify(?, note) FROM json_array_elements_text(?::json) AS note",
+                   (NOTIFY_CHANNEL, orjson.dumps(packed_notes(origin, rows)).decode()))
+    return fresh, prevs, peers
+
+
+def packed_notes(origin: str, rows: list[tuple]) -> list[str]:
+    """`{"o": origin, "m": [[channel, id, prev, body or null], …]}` notes of at most MAX_NOTIFY_BYTES,
+    in id order; a body that cannot ride along is null (the listener reads it from the table)."""
+    start = f'{{"o":{orjson.dumps(origin).decode()},"m":['
+    notes: list[str] = []
+    parts: list[str] = []
+    size = len(start)
+    for new_id, channel, prev, _, body in rows:
+        head = f"[{orjson.dumps(channel).decode()},{new_id},{prev},"
+        part = head + body + "]" if len(start) + len(head) + len(body) + 3 < MAX_NOTIFY_BYTES else head + "null]"
+        if parts and size + len(part) + 3 > MAX_NOTIFY_BYTES:
+            notes.append(start + ",".join(parts) + "]}")
+            parts, size = [], len(start)
+        parts.append(part)
+        size += len(part) + 1
+    if parts:
+        notes.append(start + ",".join(parts) + "]}")
+    return notes
 
 
 def prev_kept(tx: Tx, channel: str, keep: int) -> int:
@@ -115,10 +162,15 @@ class PostgresBroker(Broker):
         super().__init__(options)
         self.store = store
         self.uri: str = store.uri
-        # Channels followed here → the last id delivered (None: none yet, take the next NOTIFY as is).
+        # Channels followed here → the last id delivered (None: none yet, take the next message as is).
         self._cursors: dict[str, int | None] = {}
         self._listener: asyncio.Task | None = None
         self._listening = asyncio.Event()
+        self._slot = -1  # the slot this process's LISTEN connection holds: not a peer
+        self.origin = uuid.uuid4().hex[:12]
+        self._own_notes = f'{{"o":"{self.origin}",'  # how this process's notes begin
+        self._reading: set[asyncio.Task] = set()  # reads of gaps found at local delivery
+        self._peers = True  # another replica listened at the last publish (unknown before the first)
 
     def order_key(self, message_id: str) -> int:
         value = int(message_id)
@@ -135,10 +187,11 @@ class PostgresBroker(Broker):
             log.warning("realtime: not yet listening on PostgreSQL; messages from other replicas wait until it is")
 
     async def stop(self) -> None:
-        if self._listener is not None:
-            self._listener.cancel()
-            await asyncio.gather(self._listener, return_exceptions=True)
-            self._listener = None
+        for task in (self._listener, *self._reading):
+            if task is not None:
+                task.cancel()
+        await asyncio.gather(*(t for t in (self._listener, *self._reading) if t is not None), return_exceptions=True)
+        self._listener = None
         await super().stop()
 
     async def _append(self, drafts: list[Draft]) -> list[Message]:
@@ -149,9 +202,46 @@ class PostgresBroker(Broker):
         entries = [(d.channel, orjson.dumps(b).decode(), d.created_at_ms) for d, b in zip(drafts, bodies)]
         # Not flushed to disk before it returns: a realtime message is not kept across a database crash
         # (nor by the in-process broker across a restart), and runs' commits need not wait for it.
-        ids = await self.store.write_unflushed(append_messages, entries, self.options.retention_messages)
-        # Delivery, here too, comes through NOTIFY: one path keeps every replica in the same order.
-        return [Message(str(i), b) for i, b in zip(ids, bodies)]
+        ids, prevs, self._peers = await self.store.write_unflushed(
+            append_messages, entries, self.options.retention_messages, self.origin, self._slot)
+        messages = [Message(str(i), b) for i, b in zip(ids, bodies)]
+        self._deliver_own(messages, ids, prevs)
+        return messages
+
+    def followed(self, channel: str) -> bool:
+        return self._peers or channel in self._cursors
+
+    def _deliver_own(self, messages: list[Message], ids: list[int], prevs: list[int]) -> None:
+        """This process's subscribers get its messages straight after the commit. A message whose
+        previous id was not delivered here yet (a peer's, committed just before, whose NOTIFY is
+        still on its way) waits for a read of the gap, which brings it too."""
+        gaps: dict[str, list[int]] = {}  # channel → [after, upto]
+        for message, new_id, prev in zip(messages, ids, prevs):
+            channel = message.channel
+            if channel not in self._cursors:
+                continue
+            gap = gaps.get(channel)
+            if gap is not None:
+                gap[1] = new_id
+                continue
+            cursor = self._cursors[channel]
+            if cursor is not None and new_id <= cursor:
+                continue
+            if cursor is None or prev == cursor:
+                self._cursors[channel] = new_id
+                self._deliver(message)
+            else:
+                gaps[channel] = [cursor, new_id]
+        for channel, (after, upto) in gaps.items():
+            task = asyncio.create_task(self._fetch(channel, after, upto))
+            self._reading.add(task)
+            task.add_done_callback(self._read_done)
+
+    def _read_done(self, task: asyncio.Task) -> None:
+        self._reading.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.warning("realtime: reading missed messages failed (%s); the next one retries",
+                        task.exception().__class__.__name__)
 
     async def _history(self, channel: str, after: str) -> History:
         after_id = int(after)
@@ -181,20 +271,26 @@ class PostgresBroker(Broker):
         now = int(time.time() * 1000)
         await self.store.write(sweep, self._cutoff_ms(), now - IDLE_CHANNEL_MS)
 
-    # -- the LISTEN side --------------------------------------------------------------
+    # -- the LISTEN side: peers' messages --------------------------------------------------
 
     async def _listen_forever(self) -> None:
         while True:
             try:
                 async with await psycopg.AsyncConnection.connect(self.uri, autocommit=True) as conn:
                     await conn.execute(f"LISTEN {NOTIFY_CHANNEL}")
+                    await conn.execute(f"LISTEN {SINGLE_NOTIFY_CHANNEL}")
+                    # Present from here on; then wait out the publishes that may not have seen it.
+                    self._slot = await self._take_slot(conn)
+                    await conn.execute("SELECT pg_advisory_lock(%s, %s)", PUBLISHING_LOCK)
+                    await conn.execute("SELECT pg_advisory_unlock(%s, %s)", PUBLISHING_LOCK)
                     if self.problem:
                         log.warning("realtime: listening on PostgreSQL again; catching up")
                         self.problem = None
                     self._listening.set()
                     await self._catch_up()
                     async for note in conn.notifies():
-                        await self._on_note(note.payload)
+                        if not note.payload.startswith(self._own_notes):  # delivered here already
+                            await self._on_note(note.payload)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -203,22 +299,55 @@ class PostgresBroker(Broker):
                                 exc.__class__.__name__, exc)
                 self.problem = f"realtime listener cannot reach PostgreSQL: {exc.__class__.__name__}"
                 await asyncio.sleep(1.0)
+            finally:
+                self._slot = -1
+
+    async def _take_slot(self, conn: psycopg.AsyncConnection) -> int:
+        """Hold a free listening slot (publishes in flight hold the free ones shared for a moment:
+        wait for them, not for another listener); past SLOTS replicas, the shared overflow lock."""
+        await conn.execute("SET lock_timeout = '3s'")
+        try:
+            for _ in range(SLOTS):
+                taken = {r[0] for r in await (await conn.execute(
+                    "SELECT objid FROM pg_locks WHERE locktype = 'advisory' AND classid = %s AND objsubid = 2"
+                    " AND mode = 'ExclusiveLock' AND database = (SELECT oid FROM pg_database"
+                    " WHERE datname = current_database())", (LOCK_SPACE,))).fetchall()}
+                free = [s for s in range(SLOTS) if FIRST_SLOT + s not in taken]
+                if not free:
+                    break
+                try:
+                    await conn.execute("SELECT pg_advisory_lock(%s, %s)", (LOCK_SPACE, FIRST_SLOT + free[0]))
+                    return free[0]
+                except psycopg.errors.LockNotAvailable:  # another replica took it meanwhile
+                    continue
+            log.warning("realtime: more than %d replicas listen; this one notifies on every publish", SLOTS)
+            await conn.execute("SELECT pg_advisory_lock_shared(%s, %s)", OVERFLOW_LOCK)
+            return -1
+        finally:
+            await conn.execute("RESET lock_timeout")
 
     async def _on_note(self, payload: str) -> None:
         try:
             note = orjson.loads(payload)
-            channel, new_id, prev = note["c"], int(note["i"]), int(note["p"])
+            if "c" in note:  # one message, from a replica of an earlier version
+                entries = [(note["c"], int(note["i"]), int(note["p"]), note.get("m"))]
+            else:
+                entries = [(channel, int(new_id), int(prev), body) for channel, new_id, prev, body in note["m"]]
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
             log.warning("realtime: ignoring a malformed notification %r", payload[:200])
             return
+        for channel, new_id, prev, body in entries:
+            await self._arrived(channel, new_id, prev, body)
+
+    async def _arrived(self, channel: str, new_id: int, prev: int, body: dict[str, Any] | None) -> None:
         if channel not in self._cursors:
             return
         cursor = self._cursors[channel]
         if cursor is not None and new_id <= cursor:
             return
-        if (cursor is None or prev == cursor) and "m" in note:
+        if (cursor is None or prev == cursor) and body is not None:
             self._cursors[channel] = new_id
-            self._deliver(Message(str(new_id), note["m"]))
+            self._deliver(Message(str(new_id), body))
             return
         # Missed notifications, or a body too large to ride along: read them from the table.
         await self._fetch(channel, prev if cursor is None else cursor, new_id)

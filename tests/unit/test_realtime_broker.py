@@ -12,7 +12,7 @@ import redis
 
 from lockgate.realtime import CLOSING, LOST, Draft, RealtimeOptions
 from lockgate.realtime.memory import InProcessBroker
-from lockgate.realtime.postgres import PostgresBroker
+from lockgate.realtime.postgres import NOTIFY_CHANNEL, SINGLE_NOTIFY_CHANNEL, PostgresBroker
 from lockgate.realtime.redis_streams import RedisBroker
 from lockgate.store.postgres import PostgresStore
 
@@ -159,3 +159,94 @@ async def _until(sub, last_i: int):
         yield message
         if message.data["i"] == last_i:
             return
+
+
+# -- PostgreSQL: in-process delivery, NOTIFY only between replicas -------------------------------
+
+
+async def _postgres_replica(make_broker):
+    broker = await make_broker()
+    if not isinstance(broker, PostgresBroker):
+        pytest.skip("PostgreSQL replicas only")
+    return broker
+
+
+async def _notifications(uri: str):
+    """A plain LISTEN connection on the brokers' NOTIFY channels (not a replica itself)."""
+    import psycopg
+
+    conn = await psycopg.AsyncConnection.connect(uri, autocommit=True)
+    for channel in (NOTIFY_CHANNEL, SINGLE_NOTIFY_CHANNEL):
+        await conn.execute(f"LISTEN {channel}")
+    return conn
+
+
+async def _drain(conn, seconds: float = 0.3) -> list[str]:
+    return [n.payload async for n in conn.notifies(timeout=seconds)]
+
+
+async def test_a_lone_postgresql_replica_delivers_in_process_and_notifies_once_a_peer_listens(make_broker):
+    a = await _postgres_replica(make_broker)
+    spy = await _notifications(a.uri)
+    try:
+        c = fresh()
+        on_a = a.subscribe(c)
+        await on_a.ready()
+        alone = [await a.publish(c, "t", {"i": i}) for i in range(5)]
+        assert [m.id for m in await take(on_a, 5)] == [m.id for m in alone]
+        assert await _drain(spy) == []  # nobody else listens: no NOTIFY at all
+        b = await make_broker()
+        on_b = b.subscribe(c)
+        await on_b.ready()
+        shared = [await a.publish(c, "t", {"i": i}) for i in range(5, 10)]
+        assert [m.id for m in await take(on_b, 5)] == [m.id for m in shared]
+        assert [m.id for m in await take(on_a, 5)] == [m.id for m in shared]
+        assert await _drain(spy) != []  # now B depends on them
+    finally:
+        await spy.close()
+
+
+async def test_a_replica_joining_during_a_stream_of_publishes_misses_nothing_after_it_subscribed(make_broker):
+    a = await _postgres_replica(make_broker)
+    c = fresh()
+    total = 300
+    sent: list = []
+
+    async def publish_all() -> None:
+        for i in range(total):
+            sent.append(await a.publish(c, "t", {"i": i}))
+
+    publishing = asyncio.create_task(publish_all())
+    await asyncio.sleep(0.05)
+    b = await make_broker()  # starts listening while A publishes without NOTIFY
+    on_b = b.subscribe(c)
+    await on_b.ready()
+    first_after = len(sent)
+    await publishing
+    assert first_after < total, "the stream ended before the second replica joined"
+    got = [m async for m in _until(on_b, total - 1)]
+    ids = [m.id for m in got]
+    # From some message no later than the first one published after ready(), every one, once, in order.
+    assert ids == [m.id for m in sent[sent.index(next(m for m in sent if m.id == ids[0])):]]
+    assert got[0].data["i"] <= first_after
+
+
+async def test_two_replicas_publishing_to_one_channel_deliver_the_same_sequence_on_both(make_broker):
+    a = await _postgres_replica(make_broker)
+    b = await make_broker()
+    c = fresh()
+    on_a, on_b = a.subscribe(c), b.subscribe(c)
+    await on_a.ready()
+    await on_b.ready()
+
+    async def publish(broker, offset: int) -> list:
+        return [await broker.publish(c, "t", {"i": offset + i}) for i in range(100)]
+
+    from_a, from_b = await asyncio.gather(publish(a, 0), publish(b, 1000))
+    everything = sorted((m for m in from_a + from_b), key=lambda m: a.order_key(m.id))
+    expected = [m.id for m in everything]
+    assert [m.id for m in await take(on_a, 200)] == expected
+    assert [m.id for m in await take(on_b, 200)] == expected
+    for sub in (on_a, on_b):
+        with pytest.raises(asyncio.TimeoutError):  # and nothing twice
+            await asyncio.wait_for(sub.__anext__(), 0.3)
