@@ -15,7 +15,10 @@ import pytest
 from tests.conftest import Api, LockgateProcess, free_port, wait_until
 from tests.e2e.test_production import EVENT_KEY, SIGNING_KEY, prod_app
 
-TAKEOVER_BOUND_S = 10.0
+# Generous, for a loaded machine: the log lines asserted beside it show which path brought the calls
+# back (a peer noticing the death, a restart recognising its previous run), not a lease running
+# out; how fast that is is measured by bench/failover.py, not here.
+TAKEOVER_BOUND_S = 30.0
 
 
 def replica(tmp_path: Path, app_url: str, name: str, *, postgres_uri: str | None = None,
