@@ -183,8 +183,9 @@ class Housekeeping:
             return
         if not self._told_autovacuum_off and await self.store.read(rops.autovacuum_is_off):
             self._told_autovacuum_off = True
-            log.warning("PostgreSQL's autovacuum is off on this server: lockgate vacuums and analyzes its own "
-                        "tables as their rows turn over; turn autovacuum on for everything else in the database")
+            # Information, not a warning: lockgate's own tables are looked after either way.
+            log.info("PostgreSQL's autovacuum is off on this server: lockgate vacuums and analyzes its own "
+                     "tables as their rows turn over; turn autovacuum on for everything else in the database")
         for table, need in await self.store.read(rops.tables_left_to_us):
             started = time.perf_counter()
             await self.store.read(rops.vacuum_table, table, need)  # reads run in autocommit, as VACUUM must
