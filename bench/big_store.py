@@ -61,7 +61,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.run import lockgate_light, pct  # noqa: E402
+from lockgate.engine import health_snapshot, run_search  # noqa: E402
 from lockgate.models import RunFilter  # noqa: E402
+from lockgate.store import health_operations as hops  # noqa: E402
 from lockgate.store import operations as ops  # noqa: E402
 from lockgate.store.postgres import PostgresTx  # noqa: E402
 from lockgate.store.sqlite import SQLiteTx, _connect  # noqa: E402
@@ -591,10 +593,24 @@ def dashboard_queries(data_dir: Path, postgres_uri: str | None, functions: dict[
         "events by name, deep page": lambda: ops.list_events(tx, name="bench/steps", before_seq=deep_seq, limit=50),
         "all events": lambda: ops.list_events(tx, limit=50),
     }
-    print("\nDashboard queries at this size (50 rows, newest first, rows decoded; 15 tries each):")
-    for label, query in queries.items():
+    counts = {  # 5 tries each: before their own table, each read every stored run
+        # The counts: Health page, /v1/stats and /metrics (the whole snapshot and its two run counts),
+        # the Functions page, and the runs and function pages' counts for their filter.
+        "health snapshot (whole)": lambda: [health_snapshot._read(tx, int(time.time() * 1000))],
+        "runs by status (health)": lambda: list(ops.count_runs_by_status(tx).items()),
+        "runs by function + status": lambda: list(hops.runs_by_function(tx).items()),
+        "count: all runs": lambda: list(run_search.count_runs(tx, run_search.RunQuery(RunFilter())).by_status),
+        "count: one function": lambda: list(run_search.count_runs(
+            tx, run_search.RunQuery(RunFilter(function_ids=[functions["noop"]]))).by_status),
+        "count: function + status": lambda: list(run_search.count_runs(
+            tx, run_search.RunQuery(RunFilter(function_ids=[functions["noop"]], statuses=["Failed"]))).by_status),
+        "count: created last day": lambda: list(run_search.count_runs(
+            tx, run_search.RunQuery(RunFilter(created_from=int(time.time() * 1000) - DAY_MS))).by_status),
+    }
+    print("\nDashboard queries at this size (lists: 50 rows, newest first, rows decoded; counts: groups; 15 tries each, counts 5):")
+    for label, query in [*queries.items(), *counts.items()]:
         times = []
-        for _ in range(15):
+        for _ in range(15 if label in queries else 5):
             t = time.perf_counter()
             rows = query()
             times.append((time.perf_counter() - t) * 1000)
