@@ -37,27 +37,31 @@ def due_job_count(tx: Tx, now: int) -> int:
     return tx.one("SELECT COUNT(*) AS n FROM jobs WHERE lease_owner IS NULL AND due_at <= ?", (now,))["n"]
 
 
+_RANGE_SQL = "SELECT {} FROM run_counts_range WHERE name = 'finished'"
+BY_FUNCTION_SQL = (
+    "SELECT function_id, status, SUM(n) AS n FROM ("
+    " SELECT function_id, status, n FROM run_counts"
+    " UNION ALL"
+    " SELECT function_id, status, COUNT(*) AS n FROM runs WHERE ended_at IS NOT NULL"
+    f"  AND ended_at >= ({_RANGE_SQL.format('ended_before')}) AND status IN ({_FINAL_MARKS})"
+    "  GROUP BY function_id, status"  # runs_ended_set: since the last count
+    " UNION ALL"
+    " SELECT function_id, status, COUNT(*) AS n FROM runs WHERE ended_at IS NOT NULL"
+    f"  AND ended_at < ({_RANGE_SQL.format('ended_from')}) AND status IN ({_FINAL_MARKS})"
+    "  GROUP BY function_id, status"  # runs_ended_set: past retention, about to go
+    " UNION ALL"
+    f" SELECT function_id, status, COUNT(*) AS n FROM runs WHERE status IN ({_UNFINISHED_MARKS})"
+    "  GROUP BY function_id, status"  # runs_status_keyset: queued and running runs
+    ") c GROUP BY function_id, status")
+BY_FUNCTION_PARAMS = (*_FINAL, *_FINAL, *_UNFINISHED)
+
+
 def runs_by_function(tx: Tx) -> dict[str, dict[str, int]]:
     """{function id: {status: count}} over every stored run, exact, without reading them all:
     the finished runs counted in `run_counts` (0014) plus, in the same statement (one snapshot),
     a live count of the finished runs outside its range (the few that ended since housekeeping
     last counted, and those about to be deleted) and of the unfinished ones."""
-    rows = tx.all(
-        "SELECT function_id, status, SUM(n) AS n FROM ("
-        " SELECT function_id, status, n FROM run_counts"
-        " UNION ALL"
-        " SELECT function_id, status, COUNT(*) AS n FROM runs WHERE ended_at IS NOT NULL"
-        f"  AND ended_at >= ({_RANGE_SQL.format('ended_before')}) AND status IN ({_FINAL_MARKS})"
-        "  GROUP BY function_id, status"  # runs_ended_set: since the last count
-        " UNION ALL"
-        " SELECT function_id, status, COUNT(*) AS n FROM runs WHERE ended_at IS NOT NULL"
-        f"  AND ended_at < ({_RANGE_SQL.format('ended_from')}) AND status IN ({_FINAL_MARKS})"
-        "  GROUP BY function_id, status"  # runs_ended_set: past retention, about to go
-        " UNION ALL"
-        f" SELECT function_id, status, COUNT(*) AS n FROM runs WHERE status IN ({_UNFINISHED_MARKS})"
-        "  GROUP BY function_id, status"  # runs_status_keyset: queued and running runs
-        ") c GROUP BY function_id, status",
-        (*_FINAL, *_FINAL, *_UNFINISHED))
+    rows = tx.all(BY_FUNCTION_SQL, BY_FUNCTION_PARAMS)
     out: dict[str, dict[str, int]] = {}
     for r in rows:
         if r["n"]:
@@ -75,7 +79,6 @@ def runs_by_status(tx: Tx) -> dict[str, int]:
 
 # -- keeping run_counts (housekeeping) ---------------------------------------------------------
 
-_RANGE_SQL = "SELECT {} FROM run_counts_range WHERE name = 'finished'"
 
 
 def counted_range(tx: Tx, *, lock: str = "") -> tuple[int, int] | None:
