@@ -651,7 +651,8 @@ def query_plans(raw: Raw, functions: dict[str, str]) -> None:
         "runs by status": ("SELECT run_id FROM runs WHERE status = ? ORDER BY created_at DESC LIMIT 50", ("Failed",)),
         "all runs": ("SELECT run_id FROM runs ORDER BY created_at DESC LIMIT 50", ()),
         "events by name": ("SELECT seq FROM events WHERE name = ? ORDER BY seq DESC LIMIT 50", ("bench/steps",)),
-        "runs by function+status": (hops.BY_FUNCTION_SQL, hops.BY_FUNCTION_PARAMS),
+        "runs by function+status": (hops.BY_FUNCTION_SQL, hops.by_function_params(*raw.all(
+            "SELECT ended_from, ended_before FROM run_counts_range")[0])),
     }
     print("\nIndexes the plans use:")
     for label, (sql, params) in plans.items():

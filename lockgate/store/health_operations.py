@@ -37,23 +37,29 @@ def due_job_count(tx: Tx, now: int) -> int:
     return tx.one("SELECT COUNT(*) AS n FROM jobs WHERE lease_owner IS NULL AND due_at <= ?", (now,))["n"]
 
 
-_RANGE_SQL = "SELECT {} FROM run_counts_range WHERE name = 'finished'"
+# The counted range goes in as values, not as a subquery: PostgreSQL plans `ended_at >= (SELECT …)`
+# for a third of the table (a bitmap scan of millions of rows), a value for the few rows it holds.
+# The range is read again in the same statement (one snapshot with run_counts): if housekeeping
+# moved it in between, the read is done again.
 BY_FUNCTION_SQL = (
     "SELECT function_id, status, SUM(n) AS n FROM ("
     " SELECT function_id, status, n FROM run_counts"
     " UNION ALL"
-    " SELECT function_id, status, COUNT(*) AS n FROM runs WHERE ended_at IS NOT NULL"
-    f"  AND ended_at >= ({_RANGE_SQL.format('ended_before')}) AND status IN ({_FINAL_MARKS})"
-    "  GROUP BY function_id, status"  # runs_ended_set: since the last count
+    " SELECT function_id, status, COUNT(*) AS n FROM runs WHERE ended_at >= ?"
+    f"  AND status IN ({_FINAL_MARKS}) GROUP BY function_id, status"  # runs_ended_set: since the last count
     " UNION ALL"
-    " SELECT function_id, status, COUNT(*) AS n FROM runs WHERE ended_at IS NOT NULL"
-    f"  AND ended_at < ({_RANGE_SQL.format('ended_from')}) AND status IN ({_FINAL_MARKS})"
-    "  GROUP BY function_id, status"  # runs_ended_set: past retention, about to go
+    " SELECT function_id, status, COUNT(*) AS n FROM runs WHERE ended_at < ? AND ended_at IS NOT NULL"
+    f"  AND status IN ({_FINAL_MARKS}) GROUP BY function_id, status"  # runs_ended_set: about to be deleted
     " UNION ALL"
     f" SELECT function_id, status, COUNT(*) AS n FROM runs WHERE status IN ({_UNFINISHED_MARKS})"
     "  GROUP BY function_id, status"  # runs_status_keyset: queued and running runs
-    ") c GROUP BY function_id, status")
-BY_FUNCTION_PARAMS = (*_FINAL, *_FINAL, *_UNFINISHED)
+    ") c GROUP BY function_id, status"
+    " UNION ALL SELECT '', '#range', ended_from FROM run_counts_range WHERE name = 'finished'"
+    " UNION ALL SELECT '', '#range end', ended_before FROM run_counts_range WHERE name = 'finished'")
+
+
+def by_function_params(ended_from: int, ended_before: int) -> tuple:
+    return (ended_before, *_FINAL, ended_from, *_FINAL, *_UNFINISHED)
 
 
 def runs_by_function(tx: Tx) -> dict[str, dict[str, int]]:
@@ -61,11 +67,17 @@ def runs_by_function(tx: Tx) -> dict[str, dict[str, int]]:
     the finished runs counted in `run_counts` (0014) plus, in the same statement (one snapshot),
     a live count of the finished runs outside its range (the few that ended since housekeeping
     last counted, and those about to be deleted) and of the unfinished ones."""
-    rows = tx.all(BY_FUNCTION_SQL, BY_FUNCTION_PARAMS)
-    out: dict[str, dict[str, int]] = {}
-    for r in rows:
-        if r["n"]:
-            out.setdefault(r["function_id"], {})[r["status"]] = int(r["n"])
+    for _ in range(20):  # the range moves once a batch at most: a second try is rare, a third rarer
+        ended_from, ended_before = counted_range(tx) or (0, 0)
+        out: dict[str, dict[str, int]] = {}
+        seen = {"#range": 0, "#range end": 0}
+        for r in tx.all(BY_FUNCTION_SQL, by_function_params(ended_from, ended_before)):
+            if r["status"] in seen and r["function_id"] == "":
+                seen[r["status"]] = int(r["n"])
+            elif r["n"]:
+                out.setdefault(r["function_id"], {})[r["status"]] = int(r["n"])
+        if (seen["#range"], seen["#range end"]) == (ended_from, ended_before):
+            break
     return out
 
 
