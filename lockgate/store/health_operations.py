@@ -40,12 +40,15 @@ def due_job_count(tx: Tx, now: int) -> int:
 # The counted range goes in as values, not as a subquery: PostgreSQL plans `ended_at >= (SELECT …)`
 # for a third of the table (a bitmap scan of millions of rows), a value for the few rows it holds.
 # The range is read again in the same statement (one snapshot with run_counts): if housekeeping
-# moved it in between, the read is done again.
+# moved it in between, the read is done again. The range since the last count gets an upper bound
+# too (END_OF_TIME): with a lower one only, SQLite scanned a whole (function, status) index for the
+# grouping's order (5.8 s at 5 M runs) instead of taking the few rows from runs_ended_set.
+END_OF_TIME = 2**62
 BY_FUNCTION_SQL = (
     "SELECT function_id, status, SUM(n) AS n FROM ("
     " SELECT function_id, status, n FROM run_counts"
     " UNION ALL"
-    " SELECT function_id, status, COUNT(*) AS n FROM runs WHERE ended_at >= ?"
+    " SELECT function_id, status, COUNT(*) AS n FROM runs WHERE ended_at >= ? AND ended_at < ?"
     f"  AND status IN ({_FINAL_MARKS}) GROUP BY function_id, status"  # runs_ended_set: since the last count
     " UNION ALL"
     " SELECT function_id, status, COUNT(*) AS n FROM runs WHERE ended_at < ? AND ended_at IS NOT NULL"
@@ -59,7 +62,7 @@ BY_FUNCTION_SQL = (
 
 
 def by_function_params(ended_from: int, ended_before: int) -> tuple:
-    return (ended_before, *_FINAL, ended_from, *_FINAL, *_UNFINISHED)
+    return (ended_before, END_OF_TIME, *_FINAL, ended_from, *_FINAL, *_UNFINISHED)
 
 
 def runs_by_function(tx: Tx) -> dict[str, dict[str, int]]:
