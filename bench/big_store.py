@@ -609,6 +609,14 @@ def dashboard_queries(data_dir: Path, postgres_uri: str | None, functions: dict[
         "count: created last day": lambda: list(run_search.count_runs(
             tx, run_search.RunQuery(RunFilter(created_from=int(time.time() * 1000) - DAY_MS))).by_status),
     }
+    # The same read with the newest N finished runs left to its live part (as if housekeeping had not
+    # counted them yet: a busy store's last minute or two, or a retention backlog).
+    ended_from = tx.one("SELECT ended_from FROM run_counts_range")["ended_from"]
+    for live in (10_000, 100_000):
+        edge = tx.one("SELECT ended_at FROM runs WHERE ended_at IS NOT NULL ORDER BY ended_at DESC LIMIT 1 OFFSET ?",
+                      (live,))["ended_at"]
+        counts[f"by function, {live // 1000}k live"] = (
+            lambda edge=edge: tx.all(hops.BY_FUNCTION_SQL, hops.by_function_params(ended_from, edge)))
     print("\nDashboard queries at this size (lists: 50 rows, newest first, rows decoded; counts: groups; 15 tries each, counts 5):")
     for label, query in [*queries.items(), *counts.items()]:
         times = []
