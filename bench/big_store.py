@@ -61,7 +61,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.run import lockgate_light, pct  # noqa: E402
+from lockgate.engine import health_snapshot, run_search  # noqa: E402
+from lockgate.engine.retention import COUNT_BATCH, LATE_COMMIT_MS  # noqa: E402
 from lockgate.models import RunFilter  # noqa: E402
+from lockgate.store import health_operations as hops  # noqa: E402
 from lockgate.store import operations as ops  # noqa: E402
 from lockgate.store.postgres import PostgresTx  # noqa: E402
 from lockgate.store.sqlite import SQLiteTx, _connect  # noqa: E402
@@ -580,6 +583,7 @@ def dashboard_queries(data_dir: Path, postgres_uri: str | None, functions: dict[
         conn = _connect(str(data_dir / "lockgate.db"), synchronous="NORMAL")
         tx = SQLiteTx(conn)
     deep_seq = tx.one("SELECT MAX(seq) AS s FROM events")["s"] // 2
+    catch_up_run_counts(conn, tx)
     queries = {
         "runs of a function": lambda: ops.page_runs(tx, RunFilter(function_ids=[functions["noop"]]), before=None,
                                                     limit=50),
@@ -591,15 +595,60 @@ def dashboard_queries(data_dir: Path, postgres_uri: str | None, functions: dict[
         "events by name, deep page": lambda: ops.list_events(tx, name="bench/steps", before_seq=deep_seq, limit=50),
         "all events": lambda: ops.list_events(tx, limit=50),
     }
-    print("\nDashboard queries at this size (50 rows, newest first, rows decoded; 15 tries each):")
-    for label, query in queries.items():
+    counts = {  # 5 tries each: before their own table, each read every stored run
+        # The counts: Health page, /v1/stats and /metrics (the whole snapshot and its two run counts),
+        # the Functions page, and the runs and function pages' counts for their filter.
+        "health snapshot (whole)": lambda: [health_snapshot._read(tx, int(time.time() * 1000))],
+        "runs by status (health)": lambda: list(hops.runs_by_status(tx).items()),
+        "runs by function + status": lambda: list(hops.runs_by_function(tx).items()),
+        "count: all runs": lambda: list(run_search.count_runs(tx, run_search.RunQuery(RunFilter())).by_status),
+        "count: one function": lambda: list(run_search.count_runs(
+            tx, run_search.RunQuery(RunFilter(function_ids=[functions["noop"]]))).by_status),
+        "count: function + status": lambda: list(run_search.count_runs(
+            tx, run_search.RunQuery(RunFilter(function_ids=[functions["noop"]], statuses=["Failed"]))).by_status),
+        "count: created last day": lambda: list(run_search.count_runs(
+            tx, run_search.RunQuery(RunFilter(created_from=int(time.time() * 1000) - DAY_MS))).by_status),
+    }
+    # The same read with the newest N finished runs left to its live part (as if housekeeping had not
+    # counted them yet: a busy store's last minute or two, or a retention backlog).
+    ended_from = tx.one("SELECT ended_from FROM run_counts_range")["ended_from"]
+    for live in (10_000, 100_000):
+        edge = tx.one("SELECT ended_at FROM runs WHERE ended_at IS NOT NULL ORDER BY ended_at DESC LIMIT 1 OFFSET ?",
+                      (live,))["ended_at"]
+        counts[f"by function, {live // 1000}k live"] = (
+            lambda edge=edge: tx.all(hops.BY_FUNCTION_SQL, hops.by_function_params(ended_from, edge)))
+    print("\nDashboard queries at this size (lists: 50 rows, newest first, rows decoded; counts: groups; 15 tries each, counts 5):")
+    for label, query in [*queries.items(), *counts.items()]:
         times = []
-        for _ in range(15):
+        for _ in range(15 if label in queries else 5):
             t = time.perf_counter()
             rows = query()
             times.append((time.perf_counter() - t) * 1000)
         print(f"  {label:<28} p50 {statistics.median(times):6.1f} ms  max {max(times):6.1f} ms  ({len(rows)} rows)")
     conn.close()
+
+
+def catch_up_run_counts(conn, tx) -> None:
+    """What housekeeping does at its first sweep after migration 0014 (and, a few runs at a time,
+    at every sweep): count the finished runs into run_counts, COUNT_BATCH per write transaction."""
+    up_to = int(time.time() * 1000) - LATE_COMMIT_MS
+    times = []
+    while True:
+        t = time.perf_counter()
+        if tx.dialect == "postgres":
+            with conn.transaction():
+                more = hops.count_finished_runs(tx, ended_before=up_to, limit=COUNT_BATCH)
+        else:
+            conn.execute("BEGIN IMMEDIATE")
+            more = hops.count_finished_runs(tx, ended_before=up_to, limit=COUNT_BATCH)
+            conn.execute("COMMIT")
+        times.append((time.perf_counter() - t) * 1000)
+        if more is None:
+            break
+    held = tx.one("SELECT COALESCE(SUM(n), 0) AS n FROM run_counts")["n"]
+    print(f"\nrun_counts brought up to date: {len(times)} write transactions of up to {COUNT_BATCH:,} runs,"
+          f" {sum(times) / 1000:.1f} s in all, p50 {statistics.median(times):.0f} ms, longest {max(times):.0f} ms;"
+          f" {held:,} finished runs counted")
 
 
 def query_plans(raw: Raw, functions: dict[str, str]) -> None:
@@ -610,11 +659,13 @@ def query_plans(raw: Raw, functions: dict[str, str]) -> None:
         "runs by status": ("SELECT run_id FROM runs WHERE status = ? ORDER BY created_at DESC LIMIT 50", ("Failed",)),
         "all runs": ("SELECT run_id FROM runs ORDER BY created_at DESC LIMIT 50", ()),
         "events by name": ("SELECT seq FROM events WHERE name = ? ORDER BY seq DESC LIMIT 50", ("bench/steps",)),
+        "runs by function+status": (hops.BY_FUNCTION_SQL, hops.by_function_params(*raw.all(
+            "SELECT ended_from, ended_before FROM run_counts_range")[0])),
     }
     print("\nIndexes the plans use:")
     for label, (sql, params) in plans.items():
         plan = " | ".join(str(r[-1]) for r in raw.all(explain + sql, params))
-        print(f"  {label:<20} {plan[:150]}")
+        print(f"  {label:<20} {plan if label == 'runs by function+status' else plan[:150]}")
 
 
 def _relation_counters(raw: Raw) -> dict[str, tuple[int, int]]:

@@ -14,6 +14,14 @@ most 4% of the hot path's CPU at any load; and it never waits more than two hund
 the batch, so it keeps deleting for at least about 0.5% of the time however busy the store is.
 Debounce/batch windows and waits need no sweep: they are deleted when they fire, match or time out.
 
+Each sweep first brings `run_counts` (0014) up to date: it adds the runs that finished since its
+last count, up to LATE_COMMIT_MS ago (a run ended a moment ago may commit later than a run ended
+after it: counting stops short of the newest so that none is missed), and with retention on it
+takes away the runs a lead of OLD_RELEASE_LEAD_MS ahead of the cutoff, which readers then count
+live until they are deleted: a replica of the previous release, whose sweep deletes without
+touching run_counts, so never deletes a counted run. One replica at a time moves the counted range
+(a row lock); in batches of COUNT_BATCH runs, paced like the deletes.
+
 Each sweep also keeps the planner's statistics fresh: SQLite never gathers them on its own, so
 housekeeping runs a sampled `ANALYZE` once the store holds SQLITE_ANALYZE_FROM_RUNS runs (statistics
 of a nearly empty store would tell the planner its tables are tiny, worse than none), again
@@ -32,6 +40,7 @@ from dataclasses import dataclass, field
 
 from lockgate.models import now_ms
 from lockgate.qstash.models import FINISHED_KEPT_MS, LOGS_KEPT_MS
+from lockgate.store import health_operations as hops
 from lockgate.store import retention_operations as rops
 from lockgate.store.base import Store
 
@@ -43,6 +52,9 @@ PACE = 2.0  # ...and at least twice as long as the batch took: an idle store's b
 IDLE_AFTER_S = 0.25  # the hot path is idle once it has written nothing for this long
 BUSY_SHARE = 0.04  # while the hot path writes: a batch's time at most this share of the hot path's CPU
 MAX_BUSY_PACE = 200.0  # ...but never a pause longer than this many times the batch: always some progress
+COUNT_BATCH = 10_000  # finished runs counted (or uncounted) per write transaction
+LATE_COMMIT_MS = 60_000  # runs are counted once they ended this long ago
+OLD_RELEASE_LEAD_MS = 10 * 60_000  # uncounted this long before retention's cutoff reaches them
 SQLITE_ANALYZE_EVERY_S = 3600.0
 SQLITE_ANALYZE_FROM_RUNS = 10_000
 
@@ -130,6 +142,7 @@ class Housekeeping:
         self._writes_at_analyze = 0  # ...and the store's commits then
         self.analyze_from_runs = SQLITE_ANALYZE_FROM_RUNS
         self._told_autovacuum_off = False
+        self.count_batch = COUNT_BATCH
 
     async def run_forever(self) -> None:
         while True:
@@ -148,6 +161,7 @@ class Housekeeping:
     async def sweep(self) -> SweepTotals:
         totals = SweepTotals()
         now = now_ms()
+        await self.keep_run_counts(now)
         if not self.retention.keeps_forever:
             cutoff = now - int(self.retention.seconds * 1000)
             totals.runs = await self._delete_runs(cutoff)
@@ -166,6 +180,20 @@ class Housekeeping:
         totals.expired["connect"] = await self._write_paced(lambda tx: rops.delete_silent_connect_rows(tx, now=now))
         await self.keep_statistics()
         return totals
+
+    async def keep_run_counts(self, now: int) -> None:
+        """Move run_counts' counted range: its end to LATE_COMMIT_MS ago, its start (retention on)
+        to OLD_RELEASE_LEAD_MS past the cutoff (module docstring)."""
+        await self._move_counted_range(
+            lambda tx, limit: hops.count_finished_runs(tx, ended_before=now - LATE_COMMIT_MS, limit=limit))
+        if not self.retention.keeps_forever:
+            ended_from = now - int(self.retention.seconds * 1000) + OLD_RELEASE_LEAD_MS
+            await self._move_counted_range(
+                lambda tx, limit: hops.uncount_finished_runs(tx, ended_from=ended_from, limit=limit))
+
+    async def _move_counted_range(self, step) -> None:
+        while await self._write_paced(lambda tx: step(tx, self.count_batch)) is not None:
+            await self._yield()
 
     async def keep_statistics(self) -> None:
         """Planner statistics, and on PostgreSQL dead rows autovacuum leaves to us (module docstring)."""

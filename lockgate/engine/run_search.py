@@ -15,11 +15,12 @@ import orjson
 
 from lockgate.expressions import Expression, ExpressionError, compile_expression, equality_keys
 from lockgate.models import FINAL_STATUSES, Run, RunFilter, RunStatus
+from lockgate.store import health_operations as hops
 from lockgate.store import operations as ops
 from lockgate.store.base import Tx
 
 SCAN_LIMIT = 5000  # rows one page may scan for an expression filter
-COUNT_SCAN_LIMIT = 10000  # rows a count may scan for an expression filter
+COUNT_SCAN_LIMIT = 10000  # rows a count may scan for an expression, a time range or event text
 BULK_LIMIT = 10000  # runs one bulk action may touch
 _BATCH = 500
 
@@ -140,8 +141,22 @@ def search_runs(tx: Tx, query: RunQuery, *, cursor: str | None, limit: int) -> R
 
 
 def count_runs(tx: Tx, query: RunQuery) -> RunCounts:
+    """Matching runs by status: exact from the stored counts when the filter is statuses and
+    functions only; else among the newest COUNT_SCAN_LIMIT matching runs (complete=False past that)."""
+    f = query.filter
+    if query.expression is None and f.created_from is None and f.created_to is None and not f.events_contain:
+        wanted = set(f.function_ids)
+        counts = {}
+        for function_id, by_status in hops.runs_by_function(tx).items():
+            if wanted and function_id not in wanted:
+                continue
+            for status, n in by_status.items():
+                if not f.statuses or status in f.statuses:
+                    counts[status] = counts.get(status, 0) + n
+        return RunCounts(counts)
     if query.expression is None:
-        return RunCounts(ops.count_runs(tx, query.filter))
+        counts = ops.count_newest_runs(tx, f, limit=COUNT_SCAN_LIMIT)
+        return RunCounts(counts, complete=sum(counts.values()) < COUNT_SCAN_LIMIT)
     counts: dict[str, int] = {}
     scanned = 0
     for _, _, status, matched in _scan(tx, query, None, COUNT_SCAN_LIMIT):

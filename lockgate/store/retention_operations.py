@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from lockgate.models import FINAL_STATUSES
 from lockgate.qstash.models import FINAL_STATES as QSTASH_FINAL
+from lockgate.store import health_operations as hops
 from lockgate.store.base import Tx
 
 _FINAL = tuple(sorted(FINAL_STATUSES))
@@ -26,8 +27,11 @@ def delete_finished_runs(tx: Tx, *, ended_before: int, ended_from: int, limit: i
     # On PostgreSQL, rows another transaction holds (a replica's own sweep, an operator's action) are
     # skipped, not waited for: the next sweep takes them.
     skip_locked = " FOR UPDATE SKIP LOCKED" if tx.dialect == "postgres" else ""
+    # The runs it deletes leave run_counts in this transaction; the share lock keeps housekeeping
+    # elsewhere from moving the counted range until it commits.
+    counted = hops.counted_range(tx, lock="share")
     rows = tx.all(
-        f"SELECT run_id, ended_at FROM runs WHERE ended_at >= ? AND ended_at < ? AND status IN ({_FINAL_MARKS})"
+        f"SELECT run_id, function_id, status, ended_at FROM runs WHERE ended_at >= ? AND ended_at < ? AND status IN ({_FINAL_MARKS})"
         f" ORDER BY ended_at LIMIT ?{skip_locked}",  # runs_ended_set (0012)
         (ended_from, ended_before, *_FINAL, limit),
     )
@@ -38,6 +42,7 @@ def delete_finished_runs(tx: Tx, *, ended_before: int, ended_from: int, limit: i
     for table in ("steps", "run_triggers", "flow_runs", "jobs"):  # waits go when a run ends
         tx.execute(f"DELETE FROM {table} WHERE run_id IN ({marks})", ids)
     tx.execute(f"DELETE FROM runs WHERE run_id IN ({marks})", ids)
+    hops.uncount_deleted_runs(tx, rows, counted)
     return len(ids), rows[-1]["ended_at"]
 
 
