@@ -448,13 +448,6 @@ def scan_run_triggers(tx: Tx, run_filter: RunFilter, *, before: tuple[int, str] 
     return out
 
 
-def count_runs(tx: Tx, run_filter: RunFilter) -> dict[str, int]:
-    """Matching runs by status."""
-    where, params = _run_where(run_filter)
-    return {r["status"]: r["n"] for r in tx.all(f"SELECT status, COUNT(*) AS n FROM runs{where} GROUP BY status",
-                                                params)}
-
-
 def count_newest_runs(tx: Tx, run_filter: RunFilter, *, limit: int) -> dict[str, int]:
     """The newest `limit` matching runs by status: a count that stops (a time range or event text
     filter has no stored count, and grouping millions of runs takes seconds)."""
@@ -548,10 +541,6 @@ def mark_runs_started(tx: Tx, run_ids: list[str], at: int) -> None:
         condition, params = where_in(tx, "run_id", run_ids[i:i + 500])
         tx.execute(f"UPDATE runs SET status = ?, started_at = ?, reason = NULL WHERE {condition} AND status = ?",
                    [RunStatus.RUNNING.value, at, *params, RunStatus.QUEUED.value])
-
-
-def count_runs_by_status(tx: Tx) -> dict[str, int]:
-    return {r["status"]: r["n"] for r in tx.all("SELECT status, COUNT(*) AS n FROM runs GROUP BY status")}
 
 
 def child_runs(tx: Tx, run_id: str) -> list[Run]:
