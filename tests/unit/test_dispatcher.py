@@ -9,19 +9,6 @@ import pytest
 from lockgate.engine.dispatcher import Dispatcher
 from lockgate.models import Job, JobKind, now_ms
 from lockgate.store import operations as ops
-from lockgate.store.postgres import PostgresStore
-from lockgate.store.sqlite import SQLiteStore
-
-
-@pytest.fixture
-async def store(tmp_path, backend):
-    if backend.name == "postgres":
-        s = PostgresStore(backend.new_database(), pool_size=4)
-    else:
-        s = SQLiteStore(str(tmp_path))
-    await s.open()
-    yield s
-    await s.close()
 
 
 def _call(job_id: str, due: int, **kw) -> Job:
