@@ -35,12 +35,8 @@ def _read(tx: Tx, now: int) -> dict[str, Any]:
         for fid, counts in by_function.items()
     ]
     per_function.sort(key=lambda f: f["slug"])
-    by_status: dict[str, int] = {}
-    for counts in by_function.values():
-        for status, n in counts.items():
-            by_status[status] = by_status.get(status, 0) + n
     return {
-        "runs": by_status,
+        "runs": hops.total_by_status(by_function),
         "queue_depth": ops.queue_depth(tx),
         "due_jobs": hops.due_job_count(tx, now),
         "oldest_due_lateness_ms": 0 if oldest is None else now - oldest,

@@ -142,6 +142,7 @@ class Housekeeping:
         self._writes_at_analyze = 0  # ...and the store's commits then
         self.analyze_from_runs = SQLITE_ANALYZE_FROM_RUNS
         self._told_autovacuum_off = False
+        self._dialect: str | None = None
         self.count_batch = COUNT_BATCH
 
     async def run_forever(self) -> None:
@@ -197,7 +198,9 @@ class Housekeeping:
 
     async def keep_statistics(self) -> None:
         """Planner statistics, and on PostgreSQL dead rows autovacuum leaves to us (module docstring)."""
-        dialect = await self.store.read(lambda tx: tx.dialect)
+        if self._dialect is None:  # the store's, read once
+            self._dialect = await self.store.read(lambda tx: tx.dialect)
+        dialect = self._dialect
         if dialect == "sqlite":
             due = (time.monotonic() - self._analyzed_at >= SQLITE_ANALYZE_EVERY_S
                    or self._hot_writes() >= 2 * self._writes_at_analyze)

@@ -90,16 +90,20 @@ def runs_by_function(tx: Tx) -> dict[str, dict[str, int]]:
     return out
 
 
-def runs_by_status(tx: Tx) -> dict[str, int]:
+def total_by_status(by_function: dict[str, dict[str, int]]) -> dict[str, int]:
+    """{status: count} over all functions, from `runs_by_function`'s answer."""
     out: dict[str, int] = {}
-    for counts in runs_by_function(tx).values():
+    for counts in by_function.values():
         for status, n in counts.items():
             out[status] = out.get(status, 0) + n
     return out
 
 
-# -- keeping run_counts (housekeeping) ---------------------------------------------------------
+def runs_by_status(tx: Tx) -> dict[str, int]:
+    return total_by_status(runs_by_function(tx))
 
+
+# -- keeping run_counts (housekeeping) ---------------------------------------------------------
 
 
 def counted_range(tx: Tx, *, lock: str = "") -> tuple[int, int] | None:
