@@ -4,8 +4,9 @@ A publish takes its channel's row in `realtime_channels` (so publishes to one ch
 one after another), draws ids from the table's sequence and stores the messages. Once that
 commits, the publishing process hands them to its own subscribers itself: no NOTIFY, no read
 back. Other replicas hear of them by NOTIFY only when one is listening: every replica's LISTEN
-connection holds a shared advisory lock (its presence), and a publish looks for a peer's in
-`pg_locks`; a lone replica sends no NOTIFY at all. The notifications pack many messages each
+connection holds one of SLOTS listening slots, an exclusive advisory lock (past SLOTS, a shared
+overflow lock), and a publish tries the other slots shared in the statement that draws its ids: a
+try that fails means a peer listens. A lone replica sends no NOTIFY at all. The notifications pack many messages each
 (with their bodies when they fit), carry every message's id and the previous id on its channel,
 and arrive in commit order, so every replica delivers a channel's messages in id order; a
 replica that sees a gap (a dropped LISTEN connection, or its own message committed right after
